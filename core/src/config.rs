@@ -1,0 +1,189 @@
+//! Configuration shared by the binaries: the SPEC's environment variables, each also a flag.
+//!
+//! Flags win over the environment, which wins over defaults (clap's `env`). Secrets live in
+//! [`Secret`], whose `Debug` and `Display` print `***`, and their env values are hidden
+//! from `--help`.
+
+use clap::Args;
+use std::convert::Infallible;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A value that must never reach a log, an error message or a debug dump.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The real value, for the one place that hands it to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Where Kafka is and how to authenticate.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port,...). Unset: the embedded broker (local mode).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+
+    /// SASL PLAIN user name (Confluent Cloud API key); with the secret, SASL_SSL is used.
+    #[arg(long, env = "CONFLUENT_API_KEY", hide_env_values = true)]
+    pub confluent_api_key: Option<Secret>,
+
+    /// SASL PLAIN password (Confluent Cloud API secret).
+    #[arg(long, env = "CONFLUENT_API_SECRET", hide_env_values = true)]
+    pub confluent_api_secret: Option<Secret>,
+
+    /// The orders topic.
+    #[arg(long, env = "TOPIC_NAME", default_value = "orders")]
+    pub topic_name: String,
+}
+
+/// Where orders are stored.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Couchbase host or connection string. Unset: the embedded SQLite store.
+    #[arg(long, env = "COUCHBASE_HOST")]
+    pub couchbase_host: Option<String>,
+
+    /// Couchbase bucket.
+    #[arg(long, env = "COUCHBASE_BUCKET", default_value = "order_analytics")]
+    pub couchbase_bucket: String,
+
+    /// Couchbase user name.
+    #[arg(long, env = "COUCHBASE_USERNAME", hide_env_values = true)]
+    pub couchbase_username: Option<String>,
+
+    /// Couchbase password.
+    #[arg(long, env = "COUCHBASE_PASSWORD", hide_env_values = true)]
+    pub couchbase_password: Option<Secret>,
+
+    /// Directory of the embedded SQLite store (used when COUCHBASE_HOST is unset).
+    #[arg(long, env = "ORDERS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for StoreArgs {
+    fn default() -> Self {
+        StoreArgs {
+            couchbase_host: None,
+            couchbase_bucket: "order_analytics".into(),
+            couchbase_username: None,
+            couchbase_password: None,
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+impl StoreArgs {
+    /// The SQLite file inside the data directory.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("orders.db")
+    }
+}
+
+/// The SPEC's rule for Couchbase connection strings: TLS for Capella hosts.
+pub fn couchbase_connection_string(host: &str) -> String {
+    if host.starts_with("couchbase://") || host.starts_with("couchbases://") {
+        host.to_owned()
+    } else if host.trim_end_matches('.').ends_with("cloud.couchbase.com") {
+        format!("couchbases://{host}")
+    } else {
+        format!("couchbase://{host}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let cli = Cli::parse_from([
+            "t",
+            "--confluent-api-key",
+            "KEY-VALUE-1",
+            "--confluent-api-secret",
+            "SECRET-VALUE-2",
+            "--couchbase-password",
+            "PASSWORD-VALUE-3",
+        ]);
+        let dump = format!("{cli:?} {cli:#?}");
+        for s in ["KEY-VALUE-1", "SECRET-VALUE-2", "PASSWORD-VALUE-3"] {
+            assert!(!dump.contains(s), "{s} leaked in {dump}");
+        }
+        assert!(dump.contains("***"));
+        assert_eq!(
+            cli.kafka.confluent_api_secret.as_ref().map(Secret::expose),
+            Some("SECRET-VALUE-2")
+        );
+    }
+
+    #[test]
+    fn help_hides_secret_env_values() {
+        use clap::CommandFactory;
+        // SAFETY of the test: set only variables no other test reads.
+        std::env::set_var("CONFLUENT_API_SECRET", "ENV-SECRET-4");
+        std::env::set_var("COUCHBASE_PASSWORD", "ENV-PASSWORD-5");
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("CONFLUENT_API_SECRET"));
+        assert!(!help.contains("ENV-SECRET-4"));
+        assert!(!help.contains("ENV-PASSWORD-5"));
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let cli = Cli::parse_from(["t"]);
+        assert_eq!(cli.kafka.topic_name, "orders");
+        assert_eq!(cli.store.couchbase_bucket, "order_analytics");
+    }
+
+    #[test]
+    fn couchbase_scheme_rule() {
+        assert_eq!(
+            couchbase_connection_string("cb.abc.cloud.couchbase.com"),
+            "couchbases://cb.abc.cloud.couchbase.com"
+        );
+        assert_eq!(
+            couchbase_connection_string("couchbase"),
+            "couchbase://couchbase"
+        );
+        assert_eq!(
+            couchbase_connection_string("couchbases://x.example:11207"),
+            "couchbases://x.example:11207"
+        );
+    }
+}

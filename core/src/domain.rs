@@ -1,0 +1,334 @@
+//! The business records that travel on the topics: orders, fraud alerts, payments, totals.
+//!
+//! Field names and types follow the SPEC exactly; readers accept unknown extra fields.
+
+use crate::money::Cents;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// The largest record a reader accepts; anything bigger goes to the dead-letter topic.
+pub const MAX_RECORD_BYTES: usize = 1_000_000;
+
+/// An ISO 3166 alpha-2 style country code: two ASCII capital letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country([u8; 2]);
+
+impl Country {
+    pub fn as_str(&self) -> &str {
+        // Constructed only from two ASCII capitals, so always valid UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl FromStr for Country {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        if b.len() == 2 && b.iter().all(u8::is_ascii_uppercase) {
+            Ok(Country([b[0], b[1]]))
+        } else {
+            Err(format!("country {s:?} is not a two-letter upper-case code"))
+        }
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Country {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The countries the producer draws from.
+pub const COUNTRIES: [&str; 8] = ["US", "CA", "DE", "IN", "GB", "FR", "CN", "BR"];
+
+/// An instant, written as RFC 3339 UTC with `Z` (`2024-01-15T10:30:00Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(Utc::now())
+    }
+    pub fn to_rfc3339(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+    /// Microseconds since the Unix epoch.
+    pub fn micros(&self) -> i64 {
+        self.0.timestamp_micros()
+    }
+    pub fn from_micros(us: i64) -> Option<Self> {
+        DateTime::from_timestamp_micros(us).map(Timestamp)
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| Timestamp(t.with_timezone(&Utc)))
+            .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where an order is in its own life (not in the pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Created,
+    Confirmed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 3] = [
+        OrderStatus::Created,
+        OrderStatus::Confirmed,
+        OrderStatus::Cancelled,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Created => "CREATED",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl FromStr for OrderStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OrderStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown order status {s:?}"))
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An order as it travels on the `orders` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: u64,
+    pub customer_id: u32,
+    pub amount: Cents,
+    pub currency: String,
+    pub country: Country,
+    pub status: OrderStatus,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Why a record could not be used; the code goes into the dead-letter header.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes exceeds the {MAX_RECORD_BYTES} byte limit")]
+    Oversized(usize),
+    #[error("record has no value")]
+    Empty,
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("invalid value: {0}")]
+    Invalid(String),
+}
+
+impl DecodeError {
+    /// A short stable code for headers and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Oversized(_) => "oversized",
+            DecodeError::Empty => "empty",
+            DecodeError::NotJson(_) => "not-json",
+            DecodeError::Schema(_) => "schema",
+            DecodeError::Invalid(_) => "invalid-value",
+        }
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(payload: Option<&[u8]>) -> Result<T, DecodeError> {
+    let bytes = payload.ok_or(DecodeError::Empty)?;
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(DecodeError::Oversized(bytes.len()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => DecodeError::Schema(e.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => DecodeError::NotJson(e.to_string()),
+        }
+    })
+}
+
+impl Order {
+    /// Decodes and validates one record value from the `orders` topic.
+    pub fn decode(payload: Option<&[u8]>) -> Result<Order, DecodeError> {
+        let order: Order = decode_json(payload)?;
+        order.validate()?;
+        Ok(order)
+    }
+
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        if self.order_id == 0 {
+            return Err(DecodeError::Invalid("order_id must be positive".into()));
+        }
+        if self.amount.is_negative() {
+            return Err(DecodeError::Invalid(format!(
+                "negative amount {}",
+                self.amount
+            )));
+        }
+        Ok(())
+    }
+
+    /// The record key: the order id as a decimal string.
+    pub fn key(&self) -> String {
+        self.order_id.to_string()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A fraud alert on the `fraud-alerts` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FraudAlert {
+    pub order_id: u64,
+    pub reason: String,
+    pub amount: Cents,
+    pub country: Country,
+    /// The id of the rule that fired (an extra field the SPEC allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<String>,
+    /// When the fraud service decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Timestamp>,
+}
+
+impl FraudAlert {
+    pub fn decode(payload: Option<&[u8]>) -> Result<FraudAlert, DecodeError> {
+        let alert: FraudAlert = decode_json(payload)?;
+        if alert.order_id == 0 {
+            return Err(DecodeError::Invalid("order_id must be positive".into()));
+        }
+        Ok(alert)
+    }
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The outcome of payment processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    Paid,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Paid => "PAID",
+            PaymentStatus::Failed => "FAILED",
+        }
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "PAID" => Ok(PaymentStatus::Paid),
+            "FAILED" => Ok(PaymentStatus::Failed),
+            _ => Err(format!("unknown payment status {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payment result on the `payments` topic. `timestamp` is Unix seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub order_id: u64,
+    pub status: PaymentStatus,
+    pub amount: Cents,
+    pub country: Country,
+    pub timestamp: f64,
+}
+
+impl Payment {
+    pub fn decode(payload: Option<&[u8]>) -> Result<Payment, DecodeError> {
+        let payment: Payment = decode_json(payload)?;
+        if payment.order_id == 0 {
+            return Err(DecodeError::Invalid("order_id must be positive".into()));
+        }
+        if !payment.timestamp.is_finite() {
+            return Err(DecodeError::Invalid("timestamp is not finite".into()));
+        }
+        Ok(payment)
+    }
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The running totals on the `order-analytics` topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalyticsTotals {
+    pub total_sales: Cents,
+    pub order_count: u64,
+}
+
+impl AnalyticsTotals {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,412 @@
+//! Kafka setup: topic names, client settings for PLAINTEXT or SASL_SSL, the embedded
+//! broker (librdkafka's mock cluster), topic checks and consumer lag.
+
+use crate::config::{KafkaArgs, Secret};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const FRAUD_ALERTS_TOPIC: &str = "fraud-alerts";
+pub const PAYMENTS_TOPIC: &str = "payments";
+pub const ANALYTICS_TOPIC: &str = "order-analytics";
+pub const FRAUD_GROUP: &str = "fraud-group";
+pub const PAYMENTS_GROUP: &str = "payments-group";
+pub const ANALYTICS_GROUP: &str = "analytics-group";
+/// The groups that each read every order.
+pub const ORDER_GROUPS: [&str; 3] = [FRAUD_GROUP, PAYMENTS_GROUP, ANALYTICS_GROUP];
+
+/// The dead-letter topic of a topic.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// The topics the pipeline uses and their partition counts (SPEC: `orders` has 6).
+pub fn pipeline_topics(orders_topic: &str) -> Vec<(String, i32)> {
+    vec![
+        (orders_topic.to_owned(), 6),
+        (FRAUD_ALERTS_TOPIC.to_owned(), 6),
+        (PAYMENTS_TOPIC.to_owned(), 6),
+        (ANALYTICS_TOPIC.to_owned(), 1),
+        (dlq_topic(orders_topic), 1),
+        (dlq_topic(FRAUD_ALERTS_TOPIC), 1),
+        (dlq_topic(PAYMENTS_TOPIC), 1),
+    ]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("CONFLUENT_API_KEY and CONFLUENT_API_SECRET must be set together")]
+    HalfCredentials,
+    #[error("no Kafka bootstrap servers: set KAFKA_BOOTSTRAP_SERVERS")]
+    NoBootstrap,
+    #[error(
+        "topic {0:?} does not exist on the cluster; create it first (topics are not auto-created)"
+    )]
+    MissingTopic(String),
+    #[error("embedded broker: {0}")]
+    Embedded(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// SASL PLAIN credentials.
+#[derive(Debug, Clone)]
+pub struct SaslPlain {
+    pub username: Secret,
+    pub password: Secret,
+}
+
+/// How to reach Kafka. `Debug` shows no secret.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub sasl: Option<SaslPlain>,
+}
+
+impl KafkaSettings {
+    pub fn plaintext(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaSettings {
+            bootstrap_servers: bootstrap_servers.into(),
+            sasl: None,
+        }
+    }
+
+    /// Settings from the flags/env; `None` when no bootstrap list is given (local mode).
+    pub fn from_args(args: &KafkaArgs) -> Result<Option<Self>, KafkaSetupError> {
+        let sasl = match (&args.confluent_api_key, &args.confluent_api_secret) {
+            (Some(k), Some(s)) => Some(SaslPlain {
+                username: k.clone(),
+                password: s.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(KafkaSetupError::HalfCredentials),
+        };
+        Ok(args
+            .kafka_bootstrap_servers
+            .as_ref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|b| KafkaSettings {
+                bootstrap_servers: b.trim().to_owned(),
+                sasl,
+            }))
+    }
+
+    /// Settings every client shares. Never log the result: it holds the password.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id)
+            .set("log_level", "4");
+        match &self.sasl {
+            Some(sasl) => {
+                c.set("security.protocol", "SASL_SSL")
+                    .set("sasl.mechanisms", "PLAIN")
+                    .set("sasl.username", sasl.username.expose())
+                    .set("sasl.password", sasl.password.expose());
+            }
+            None => {
+                c.set("security.protocol", "PLAINTEXT");
+            }
+        }
+        c
+    }
+
+    /// A producer whose records are acknowledged by all in-sync replicas, without duplicates.
+    pub fn producer_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = self.client_config(client_id);
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "2")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "500000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("message.timeout.ms", "60000");
+        c
+    }
+
+    /// A group consumer whose offsets are stored by the application after the effect is
+    /// durable and committed in the background (and synchronously on shutdown).
+    pub fn consumer_config(&self, client_id: &str, group: &str) -> ClientConfig {
+        let mut c = self.client_config(client_id);
+        c.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "20")
+            .set("queued.min.messages", "200000");
+        c
+    }
+
+    /// A consumer that joins no group: for metadata, watermarks and committed offsets.
+    pub fn admin_consumer(&self, client_id: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
+        let mut c = self.client_config(client_id);
+        c.set("group.id", group).set("enable.auto.commit", "false");
+        c.create()
+    }
+
+    /// Fails with a clear error naming the first topic that does not exist.
+    pub fn ensure_topics(&self, topics: &[&str], timeout: Duration) -> Result<(), KafkaSetupError> {
+        let consumer = self.admin_consumer("orders-topic-check", "orders-topic-check")?;
+        let metadata = consumer.fetch_metadata(None, timeout)?;
+        for topic in topics {
+            let present = metadata
+                .topics()
+                .iter()
+                .any(|t| t.name() == *topic && t.error().is_none() && !t.partitions().is_empty());
+            if !present {
+                return Err(KafkaSetupError::MissingTopic((*topic).to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The embedded broker: librdkafka's mock cluster, reachable over TCP on a random local
+/// port. Memory only; keeps about 5 MiB (and at most 100,000 batches) per partition.
+/// The cluster lives on its own thread (its handle is not `Send`) until this is dropped.
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker mock cluster with these topics created.
+    pub fn start(topics: &[(String, i32)]) -> Result<Self, KafkaSetupError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let topics = topics.to_vec();
+        let thread = std::thread::Builder::new()
+            .name("embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                for (name, partitions) in &topics {
+                    if let Err(e) = cluster.create_topic(name, *partitions, 1) {
+                        let _ = ready_tx.send(Err(format!("creating topic {name}: {e}")));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Parks until the owner drops its sender.
+                let _ = stop_rx.recv();
+                drop(cluster);
+            })
+            .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?
+            .map_err(KafkaSetupError::Embedded)?;
+        Ok(EmbeddedBroker {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    pub fn settings(&self) -> KafkaSettings {
+        KafkaSettings::plaintext(self.bootstrap.clone())
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Lag of one partition for one group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset; `None` when it has committed nothing yet.
+    pub committed: Option<i64>,
+    pub low_watermark: i64,
+    pub high_watermark: i64,
+    /// Records the group has yet to consume.
+    pub lag: i64,
+}
+
+/// Lag of one group over the partitions of some topics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsumerLag {
+    pub group: String,
+    pub partitions: Vec<PartitionLag>,
+}
+
+impl ConsumerLag {
+    pub fn total(&self) -> i64 {
+        self.partitions.iter().map(|p| p.lag).sum()
+    }
+}
+
+/// Reads the committed offsets of `group` on `topics` and the partitions' watermarks.
+/// Blocking: call from a blocking context.
+pub fn consumer_lag(
+    settings: &KafkaSettings,
+    group: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<ConsumerLag, KafkaSetupError> {
+    let consumer = settings.admin_consumer("orders-lag", group)?;
+    let metadata = consumer.fetch_metadata(None, timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let t = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == *topic && t.error().is_none())
+            .ok_or_else(|| KafkaSetupError::MissingTopic((*topic).to_owned()))?;
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut partitions = Vec::new();
+    for elem in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(elem.topic(), elem.partition(), timeout)?;
+        let committed = match elem.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        let lag = (high - committed.unwrap_or(low).max(low)).max(0);
+        partitions.push(PartitionLag {
+            topic: elem.topic().to_owned(),
+            partition: elem.partition(),
+            committed,
+            low_watermark: low,
+            high_watermark: high,
+            lag,
+        });
+    }
+    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(ConsumerLag {
+        group: group.to_owned(),
+        partitions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(c: &ClientConfig, k: &str) -> Option<String> {
+        c.get(k).map(str::to_owned)
+    }
+
+    #[test]
+    fn plaintext_without_credentials() {
+        let args = KafkaArgs {
+            kafka_bootstrap_servers: Some("localhost:9092".into()),
+            ..KafkaArgs::default()
+        };
+        let s = KafkaSettings::from_args(&args).unwrap().unwrap();
+        let c = s.consumer_config("t", "fraud-group");
+        assert_eq!(get(&c, "security.protocol").as_deref(), Some("PLAINTEXT"));
+        assert_eq!(get(&c, "sasl.username"), None);
+        assert_eq!(
+            get(&c, "enable.auto.offset.store").as_deref(),
+            Some("false")
+        );
+        assert_eq!(get(&c, "group.id").as_deref(), Some("fraud-group"));
+    }
+
+    #[test]
+    fn sasl_ssl_plain_with_credentials_and_no_secret_in_debug() {
+        let args = KafkaArgs {
+            kafka_bootstrap_servers: Some("pkc-1.confluent.cloud:9092".into()),
+            confluent_api_key: Some(Secret::new("API-KEY-X")),
+            confluent_api_secret: Some(Secret::new("API-SECRET-Y")),
+            topic_name: "orders".into(),
+        };
+        let s = KafkaSettings::from_args(&args).unwrap().unwrap();
+        let c = s.producer_config("t");
+        assert_eq!(get(&c, "security.protocol").as_deref(), Some("SASL_SSL"));
+        assert_eq!(get(&c, "sasl.mechanisms").as_deref(), Some("PLAIN"));
+        assert_eq!(get(&c, "sasl.username").as_deref(), Some("API-KEY-X"));
+        assert_eq!(get(&c, "sasl.password").as_deref(), Some("API-SECRET-Y"));
+        assert_eq!(get(&c, "acks").as_deref(), Some("all"));
+        let dump = format!("{s:?} {args:?}");
+        assert!(
+            !dump.contains("API-SECRET-Y") && !dump.contains("API-KEY-X"),
+            "{dump}"
+        );
+    }
+
+    #[test]
+    fn half_credentials_are_an_error() {
+        let args = KafkaArgs {
+            kafka_bootstrap_servers: Some("x:9092".into()),
+            confluent_api_key: Some(Secret::new("k")),
+            ..KafkaArgs::default()
+        };
+        assert!(matches!(
+            KafkaSettings::from_args(&args),
+            Err(KafkaSetupError::HalfCredentials)
+        ));
+    }
+
+    #[test]
+    fn no_bootstrap_means_local_mode() {
+        assert!(KafkaSettings::from_args(&KafkaArgs::default())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn sasl_config_is_accepted_by_librdkafka() {
+        // Creating the client validates every property name and value (needs TLS support
+        // compiled in), without connecting.
+        let s = KafkaSettings {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            sasl: Some(SaslPlain {
+                username: Secret::new("k"),
+                password: Secret::new("s"),
+            }),
+        };
+        let p: Result<rdkafka::producer::BaseProducer, _> = s.producer_config("t").create();
+        assert!(p.is_ok(), "{:?}", p.err());
+        let c: Result<BaseConsumer, _> = s.consumer_config("t", "g").create();
+        assert!(c.is_ok(), "{:?}", c.err());
+    }
+
+    #[test]
+    fn embedded_broker_reports_topics_and_missing_ones() {
+        let broker = EmbeddedBroker::start(&pipeline_topics("orders")).unwrap();
+        let s = broker.settings();
+        s.ensure_topics(
+            &["orders", "payments", "orders.dlq"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let err = s
+            .ensure_topics(&["no-such-topic"], Duration::from_secs(10))
+            .unwrap_err();
+        assert!(err.to_string().contains("no-such-topic"), "{err}");
+        let lag = consumer_lag(&s, FRAUD_GROUP, &["orders"], Duration::from_secs(10)).unwrap();
+        assert_eq!(lag.partitions.len(), 6);
+        assert_eq!(lag.total(), 0);
+    }
+}

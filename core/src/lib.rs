@@ -1,0 +1,17 @@
+//! The core of `orders`: domain model, configuration, Kafka setup and the order store.
+//!
+//! Nothing here knows about HTTP or terminals.
+
+pub mod config;
+pub mod domain;
+pub mod fraud;
+pub mod generator;
+pub mod kafka;
+pub mod money;
+pub mod store;
+
+pub use domain::{
+    AnalyticsTotals, Country, DecodeError, FraudAlert, Order, OrderStatus, Payment, PaymentStatus,
+    Timestamp,
+};
+pub use money::Cents;

@@ -1,0 +1,151 @@
+//! The order store: one trait, with an embedded SQLite adapter (and Couchbase in production).
+//!
+//! Writes are idempotent by order id, so Kafka's redelivery never double counts; totals are
+//! kept in integer cents and maintained as orders arrive, so reading them never scans.
+
+pub mod sqlite;
+
+use crate::domain::{Country, FraudAlert, Order, OrderStatus, Payment, PaymentStatus, Timestamp};
+use crate::money::Cents;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store query failed: {0}")]
+    Query(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An order as the analytics service stores it: the record plus where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOrder {
+    pub order: Order,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    pub processed_at: Timestamp,
+}
+
+/// What the analytics service writes in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct StoreBatch {
+    pub orders: Vec<StoredOrder>,
+    pub alerts: Vec<FraudAlert>,
+    pub payments: Vec<Payment>,
+}
+
+impl StoreBatch {
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.alerts.is_empty() && self.payments.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.orders.len() + self.alerts.len() + self.payments.len()
+    }
+}
+
+/// How many records of a batch were new (the rest were redeliveries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub new_orders: usize,
+    pub new_alerts: usize,
+    pub new_payments: usize,
+}
+
+/// The stored order document: the order's fields, where it came from, and what the
+/// pipeline learned about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderDocument {
+    #[serde(flatten)]
+    pub order: Order,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    pub processed_at: Timestamp,
+    pub fraud: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraud_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_status: Option<PaymentStatus>,
+}
+
+/// A fraud alert as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredAlert {
+    #[serde(flatten)]
+    pub alert: FraudAlert,
+    pub stored_at: Timestamp,
+}
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredPayment {
+    #[serde(flatten)]
+    pub payment: Payment,
+    pub stored_at: Timestamp,
+}
+
+/// Which orders to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderQuery {
+    pub limit: usize,
+    /// Only orders with a smaller id (cursor paging).
+    pub before_id: Option<u64>,
+    pub country: Option<Country>,
+    pub status: Option<OrderStatus>,
+    pub fraud: Option<bool>,
+    pub payment_status: Option<PaymentStatus>,
+}
+
+/// A count and a sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CountAndSum {
+    pub count: u64,
+    pub sales: Cents,
+}
+
+/// Totals over every stored order, exact in cents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub order_count: u64,
+    pub total_sales: Cents,
+    pub by_country: BTreeMap<String, CountAndSum>,
+    pub by_status: BTreeMap<String, CountAndSum>,
+    pub fraud_count: u64,
+    pub fraud_sales: Cents,
+    pub payment_count: u64,
+    pub paid_count: u64,
+}
+
+impl Totals {
+    /// The average order value in cents, rounded down.
+    pub fn average(&self) -> Cents {
+        if self.order_count == 0 {
+            Cents(0)
+        } else {
+            Cents(self.total_sales.0 / self.order_count as i64)
+        }
+    }
+}
+
+/// The store every reader and writer goes through.
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// Writes a batch in one transaction. Records already present are left as they are.
+    async fn apply(&self, batch: StoreBatch) -> Result<BatchOutcome, StoreError>;
+    async fn totals(&self) -> Result<Totals, StoreError>;
+    /// The highest order id stored, so a restarted producer continues after it.
+    async fn max_order_id(&self) -> Result<Option<u64>, StoreError>;
+    async fn latest_orders(&self, query: &OrderQuery) -> Result<Vec<OrderDocument>, StoreError>;
+    async fn order(&self, order_id: u64) -> Result<Option<OrderDocument>, StoreError>;
+    async fn alert(&self, order_id: u64) -> Result<Option<StoredAlert>, StoreError>;
+    async fn payment(&self, order_id: u64) -> Result<Option<StoredPayment>, StoreError>;
+    async fn latest_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError>;
+    async fn latest_payments(&self, limit: usize) -> Result<Vec<StoredPayment>, StoreError>;
+    /// Answers when the store is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

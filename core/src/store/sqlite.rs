@@ -1,0 +1,578 @@
+//! The embedded store: one SQLite file in WAL mode, one writer, a small pool of readers.
+//!
+//! Totals live in small tables kept by triggers, so they are exact and cost nothing to read.
+
+use super::*;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS orders (
+    order_id        INTEGER PRIMARY KEY,
+    customer_id     INTEGER NOT NULL,
+    amount_cents    INTEGER NOT NULL,
+    currency        TEXT NOT NULL,
+    country         TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    created_us      INTEGER NOT NULL,
+    source          TEXT,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    processed_us    INTEGER NOT NULL,
+    fraud_reason    TEXT,
+    payment_status  TEXT
+);
+CREATE TABLE IF NOT EXISTS fraud_alerts (
+    order_id     INTEGER PRIMARY KEY,
+    reason       TEXT NOT NULL,
+    rule_id      TEXT,
+    amount_cents INTEGER NOT NULL,
+    country      TEXT NOT NULL,
+    detected_us  INTEGER,
+    stored_us    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payments (
+    order_id     INTEGER PRIMARY KEY,
+    status       TEXT NOT NULL,
+    amount_cents INTEGER NOT NULL,
+    country      TEXT NOT NULL,
+    ts           REAL NOT NULL,
+    stored_us    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS totals_by_country (
+    country TEXT PRIMARY KEY, order_count INTEGER NOT NULL, sales_cents INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS totals_by_status (
+    status TEXT PRIMARY KEY, order_count INTEGER NOT NULL, sales_cents INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+
+CREATE TRIGGER IF NOT EXISTS orders_totals AFTER INSERT ON orders BEGIN
+    INSERT INTO totals_by_country VALUES (NEW.country, 1, NEW.amount_cents)
+        ON CONFLICT(country) DO UPDATE SET order_count = order_count + 1,
+                                           sales_cents = sales_cents + NEW.amount_cents;
+    INSERT INTO totals_by_status VALUES (NEW.status, 1, NEW.amount_cents)
+        ON CONFLICT(status) DO UPDATE SET order_count = order_count + 1,
+                                          sales_cents = sales_cents + NEW.amount_cents;
+END;
+CREATE TRIGGER IF NOT EXISTS alerts_totals AFTER INSERT ON fraud_alerts BEGIN
+    INSERT INTO counters VALUES ('fraud_count', 1)
+        ON CONFLICT(name) DO UPDATE SET value = value + 1;
+    INSERT INTO counters VALUES ('fraud_cents', NEW.amount_cents)
+        ON CONFLICT(name) DO UPDATE SET value = value + NEW.amount_cents;
+    UPDATE orders SET fraud_reason = NEW.reason WHERE order_id = NEW.order_id;
+END;
+CREATE TRIGGER IF NOT EXISTS payments_totals AFTER INSERT ON payments BEGIN
+    INSERT INTO counters VALUES ('payment_count', 1)
+        ON CONFLICT(name) DO UPDATE SET value = value + 1;
+    INSERT INTO counters SELECT 'paid_count', 1 WHERE NEW.status = 'PAID'
+        ON CONFLICT(name) DO UPDATE SET value = value + 1;
+    UPDATE orders SET payment_status = NEW.status WHERE order_id = NEW.order_id;
+END;
+CREATE INDEX IF NOT EXISTS orders_by_country ON orders(country, order_id);
+CREATE INDEX IF NOT EXISTS orders_by_status ON orders(status, order_id);
+CREATE INDEX IF NOT EXISTS orders_fraud ON orders(order_id) WHERE fraud_reason IS NOT NULL;
+PRAGMA user_version = 1;
+"#;
+
+const ORDER_COLUMNS: &str = "order_id, customer_id, amount_cents, currency, country, status, \
+     created_at, source, kafka_partition, kafka_offset, processed_us, fraud_reason, payment_status";
+
+const READERS: usize = 4;
+
+/// The SQLite adapter of [`OrderStore`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn query_err(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(ref f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Query(e.to_string()),
+    }
+}
+
+fn open(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(query_err)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let writer = open(&path, false)?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;",
+            )
+            .map_err(query_err)?;
+        writer.execute_batch(SCHEMA).map_err(query_err)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open(&path, true)?);
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(readers),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the writer connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` on a pooled reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open(&inner.path, true)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = inner.readers.lock() {
+                if pool.len() < READERS {
+                    pool.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
+    let tx = conn.transaction().map_err(query_err)?;
+    let mut outcome = BatchOutcome::default();
+    let now = Timestamp::now().micros();
+    {
+        let mut insert_order = tx
+            .prepare_cached(
+                "INSERT INTO orders (order_id, customer_id, amount_cents, currency, country, \
+                 status, created_at, created_us, source, kafka_partition, kafka_offset, \
+                 processed_us, fraud_reason, payment_status) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                 (SELECT reason FROM fraud_alerts WHERE order_id = ?1), \
+                 (SELECT status FROM payments WHERE order_id = ?1)) \
+                 ON CONFLICT(order_id) DO NOTHING",
+            )
+            .map_err(query_err)?;
+        for s in &batch.orders {
+            let o = &s.order;
+            outcome.new_orders += insert_order
+                .execute(params![
+                    o.order_id as i64,
+                    o.customer_id,
+                    o.amount.0,
+                    o.currency,
+                    o.country.as_str(),
+                    o.status.as_str(),
+                    o.created_at.to_rfc3339(),
+                    o.created_at.micros(),
+                    o.source,
+                    s.kafka_partition,
+                    s.kafka_offset,
+                    s.processed_at.micros(),
+                ])
+                .map_err(query_err)?;
+        }
+        let mut insert_alert = tx
+            .prepare_cached(
+                "INSERT INTO fraud_alerts (order_id, reason, rule_id, amount_cents, country, \
+                 detected_us, stored_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT(order_id) DO NOTHING",
+            )
+            .map_err(query_err)?;
+        for a in &batch.alerts {
+            outcome.new_alerts += insert_alert
+                .execute(params![
+                    a.order_id as i64,
+                    a.reason,
+                    a.rule_id,
+                    a.amount.0,
+                    a.country.as_str(),
+                    a.detected_at.map(|t| t.micros()),
+                    now,
+                ])
+                .map_err(query_err)?;
+        }
+        let mut insert_payment = tx
+            .prepare_cached(
+                "INSERT INTO payments (order_id, status, amount_cents, country, ts, stored_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(order_id) DO NOTHING",
+            )
+            .map_err(query_err)?;
+        for p in &batch.payments {
+            outcome.new_payments += insert_payment
+                .execute(params![
+                    p.order_id as i64,
+                    p.status.as_str(),
+                    p.amount.0,
+                    p.country.as_str(),
+                    p.timestamp,
+                    now,
+                ])
+                .map_err(query_err)?;
+        }
+    }
+    tx.commit().map_err(query_err)?;
+    Ok(outcome)
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn ts_from_us(us: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_micros(us).ok_or_else(|| corrupt("timestamp", us))
+}
+
+/// Reads one row of `ORDER_COLUMNS`.
+fn order_row(row: &Row<'_>) -> rusqlite::Result<Result<OrderDocument, StoreError>> {
+    let country: String = row.get(4)?;
+    let status: String = row.get(5)?;
+    let created_at: String = row.get(6)?;
+    let fraud_reason: Option<String> = row.get(11)?;
+    let payment_status: Option<String> = row.get(12)?;
+    let build = || -> Result<OrderDocument, StoreError> {
+        let order = Order {
+            order_id: row.get::<_, i64>(0).map_err(query_err)? as u64,
+            customer_id: row.get(1).map_err(query_err)?,
+            amount: Cents(row.get(2).map_err(query_err)?),
+            currency: row.get(3).map_err(query_err)?,
+            country: country.parse().map_err(|e| corrupt("country", e))?,
+            status: status.parse().map_err(|e| corrupt("status", e))?,
+            created_at: created_at.parse().map_err(|e| corrupt("created_at", e))?,
+            source: row.get(7).map_err(query_err)?,
+        };
+        Ok(OrderDocument {
+            order,
+            kafka_partition: row.get(8).map_err(query_err)?,
+            kafka_offset: row.get(9).map_err(query_err)?,
+            processed_at: ts_from_us(row.get(10).map_err(query_err)?)?,
+            fraud: fraud_reason.is_some(),
+            fraud_reason,
+            payment_status: payment_status
+                .map(|s| s.parse().map_err(|e| corrupt("payment_status", e)))
+                .transpose()?,
+        })
+    };
+    Ok(build())
+}
+
+fn alert_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredAlert, StoreError>> {
+    let country: String = row.get(4)?;
+    let detected: Option<i64> = row.get(5)?;
+    let stored: i64 = row.get(6)?;
+    let alert = FraudAlert {
+        order_id: row.get::<_, i64>(0)? as u64,
+        reason: row.get(1)?,
+        rule_id: row.get(2)?,
+        amount: Cents(row.get(3)?),
+        country: match country.parse() {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(corrupt("country", e))),
+        },
+        detected_at: detected.and_then(Timestamp::from_micros),
+    };
+    Ok(ts_from_us(stored).map(|stored_at| StoredAlert { alert, stored_at }))
+}
+
+fn payment_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredPayment, StoreError>> {
+    let status: String = row.get(1)?;
+    let country: String = row.get(3)?;
+    let stored: i64 = row.get(5)?;
+    let build = || -> Result<StoredPayment, StoreError> {
+        Ok(StoredPayment {
+            payment: Payment {
+                order_id: row.get::<_, i64>(0).map_err(query_err)? as u64,
+                status: status.parse().map_err(|e| corrupt("status", e))?,
+                amount: Cents(row.get(2).map_err(query_err)?),
+                country: country.parse().map_err(|e| corrupt("country", e))?,
+                timestamp: row.get(4).map_err(query_err)?,
+            },
+            stored_at: ts_from_us(stored)?,
+        })
+    };
+    Ok(build())
+}
+
+fn collect<T>(
+    rows: impl Iterator<Item = rusqlite::Result<Result<T, StoreError>>>,
+) -> Result<Vec<T>, StoreError> {
+    rows.map(|r| r.map_err(query_err).and_then(|x| x)).collect()
+}
+
+fn read_totals(conn: &Connection) -> Result<Totals, StoreError> {
+    let mut t = Totals::default();
+    let mut stmt = conn
+        .prepare_cached("SELECT country, order_count, sales_cents FROM totals_by_country")
+        .map_err(query_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(query_err)?;
+    for row in rows {
+        let (country, count, cents) = row.map_err(query_err)?;
+        t.order_count += count as u64;
+        t.total_sales.0 += cents;
+        t.by_country.insert(
+            country,
+            CountAndSum {
+                count: count as u64,
+                sales: Cents(cents),
+            },
+        );
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT status, order_count, sales_cents FROM totals_by_status")
+        .map_err(query_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(query_err)?;
+    for row in rows {
+        let (status, count, cents) = row.map_err(query_err)?;
+        t.by_status.insert(
+            status,
+            CountAndSum {
+                count: count as u64,
+                sales: Cents(cents),
+            },
+        );
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT name, value FROM counters")
+        .map_err(query_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(query_err)?;
+    for row in rows {
+        let (name, value) = row.map_err(query_err)?;
+        match name.as_str() {
+            "fraud_count" => t.fraud_count = value as u64,
+            "fraud_cents" => t.fraud_sales = Cents(value),
+            "payment_count" => t.payment_count = value as u64,
+            "paid_count" => t.paid_count = value as u64,
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+#[async_trait]
+impl OrderStore for SqliteStore {
+    async fn apply(&self, batch: StoreBatch) -> Result<BatchOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        self.write(move |conn| apply_batch(conn, &batch)).await
+    }
+
+    async fn totals(&self) -> Result<Totals, StoreError> {
+        self.read(read_totals).await
+    }
+
+    async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT MAX(order_id) FROM orders", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(|v| v as u64))
+            .map_err(query_err)
+        })
+        .await
+    }
+
+    async fn latest_orders(&self, query: &OrderQuery) -> Result<Vec<OrderDocument>, StoreError> {
+        let q = query.clone();
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(before) = q.before_id {
+                sql.push_str(" AND order_id < ?");
+                args.push((before.min(i64::MAX as u64) as i64).into());
+            }
+            if let Some(c) = q.country {
+                sql.push_str(" AND country = ?");
+                args.push(c.as_str().to_owned().into());
+            }
+            if let Some(s) = q.status {
+                sql.push_str(" AND status = ?");
+                args.push(s.as_str().to_owned().into());
+            }
+            match q.fraud {
+                Some(true) => sql.push_str(" AND fraud_reason IS NOT NULL"),
+                Some(false) => sql.push_str(" AND fraud_reason IS NULL"),
+                None => {}
+            }
+            if let Some(p) = q.payment_status {
+                sql.push_str(" AND payment_status = ?");
+                args.push(p.as_str().to_owned().into());
+            }
+            sql.push_str(" ORDER BY order_id DESC LIMIT ?");
+            args.push((q.limit as i64).into());
+            let mut stmt = conn.prepare_cached(&sql).map_err(query_err)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), order_row)
+                .map_err(query_err)?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn order(&self, order_id: u64) -> Result<Option<OrderDocument>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?1"),
+                [order_id.min(i64::MAX as u64) as i64],
+                order_row,
+            )
+            .optional()
+            .map_err(query_err)?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn alert(&self, order_id: u64) -> Result<Option<StoredAlert>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT order_id, reason, rule_id, amount_cents, country, detected_us, stored_us \
+                 FROM fraud_alerts WHERE order_id = ?1",
+                [order_id.min(i64::MAX as u64) as i64],
+                alert_row,
+            )
+            .optional()
+            .map_err(query_err)?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn payment(&self, order_id: u64) -> Result<Option<StoredPayment>, StoreError> {
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT order_id, status, amount_cents, country, ts, stored_us \
+                 FROM payments WHERE order_id = ?1",
+                [order_id.min(i64::MAX as u64) as i64],
+                payment_row,
+            )
+            .optional()
+            .map_err(query_err)?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn latest_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT order_id, reason, rule_id, amount_cents, country, detected_us, \
+                     stored_us FROM fraud_alerts ORDER BY order_id DESC LIMIT ?1",
+                )
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map([limit as i64], alert_row)
+                .map_err(query_err)?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn latest_payments(&self, limit: usize) -> Result<Vec<StoredPayment>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT order_id, status, amount_cents, country, ts, stored_us \
+                     FROM payments ORDER BY order_id DESC LIMIT ?1",
+                )
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map([limit as i64], payment_row)
+                .map_err(query_err)?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(query_err)
+        })
+        .await
+    }
+}
