@@ -117,6 +117,39 @@ pub fn couchbase_connection_string(host: &str) -> String {
     }
 }
 
+/// Where a running `ordersctl up` can be reached; written to `<data-dir>/up.json` so other
+/// processes (a second daemon, `ordersctl tui`, kcat) can attach.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpInfo {
+    pub api: String,
+    pub kafka: String,
+}
+
+impl UpInfo {
+    pub fn path(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("up.json")
+    }
+
+    pub fn write(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        let tmp = data_dir.join("up.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, Self::path(data_dir))
+    }
+
+    pub fn read(data_dir: &std::path::Path) -> std::io::Result<UpInfo> {
+        let bytes = std::fs::read(Self::path(data_dir))?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    pub fn remove(data_dir: &std::path::Path) {
+        let _ = std::fs::remove_file(Self::path(data_dir));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

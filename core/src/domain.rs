@@ -61,8 +61,10 @@ pub const COUNTRIES: [&str; 8] = ["US", "CA", "DE", "IN", "GB", "FR", "CN", "BR"
 pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
+    /// The current time, to the microsecond (what the wire and the store keep).
     pub fn now() -> Self {
-        Timestamp(Utc::now())
+        let now = Utc::now();
+        Timestamp(DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now))
     }
     pub fn to_rfc3339(&self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)

@@ -1,1 +1,29 @@
-//! placeholder
+//! The daemons of the orders pipeline — producer, fraud, payment, analytics — each an
+//! `async fn run(config, deps, shutdown)`, and the embedded pipeline that runs them all in
+//! one process on the embedded broker and store.
+
+pub mod analytics;
+pub mod cli;
+pub mod embedded;
+pub mod fraud;
+pub mod output;
+pub mod payment;
+pub mod pipeline;
+pub mod producer;
+pub mod progress;
+pub mod signals;
+
+use orders_core::kafka::KafkaSetupError;
+use orders_core::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("task failed: {0}")]
+    Task(String),
+}

@@ -10,6 +10,7 @@ use crate::money::Cents;
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use sqlite::SqliteStore;
 
@@ -136,7 +137,7 @@ impl Totals {
 #[async_trait]
 pub trait OrderStore: Send + Sync {
     /// Writes a batch in one transaction. Records already present are left as they are.
-    async fn apply(&self, batch: StoreBatch) -> Result<BatchOutcome, StoreError>;
+    async fn apply(&self, batch: Arc<StoreBatch>) -> Result<BatchOutcome, StoreError>;
     async fn totals(&self) -> Result<Totals, StoreError>;
     /// The highest order id stored, so a restarted producer continues after it.
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError>;

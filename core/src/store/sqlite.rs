@@ -433,7 +433,7 @@ fn read_totals(conn: &Connection) -> Result<Totals, StoreError> {
 
 #[async_trait]
 impl OrderStore for SqliteStore {
-    async fn apply(&self, batch: StoreBatch) -> Result<BatchOutcome, StoreError> {
+    async fn apply(&self, batch: Arc<StoreBatch>) -> Result<BatchOutcome, StoreError> {
         if batch.is_empty() {
             return Ok(BatchOutcome::default());
         }

@@ -1,0 +1,255 @@
+//! The analytics daemon: stores every order (and the fraud alerts and payments published
+//! about them) in the order store, idempotently by order id, and publishes running totals
+//! to `order-analytics`.
+//!
+//! Writes from many chunks are gathered into one transaction (group commit), so the store
+//! sees few large transactions under load and small quick ones when the stream is light.
+
+use crate::output::{OutRecord, Output, OutputError};
+use crate::pipeline::{
+    dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
+};
+use crate::progress::Progress;
+use crate::DaemonError;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use orders_core::domain::{AnalyticsTotals, FraudAlert, Order, Payment, Timestamp};
+use orders_core::kafka::{
+    KafkaSettings, ANALYTICS_GROUP, ANALYTICS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
+};
+use orders_core::store::{OrderStore, StoreBatch, StoredOrder};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Most records written in one transaction.
+const MAX_TRANSACTION_RECORDS: usize = 50_000;
+
+#[derive(Debug, Clone)]
+pub struct AnalyticsConfig {
+    pub orders_topic: String,
+}
+
+pub struct AnalyticsDeps {
+    pub kafka: KafkaSettings,
+    pub store: Arc<dyn OrderStore>,
+    pub progress: Arc<Progress>,
+}
+
+struct WriteRequest {
+    batch: StoreBatch,
+    done: oneshot::Sender<Result<(), OutputError>>,
+}
+
+struct AnalyticsProcessor {
+    orders_topic: String,
+    writes: mpsc::Sender<WriteRequest>,
+    output: Output,
+    shutdown: CancellationToken,
+}
+
+impl ChunkProcessor for AnalyticsProcessor {
+    fn process(
+        &mut self,
+        chunk: Vec<Record>,
+    ) -> BoxFuture<'static, Result<ChunkOutcome, OutputError>> {
+        let now = Timestamp::now();
+        let mut batch = StoreBatch::default();
+        let mut dead = Vec::new();
+        for r in &chunk {
+            let payload = r.payload.as_deref();
+            let decoded = if r.topic == self.orders_topic {
+                Order::decode(payload).map(|order| {
+                    batch.orders.push(StoredOrder {
+                        order,
+                        kafka_partition: r.partition,
+                        kafka_offset: r.offset,
+                        processed_at: now,
+                    })
+                })
+            } else if r.topic == FRAUD_ALERTS_TOPIC {
+                FraudAlert::decode(payload).map(|a| batch.alerts.push(a))
+            } else if r.topic == PAYMENTS_TOPIC {
+                Payment::decode(payload).map(|p| batch.payments.push(p))
+            } else {
+                Ok(())
+            };
+            if let Err(e) = decoded {
+                dead.push(dead_letter(ANALYTICS_GROUP, r, &e));
+            }
+        }
+        let writes = self.writes.clone();
+        let output = self.output.clone();
+        let shutdown = self.shutdown.clone();
+        async move {
+            let outcome = ChunkOutcome {
+                dead_lettered: dead.len() as u64,
+                produced: 0,
+            };
+            let dlq = output.send_all(&dead, &shutdown);
+            let write = async {
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let (tx, rx) = oneshot::channel();
+                writes
+                    .send(WriteRequest { batch, done: tx })
+                    .await
+                    .map_err(|_| OutputError::Cancelled)?;
+                rx.await.map_err(|_| OutputError::Cancelled)?
+            };
+            let (dlq, write) = futures::join!(dlq, write);
+            dlq?;
+            write?;
+            Ok(outcome)
+        }
+        .boxed()
+    }
+}
+
+/// Writes what the processors hand over, many requests per transaction; retries a failed
+/// write with backoff (the consumer stops taking new records meanwhile) until shutdown.
+async fn store_writer(
+    store: Arc<dyn OrderStore>,
+    mut requests: mpsc::Receiver<WriteRequest>,
+    output: Output,
+    progress: Arc<Progress>,
+    shutdown: CancellationToken,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut waiting = Vec::new();
+        let mut batch = StoreBatch::default();
+        let mut add = |req: WriteRequest, batch: &mut StoreBatch| {
+            let WriteRequest { batch: part, done } = req;
+            batch.orders.extend(part.orders);
+            batch.alerts.extend(part.alerts);
+            batch.payments.extend(part.payments);
+            waiting.push(done);
+        };
+        add(first, &mut batch);
+        while batch.len() < MAX_TRANSACTION_RECORDS {
+            match requests.try_recv() {
+                Ok(req) => add(req, &mut batch),
+                Err(_) => break,
+            }
+        }
+        let batch = Arc::new(batch);
+        let mut backoff = Duration::from_millis(50);
+        let result = loop {
+            match store.apply(batch.clone()).await {
+                Ok(outcome) => break Ok(outcome),
+                Err(e) => {
+                    progress.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, records = batch.len(), "store write failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break Err(OutputError::Cancelled),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                for w in waiting {
+                    let _ = w.send(Err(OutputError::Cancelled));
+                }
+                tracing::warn!(error = %e, "store writer stopping with writes not done");
+                return;
+            }
+        };
+        let durable = Timestamp::now().micros();
+        progress.record_latency(
+            batch
+                .orders
+                .iter()
+                .map(|o| durable - o.order.created_at.micros()),
+        );
+        progress
+            .orders_stored
+            .fetch_add(outcome.new_orders as u64, Ordering::Relaxed);
+        progress
+            .alerts_stored
+            .fetch_add(outcome.new_alerts as u64, Ordering::Relaxed);
+        progress
+            .payments_stored
+            .fetch_add(outcome.new_payments as u64, Ordering::Relaxed);
+        for w in waiting {
+            let _ = w.send(Ok(()));
+        }
+        if outcome.new_orders > 0 {
+            publish_totals(store.as_ref(), &output, &progress, &shutdown).await;
+        }
+    }
+}
+
+/// Publishes the running totals; they are derived from the store, so a lost update is
+/// repaired by the next one.
+async fn publish_totals(
+    store: &dyn OrderStore,
+    output: &Output,
+    progress: &Progress,
+    shutdown: &CancellationToken,
+) {
+    let totals = match store.totals().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read totals");
+            return;
+        }
+    };
+    let record = OutRecord {
+        topic: ANALYTICS_TOPIC.to_owned(),
+        key: "totals".to_owned(),
+        payload: AnalyticsTotals {
+            total_sales: totals.total_sales,
+            order_count: totals.order_count,
+        }
+        .to_json(),
+        headers: None,
+    };
+    match output.enqueue(&record, shutdown).await {
+        Ok(_delivery) => {
+            progress.analytics.produced.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!(error = %e, "could not publish totals"),
+    }
+}
+
+/// Runs the analytics daemon until `shutdown`.
+pub async fn run(
+    config: AnalyticsConfig,
+    deps: AnalyticsDeps,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let output = Output::new(&deps.kafka, "orders-analytics")?;
+    let (tx, rx) = mpsc::channel(64);
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(store_writer(
+        deps.store.clone(),
+        rx,
+        output.clone(),
+        deps.progress.clone(),
+        writer_stop.clone(),
+    ));
+    let processor = AnalyticsProcessor {
+        orders_topic: config.orders_topic.clone(),
+        writes: tx,
+        output: output.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let options = ConsumerOptions::new(
+        ANALYTICS_GROUP,
+        &[&config.orders_topic, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC],
+        &config.orders_topic,
+    );
+    let result = run_consumer(&deps.kafka, options, processor, deps.progress, shutdown).await;
+    // The processor (and with it the last sender) is gone: the writer drains and ends.
+    writer_stop.cancel();
+    let _ = writer.await;
+    output.flush(Duration::from_secs(5));
+    Ok(result?)
+}

@@ -1,0 +1,10 @@
+//! `ordersd <role>`: one daemon of the orders pipeline.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = orders_daemons::cli::Cli::parse();
+    orders_daemons::cli::init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(orders_daemons::cli::run(cli))
+}

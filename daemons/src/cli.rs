@@ -1,0 +1,275 @@
+//! `ordersd`: runs one role of the pipeline, headless, as ECS runs it.
+
+use crate::analytics::{self, AnalyticsConfig, AnalyticsDeps};
+use crate::fraud::{self, FraudConfig, FraudDeps};
+use crate::payment::{self, PaymentConfig, PaymentDeps};
+use crate::producer::{self, Pace, ProducerConfig, ProducerDeps};
+use crate::progress::Progress;
+use crate::signals::cancel_on_signals;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use orders_core::config::{KafkaArgs, StoreArgs, UpInfo};
+use orders_core::domain::Country;
+use orders_core::fraud::{FraudRule, FraudRules};
+use orders_core::kafka::{pipeline_topics, KafkaSettings};
+use orders_core::money::Cents;
+use orders_core::store::{OrderStore, SqliteStore};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ordersd",
+    version,
+    about = "Runs one daemon of the orders pipeline"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Log format on stderr.
+    #[arg(long, env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub role: RoleCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Generates orders onto the orders topic.
+    Producer(ProducerArgs),
+    /// Raises fraud alerts (group fraud-group).
+    Fraud(FraudArgs),
+    /// Simulates payments (group payments-group).
+    Payment(PaymentArgs),
+    /// Stores orders, alerts and payments and publishes totals (group analytics-group).
+    Analytics,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProducerArgs {
+    /// Pause between orders, in seconds.
+    #[arg(long, env = "SLEEP_SECONDS", default_value_t = 2.0)]
+    pub sleep_seconds: f64,
+    /// Orders per second instead of a pause (0 = as fast as possible).
+    #[arg(long, env = "ORDERS_RATE")]
+    pub rate: Option<f64>,
+    /// Stop after this many orders.
+    #[arg(long, env = "ORDERS_COUNT")]
+    pub orders: Option<u64>,
+    /// Seed of the order generator (same seed, same orders).
+    #[arg(long, env = "ORDERS_SEED")]
+    pub seed: Option<u64>,
+}
+
+impl ProducerArgs {
+    pub fn pace(&self) -> anyhow::Result<Pace> {
+        match self.rate {
+            Some(r) if r.is_finite() && r >= 0.0 => Ok(Pace::Rate(r)),
+            Some(r) => bail!("--rate must be a non-negative number of orders per second, got {r}"),
+            None if self.sleep_seconds.is_finite() && self.sleep_seconds >= 0.0 => {
+                Ok(Pace::Sleep(Duration::from_secs_f64(self.sleep_seconds)))
+            }
+            None => bail!(
+                "SLEEP_SECONDS must be a non-negative number, got {}",
+                self.sleep_seconds
+            ),
+        }
+    }
+
+    pub fn config(&self, topic: &str) -> anyhow::Result<ProducerConfig> {
+        Ok(ProducerConfig {
+            topic: topic.to_owned(),
+            pace: self.pace()?,
+            max_orders: self.orders,
+            seed: self
+                .seed
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FraudArgs {
+    /// Alert on orders above this amount (dollars) from outside the safe countries.
+    #[arg(long, env = "FRAUD_THRESHOLD", default_value_t = 300.0)]
+    pub fraud_threshold: f64,
+    /// Countries exempt from the amount rule.
+    #[arg(
+        long,
+        env = "FRAUD_SAFE_COUNTRIES",
+        value_delimiter = ',',
+        default_value = "US,CA"
+    )]
+    pub fraud_safe_countries: Vec<String>,
+    /// Extra rules as a JSON array: [{"id","reason","above","except_countries","only_countries"}].
+    #[arg(long, env = "FRAUD_RULES")]
+    pub fraud_rules: Option<String>,
+}
+
+impl FraudArgs {
+    pub fn rules(&self) -> anyhow::Result<FraudRules> {
+        let above = Cents::from_dollars(self.fraud_threshold)
+            .filter(|c| !c.is_negative())
+            .with_context(|| {
+                format!(
+                    "--fraud-threshold must be a non-negative amount, got {}",
+                    self.fraud_threshold
+                )
+            })?;
+        let safe: BTreeSet<Country> = self
+            .fraud_safe_countries
+            .iter()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| c.trim().parse::<Country>().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()
+            .context("--fraud-safe-countries")?;
+        let mut rules = vec![FraudRule::high_amount_risky_country(above, safe)];
+        if let Some(json) = &self.fraud_rules {
+            rules.extend(FraudRules::parse_json(json).map_err(anyhow::Error::msg)?);
+        }
+        Ok(FraudRules(rules))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PaymentArgs {
+    /// Simulated processing time of one payment, in milliseconds.
+    #[arg(long, env = "PAYMENT_DELAY_MS", default_value_t = 100)]
+    pub payment_delay_ms: u64,
+    /// Most payments in processing at once.
+    #[arg(long, env = "PAYMENT_CONCURRENCY", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub payment_concurrency: u64,
+}
+
+impl PaymentArgs {
+    pub fn config(&self, topic: &str) -> PaymentConfig {
+        PaymentConfig {
+            orders_topic: topic.to_owned(),
+            delay: Duration::from_millis(self.payment_delay_ms),
+            concurrency: self.payment_concurrency as usize,
+        }
+    }
+}
+
+/// Sets up logging to stderr (`RUST_LOG` filters; default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The Kafka to use: the configured cluster, or the one a running `ordersctl up` published.
+pub fn kafka_settings(kafka: &KafkaArgs, store: &StoreArgs) -> anyhow::Result<KafkaSettings> {
+    if let Some(settings) = KafkaSettings::from_args(kafka)? {
+        return Ok(settings);
+    }
+    match UpInfo::read(&store.data_dir) {
+        Ok(up) => {
+            tracing::info!(kafka = %up.kafka, "attaching to the embedded broker of a running `ordersctl up`");
+            Ok(KafkaSettings::plaintext(up.kafka))
+        }
+        Err(_) => bail!(
+            "no Kafka: set KAFKA_BOOTSTRAP_SERVERS, or start the local pipeline with `ordersctl up` \
+             (its broker address is read from {})",
+            UpInfo::path(&store.data_dir).display()
+        ),
+    }
+}
+
+/// Opens the configured store.
+pub fn open_store(store: &StoreArgs) -> anyhow::Result<Arc<dyn OrderStore>> {
+    if store.couchbase_host.is_some() {
+        bail!("COUCHBASE_HOST is set, but this build has no Couchbase store yet; unset it to use the embedded SQLite store");
+    }
+    let path = store.sqlite_path();
+    let sqlite = SqliteStore::open(&path)
+        .with_context(|| format!("opening the store at {}", path.display()))?;
+    Ok(Arc::new(sqlite))
+}
+
+/// Runs the chosen role until SIGTERM or Ctrl-C.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let kafka = kafka_settings(&cli.kafka, &cli.store)?;
+    let topic = cli.kafka.topic_name.clone();
+    let progress = Arc::new(Progress::default());
+    let required: Vec<String> = pipeline_topics(&topic)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = required.iter().map(String::as_str).collect();
+            kafka.ensure_topics(&names, Duration::from_secs(15))
+        })
+        .await??;
+    }
+    match cli.role {
+        RoleCommand::Producer(args) => {
+            let config = args.config(&topic)?;
+            let store = if cli.store.couchbase_host.is_none() && !cli.store.sqlite_path().exists() {
+                None
+            } else {
+                Some(open_store(&cli.store)?)
+            };
+            let deps = ProducerDeps {
+                kafka,
+                store,
+                progress,
+                flow_window: None,
+            };
+            producer::run(config, deps, shutdown).await?;
+        }
+        RoleCommand::Fraud(args) => {
+            let config = FraudConfig {
+                orders_topic: topic,
+                rules: args.rules()?,
+            };
+            fraud::run(config, FraudDeps { kafka, progress }, shutdown).await?;
+        }
+        RoleCommand::Payment(args) => {
+            payment::run(
+                args.config(&topic),
+                PaymentDeps { kafka, progress },
+                shutdown,
+            )
+            .await?;
+        }
+        RoleCommand::Analytics => {
+            let store = open_store(&cli.store)?;
+            let config = AnalyticsConfig {
+                orders_topic: topic,
+            };
+            analytics::run(
+                config,
+                AnalyticsDeps {
+                    kafka,
+                    store,
+                    progress,
+                },
+                shutdown,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The payment daemon: reads every order in `payments-group`, simulates processing (100 ms
+//! by default) for many orders at once, and publishes one payment per order.
+
+use crate::output::{OutRecord, Output, OutputError};
+use crate::pipeline::{
+    dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
+};
+use crate::progress::Progress;
+use crate::DaemonError;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use orders_core::domain::{Order, Payment, PaymentStatus};
+use orders_core::kafka::{KafkaSettings, PAYMENTS_GROUP, PAYMENTS_TOPIC};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct PaymentConfig {
+    pub orders_topic: String,
+    /// Simulated processing time of one payment.
+    pub delay: Duration,
+    /// Most orders being processed at once.
+    pub concurrency: usize,
+}
+
+impl PaymentConfig {
+    pub fn new(orders_topic: &str) -> Self {
+        PaymentConfig {
+            orders_topic: orders_topic.to_owned(),
+            delay: Duration::from_millis(100),
+            concurrency: 20_000,
+        }
+    }
+}
+
+pub struct PaymentDeps {
+    pub kafka: KafkaSettings,
+    pub progress: Arc<Progress>,
+}
+
+/// Simulates a payment provider: each payment takes `delay`, and any number of payments
+/// (up to the consumer's in-flight bound) are processed at the same time.
+struct PaymentSimulator {
+    delay: Duration,
+    output: Output,
+    shutdown: CancellationToken,
+}
+
+impl PaymentSimulator {
+    fn settle(order: &Order) -> Payment {
+        Payment {
+            order_id: order.order_id,
+            status: PaymentStatus::Paid,
+            amount: order.amount,
+            country: order.country,
+            timestamp: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+        }
+    }
+}
+
+impl ChunkProcessor for PaymentSimulator {
+    fn process(
+        &mut self,
+        chunk: Vec<Record>,
+    ) -> BoxFuture<'static, Result<ChunkOutcome, OutputError>> {
+        let started = Instant::now();
+        let delay = self.delay;
+        let output = self.output.clone();
+        let shutdown = self.shutdown.clone();
+        async move {
+            let mut orders = Vec::with_capacity(chunk.len());
+            let mut out = Vec::new();
+            let mut outcome = ChunkOutcome::default();
+            for r in &chunk {
+                match Order::decode(r.payload.as_deref()) {
+                    Ok(order) => orders.push(order),
+                    Err(e) => {
+                        out.push(dead_letter(PAYMENTS_GROUP, r, &e));
+                        outcome.dead_lettered += 1;
+                    }
+                }
+            }
+            // Every order of the chunk is processed during the same simulated interval.
+            tokio::time::sleep_until(started + delay).await;
+            for order in &orders {
+                out.push(OutRecord {
+                    topic: PAYMENTS_TOPIC.to_owned(),
+                    key: order.key(),
+                    payload: Self::settle(order).to_json(),
+                    headers: None,
+                });
+            }
+            outcome.produced = orders.len() as u64;
+            output.send_all(&out, &shutdown).await?;
+            Ok(outcome)
+        }
+        .boxed()
+    }
+}
+
+/// Runs the payment daemon until `shutdown`.
+pub async fn run(
+    config: PaymentConfig,
+    deps: PaymentDeps,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let output = Output::new(&deps.kafka, "orders-payment")?;
+    let processor = PaymentSimulator {
+        delay: config.delay,
+        output: output.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let mut options = ConsumerOptions::new(
+        PAYMENTS_GROUP,
+        &[&config.orders_topic],
+        &config.orders_topic,
+    );
+    options.max_in_flight = config.concurrency.max(1);
+    options.max_chunk = options.max_chunk.min(options.max_in_flight);
+    let result = run_consumer(&deps.kafka, options, processor, deps.progress, shutdown).await;
+    output.flush(Duration::from_secs(5));
+    Ok(result?)
+}

@@ -1,0 +1,287 @@
+//! The consumer loop every consuming daemon runs: receive, process in chunks, and store an
+//! offset only once the chunk's effects are durable; a final synchronous commit on shutdown.
+//!
+//! Chunks are processed concurrently up to a bound on in-flight records, and complete in
+//! the order they were received, so stored offsets only move forward.
+
+use crate::output::{OutRecord, OutputError};
+use crate::progress::Progress;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use orders_core::domain::{DecodeError, MAX_RECORD_BYTES};
+use orders_core::kafka::{dlq_topic, KafkaSettings};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A record received from Kafka, detached from the consumer.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Record {
+    fn from_message<M: Message>(m: &M) -> Record {
+        Record {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
+    }
+}
+
+/// What processing a chunk did, for the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkOutcome {
+    pub dead_lettered: u64,
+    pub produced: u64,
+}
+
+/// Turns a chunk of records into durable effects.
+pub trait ChunkProcessor: Send + 'static {
+    /// Starts processing; the future resolves once every effect of the chunk is durable.
+    fn process(
+        &mut self,
+        chunk: Vec<Record>,
+    ) -> BoxFuture<'static, Result<ChunkOutcome, OutputError>>;
+}
+
+/// How a consumer loop runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub group: String,
+    pub client_id: String,
+    pub topics: Vec<String>,
+    /// The topic whose records count as orders in the progress counters.
+    pub orders_topic: String,
+    /// Most records handed to the processor at once.
+    pub max_chunk: usize,
+    /// Most records received but not yet durable.
+    pub max_in_flight: usize,
+    /// How long in-flight work may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ConsumerOptions {
+    pub fn new(group: &str, topics: &[&str], orders_topic: &str) -> Self {
+        ConsumerOptions {
+            group: group.to_owned(),
+            client_id: format!("orders-{group}"),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            orders_topic: orders_topic.to_owned(),
+            max_chunk: 2_000,
+            max_in_flight: 20_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The record that carries an unusable record to `<topic>.dlq`, with the reason in headers.
+pub fn dead_letter(group: &str, record: &Record, error: &DecodeError) -> OutRecord {
+    let partition = record.partition.to_string();
+    let offset = record.offset.to_string();
+    let detail = error.to_string();
+    let mut payload = record.payload.clone().unwrap_or_default();
+    let truncated = payload.len() > MAX_RECORD_BYTES / 2;
+    payload.truncate(MAX_RECORD_BYTES / 2);
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "dlq.reason",
+            value: Some(error.code()),
+        })
+        .insert(Header {
+            key: "dlq.error",
+            value: Some(detail.as_str()),
+        })
+        .insert(Header {
+            key: "dlq.topic",
+            value: Some(record.topic.as_str()),
+        })
+        .insert(Header {
+            key: "dlq.partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "dlq.offset",
+            value: Some(offset.as_str()),
+        })
+        .insert(Header {
+            key: "dlq.group",
+            value: Some(group),
+        })
+        .insert(Header {
+            key: "dlq.truncated",
+            value: Some(if truncated { "true" } else { "false" }),
+        });
+    tracing::warn!(
+        group,
+        topic = %record.topic,
+        partition = record.partition,
+        offset = record.offset,
+        reason = error.code(),
+        error = %error,
+        "record sent to the dead-letter topic"
+    );
+    OutRecord {
+        topic: dlq_topic(&record.topic),
+        key: record
+            .key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        payload,
+        headers: Some(headers),
+    }
+}
+
+struct Dispatched {
+    records: usize,
+    orders: u64,
+    offsets: BTreeMap<(String, i32), i64>,
+}
+
+fn store_offsets(consumer: &StreamConsumer, offsets: &BTreeMap<(String, i32), i64>) {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, "bad offset");
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // A partition revoked by a rebalance: its new owner will see the records again,
+        // and every effect is idempotent by order id.
+        tracing::debug!(error = %e, "offsets not stored (partition no longer assigned)");
+    }
+}
+
+/// Runs one consumer loop until `shutdown`.
+pub async fn run_consumer<P: ChunkProcessor>(
+    settings: &KafkaSettings,
+    options: ConsumerOptions,
+    mut processor: P,
+    progress: Arc<Progress>,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    let consumer: StreamConsumer = settings
+        .consumer_config(&options.client_id, &options.group)
+        .create()?;
+    let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(group = %options.group, topics = ?options.topics, "consuming");
+    let counters = progress.group(&options.group);
+    let mut in_flight = FuturesOrdered::new();
+    let mut in_flight_records = 0usize;
+    let mut failure: Option<OutputError> = None;
+
+    let finish = |done: Dispatched, outcome: ChunkOutcome| {
+        store_offsets(&consumer, &done.offsets);
+        if let Some(c) = counters {
+            c.done.fetch_add(done.records as u64, Ordering::Relaxed);
+            c.orders_done.fetch_add(done.orders, Ordering::Relaxed);
+            c.dead_lettered
+                .fetch_add(outcome.dead_lettered, Ordering::Relaxed);
+            c.produced.fetch_add(outcome.produced, Ordering::Relaxed);
+        }
+        progress.notify();
+    };
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some((done, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                let done: Dispatched = done;
+                in_flight_records -= done.records;
+                match result {
+                    Ok(outcome) => finish(done, outcome),
+                    Err(e) => { failure = Some(e); break; }
+                }
+            }
+            received = consumer.recv(), if in_flight_records < options.max_in_flight => {
+                let first = match received {
+                    Ok(m) => Record::from_message(&m),
+                    Err(e) => {
+                        tracing::warn!(group = %options.group, error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let mut chunk = vec![first];
+                while chunk.len() < options.max_chunk {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(m)) => chunk.push(Record::from_message(&m)),
+                        Some(Err(e)) => {
+                            tracing::warn!(group = %options.group, error = %e, "consumer error");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                let mut offsets = BTreeMap::new();
+                let mut orders = 0;
+                for r in &chunk {
+                    let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
+                    *next = (*next).max(r.offset + 1);
+                    if r.topic == options.orders_topic {
+                        orders += 1;
+                    }
+                }
+                if let Some(c) = counters {
+                    c.consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                let dispatched = Dispatched { records: chunk.len(), orders, offsets };
+                in_flight_records += dispatched.records;
+                let work = processor.process(chunk);
+                in_flight.push_back(work.map(move |r| (dispatched, r)));
+            }
+        }
+    }
+
+    // Let what is in flight finish, then commit synchronously.
+    let grace = tokio::time::sleep(options.shutdown_grace);
+    tokio::pin!(grace);
+    while failure.is_none() && !in_flight.is_empty() {
+        tokio::select! {
+            _ = &mut grace => {
+                tracing::warn!(group = %options.group, records = in_flight_records,
+                    "shutdown grace over; unfinished records will be redelivered");
+                break;
+            }
+            Some((done, result)) = in_flight.next() => {
+                let done: Dispatched = done;
+                in_flight_records -= done.records;
+                match result {
+                    Ok(outcome) => finish(done, outcome),
+                    Err(e) => failure = Some(e),
+                }
+            }
+        }
+    }
+    drop(in_flight);
+    drop(processor);
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!(group = %options.group, "final commit done"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(group = %options.group, error = %e, "final commit failed"),
+    }
+    consumer.unsubscribe();
+    match failure {
+        Some(OutputError::Cancelled) | None => Ok(()),
+        Some(OutputError::Kafka(e)) => Err(e),
+    }
+}

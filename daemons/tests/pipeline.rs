@@ -1,0 +1,367 @@
+//! End-to-end tests of the pipeline on the embedded broker (librdkafka's mock cluster,
+//! over TCP) and a real SQLite file: exact counts, crash and restart, poison records.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use orders_core::domain::{Order, Timestamp};
+use orders_core::fraud::FraudRules;
+use orders_core::generator::OrderGenerator;
+use orders_core::kafka::{
+    consumer_lag, KafkaSettings, ANALYTICS_GROUP, FRAUD_ALERTS_TOPIC, ORDER_GROUPS, PAYMENTS_TOPIC,
+};
+use orders_core::money::Cents;
+use orders_core::store::{OrderQuery, OrderStore};
+use orders_daemons::embedded::{LocalOptions, LocalPipeline, Role};
+use orders_daemons::producer::{Pace, ProducerConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SEED: u64 = 42;
+
+fn producer(n: u64, rate: f64) -> ProducerConfig {
+    ProducerConfig {
+        topic: "orders".into(),
+        pace: Pace::Rate(rate),
+        max_orders: Some(n),
+        seed: SEED,
+    }
+}
+
+/// Waits (bounded) until `cond` holds; panics with `what` otherwise.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn total_lag(kafka: &KafkaSettings) -> i64 {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut total = 0;
+        for group in ORDER_GROUPS {
+            total += consumer_lag(&kafka, group, &["orders"], Duration::from_secs(10))
+                .unwrap()
+                .total();
+        }
+        total += consumer_lag(
+            &kafka,
+            ANALYTICS_GROUP,
+            &[FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC],
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .total();
+        total
+    })
+    .await
+    .unwrap()
+}
+
+/// Checks the store against what the seeded generator produced for ids 1..=n.
+async fn assert_exact(store: &dyn OrderStore, n: u64) {
+    let generator = OrderGenerator::new(SEED);
+    let rules = FraudRules::default();
+    let t0 = Timestamp::now();
+    let expected: Vec<Order> = (1..=n).map(|id| generator.order(id, t0)).collect();
+    let expected_sales: Cents = expected.iter().map(|o| o.amount).sum();
+    let expected_fraud: BTreeSet<u64> = expected
+        .iter()
+        .filter(|o| rules.evaluate(o).is_some())
+        .map(|o| o.order_id)
+        .collect();
+
+    let totals = store.totals().await.unwrap();
+    assert_eq!(totals.order_count, n, "orders stored");
+    assert_eq!(totals.total_sales, expected_sales, "total sales in cents");
+    assert_eq!(
+        totals.fraud_count,
+        expected_fraud.len() as u64,
+        "fraud alerts stored"
+    );
+    assert_eq!(totals.payment_count, n, "one payment per order");
+    assert_eq!(totals.paid_count, n);
+
+    let stored = store
+        .latest_orders(&OrderQuery {
+            limit: n as usize + 10,
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, n);
+    let mut fraud_seen = BTreeSet::new();
+    for doc in &stored {
+        let want = &expected[(doc.order.order_id - 1) as usize];
+        assert_eq!(doc.order.amount, want.amount);
+        assert_eq!(doc.order.country, want.country);
+        assert_eq!(doc.order.customer_id, want.customer_id);
+        assert_eq!(doc.order.status, want.status);
+        assert_eq!(
+            doc.payment_status.map(|s| s.as_str()),
+            Some("PAID"),
+            "order {}",
+            doc.order.order_id
+        );
+        if doc.fraud {
+            fraud_seen.insert(doc.order.order_id);
+        }
+    }
+    assert_eq!(
+        fraud_seen, expected_fraud,
+        "alerts exactly for the orders matching the rule"
+    );
+    let alerts = store.latest_alerts(n as usize).await.unwrap();
+    let alert_ids: BTreeSet<u64> = alerts.iter().map(|a| a.alert.order_id).collect();
+    assert_eq!(alert_ids, expected_fraud);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_orders_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(10_000, 0.0));
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let progress = pipeline.progress.clone();
+    eventually(
+        "all groups done with 10,000 orders",
+        Duration::from_secs(180),
+        || {
+            let p = progress.clone();
+            async move {
+                p.orders_done_by_all() >= 10_000
+                    && p.payments_stored.load(std::sync::atomic::Ordering::Relaxed) >= 10_000
+            }
+        },
+    )
+    .await;
+    pipeline.stop().await.unwrap();
+    assert_exact(pipeline.store.as_ref(), 10_000).await;
+    assert_eq!(
+        total_lag(&pipeline.kafka()).await,
+        0,
+        "lag after the final commit"
+    );
+}
+
+fn ordersd(kafka: &str, data_dir: &std::path::Path, role: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ordersd"))
+        .args(["--kafka-bootstrap-servers", kafka, "--data-dir"])
+        .arg(data_dir)
+        .arg(role)
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills a daemon process abruptly (SIGKILL: no shutdown, no final commit).
+fn crash(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn crash_and_restart(role: Role, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(10_000, 2_000.0));
+    options.flow_window = u64::MAX; // one group runs in another process
+    options.consumers = vec![Role::Fraud, Role::Payment, Role::Analytics]
+        .into_iter()
+        .filter(|r| *r != role)
+        .collect();
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let kafka = pipeline.bootstrap_servers().to_owned();
+    let store = pipeline.store.clone();
+
+    let first = ordersd(&kafka, dir.path(), name);
+    let s = store.clone();
+    eventually("the daemon is mid-stream", Duration::from_secs(120), || {
+        let s = s.clone();
+        async move {
+            let t = s.totals().await.unwrap();
+            let n = if role == Role::Payment {
+                t.payment_count
+            } else {
+                t.order_count
+            };
+            assert!(
+                n < 10_000,
+                "the stream ended before the crash; slow the producer down"
+            );
+            n >= 500
+        }
+    })
+    .await;
+    crash(first);
+    let before = store.totals().await.unwrap();
+    let second = ordersd(&kafka, dir.path(), name);
+    let s = store.clone();
+    eventually(
+        "everything stored after the restart",
+        Duration::from_secs(180),
+        || {
+            let s = s.clone();
+            async move {
+                let t = s.totals().await.unwrap();
+                t.order_count >= 10_000 && t.payment_count >= 10_000
+            }
+        },
+    )
+    .await;
+    let mut child = second;
+    // A clean stop: SIGTERM, then the final commit.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    pipeline.stop().await.unwrap();
+    assert!(before.order_count < 10_000 || before.payment_count < 10_000);
+    assert_exact(store.as_ref(), 10_000).await;
+    assert_eq!(total_lag(&pipeline.kafka()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn analytics_crash_loses_nothing_and_counts_nothing_twice() {
+    crash_and_restart(Role::Analytics, "analytics").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payment_crash_loses_nothing_and_pays_once() {
+    crash_and_restart(Role::Payment, "payment").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_records_go_to_the_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = LocalPipeline::start(LocalOptions::new(dir.path().join("orders.db")))
+        .await
+        .unwrap();
+    let kafka = pipeline.bootstrap_servers().to_owned();
+    let raw: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .set("message.max.bytes", "3000000")
+        .create()
+        .unwrap();
+    let generator = OrderGenerator::new(SEED);
+    let good = |id: u64| generator.order(id, Timestamp::now()).to_json();
+    let big = format!(r#"{{"order_id": 999, "pad": "{}"}}"#, "x".repeat(1_100_000));
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("not-json", b"this is not json".to_vec()),
+        ("schema", br#"{"order_id": 7, "customer_id": 1234}"#.to_vec()),
+        ("schema", br#"{"order_id": "eight", "customer_id": 1234, "amount": 10.0, "currency": "USD", "country": "US", "status": "CREATED", "created_at": "2024-01-15T10:30:00Z"}"#.to_vec()),
+        ("invalid-value", br#"{"order_id": 9, "customer_id": 1234, "amount": -5.0, "currency": "USD", "country": "US", "status": "CREATED", "created_at": "2024-01-15T10:30:00Z"}"#.to_vec()),
+        ("oversized", big.into_bytes()),
+    ];
+    let mut id = 1;
+    for (_, payload) in &poison {
+        for _ in 0..20 {
+            raw.send(
+                BaseRecord::to("orders")
+                    .key(&id.to_string())
+                    .payload(&good(id)),
+            )
+            .unwrap();
+            id += 1;
+        }
+        raw.send(
+            BaseRecord::<str, [u8]>::to("orders")
+                .key("poison")
+                .payload(payload.as_slice()),
+        )
+        .unwrap();
+    }
+    for _ in 0..20 {
+        raw.send(
+            BaseRecord::to("orders")
+                .key(&id.to_string())
+                .payload(&good(id)),
+        )
+        .unwrap();
+        id += 1;
+    }
+    raw.flush(Duration::from_secs(10)).unwrap();
+    let good_count = id - 1;
+    let total = good_count + poison.len() as u64;
+    let progress = pipeline.progress.clone();
+    eventually(
+        "all records handled by every group",
+        Duration::from_secs(120),
+        || {
+            let p = progress.clone();
+            async move {
+                p.orders_done_by_all() >= total
+                    && p.orders_stored.load(std::sync::atomic::Ordering::Relaxed) >= good_count
+            }
+        },
+    )
+    .await;
+    pipeline.stop().await.unwrap();
+    for group in [&progress.fraud, &progress.payments, &progress.analytics] {
+        assert_eq!(
+            group
+                .dead_lettered
+                .load(std::sync::atomic::Ordering::Relaxed),
+            poison.len() as u64
+        );
+    }
+    assert_eq!(
+        pipeline.store.totals().await.unwrap().order_count,
+        good_count
+    );
+
+    // Every group sent every poison record to orders.dlq, with its reason.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("orders.dlq", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut reasons = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reasons.len() < poison.len() * 3 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m.headers().unwrap();
+            let get = |k: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.key == k)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap()
+            };
+            assert_eq!(get("dlq.topic"), "orders");
+            assert!(!get("dlq.error").is_empty());
+            reasons.push((get("dlq.group"), get("dlq.reason")));
+        }
+    }
+    reasons.sort();
+    let mut expected: Vec<(String, String)> = ORDER_GROUPS
+        .iter()
+        .flat_map(|g| {
+            poison
+                .iter()
+                .map(move |(r, _)| (g.to_string(), r.to_string()))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(reasons, expected);
+}
