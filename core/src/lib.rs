@@ -8,6 +8,7 @@ pub mod fraud;
 pub mod generator;
 pub mod kafka;
 pub mod money;
+pub mod progress;
 pub mod store;
 
 pub use domain::{

@@ -10,8 +10,9 @@ pub mod output;
 pub mod payment;
 pub mod pipeline;
 pub mod producer;
-pub mod progress;
 pub mod signals;
+
+pub use orders_core::progress;
 
 use orders_core::kafka::KafkaSetupError;
 use orders_core::store::StoreError;

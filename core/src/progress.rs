@@ -77,9 +77,9 @@ pub struct LatencySummary {
 impl Progress {
     pub fn group(&self, group: &str) -> Option<&GroupCounters> {
         match group {
-            orders_core::kafka::FRAUD_GROUP => Some(&self.fraud),
-            orders_core::kafka::PAYMENTS_GROUP => Some(&self.payments),
-            orders_core::kafka::ANALYTICS_GROUP => Some(&self.analytics),
+            crate::kafka::FRAUD_GROUP => Some(&self.fraud),
+            crate::kafka::PAYMENTS_GROUP => Some(&self.payments),
+            crate::kafka::ANALYTICS_GROUP => Some(&self.analytics),
             _ => None,
         }
     }
