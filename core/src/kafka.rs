@@ -65,6 +65,10 @@ pub struct SaslPlain {
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
     pub sasl: Option<SaslPlain>,
+    /// How long a fetch may wait for data. A real broker answers as soon as data arrives,
+    /// so a long wait costs nothing there; the embedded broker waits out the full time
+    /// when a partition is empty, so it gets a short one.
+    pub fetch_wait_max_ms: u32,
 }
 
 impl KafkaSettings {
@@ -72,6 +76,7 @@ impl KafkaSettings {
         KafkaSettings {
             bootstrap_servers: bootstrap_servers.into(),
             sasl: None,
+            fetch_wait_max_ms: 500,
         }
     }
 
@@ -92,6 +97,7 @@ impl KafkaSettings {
             .map(|b| KafkaSettings {
                 bootstrap_servers: b.trim().to_owned(),
                 sasl,
+                fetch_wait_max_ms: 500,
             }))
     }
 
@@ -141,7 +147,7 @@ impl KafkaSettings {
             .set("allow.auto.create.topics", "false")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "20")
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("queued.min.messages", "200000");
         c
     }
@@ -223,7 +229,7 @@ impl EmbeddedBroker {
     }
 
     pub fn settings(&self) -> KafkaSettings {
-        KafkaSettings::plaintext(self.bootstrap.clone())
+        embedded_settings(self.bootstrap.clone())
     }
 }
 
@@ -233,6 +239,14 @@ impl Drop for EmbeddedBroker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Client settings for an embedded broker at `bootstrap_servers`.
+pub fn embedded_settings(bootstrap_servers: impl Into<String>) -> KafkaSettings {
+    KafkaSettings {
+        fetch_wait_max_ms: 5,
+        ..KafkaSettings::plaintext(bootstrap_servers)
     }
 }
 
@@ -380,11 +394,11 @@ mod tests {
         // Creating the client validates every property name and value (needs TLS support
         // compiled in), without connecting.
         let s = KafkaSettings {
-            bootstrap_servers: "127.0.0.1:1".into(),
             sasl: Some(SaslPlain {
                 username: Secret::new("k"),
                 password: Secret::new("s"),
             }),
+            ..KafkaSettings::plaintext("127.0.0.1:1")
         };
         let p: Result<rdkafka::producer::BaseProducer, _> = s.producer_config("t").create();
         assert!(p.is_ok(), "{:?}", p.err());

@@ -183,7 +183,7 @@ pub fn kafka_settings(kafka: &KafkaArgs, store: &StoreArgs) -> anyhow::Result<Ka
     match UpInfo::read(&store.data_dir) {
         Ok(up) => {
             tracing::info!(kafka = %up.kafka, "attaching to the embedded broker of a running `ordersctl up`");
-            Ok(KafkaSettings::plaintext(up.kafka))
+            Ok(orders_core::kafka::embedded_settings(up.kafka))
         }
         Err(_) => bail!(
             "no Kafka: set KAFKA_BOOTSTRAP_SERVERS, or start the local pipeline with `ordersctl up` \

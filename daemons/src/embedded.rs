@@ -37,6 +37,8 @@ pub struct LocalOptions {
     pub flow_window: u64,
     /// Which consumer roles to run.
     pub consumers: Vec<Role>,
+    /// More topics to create on the broker.
+    pub extra_topics: Vec<(String, i32)>,
 }
 
 impl LocalOptions {
@@ -49,6 +51,7 @@ impl LocalOptions {
             fraud_rules: FraudRules::default(),
             flow_window: 50_000,
             consumers: vec![Role::Fraud, Role::Payment, Role::Analytics],
+            extra_topics: Vec::new(),
         }
     }
 }
@@ -66,7 +69,8 @@ impl LocalPipeline {
     /// Starts the broker (topics created with the SPEC's partition counts), opens the
     /// store, and starts the chosen daemons.
     pub async fn start(options: LocalOptions) -> Result<Self, DaemonError> {
-        let topics = pipeline_topics(&options.orders_topic);
+        let mut topics = pipeline_topics(&options.orders_topic);
+        topics.extend(options.extra_topics.iter().cloned());
         let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
             .await
             .map_err(|e| DaemonError::Task(e.to_string()))??;

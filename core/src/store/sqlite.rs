@@ -4,6 +4,7 @@
 
 use super::*;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -48,31 +49,9 @@ CREATE TABLE IF NOT EXISTS totals_by_status (
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
-CREATE TRIGGER IF NOT EXISTS orders_totals AFTER INSERT ON orders BEGIN
-    INSERT INTO totals_by_country VALUES (NEW.country, 1, NEW.amount_cents)
-        ON CONFLICT(country) DO UPDATE SET order_count = order_count + 1,
-                                           sales_cents = sales_cents + NEW.amount_cents;
-    INSERT INTO totals_by_status VALUES (NEW.status, 1, NEW.amount_cents)
-        ON CONFLICT(status) DO UPDATE SET order_count = order_count + 1,
-                                          sales_cents = sales_cents + NEW.amount_cents;
-END;
-CREATE TRIGGER IF NOT EXISTS alerts_totals AFTER INSERT ON fraud_alerts BEGIN
-    INSERT INTO counters VALUES ('fraud_count', 1)
-        ON CONFLICT(name) DO UPDATE SET value = value + 1;
-    INSERT INTO counters VALUES ('fraud_cents', NEW.amount_cents)
-        ON CONFLICT(name) DO UPDATE SET value = value + NEW.amount_cents;
-    UPDATE orders SET fraud_reason = NEW.reason WHERE order_id = NEW.order_id;
-END;
-CREATE TRIGGER IF NOT EXISTS payments_totals AFTER INSERT ON payments BEGIN
-    INSERT INTO counters VALUES ('payment_count', 1)
-        ON CONFLICT(name) DO UPDATE SET value = value + 1;
-    INSERT INTO counters SELECT 'paid_count', 1 WHERE NEW.status = 'PAID'
-        ON CONFLICT(name) DO UPDATE SET value = value + 1;
-    UPDATE orders SET payment_status = NEW.status WHERE order_id = NEW.order_id;
-END;
-CREATE INDEX IF NOT EXISTS orders_by_country ON orders(country, order_id);
-CREATE INDEX IF NOT EXISTS orders_by_status ON orders(status, order_id);
-CREATE INDEX IF NOT EXISTS orders_fraud ON orders(order_id) WHERE fraud_reason IS NOT NULL;
+-- Orders are listed newest first by scanning the primary key backwards; the filters
+-- (country, status, fraud, payment) each keep a large share of orders, so a scan finds a
+-- page quickly and secondary indexes would only slow every insert down.
 PRAGMA user_version = 1;
 "#;
 
@@ -137,7 +116,8 @@ impl SqliteStore {
         let writer = open(&path, false)?;
         writer
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
+                 PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
             )
             .map_err(query_err)?;
         writer.execute_batch(SCHEMA).map_err(query_err)?;
@@ -202,9 +182,55 @@ impl SqliteStore {
     }
 }
 
+/// Totals changed by one batch, applied once at its end.
+#[derive(Default)]
+struct TotalsDelta {
+    by_country: BTreeMap<Country, (i64, i64)>,
+    by_status: BTreeMap<OrderStatus, (i64, i64)>,
+    counters: BTreeMap<&'static str, i64>,
+}
+
+impl TotalsDelta {
+    fn apply(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        let mut by_country = tx
+            .prepare_cached(
+                "INSERT INTO totals_by_country VALUES (?1, ?2, ?3) ON CONFLICT(country) DO UPDATE \
+                 SET order_count = order_count + ?2, sales_cents = sales_cents + ?3",
+            )
+            .map_err(query_err)?;
+        for (country, (count, cents)) in &self.by_country {
+            by_country
+                .execute(params![country.as_str(), count, cents])
+                .map_err(query_err)?;
+        }
+        let mut by_status = tx
+            .prepare_cached(
+                "INSERT INTO totals_by_status VALUES (?1, ?2, ?3) ON CONFLICT(status) DO UPDATE \
+                 SET order_count = order_count + ?2, sales_cents = sales_cents + ?3",
+            )
+            .map_err(query_err)?;
+        for (status, (count, cents)) in &self.by_status {
+            by_status
+                .execute(params![status.as_str(), count, cents])
+                .map_err(query_err)?;
+        }
+        let mut counter = tx
+            .prepare_cached(
+                "INSERT INTO counters VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE \
+                 SET value = value + ?2",
+            )
+            .map_err(query_err)?;
+        for (name, value) in &self.counters {
+            counter.execute(params![name, value]).map_err(query_err)?;
+        }
+        Ok(())
+    }
+}
+
 fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
     let tx = conn.transaction().map_err(query_err)?;
     let mut outcome = BatchOutcome::default();
+    let mut delta = TotalsDelta::default();
     let now = Timestamp::now().micros();
     {
         let mut insert_order = tx
@@ -220,7 +246,7 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
             .map_err(query_err)?;
         for s in &batch.orders {
             let o = &s.order;
-            outcome.new_orders += insert_order
+            let inserted = insert_order
                 .execute(params![
                     o.order_id as i64,
                     o.customer_id,
@@ -236,6 +262,15 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                     s.processed_at.micros(),
                 ])
                 .map_err(query_err)?;
+            if inserted == 1 {
+                outcome.new_orders += 1;
+                let c = delta.by_country.entry(o.country).or_default();
+                c.0 += 1;
+                c.1 += o.amount.0;
+                let st = delta.by_status.entry(o.status).or_default();
+                st.0 += 1;
+                st.1 += o.amount.0;
+            }
         }
         let mut insert_alert = tx
             .prepare_cached(
@@ -244,8 +279,11 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                  ON CONFLICT(order_id) DO NOTHING",
             )
             .map_err(query_err)?;
+        let mut flag_order = tx
+            .prepare_cached("UPDATE orders SET fraud_reason = ?2 WHERE order_id = ?1")
+            .map_err(query_err)?;
         for a in &batch.alerts {
-            outcome.new_alerts += insert_alert
+            let inserted = insert_alert
                 .execute(params![
                     a.order_id as i64,
                     a.reason,
@@ -256,6 +294,14 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                     now,
                 ])
                 .map_err(query_err)?;
+            if inserted == 1 {
+                outcome.new_alerts += 1;
+                *delta.counters.entry("fraud_count").or_default() += 1;
+                *delta.counters.entry("fraud_cents").or_default() += a.amount.0;
+                flag_order
+                    .execute(params![a.order_id as i64, a.reason])
+                    .map_err(query_err)?;
+            }
         }
         let mut insert_payment = tx
             .prepare_cached(
@@ -263,8 +309,11 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(order_id) DO NOTHING",
             )
             .map_err(query_err)?;
+        let mut pay_order = tx
+            .prepare_cached("UPDATE orders SET payment_status = ?2 WHERE order_id = ?1")
+            .map_err(query_err)?;
         for p in &batch.payments {
-            outcome.new_payments += insert_payment
+            let inserted = insert_payment
                 .execute(params![
                     p.order_id as i64,
                     p.status.as_str(),
@@ -274,8 +323,19 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                     now,
                 ])
                 .map_err(query_err)?;
+            if inserted == 1 {
+                outcome.new_payments += 1;
+                *delta.counters.entry("payment_count").or_default() += 1;
+                if p.status == PaymentStatus::Paid {
+                    *delta.counters.entry("paid_count").or_default() += 1;
+                }
+                pay_order
+                    .execute(params![p.order_id as i64, p.status.as_str()])
+                    .map_err(query_err)?;
+            }
         }
     }
+    delta.apply(&tx)?;
     tx.commit().map_err(query_err)?;
     Ok(outcome)
 }

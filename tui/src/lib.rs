@@ -1,0 +1,58 @@
+//! The `ordersctl` command: `up` runs everything locally, `bench` measures the pipeline.
+
+pub mod bench;
+pub mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ordersctl",
+    version,
+    about = "Run, benchmark and watch the orders pipeline"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the whole pipeline in this process on the embedded broker and store.
+    Up(up::UpArgs),
+    /// Pushes orders through a fresh embedded pipeline as fast as it can and prints figures.
+    Bench(bench::BenchArgs),
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: `default`).
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses the command line and runs it; errors print one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                match cli.command {
+                    Command::Up(args) => up::run(args).await,
+                    Command::Bench(args) => bench::run(args).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ordersctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `ordersctl up`: broker, store and every daemon in one process, zero setup.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use orders_core::config::UpInfo;
+use orders_daemons::embedded::{LocalOptions, LocalPipeline};
+use orders_daemons::producer::{Pace, ProducerConfig};
+use orders_daemons::signals::cancel_on_signals;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Run without the console (logs go to stderr).
+    #[arg(long)]
+    pub headless: bool,
+    /// Stop producing after this many orders (the consumers keep running).
+    #[arg(long)]
+    pub orders: Option<u64>,
+    /// Orders per second (0 = as fast as possible).
+    #[arg(long, env = "ORDERS_RATE", default_value_t = 5.0)]
+    pub rate: f64,
+    /// Seed of the order generator (same seed, same orders).
+    #[arg(long, env = "ORDERS_SEED")]
+    pub seed: Option<u64>,
+    /// Where the store (orders.db) and up.json live.
+    #[arg(long, env = "ORDERS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Port of the HTTP API.
+    #[arg(long, env = "ORDERS_API_PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Simulated payment processing time, in milliseconds.
+    #[arg(long, env = "PAYMENT_DELAY_MS", default_value_t = 100)]
+    pub payment_delay_ms: u64,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    if !args.rate.is_finite() || args.rate < 0.0 {
+        bail!(
+            "--rate must be a non-negative number of orders per second, got {}",
+            args.rate
+        );
+    }
+    crate::init_logging("info");
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+
+    let mut options = LocalOptions::new(args.data_dir.join("orders.db"));
+    options.producer = Some(ProducerConfig {
+        topic: options.orders_topic.clone(),
+        pace: Pace::Rate(args.rate),
+        max_orders: args.orders,
+        seed: args
+            .seed
+            .unwrap_or_else(|| orders_core::domain::Timestamp::now().micros() as u64),
+    });
+    options.payment.delay = Duration::from_millis(args.payment_delay_ms);
+    let mut pipeline = LocalPipeline::start(options)
+        .await
+        .with_context(|| format!("starting the local pipeline in {}", args.data_dir.display()))?;
+
+    let api = format!("http://127.0.0.1:{}", args.port);
+    let info = UpInfo {
+        api: api.clone(),
+        kafka: pipeline.bootstrap_servers().to_owned(),
+    };
+    info.write(&args.data_dir)
+        .with_context(|| format!("writing {}", UpInfo::path(&args.data_dir).display()))?;
+    println!("orders is up");
+    println!("  kafka bootstrap servers: {}", info.kafka);
+    println!(
+        "  store:                   {}",
+        pipeline.store.path().display()
+    );
+    println!(
+        "  attach info:             {}",
+        UpInfo::path(&args.data_dir).display()
+    );
+    println!("Ctrl-C stops everything.");
+    if !args.headless {
+        tracing::info!("the console is not part of this build yet; running headless");
+    }
+
+    let progress = pipeline.progress.clone();
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    report.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = report.tick() => {
+                tracing::info!(
+                    produced = progress.orders_produced.load(Ordering::Relaxed),
+                    stored = progress.orders_stored.load(Ordering::Relaxed),
+                    fraud_done = progress.fraud.orders_done.load(Ordering::Relaxed),
+                    payments_done = progress.payments.orders_done.load(Ordering::Relaxed),
+                    "pipeline"
+                );
+            }
+            finished = pipeline.next_finished() => {
+                match finished {
+                    Some((role, Ok(()))) => tracing::info!(?role, "daemon finished"),
+                    Some((role, Err(e))) => {
+                        tracing::error!(?role, error = %e, "daemon failed; stopping");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    let stopped = pipeline.stop().await;
+    UpInfo::remove(&args.data_dir);
+    stopped?;
+    println!("orders stopped cleanly");
+    Ok(())
+}
