@@ -47,19 +47,24 @@ impl FromStr for Secret {
 #[derive(Debug, Clone, Default, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers (host:port,...). Unset: the embedded broker (local mode).
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
 
     /// SASL PLAIN user name (Confluent Cloud API key); with the secret, SASL_SSL is used.
-    #[arg(long, env = "CONFLUENT_API_KEY", hide_env_values = true)]
+    #[arg(long, global = true, env = "CONFLUENT_API_KEY", hide_env_values = true)]
     pub confluent_api_key: Option<Secret>,
 
     /// SASL PLAIN password (Confluent Cloud API secret).
-    #[arg(long, env = "CONFLUENT_API_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONFLUENT_API_SECRET",
+        hide_env_values = true
+    )]
     pub confluent_api_secret: Option<Secret>,
 
     /// The orders topic.
-    #[arg(long, env = "TOPIC_NAME", default_value = "orders")]
+    #[arg(long, global = true, env = "TOPIC_NAME", default_value = "orders")]
     pub topic_name: String,
 }
 
@@ -67,23 +72,38 @@ pub struct KafkaArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Couchbase host or connection string. Unset: the embedded SQLite store.
-    #[arg(long, env = "COUCHBASE_HOST")]
+    #[arg(long, global = true, env = "COUCHBASE_HOST")]
     pub couchbase_host: Option<String>,
 
     /// Couchbase bucket.
-    #[arg(long, env = "COUCHBASE_BUCKET", default_value = "order_analytics")]
+    #[arg(
+        long,
+        global = true,
+        env = "COUCHBASE_BUCKET",
+        default_value = "order_analytics"
+    )]
     pub couchbase_bucket: String,
 
     /// Couchbase user name.
-    #[arg(long, env = "COUCHBASE_USERNAME", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "COUCHBASE_USERNAME",
+        hide_env_values = true
+    )]
     pub couchbase_username: Option<String>,
 
     /// Couchbase password.
-    #[arg(long, env = "COUCHBASE_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "COUCHBASE_PASSWORD",
+        hide_env_values = true
+    )]
     pub couchbase_password: Option<Secret>,
 
     /// Directory of the embedded SQLite store (used when COUCHBASE_HOST is unset).
-    #[arg(long, env = "ORDERS_DATA_DIR", default_value = "data")]
+    #[arg(long, global = true, env = "ORDERS_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 }
 
@@ -114,6 +134,46 @@ pub fn couchbase_connection_string(host: &str) -> String {
         format!("couchbases://{host}")
     } else {
         format!("couchbase://{host}")
+    }
+}
+
+/// Parses the command line; a bad flag prints one line on stderr and exits with 2.
+pub fn parse_args_or_exit<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || matches!(
+                    e.kind(),
+                    ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                )
+            {
+                let _ = e.print();
+                std::process::exit(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let bin = std::env::args()
+                .next()
+                .and_then(|a| {
+                    std::path::Path::new(&a)
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "{bin}: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
     }
 }
 

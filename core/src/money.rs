@@ -39,6 +39,13 @@ impl fmt::Display for Cents {
     }
 }
 
+impl std::ops::Add for Cents {
+    type Output = Cents;
+    fn add(self, rhs: Cents) -> Cents {
+        Cents(self.0 + rhs.0)
+    }
+}
+
 impl std::iter::Sum for Cents {
     fn sum<I: Iterator<Item = Cents>>(iter: I) -> Cents {
         Cents(iter.map(|c| c.0).sum())

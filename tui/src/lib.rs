@@ -4,6 +4,7 @@ pub mod bench;
 pub mod up;
 
 use clap::{Parser, Subcommand};
+
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -37,7 +38,7 @@ pub fn init_logging(default: &str) {
 
 /// Parses the command line and runs it; errors print one line on stderr.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = orders_core::config::parse_args_or_exit();
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| {

@@ -1,0 +1,317 @@
+//! The store contract: every `OrderStore` adapter passes the same tests. SQLite always runs;
+//! other adapters join when their server is configured.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use orders_core::domain::{FraudAlert, Order, OrderStatus, Payment, PaymentStatus, Timestamp};
+use orders_core::generator::OrderGenerator;
+use orders_core::money::Cents;
+use orders_core::store::{OrderQuery, OrderStore, SqliteStore, StoreBatch, StoredOrder};
+use std::sync::Arc;
+
+fn stored(order: Order, offset: i64) -> StoredOrder {
+    StoredOrder {
+        order,
+        kafka_partition: (offset % 6) as i32,
+        kafka_offset: offset,
+        processed_at: Timestamp::now(),
+    }
+}
+
+fn orders(ids: std::ops::RangeInclusive<u64>) -> Vec<Order> {
+    let g = OrderGenerator::new(11);
+    ids.map(|id| g.order(id, Timestamp::now())).collect()
+}
+
+fn batch_of(orders: &[Order]) -> Arc<StoreBatch> {
+    Arc::new(StoreBatch {
+        orders: orders
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, o)| stored(o, i as i64))
+            .collect(),
+        ..StoreBatch::default()
+    })
+}
+
+fn alert(o: &Order) -> FraudAlert {
+    FraudAlert {
+        order_id: o.order_id,
+        reason: "HIGH_AMOUNT_RISKY_COUNTRY".into(),
+        amount: o.amount,
+        country: o.country,
+        rule_id: Some("r".into()),
+        detected_at: Some(Timestamp::now()),
+    }
+}
+
+fn payment(o: &Order, status: PaymentStatus) -> Payment {
+    Payment {
+        order_id: o.order_id,
+        status,
+        amount: o.amount,
+        country: o.country,
+        timestamp: 1705314600.123,
+    }
+}
+
+async fn writes_are_idempotent_and_totals_exact(store: &dyn OrderStore) {
+    let all = orders(1..=500);
+    let first = store.apply(batch_of(&all[..300])).await.unwrap();
+    assert_eq!(first.new_orders, 300);
+    // A redelivery overlapping the first batch counts only the new orders.
+    let second = store.apply(batch_of(&all[200..])).await.unwrap();
+    assert_eq!(second.new_orders, 200);
+    let again = store.apply(batch_of(&all)).await.unwrap();
+    assert_eq!(again.new_orders, 0);
+
+    let t = store.totals().await.unwrap();
+    assert_eq!(t.order_count, 500);
+    let sum: Cents = all.iter().map(|o| o.amount).sum();
+    assert_eq!(t.total_sales, sum);
+    assert_eq!(t.average(), Cents(sum.0 / 500));
+    let by_country_sum: i64 = t.by_country.values().map(|c| c.sales.0).sum();
+    assert_eq!(by_country_sum, sum.0);
+    for (country, cs) in &t.by_country {
+        let want: Vec<&Order> = all
+            .iter()
+            .filter(|o| o.country.as_str() == country)
+            .collect();
+        assert_eq!(cs.count, want.len() as u64, "{country}");
+        assert_eq!(cs.sales, want.iter().map(|o| o.amount).sum(), "{country}");
+    }
+    let by_status_count: u64 = t.by_status.values().map(|c| c.count).sum();
+    assert_eq!(by_status_count, 500);
+    assert_eq!(store.max_order_id().await.unwrap(), Some(500));
+}
+
+async fn alerts_and_payments_join_orders_in_any_order(store: &dyn OrderStore) {
+    let all = orders(1_001..=1_010);
+    // An alert and a payment that arrive before their order.
+    store
+        .apply(Arc::new(StoreBatch {
+            alerts: vec![alert(&all[0])],
+            payments: vec![payment(&all[0], PaymentStatus::Paid)],
+            ..StoreBatch::default()
+        }))
+        .await
+        .unwrap();
+    store.apply(batch_of(&all)).await.unwrap();
+    // And some after.
+    let late = StoreBatch {
+        alerts: vec![alert(&all[1]), alert(&all[1])],
+        payments: vec![
+            payment(&all[1], PaymentStatus::Paid),
+            payment(&all[2], PaymentStatus::Failed),
+        ],
+        ..StoreBatch::default()
+    };
+    let outcome = store.apply(Arc::new(late)).await.unwrap();
+    assert_eq!(outcome.new_alerts, 1, "one alert per order");
+    assert_eq!(outcome.new_payments, 2);
+
+    let doc = store.order(all[0].order_id).await.unwrap().unwrap();
+    assert!(doc.fraud);
+    assert_eq!(
+        doc.fraud_reason.as_deref(),
+        Some("HIGH_AMOUNT_RISKY_COUNTRY")
+    );
+    assert_eq!(doc.payment_status, Some(PaymentStatus::Paid));
+    assert_eq!(doc.order, all[0]);
+    let doc = store.order(all[1].order_id).await.unwrap().unwrap();
+    assert!(doc.fraud);
+    let doc = store.order(all[2].order_id).await.unwrap().unwrap();
+    assert!(!doc.fraud);
+    assert_eq!(doc.payment_status, Some(PaymentStatus::Failed));
+    assert_eq!(
+        store
+            .order(all[3].order_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .payment_status,
+        None
+    );
+
+    let t = store.totals().await.unwrap();
+    assert_eq!(t.fraud_count, 2);
+    assert_eq!(t.fraud_sales, all[0].amount + all[1].amount);
+    assert_eq!(t.payment_count, 3);
+    assert_eq!(t.paid_count, 2);
+
+    assert_eq!(
+        store
+            .alert(all[0].order_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .alert
+            .reason,
+        "HIGH_AMOUNT_RISKY_COUNTRY"
+    );
+    assert!(store.alert(all[5].order_id).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .payment(all[2].order_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .payment
+            .status,
+        PaymentStatus::Failed
+    );
+    let alerts = store.latest_alerts(10).await.unwrap();
+    assert_eq!(
+        alerts.iter().map(|a| a.alert.order_id).collect::<Vec<_>>(),
+        vec![1_002, 1_001]
+    );
+    let payments = store.latest_payments(2).await.unwrap();
+    assert_eq!(
+        payments
+            .iter()
+            .map(|p| p.payment.order_id)
+            .collect::<Vec<_>>(),
+        vec![1_003, 1_002]
+    );
+}
+
+async fn lists_newest_first_with_filters_and_cursor(store: &dyn OrderStore) {
+    let all = orders(2_001..=2_300);
+    store.apply(batch_of(&all)).await.unwrap();
+    store
+        .apply(Arc::new(StoreBatch {
+            alerts: all
+                .iter()
+                .filter(|o| o.order_id % 7 == 0)
+                .map(alert)
+                .collect(),
+            payments: all
+                .iter()
+                .filter(|o| o.order_id % 2 == 0)
+                .map(|o| payment(o, PaymentStatus::Paid))
+                .collect(),
+            ..StoreBatch::default()
+        }))
+        .await
+        .unwrap();
+    let page = store
+        .latest_orders(&OrderQuery {
+            limit: 10,
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<u64> = page.iter().map(|d| d.order.order_id).collect();
+    assert_eq!(ids, (2_291..=2_300).rev().collect::<Vec<_>>());
+    let next = store
+        .latest_orders(&OrderQuery {
+            limit: 5,
+            before_id: Some(2_291),
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|d| d.order.order_id).collect::<Vec<_>>(),
+        vec![2_290, 2_289, 2_288, 2_287, 2_286]
+    );
+
+    let de = "DE".parse().unwrap();
+    let q = OrderQuery {
+        limit: 1000,
+        country: Some(de),
+        ..OrderQuery::default()
+    };
+    // Earlier tests left other orders in the store: look at this test's ids only.
+    let mine = |docs: Vec<orders_core::store::OrderDocument>| -> Vec<u64> {
+        docs.iter()
+            .map(|d| d.order.order_id)
+            .filter(|id| (2_001..=2_300).contains(id))
+            .collect()
+    };
+    let got = mine(store.latest_orders(&q).await.unwrap());
+    let want: Vec<u64> = all
+        .iter()
+        .rev()
+        .filter(|o| o.country == de)
+        .map(|o| o.order_id)
+        .collect();
+    assert_eq!(got, want);
+
+    let q = OrderQuery {
+        limit: 1000,
+        status: Some(OrderStatus::Cancelled),
+        fraud: Some(true),
+        ..OrderQuery::default()
+    };
+    let cancelled_fraud = store.latest_orders(&q).await.unwrap();
+    for d in &cancelled_fraud {
+        assert_eq!(d.order.status, OrderStatus::Cancelled);
+        assert!(d.fraud);
+    }
+    let want = all
+        .iter()
+        .filter(|o| o.status == OrderStatus::Cancelled && o.order_id % 7 == 0)
+        .count();
+    assert_eq!(mine(cancelled_fraud).len(), want);
+    let q = OrderQuery {
+        limit: 1000,
+        fraud: Some(false),
+        payment_status: Some(PaymentStatus::Paid),
+        ..OrderQuery::default()
+    };
+    let got = mine(store.latest_orders(&q).await.unwrap());
+    assert_eq!(
+        got.len(),
+        all.iter()
+            .filter(|o| o.order_id % 7 != 0 && o.order_id % 2 == 0)
+            .count()
+    );
+    assert!(store.order(999_999).await.unwrap().is_none());
+    store.ping().await.unwrap();
+}
+
+async fn contract(store: &dyn OrderStore) {
+    writes_are_idempotent_and_totals_exact(store).await;
+    alerts_and_payments_join_orders_in_any_order(store).await;
+    lists_newest_first_with_filters_and_cursor(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("orders.db")).unwrap();
+    contract(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_everything_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/orders.db");
+    let all = orders(1..=100);
+    let before = {
+        let store = SqliteStore::open(&path).unwrap();
+        store.apply(batch_of(&all)).await.unwrap();
+        store.totals().await.unwrap()
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.totals().await.unwrap(), before);
+    assert_eq!(
+        store.apply(batch_of(&all)).await.unwrap().new_orders,
+        0,
+        "no double count after restart"
+    );
+    assert_eq!(store.totals().await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn sqlite_open_fails_clearly_on_a_bad_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = match SqliteStore::open(file.join("orders.db")) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("opened a store under a regular file"),
+    };
+    assert!(err.contains("a-file"), "{err}");
+}
