@@ -216,12 +216,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(t, _)| t)
         .collect();
     {
+        let bootstrap = kafka.bootstrap_servers.clone();
         let kafka = kafka.clone();
         tokio::task::spawn_blocking(move || {
             let names: Vec<&str> = required.iter().map(String::as_str).collect();
             kafka.ensure_topics(&names, Duration::from_secs(15))
         })
-        .await??;
+        .await?
+        .with_context(|| format!("checking the topics on Kafka at {bootstrap}"))?;
     }
     match cli.role {
         RoleCommand::Producer(args) => {

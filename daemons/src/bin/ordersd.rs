@@ -1,8 +1,19 @@
 //! `ordersd <role>`: one daemon of the orders pipeline.
 
-fn main() -> anyhow::Result<()> {
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
     let cli: orders_daemons::cli::Cli = orders_core::config::parse_args_or_exit();
     orders_daemons::cli::init_tracing(cli.log_format);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(orders_daemons::cli::run(cli))
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(orders_daemons::cli::run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "ordersd stopped");
+            eprintln!("ordersd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
