@@ -108,35 +108,22 @@ pub fn dead_letter(group: &str, record: &Record, error: &DecodeError) -> OutReco
     let mut payload = record.payload.clone().unwrap_or_default();
     let truncated = payload.len() > MAX_RECORD_BYTES / 2;
     payload.truncate(MAX_RECORD_BYTES / 2);
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "dlq.reason",
-            value: Some(error.code()),
+    let headers = [
+        ("dlq.reason", error.code()),
+        ("dlq.error", detail.as_str()),
+        ("dlq.topic", &*record.topic),
+        ("dlq.partition", partition.as_str()),
+        ("dlq.offset", offset.as_str()),
+        ("dlq.group", group),
+        ("dlq.truncated", if truncated { "true" } else { "false" }),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
         })
-        .insert(Header {
-            key: "dlq.error",
-            value: Some(detail.as_str()),
-        })
-        .insert(Header {
-            key: "dlq.topic",
-            value: Some(&*record.topic),
-        })
-        .insert(Header {
-            key: "dlq.partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "dlq.offset",
-            value: Some(offset.as_str()),
-        })
-        .insert(Header {
-            key: "dlq.group",
-            value: Some(group),
-        })
-        .insert(Header {
-            key: "dlq.truncated",
-            value: Some(if truncated { "true" } else { "false" }),
-        });
+    });
     tracing::warn!(
         group,
         topic = %record.topic,

@@ -283,8 +283,8 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         ("oversized", big.into_bytes()),
     ];
     let mut id = 1;
-    for (_, payload) in &poison {
-        for _ in 0..20 {
+    let mut send_good = |count: u64| {
+        for _ in 0..count {
             raw.send(
                 BaseRecord::to("orders")
                     .key(&id.to_string())
@@ -293,6 +293,9 @@ async fn poison_records_go_to_the_dead_letter_topic() {
             .unwrap();
             id += 1;
         }
+    };
+    for (_, payload) in &poison {
+        send_good(20);
         raw.send(
             BaseRecord::<str, [u8]>::to("orders")
                 .key("poison")
@@ -300,15 +303,7 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         )
         .unwrap();
     }
-    for _ in 0..20 {
-        raw.send(
-            BaseRecord::to("orders")
-                .key(&id.to_string())
-                .payload(&good(id)),
-        )
-        .unwrap();
-        id += 1;
-    }
+    send_good(20);
     raw.flush(Duration::from_secs(10)).unwrap();
     let good_count = id - 1;
     let total = good_count + poison.len() as u64;

@@ -211,28 +211,34 @@ struct TotalsDelta {
 
 impl TotalsDelta {
     fn apply(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        let mut by_country = tx
-            .prepare_cached(
-                "INSERT INTO totals_by_country VALUES (?1, ?2, ?3) ON CONFLICT(country) DO UPDATE \
-                 SET order_count = order_count + ?2, sales_cents = sales_cents + ?3",
-            )
-            .map_err(query_err)?;
-        for (country, (count, cents)) in &self.by_country {
-            by_country
-                .execute(params![country.as_str(), count, cents])
+        let add_to = |table: &str, key: &str, rows: Vec<(&str, i64, i64)>| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {table} VALUES (?1, ?2, ?3) ON CONFLICT({key}) DO UPDATE \
+                     SET order_count = order_count + ?2, sales_cents = sales_cents + ?3"
+                ))
                 .map_err(query_err)?;
-        }
-        let mut by_status = tx
-            .prepare_cached(
-                "INSERT INTO totals_by_status VALUES (?1, ?2, ?3) ON CONFLICT(status) DO UPDATE \
-                 SET order_count = order_count + ?2, sales_cents = sales_cents + ?3",
-            )
-            .map_err(query_err)?;
-        for (status, (count, cents)) in &self.by_status {
-            by_status
-                .execute(params![status.as_str(), count, cents])
-                .map_err(query_err)?;
-        }
+            for (k, count, cents) in rows {
+                stmt.execute(params![k, count, cents]).map_err(query_err)?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        add_to(
+            "totals_by_country",
+            "country",
+            self.by_country
+                .iter()
+                .map(|(c, (n, v))| (c.as_str(), *n, *v))
+                .collect(),
+        )?;
+        add_to(
+            "totals_by_status",
+            "status",
+            self.by_status
+                .iter()
+                .map(|(s, (n, v))| (s.as_str(), *n, *v))
+                .collect(),
+        )?;
         let mut counter = tx
             .prepare_cached(
                 "INSERT INTO counters VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE \
