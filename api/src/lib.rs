@@ -1,10 +1,13 @@
 //! The read side of `orders`: an HTTP API over the order store and Kafka's consumer
-//! offsets: JSON endpoints, a web view, Prometheus metrics, an OpenAPI document.
+//! offsets (JSON endpoints, a web view, Prometheus metrics, an OpenAPI document), and the
+//! JSON client that scripts use (`ordersctl json`).
 //!
 //! `app(state)` builds the router; `serve(listener, state, shutdown)` runs it until the
 //! token is cancelled, with the lag sampler beside it.
 
+pub mod client;
 pub mod error;
+pub mod json_cli;
 pub mod lag;
 pub mod lag_status;
 pub mod metrics;
