@@ -335,9 +335,11 @@ impl LagReader {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            // One record per partition is all we want: keep fetches small.
+            // One record per partition is all we want: keep fetches small, and do not back
+            // off a partition whose (tiny) queue is full, or a reassigned partition waits 1 s.
             .set("max.partition.fetch.bytes", "65536")
-            .set("queued.min.messages", "1")
+            .set("queued.min.messages", "10")
+            .set("fetch.queue.backoff.ms", "0")
             .set("fetch.wait.max.ms", "10");
         let records = c.create()?;
         Ok(LagReader {
