@@ -130,6 +130,10 @@ struct History {
     last_error: Option<String>,
 }
 
+/// How long one sample may spend reading the oldest unconsumed records' times (all
+/// groups together); what is not read by then is reported as unknown.
+const TIMESTAMPS_BUDGET: Duration = Duration::from_secs(2);
+
 /// One group as read from Kafka, before it is judged.
 struct GroupRead {
     group: String,
@@ -232,6 +236,7 @@ impl LagMonitor {
         }
 
         let now_ms = Timestamp::now().micros() / 1000;
+        let timestamps_started = std::time::Instant::now();
         let mut out = Vec::new();
         for (group, topics) in groups {
             let group_committed = committed.remove(group).unwrap_or_default();
@@ -257,9 +262,17 @@ impl LagMonitor {
             }
             if !oldest_wanted.is_empty() {
                 // A missing timestamp leaves `lag_seconds` unknown; it does not fail the sample.
-                match reader.record_timestamps(&oldest_wanted, timeout.min(Duration::from_secs(2)))
-                {
+                let budget = TIMESTAMPS_BUDGET.saturating_sub(timestamps_started.elapsed());
+                match reader.record_timestamps(&oldest_wanted, budget) {
                     Ok(times) => {
+                        if times.len() < oldest_wanted.len() {
+                            tracing::debug!(
+                                group,
+                                wanted = oldest_wanted.len(),
+                                found = times.len(),
+                                "some oldest records not read in time"
+                            );
+                        }
                         for p in parts.iter_mut().filter(|p| p.lag > 0) {
                             if let Some(ms) = times.get(&(p.topic.clone(), p.partition)) {
                                 p.lag_seconds = Some((now_ms - ms).max(0) as f64 / 1000.0);
@@ -375,7 +388,8 @@ impl LagMonitor {
             .cloned()
             .ok_or(LagUnavailable::NotSampled)?;
         let age = (Timestamp::now().micros() - latest.taken_at.micros()) as f64 / 1e6;
-        let limit = (self.options.interval * 3 + self.options.kafka_timeout).as_secs_f64();
+        // A sample makes several requests, each bounded by `kafka_timeout`.
+        let limit = (self.options.interval * 3 + self.options.kafka_timeout * 3).as_secs_f64();
         if age > limit {
             return Err(LagUnavailable::Stale(age));
         }

@@ -357,7 +357,7 @@ pub async fn index(
     let (totals, orders, alerts) = tokio::join!(
         state.store.totals(),
         state.store.latest_orders(&q),
-        state.store.latest_alerts(10)
+        state.store.latest_alerts(8)
     );
     let store_down = totals.is_err();
     let lag = state.lag.as_ref().map(|m| {

@@ -35,6 +35,22 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// `2024-01-15T10:30:00.123Z` as `2024-01-15 10:30:00`.
+fn short_time(rfc3339: &str) -> String {
+    rfc3339.replace('T', " ").chars().take(19).collect()
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(max).collect();
+        out.push('…');
+        out
+    }
+}
+
 fn money(dollars: f64) -> String {
     // Two decimals with thousands separators: 1234567.5 -> 1,234,567.50
     let cents = (dollars * 100.0).round() as i64;
@@ -90,7 +106,8 @@ td.num, th.num { text-align:right; }
 .empty { color:var(--muted); padding:10px 12px; }
 .muted { color:var(--muted); }
 .grid2 { display:grid; grid-template-columns:1fr; gap:0 20px; }
-@media (min-width: 1000px) { .grid2 { grid-template-columns:3fr 2fr; } }
+.grid2 > div { min-width:0; }
+@media (min-width: 1000px) { .grid2 { grid-template-columns:1fr 1fr; } }
 "#;
 
 fn badge(text: &str, class: &str) -> String {
@@ -211,7 +228,7 @@ fn orders_section(out: &mut String, orders: &Result<Vec<OrderJson>, String>) {
                 let amount = if o.currency == "USD" {
                     money(o.amount)
                 } else {
-                    format!("{:.2} {}", o.amount, escape(&o.currency))
+                    format!("{:.2} {}", o.amount, escape(&shorten(&o.currency, 8)))
                 };
                 let _ = write!(
                     out,
@@ -221,7 +238,7 @@ fn orders_section(out: &mut String, orders: &Result<Vec<OrderJson>, String>) {
                     o.customer_id,
                     escape(&o.country),
                     escape(&o.status),
-                    escape(o.created_at.replace('T', " ").trim_end_matches('Z')),
+                    escape(&short_time(&o.created_at)),
                     id = o.order_id,
                 );
             }
@@ -270,15 +287,16 @@ pub fn render(d: &Dashboard) -> String {
          <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
          <title>orders</title><style>{STYLE}</style></head><body>\
          <header><h1>orders</h1><span id=\"updated\">updated {} UTC · refreshes every {REFRESH_SECONDS} s</span></header><main>",
-        escape(d.generated_at.replace('T', " ").trim_end_matches('Z'))
+        escape(&short_time(&d.generated_at))
     );
     totals_section(&mut out, &d.totals);
-    lag_section(&mut out, &d.lag);
     out.push_str("<div class=\"grid2\"><div>");
-    orders_section(&mut out, &d.orders);
+    lag_section(&mut out, &d.lag);
     out.push_str("</div><div>");
     alerts_section(&mut out, &d.alerts);
-    out.push_str("</div></div></main></body></html>\n");
+    out.push_str("</div></div>");
+    orders_section(&mut out, &d.orders);
+    out.push_str("</main></body></html>\n");
     out
 }
 
@@ -322,7 +340,8 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("<b>boom"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(html.contains("data-order-id=\"7\""));
         assert!(html.contains("No fraud alerts."));
     }
@@ -335,5 +354,11 @@ mod tests {
         assert_eq!(money(-12.3), "-$12.30");
         assert_eq!(count(1_000_000), "1,000,000");
         assert_eq!(count(0), "0");
+        assert_eq!(
+            short_time("2024-01-15T10:30:00.123456Z"),
+            "2024-01-15 10:30:00"
+        );
+        assert_eq!(shorten("EUR", 8), "EUR");
+        assert_eq!(shorten("ABCDEFGHIJ", 8), "ABCDEFGH…");
     }
 }

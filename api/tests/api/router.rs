@@ -626,7 +626,7 @@ async fn web_view_renders_escaped_data() {
     let f = filled_store(30).await;
     let mut evil = orders_api::sample_data::batch(SEED, 31..=31, orders_core::Timestamp::now());
     evil.orders[0].order.source = Some("<script>alert('x')</script>".into());
-    evil.orders[0].order.currency = "<b>EUR</b>".into();
+    evil.orders[0].order.currency = "<b>X</b>".into();
     f.store.apply(Arc::new(evil)).await.unwrap();
     let app = router(f.store.clone());
     let a = get(&app, "/").await;
@@ -636,8 +636,8 @@ async fn web_view_renders_escaped_data() {
     assert!(a.text.contains("http-equiv=\"refresh\""));
     assert_eq!(a.text.matches("<tr class=\"order\"").count(), 20);
     assert!(a.text.contains("data-order-id=\"31\""));
-    assert!(!a.text.contains("<b>EUR"), "unescaped currency");
-    assert!(a.text.contains("&lt;b&gt;EUR&lt;/b&gt;"));
+    assert!(!a.text.contains("<b>X"), "unescaped currency");
+    assert!(a.text.contains("&lt;b&gt;X&lt;/b&gt;"));
     assert!(!a.text.contains("<script"), "a script on the page");
 }
 
