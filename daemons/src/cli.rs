@@ -53,6 +53,15 @@ pub enum RoleCommand {
     Payment(PaymentArgs),
     /// Stores orders, alerts and payments and publishes totals (group analytics-group).
     Analytics,
+    /// Serves the HTTP API, the web view and /healthz over the store.
+    Api(ApiArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ORDERS_API_ADDR", default_value = "0.0.0.0:8000")]
+    pub addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -208,8 +217,11 @@ pub fn open_store(store: &StoreArgs) -> anyhow::Result<Arc<dyn OrderStore>> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let kafka = kafka_settings(&cli.kafka, &cli.store)?;
     let topic = cli.kafka.topic_name.clone();
+    if let RoleCommand::Api(args) = &cli.role {
+        return serve_api(&cli, args, shutdown).await;
+    }
+    let kafka = kafka_settings(&cli.kafka, &cli.store)?;
     let progress = Arc::new(Progress::default());
     let required: Vec<String> = pipeline_topics(&topic)
         .into_iter()
@@ -272,6 +284,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
         }
+        RoleCommand::Api(_) => {}
     }
+    Ok(())
+}
+
+/// The api role: the store is required; without Kafka the API still serves the store and
+/// reports lag as unavailable.
+async fn serve_api(cli: &Cli, args: &ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(&cli.store)?;
+    let mut state = orders_api::AppState::new(store);
+    match kafka_settings(&cli.kafka, &cli.store) {
+        Ok(kafka) => state = state.with_kafka(kafka, cli.kafka.topic_name.clone()),
+        Err(e) => tracing::warn!(error = %e, "no Kafka: lag and readiness will report it"),
+    }
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    orders_api::serve(listener, state, shutdown).await?;
     Ok(())
 }

@@ -24,6 +24,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Pushes orders through a fresh embedded pipeline as fast as it can and prints figures.
     Bench(bench::BenchArgs),
+    /// Prints the API's answers as JSON, for scripts (schemas and exit codes: docs/json.md).
+    Json(orders_api::json_cli::JsonArgs),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: `default`).
@@ -39,6 +41,9 @@ pub fn init_logging(default: &str) {
 /// Parses the command line and runs it; errors print one line on stderr.
 pub fn main() -> ExitCode {
     let cli: Cli = orders_core::config::parse_args_or_exit();
+    if let Command::Json(args) = cli.command {
+        return run_json(args);
+    }
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
@@ -46,6 +51,7 @@ pub fn main() -> ExitCode {
                 match cli.command {
                     Command::Up(args) => up::run(args).await,
                     Command::Bench(args) => bench::run(args).await,
+                    Command::Json(_) => Ok(()),
                 }
             })
         });
@@ -56,4 +62,22 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ordersctl json`: only JSON on stdout, diagnostics on stderr, documented exit codes.
+fn run_json(args: orders_api::json_cli::JsonArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordersctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    runtime
+        .block_on(orders_api::json_cli::run_json(args, &mut stdout))
+        .into()
 }

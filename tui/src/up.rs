@@ -61,7 +61,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting the local pipeline in {}", args.data_dir.display()))?;
 
-    let api = format!("http://127.0.0.1:{}", args.port);
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = pipeline.stop().await;
+            bail!(
+                "cannot serve the API on 127.0.0.1:{}: {e} (pick another with --port)",
+                args.port
+            );
+        }
+    };
+    let api = format!("http://{}", listener.local_addr()?);
+    let state = orders_api::AppState::new(pipeline.store.clone())
+        .with_kafka(pipeline.kafka(), "orders")
+        .with_progress(pipeline.progress.clone());
+    let api_task = tokio::spawn(orders_api::serve(listener, state, shutdown.clone()));
     let info = UpInfo {
         api: api.clone(),
         kafka: pipeline.bootstrap_servers().to_owned(),
@@ -69,6 +83,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     info.write(&args.data_dir)
         .with_context(|| format!("writing {}", UpInfo::path(&args.data_dir).display()))?;
     println!("orders is up");
+    println!("  api:                     {}", info.api);
+    println!("  web view:                {}/", info.api);
     println!("  kafka bootstrap servers: {}", info.kafka);
     println!(
         "  store:                   {}",
@@ -109,6 +125,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    shutdown.cancel();
+    match api_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "api stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "api task failed"),
+        Ok(Ok(())) => {}
     }
     let stopped = pipeline.stop().await;
     UpInfo::remove(&args.data_dir);
