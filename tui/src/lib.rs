@@ -1,6 +1,7 @@
 //! The `ordersctl` command: `up` runs everything locally, `bench` measures the pipeline.
 
 pub mod bench;
+pub mod console;
 pub mod up;
 
 use clap::{Parser, Subcommand};
