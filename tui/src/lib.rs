@@ -1,4 +1,5 @@
-//! The `ordersctl` command: `up` runs everything locally, `bench` measures the pipeline.
+//! The `ordersctl` command: `up` runs everything locally, `bench` measures the pipeline,
+//! `tui` watches it.
 
 pub mod bench;
 pub mod console;
@@ -25,6 +26,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Pushes orders through a fresh embedded pipeline as fast as it can and prints figures.
     Bench(bench::BenchArgs),
+    /// The operator console: totals, consumer lag, live orders and fraud alerts from the API.
+    Tui(console::TuiArgs),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: `default`).
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
                 match cli.command {
                     Command::Up(args) => up::run(args).await,
                     Command::Bench(args) => bench::run(args).await,
+                    Command::Tui(args) => console::run(args).await,
                 }
             })
         });
