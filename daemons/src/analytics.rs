@@ -60,7 +60,7 @@ impl ChunkProcessor for AnalyticsProcessor {
         let mut dead = Vec::new();
         for r in &chunk {
             let payload = r.payload.as_deref();
-            let decoded = if r.topic == self.orders_topic {
+            let decoded = if *r.topic == *self.orders_topic {
                 Order::decode(payload).map(|order| {
                     batch.orders.push(StoredOrder {
                         order,
@@ -69,9 +69,9 @@ impl ChunkProcessor for AnalyticsProcessor {
                         processed_at: now,
                     })
                 })
-            } else if r.topic == FRAUD_ALERTS_TOPIC {
+            } else if &*r.topic == FRAUD_ALERTS_TOPIC {
                 FraudAlert::decode(payload).map(|a| batch.alerts.push(a))
-            } else if r.topic == PAYMENTS_TOPIC {
+            } else if &*r.topic == PAYMENTS_TOPIC {
                 Payment::decode(payload).map(|p| batch.payments.push(p))
             } else {
                 Ok(())

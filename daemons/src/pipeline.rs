@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// A record received from Kafka, detached from the consumer.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
@@ -33,9 +33,18 @@ pub struct Record {
 }
 
 impl Record {
-    fn from_message<M: Message>(m: &M) -> Record {
+    fn from_message<M: Message>(m: &M, topics: &mut Vec<Arc<str>>) -> Record {
+        // One shared name per topic instead of an allocation per record.
+        let topic = match topics.iter().find(|t| ***t == *m.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(m.topic());
+                topics.push(t.clone());
+                t
+            }
+        };
         Record {
-            topic: m.topic().to_owned(),
+            topic,
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
@@ -99,35 +108,22 @@ pub fn dead_letter(group: &str, record: &Record, error: &DecodeError) -> OutReco
     let mut payload = record.payload.clone().unwrap_or_default();
     let truncated = payload.len() > MAX_RECORD_BYTES / 2;
     payload.truncate(MAX_RECORD_BYTES / 2);
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "dlq.reason",
-            value: Some(error.code()),
+    let headers = [
+        ("dlq.reason", error.code()),
+        ("dlq.error", detail.as_str()),
+        ("dlq.topic", &*record.topic),
+        ("dlq.partition", partition.as_str()),
+        ("dlq.offset", offset.as_str()),
+        ("dlq.group", group),
+        ("dlq.truncated", if truncated { "true" } else { "false" }),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
         })
-        .insert(Header {
-            key: "dlq.error",
-            value: Some(detail.as_str()),
-        })
-        .insert(Header {
-            key: "dlq.topic",
-            value: Some(record.topic.as_str()),
-        })
-        .insert(Header {
-            key: "dlq.partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "dlq.offset",
-            value: Some(offset.as_str()),
-        })
-        .insert(Header {
-            key: "dlq.group",
-            value: Some(group),
-        })
-        .insert(Header {
-            key: "dlq.truncated",
-            value: Some(if truncated { "true" } else { "false" }),
-        });
+    });
     tracing::warn!(
         group,
         topic = %record.topic,
@@ -152,10 +148,10 @@ pub fn dead_letter(group: &str, record: &Record, error: &DecodeError) -> OutReco
 struct Dispatched {
     records: usize,
     orders: u64,
-    offsets: BTreeMap<(String, i32), i64>,
+    offsets: BTreeMap<(Arc<str>, i32), i64>,
 }
 
-fn store_offsets(consumer: &StreamConsumer, offsets: &BTreeMap<(String, i32), i64>) {
+fn store_offsets(consumer: &StreamConsumer, offsets: &BTreeMap<(Arc<str>, i32), i64>) {
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), next) in offsets {
         if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
@@ -187,6 +183,8 @@ pub async fn run_consumer<P: ChunkProcessor>(
     let mut in_flight = FuturesOrdered::new();
     let mut in_flight_records = 0usize;
     let mut failure: Option<OutputError> = None;
+    let mut topic_names: Vec<Arc<str>> = Vec::new();
+    let orders_topic: Arc<str> = Arc::from(options.orders_topic.as_str());
 
     let finish = |done: Dispatched, outcome: ChunkOutcome| {
         store_offsets(&consumer, &done.offsets);
@@ -214,7 +212,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
             }
             received = consumer.recv(), if in_flight_records < options.max_in_flight => {
                 let first = match received {
-                    Ok(m) => Record::from_message(&m),
+                    Ok(m) => Record::from_message(&m, &mut topic_names),
                     Err(e) => {
                         tracing::warn!(group = %options.group, error = %e, "consumer error");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -224,7 +222,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
                 let mut chunk = vec![first];
                 while chunk.len() < options.max_chunk {
                     match consumer.recv().now_or_never() {
-                        Some(Ok(m)) => chunk.push(Record::from_message(&m)),
+                        Some(Ok(m)) => chunk.push(Record::from_message(&m, &mut topic_names)),
                         Some(Err(e)) => {
                             tracing::warn!(group = %options.group, error = %e, "consumer error");
                             break;
@@ -237,7 +235,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
                 for r in &chunk {
                     let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
                     *next = (*next).max(r.offset + 1);
-                    if r.topic == options.orders_topic {
+                    if r.topic == orders_topic {
                         orders += 1;
                     }
                 }

@@ -153,8 +153,20 @@ async fn ten_thousand_orders_end_to_end() {
     );
 }
 
-fn ordersd(kafka: &str, data_dir: &std::path::Path, role: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ordersd"))
+/// A daemon process that is killed if the test ends early (a failed assertion included).
+struct Daemon(Option<Child>);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn ordersd(kafka: &str, data_dir: &std::path::Path, role: &str) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_ordersd"))
         .args(["--kafka-bootstrap-servers", kafka, "--data-dir"])
         .arg(data_dir)
         .arg(role)
@@ -165,11 +177,13 @@ fn ordersd(kafka: &str, data_dir: &std::path::Path, role: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Daemon(Some(child))
 }
 
 /// Kills a daemon process abruptly (SIGKILL: no shutdown, no final commit).
-fn crash(mut child: Child) {
+fn crash(mut daemon: Daemon) {
+    let mut child = daemon.0.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -208,7 +222,7 @@ async fn crash_and_restart(role: Role, name: &str) {
     .await;
     crash(first);
     let before = store.totals().await.unwrap();
-    let second = ordersd(&kafka, dir.path(), name);
+    let mut second = ordersd(&kafka, dir.path(), name);
     let s = store.clone();
     eventually(
         "everything stored after the restart",
@@ -222,7 +236,7 @@ async fn crash_and_restart(role: Role, name: &str) {
         },
     )
     .await;
-    let mut child = second;
+    let mut child = second.0.take().unwrap();
     // A clean stop: SIGTERM, then the final commit.
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -269,8 +283,8 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         ("oversized", big.into_bytes()),
     ];
     let mut id = 1;
-    for (_, payload) in &poison {
-        for _ in 0..20 {
+    let mut send_good = |count: u64| {
+        for _ in 0..count {
             raw.send(
                 BaseRecord::to("orders")
                     .key(&id.to_string())
@@ -279,6 +293,9 @@ async fn poison_records_go_to_the_dead_letter_topic() {
             .unwrap();
             id += 1;
         }
+    };
+    for (_, payload) in &poison {
+        send_good(20);
         raw.send(
             BaseRecord::<str, [u8]>::to("orders")
                 .key("poison")
@@ -286,15 +303,7 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         )
         .unwrap();
     }
-    for _ in 0..20 {
-        raw.send(
-            BaseRecord::to("orders")
-                .key(&id.to_string())
-                .payload(&good(id)),
-        )
-        .unwrap();
-        id += 1;
-    }
+    send_good(20);
     raw.flush(Duration::from_secs(10)).unwrap();
     let good_count = id - 1;
     let total = good_count + poison.len() as u64;

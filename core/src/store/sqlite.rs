@@ -16,14 +16,11 @@ CREATE TABLE IF NOT EXISTS orders (
     currency        TEXT NOT NULL,
     country         TEXT NOT NULL,
     status          TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
     created_us      INTEGER NOT NULL,
     source          TEXT,
     kafka_partition INTEGER NOT NULL,
     kafka_offset    INTEGER NOT NULL,
-    processed_us    INTEGER NOT NULL,
-    fraud_reason    TEXT,
-    payment_status  TEXT
+    processed_us    INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS fraud_alerts (
     order_id     INTEGER PRIMARY KEY,
@@ -49,16 +46,28 @@ CREATE TABLE IF NOT EXISTS totals_by_status (
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
+-- Rows are only ever inserted: what the pipeline learns about an order (fraud, payment)
+-- lives in its own table keyed by order id and is joined when reading, so a write never
+-- rewrites a row and alerts or payments may arrive before their order.
 -- Orders are listed newest first by scanning the primary key backwards; the filters
 -- (country, status, fraud, payment) each keep a large share of orders, so a scan finds a
 -- page quickly and secondary indexes would only slow every insert down.
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 "#;
 
-const ORDER_COLUMNS: &str = "order_id, customer_id, amount_cents, currency, country, status, \
-     created_at, source, kafka_partition, kafka_offset, processed_us, fraud_reason, payment_status";
+/// The columns `order_row` reads, from `ORDERS_JOINED`.
+const ORDER_COLUMNS: &str = "o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, \
+     o.status, o.created_us, o.source, o.kafka_partition, o.kafka_offset, o.processed_us, \
+     f.reason, p.status";
+
+/// Orders with what the pipeline learned about them.
+const ORDERS_JOINED: &str = "orders o LEFT JOIN fraud_alerts f ON f.order_id = o.order_id \
+     LEFT JOIN payments p ON p.order_id = o.order_id";
 
 const READERS: usize = 4;
+
+/// The schema this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// The SQLite adapter of [`OrderStore`].
 #[derive(Clone)]
@@ -120,6 +129,16 @@ impl SqliteStore {
                  PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
             )
             .map_err(query_err)?;
+        let version: i64 = writer
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(query_err)?;
+        if version != 0 && version != SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "{} has schema version {version}, this build uses {SCHEMA_VERSION}; \
+                 move the file away to start a new store",
+                path.display()
+            )));
+        }
         writer.execute_batch(SCHEMA).map_err(query_err)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -192,28 +211,34 @@ struct TotalsDelta {
 
 impl TotalsDelta {
     fn apply(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        let mut by_country = tx
-            .prepare_cached(
-                "INSERT INTO totals_by_country VALUES (?1, ?2, ?3) ON CONFLICT(country) DO UPDATE \
-                 SET order_count = order_count + ?2, sales_cents = sales_cents + ?3",
-            )
-            .map_err(query_err)?;
-        for (country, (count, cents)) in &self.by_country {
-            by_country
-                .execute(params![country.as_str(), count, cents])
+        let add_to = |table: &str, key: &str, rows: Vec<(&str, i64, i64)>| {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {table} VALUES (?1, ?2, ?3) ON CONFLICT({key}) DO UPDATE \
+                     SET order_count = order_count + ?2, sales_cents = sales_cents + ?3"
+                ))
                 .map_err(query_err)?;
-        }
-        let mut by_status = tx
-            .prepare_cached(
-                "INSERT INTO totals_by_status VALUES (?1, ?2, ?3) ON CONFLICT(status) DO UPDATE \
-                 SET order_count = order_count + ?2, sales_cents = sales_cents + ?3",
-            )
-            .map_err(query_err)?;
-        for (status, (count, cents)) in &self.by_status {
-            by_status
-                .execute(params![status.as_str(), count, cents])
-                .map_err(query_err)?;
-        }
+            for (k, count, cents) in rows {
+                stmt.execute(params![k, count, cents]).map_err(query_err)?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        add_to(
+            "totals_by_country",
+            "country",
+            self.by_country
+                .iter()
+                .map(|(c, (n, v))| (c.as_str(), *n, *v))
+                .collect(),
+        )?;
+        add_to(
+            "totals_by_status",
+            "status",
+            self.by_status
+                .iter()
+                .map(|(s, (n, v))| (s.as_str(), *n, *v))
+                .collect(),
+        )?;
         let mut counter = tx
             .prepare_cached(
                 "INSERT INTO counters VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE \
@@ -236,11 +261,8 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
         let mut insert_order = tx
             .prepare_cached(
                 "INSERT INTO orders (order_id, customer_id, amount_cents, currency, country, \
-                 status, created_at, created_us, source, kafka_partition, kafka_offset, \
-                 processed_us, fraud_reason, payment_status) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
-                 (SELECT reason FROM fraud_alerts WHERE order_id = ?1), \
-                 (SELECT status FROM payments WHERE order_id = ?1)) \
+                 status, created_us, source, kafka_partition, kafka_offset, processed_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
                  ON CONFLICT(order_id) DO NOTHING",
             )
             .map_err(query_err)?;
@@ -254,7 +276,6 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                     o.currency,
                     o.country.as_str(),
                     o.status.as_str(),
-                    o.created_at.to_rfc3339(),
                     o.created_at.micros(),
                     o.source,
                     s.kafka_partition,
@@ -279,9 +300,6 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                  ON CONFLICT(order_id) DO NOTHING",
             )
             .map_err(query_err)?;
-        let mut flag_order = tx
-            .prepare_cached("UPDATE orders SET fraud_reason = ?2 WHERE order_id = ?1")
-            .map_err(query_err)?;
         for a in &batch.alerts {
             let inserted = insert_alert
                 .execute(params![
@@ -298,9 +316,6 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                 outcome.new_alerts += 1;
                 *delta.counters.entry("fraud_count").or_default() += 1;
                 *delta.counters.entry("fraud_cents").or_default() += a.amount.0;
-                flag_order
-                    .execute(params![a.order_id as i64, a.reason])
-                    .map_err(query_err)?;
             }
         }
         let mut insert_payment = tx
@@ -308,9 +323,6 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                 "INSERT INTO payments (order_id, status, amount_cents, country, ts, stored_us) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(order_id) DO NOTHING",
             )
-            .map_err(query_err)?;
-        let mut pay_order = tx
-            .prepare_cached("UPDATE orders SET payment_status = ?2 WHERE order_id = ?1")
             .map_err(query_err)?;
         for p in &batch.payments {
             let inserted = insert_payment
@@ -329,9 +341,6 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                 if p.status == PaymentStatus::Paid {
                     *delta.counters.entry("paid_count").or_default() += 1;
                 }
-                pay_order
-                    .execute(params![p.order_id as i64, p.status.as_str()])
-                    .map_err(query_err)?;
             }
         }
     }
@@ -352,7 +361,7 @@ fn ts_from_us(us: i64) -> Result<Timestamp, StoreError> {
 fn order_row(row: &Row<'_>) -> rusqlite::Result<Result<OrderDocument, StoreError>> {
     let country: String = row.get(4)?;
     let status: String = row.get(5)?;
-    let created_at: String = row.get(6)?;
+    let created_us: i64 = row.get(6)?;
     let fraud_reason: Option<String> = row.get(11)?;
     let payment_status: Option<String> = row.get(12)?;
     let build = || -> Result<OrderDocument, StoreError> {
@@ -363,7 +372,7 @@ fn order_row(row: &Row<'_>) -> rusqlite::Result<Result<OrderDocument, StoreError
             currency: row.get(3).map_err(query_err)?,
             country: country.parse().map_err(|e| corrupt("country", e))?,
             status: status.parse().map_err(|e| corrupt("status", e))?,
-            created_at: created_at.parse().map_err(|e| corrupt("created_at", e))?,
+            created_at: ts_from_us(created_us)?,
             source: row.get(7).map_err(query_err)?,
         };
         Ok(OrderDocument {
@@ -518,30 +527,30 @@ impl OrderStore for SqliteStore {
     async fn latest_orders(&self, query: &OrderQuery) -> Result<Vec<OrderDocument>, StoreError> {
         let q = query.clone();
         self.read(move |conn| {
-            let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
+            let mut sql = format!("SELECT {ORDER_COLUMNS} FROM {ORDERS_JOINED} WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if let Some(before) = q.before_id {
-                sql.push_str(" AND order_id < ?");
+                sql.push_str(" AND o.order_id < ?");
                 args.push((before.min(i64::MAX as u64) as i64).into());
             }
             if let Some(c) = q.country {
-                sql.push_str(" AND country = ?");
+                sql.push_str(" AND o.country = ?");
                 args.push(c.as_str().to_owned().into());
             }
             if let Some(s) = q.status {
-                sql.push_str(" AND status = ?");
+                sql.push_str(" AND o.status = ?");
                 args.push(s.as_str().to_owned().into());
             }
             match q.fraud {
-                Some(true) => sql.push_str(" AND fraud_reason IS NOT NULL"),
-                Some(false) => sql.push_str(" AND fraud_reason IS NULL"),
+                Some(true) => sql.push_str(" AND f.order_id IS NOT NULL"),
+                Some(false) => sql.push_str(" AND f.order_id IS NULL"),
                 None => {}
             }
             if let Some(p) = q.payment_status {
-                sql.push_str(" AND payment_status = ?");
+                sql.push_str(" AND p.status = ?");
                 args.push(p.as_str().to_owned().into());
             }
-            sql.push_str(" ORDER BY order_id DESC LIMIT ?");
+            sql.push_str(" ORDER BY o.order_id DESC LIMIT ?");
             args.push((q.limit as i64).into());
             let mut stmt = conn.prepare_cached(&sql).map_err(query_err)?;
             let rows = stmt
@@ -555,7 +564,7 @@ impl OrderStore for SqliteStore {
     async fn order(&self, order_id: u64) -> Result<Option<OrderDocument>, StoreError> {
         self.read(move |conn| {
             conn.query_row(
-                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?1"),
+                &format!("SELECT {ORDER_COLUMNS} FROM {ORDERS_JOINED} WHERE o.order_id = ?1"),
                 [order_id.min(i64::MAX as u64) as i64],
                 order_row,
             )

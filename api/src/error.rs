@@ -1,0 +1,169 @@
+//! Errors: [`AppError`], what a request can fail with, rendered as a status and the JSON
+//! body `{"error": {"code": "...", "message": "..."}}`; and [`ApiError`], what `serve` can
+//! fail with. Details of server-side failures are logged, never sent to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use orders_core::store::StoreError;
+use serde::Serialize;
+
+/// Why [`crate::serve`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The client asked for something malformed; the message names the problem.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the request URI is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Kafka could not be asked, or is not configured for this server.
+    #[error("kafka unavailable: {0}")]
+    KafkaUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Marks a response that failed because of the store, for the metrics layer.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreFailed;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code, e.g. `invalid_parameter`, `not_found`,
+    /// `store_unavailable`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl AppError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::bad_request("invalid_parameter", message)
+    }
+
+    /// The status, the code and the message the client sees.
+    fn public(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            AppError::BadRequest { code, message } => {
+                (StatusCode::BAD_REQUEST, code, message.clone())
+            }
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            AppError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long", self.to_string()),
+            AppError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only GET is supported here".into(),
+            ),
+            AppError::Store(StoreError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the order store is unavailable; try again shortly".into(),
+            ),
+            AppError::Store(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                "the order store failed to answer".into(),
+            ),
+            AppError::KafkaUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                "Kafka is unavailable; consumer lag cannot be read".into(),
+            ),
+            AppError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".into(),
+            ),
+        }
+    }
+
+    /// Renders the body alone (also used by the web view's error page).
+    pub fn body(&self) -> ErrorBody {
+        let (_, code, message) = self.public();
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.public().0
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.public();
+        match &self {
+            AppError::Store(e) => tracing::error!(error = %e, code, "store failed"),
+            AppError::KafkaUnavailable(e) => tracing::warn!(error = %e, code, "kafka unavailable"),
+            AppError::Internal(e) => tracing::error!(error = %e, code, "internal error"),
+            _ => tracing::debug!(code, %message, "request rejected"),
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, AppError::Store(_)) {
+            response.extensions_mut().insert(StoreFailed);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_details_are_not_leaked() {
+        let e = AppError::Store(StoreError::Unavailable(
+            "/secret/path/orders.db: permission denied".into(),
+        ));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = serde_json::to_string(&e.body()).unwrap();
+        assert!(!body.contains("secret"), "{body}");
+        assert!(body.contains("store_unavailable"), "{body}");
+        let e = AppError::Store(StoreError::Corrupt("bad row 17".into()));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!serde_json::to_string(&e.body()).unwrap().contains("17"));
+    }
+
+    #[test]
+    fn bad_requests_name_the_problem() {
+        let e = AppError::invalid("limit must be an integer from 1 to 1000, not \"0\"");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let v = serde_json::to_value(e.body()).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_parameter");
+        assert!(v["error"]["message"].as_str().unwrap().contains("limit"));
+    }
+}

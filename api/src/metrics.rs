@@ -1,0 +1,319 @@
+//! Prometheus metrics of the API (requests by route and status, a latency histogram, store
+//! errors) and of the pipeline (the `Progress` counters, when this process runs it), in
+//! the text exposition format.
+
+use crate::error::StoreFailed;
+use crate::lag::LagSnapshot;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use orders_core::progress::{GroupCounters, Progress};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Default)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    /// Non-cumulative counts per bucket; the last one is +Inf.
+    buckets: [u64; BUCKETS.len() + 1],
+    sum_seconds: f64,
+    count: u64,
+}
+
+/// What the API counts about itself.
+#[derive(Default)]
+pub struct Metrics {
+    routes: Mutex<BTreeMap<String, RouteStats>>,
+    store_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record(&self, route: &str, status: u16, seconds: f64, store_failed: bool) {
+        if store_failed {
+            self.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = match routes.get_mut(route) {
+            Some(s) => s,
+            None => routes.entry(route.to_owned()).or_default(),
+        };
+        *stats.by_status.entry(status).or_default() += 1;
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        stats.buckets[bucket] += 1;
+        stats.sum_seconds += seconds;
+        stats.count += 1;
+    }
+
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.load(Ordering::Relaxed)
+    }
+
+    /// The text exposition of everything known.
+    pub fn render(&self, progress: Option<&Progress>, lag: Option<&LagSnapshot>) -> String {
+        let mut out = String::with_capacity(4096);
+        {
+            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str(
+                "# HELP orders_api_requests_total HTTP requests answered, by route and status.\n\
+                 # TYPE orders_api_requests_total counter\n",
+            );
+            for (route, s) in routes.iter() {
+                for (status, n) in &s.by_status {
+                    let _ = writeln!(
+                        out,
+                        "orders_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                        label(route)
+                    );
+                }
+            }
+            out.push_str(
+                "# HELP orders_api_request_duration_seconds Time to answer a request, by route.\n\
+                 # TYPE orders_api_request_duration_seconds histogram\n",
+            );
+            for (route, s) in routes.iter() {
+                let route = label(route);
+                let mut cumulative = 0;
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    cumulative += s.buckets[i];
+                    let _ = writeln!(
+                        out,
+                        "orders_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "orders_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
+                     orders_api_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
+                     orders_api_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    s.count, s.sum_seconds, s.count
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP orders_api_store_errors_total Requests that failed because the store did.\n\
+             # TYPE orders_api_store_errors_total counter\n\
+             orders_api_store_errors_total {}",
+            self.store_errors()
+        );
+        if let Some(lag) = lag {
+            render_lag(&mut out, lag);
+        }
+        if let Some(p) = progress {
+            render_progress(&mut out, p);
+        }
+        out
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_lag(out: &mut String, lag: &LagSnapshot) {
+    out.push_str(
+        "# HELP orders_consumer_lag_records Records not yet consumed, by group.\n\
+         # TYPE orders_consumer_lag_records gauge\n",
+    );
+    for g in &lag.groups {
+        let _ = writeln!(
+            out,
+            "orders_consumer_lag_records{{group=\"{}\"}} {}",
+            label(&g.group),
+            g.total_lag()
+        );
+    }
+    out.push_str(
+        "# HELP orders_consumer_lag_seconds Age of the oldest unconsumed record, by group.\n\
+         # TYPE orders_consumer_lag_seconds gauge\n",
+    );
+    for g in &lag.groups {
+        if let Some(s) = g.max_lag_seconds() {
+            let _ = writeln!(
+                out,
+                "orders_consumer_lag_seconds{{group=\"{}\"}} {s}",
+                label(&g.group)
+            );
+        }
+    }
+    out.push_str(
+        "# HELP orders_consumer_status 1 for the group's current status (OK, WARN, STALL, STOP).\n\
+         # TYPE orders_consumer_status gauge\n",
+    );
+    for g in &lag.groups {
+        for s in ["OK", "WARN", "STALL", "STOP"] {
+            let on = u8::from(g.verdict.status.as_str() == s);
+            let _ = writeln!(
+                out,
+                "orders_consumer_status{{group=\"{}\",status=\"{s}\"}} {on}",
+                label(&g.group)
+            );
+        }
+    }
+}
+
+/// Picks one counter of a group.
+type CounterOf = fn(&GroupCounters) -> &AtomicU64;
+
+fn render_progress(out: &mut String, p: &Progress) {
+    let get = GroupCounters::get;
+    let _ = writeln!(
+        out,
+        "# HELP orders_pipeline_orders_produced_total Orders produced by this process.\n\
+         # TYPE orders_pipeline_orders_produced_total counter\n\
+         orders_pipeline_orders_produced_total {}",
+        get(&p.orders_produced)
+    );
+    let groups = [
+        (orders_core::kafka::FRAUD_GROUP, &p.fraud),
+        (orders_core::kafka::PAYMENTS_GROUP, &p.payments),
+        (orders_core::kafka::ANALYTICS_GROUP, &p.analytics),
+    ];
+    let per_group: [(&str, &str, CounterOf); 5] = [
+        ("consumed", "Records received from Kafka.", |g| &g.consumed),
+        (
+            "done",
+            "Records whose effect is durable and offset stored.",
+            |g| &g.done,
+        ),
+        ("orders_done", "Orders-topic records among done.", |g| {
+            &g.orders_done
+        }),
+        (
+            "dead_lettered",
+            "Records sent to a dead-letter topic.",
+            |g| &g.dead_lettered,
+        ),
+        (
+            "produced",
+            "Records produced (alerts, payments, totals).",
+            |g| &g.produced,
+        ),
+    ];
+    for (name, help, field) in per_group {
+        let _ = writeln!(
+            out,
+            "# HELP orders_pipeline_{name}_total {help}\n# TYPE orders_pipeline_{name}_total counter"
+        );
+        for (group, counters) in &groups {
+            let _ = writeln!(
+                out,
+                "orders_pipeline_{name}_total{{group=\"{group}\"}} {}",
+                get(field(counters))
+            );
+        }
+    }
+    for (name, help, v) in [
+        (
+            "orders_stored",
+            "Orders newly written to the store.",
+            &p.orders_stored,
+        ),
+        (
+            "alerts_stored",
+            "Fraud alerts newly written to the store.",
+            &p.alerts_stored,
+        ),
+        (
+            "payments_stored",
+            "Payments newly written to the store.",
+            &p.payments_stored,
+        ),
+        (
+            "store_errors",
+            "Store writes that failed and were retried.",
+            &p.store_errors,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP orders_pipeline_{name}_total {help}\n\
+             # TYPE orders_pipeline_{name}_total counter\n\
+             orders_pipeline_{name}_total {}",
+            get(v)
+        );
+    }
+    let l = p.latency();
+    let _ = writeln!(
+        out,
+        "# HELP orders_pipeline_latency_seconds Created to stored, over the orders stored by this process.\n\
+         # TYPE orders_pipeline_latency_seconds summary\n\
+         orders_pipeline_latency_seconds{{quantile=\"0.5\"}} {}\n\
+         orders_pipeline_latency_seconds{{quantile=\"0.99\"}} {}\n\
+         orders_pipeline_latency_seconds_count {}",
+        l.p50_ms / 1000.0,
+        l.p99_ms / 1000.0,
+        l.count
+    );
+}
+
+/// The middleware that counts every answer, under its route template (so ids do not
+/// become labels) or `unmatched`.
+pub async fn track(
+    State(metrics): State<std::sync::Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let response = next.run(request).await;
+    let store_failed = response.extensions().get::<StoreFailed>().is_some();
+    metrics.record(
+        route.as_deref().unwrap_or("unmatched"),
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+        store_failed,
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_histogram_and_progress() {
+        let m = Metrics::default();
+        m.record("/api/orders", 200, 0.0007, false);
+        m.record("/api/orders", 200, 0.2, false);
+        m.record("/api/orders", 503, 0.003, true);
+        let p = Progress::default();
+        p.fraud.consumed.fetch_add(7, Ordering::Relaxed);
+        let text = m.render(Some(&p), None);
+        assert!(text.contains("orders_api_requests_total{route=\"/api/orders\",status=\"200\"} 2"));
+        assert!(text.contains("orders_api_requests_total{route=\"/api/orders\",status=\"503\"} 1"));
+        assert!(text.contains(
+            "orders_api_request_duration_seconds_bucket{route=\"/api/orders\",le=\"0.001\"} 1"
+        ));
+        assert!(text.contains(
+            "orders_api_request_duration_seconds_bucket{route=\"/api/orders\",le=\"0.005\"} 2"
+        ));
+        assert!(text.contains(
+            "orders_api_request_duration_seconds_bucket{route=\"/api/orders\",le=\"+Inf\"} 3"
+        ));
+        assert!(text.contains("orders_api_store_errors_total 1"));
+        assert!(text.contains("orders_pipeline_consumed_total{group=\"fraud-group\"} 7"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The JSON the API answers with: one type per response, documented for OpenAPI. Money is
+//! float dollars as on the wire (exact in cents inside); times are RFC 3339 UTC.
+//!
+//! Optional fields are always present (as `null` when unknown), so scripts see one shape.
+
+use crate::lag::{GroupLagSample, LagSnapshot, PartitionLagSample};
+use crate::lag_status::LagStatus;
+use orders_core::store::{CountAndSum, OrderDocument, StoredAlert, StoredPayment, Totals};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthBody {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyBody {
+    /// `ready`, or `not_ready` (with status 503).
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    pub checks: ReadyChecks,
+    /// Null when ready; else names what failed.
+    pub error: Option<crate::error::ErrorDetail>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyChecks {
+    /// `ok` or `unavailable`.
+    pub store: &'static str,
+    /// `ok`, `unavailable`, or `not_configured` (no Kafka given to this server).
+    pub kafka: &'static str,
+}
+
+/// A stored order: the SPEC's order fields at the top level, where it came from, and what
+/// the pipeline learned about it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct OrderJson {
+    pub order_id: u64,
+    pub customer_id: u32,
+    /// Dollars, two decimals.
+    #[schema(example = 249.99)]
+    pub amount: f64,
+    pub currency: String,
+    /// Two upper-case letters.
+    #[schema(example = "US")]
+    pub country: String,
+    #[schema(example = "CREATED")]
+    pub status: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub source: Option<String>,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    /// When the analytics service stored it.
+    #[schema(format = DateTime)]
+    pub processed_at: String,
+    /// Whether a fraud alert is stored for it.
+    pub fraud: bool,
+    pub fraud_reason: Option<String>,
+    /// `PAID`, `FAILED`, or null while no payment result is stored.
+    pub payment_status: Option<String>,
+}
+
+impl From<&OrderDocument> for OrderJson {
+    fn from(d: &OrderDocument) -> Self {
+        let o = &d.order;
+        OrderJson {
+            order_id: o.order_id,
+            customer_id: o.customer_id,
+            amount: o.amount.dollars(),
+            currency: o.currency.clone(),
+            country: o.country.as_str().to_owned(),
+            status: o.status.as_str().to_owned(),
+            created_at: o.created_at.to_rfc3339(),
+            source: o.source.clone(),
+            kafka_partition: d.kafka_partition,
+            kafka_offset: d.kafka_offset,
+            processed_at: d.processed_at.to_rfc3339(),
+            fraud: d.fraud,
+            fraud_reason: d.fraud_reason.clone(),
+            payment_status: d.payment_status.map(|s| s.as_str().to_owned()),
+        }
+    }
+}
+
+/// The old React page's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnalyticsBody {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    pub orders: Vec<OrderJson>,
+}
+
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrdersPage {
+    pub orders: Vec<OrderJson>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertJson {
+    pub order_id: u64,
+    #[schema(example = "HIGH_AMOUNT_RISKY_COUNTRY")]
+    pub reason: String,
+    pub amount: f64,
+    pub country: String,
+    pub rule_id: Option<String>,
+    /// When the fraud service decided, when it said.
+    #[schema(format = DateTime)]
+    pub detected_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub stored_at: String,
+}
+
+impl From<&StoredAlert> for AlertJson {
+    fn from(s: &StoredAlert) -> Self {
+        let a = &s.alert;
+        AlertJson {
+            order_id: a.order_id,
+            reason: a.reason.clone(),
+            amount: a.amount.dollars(),
+            country: a.country.as_str().to_owned(),
+            rule_id: a.rule_id.clone(),
+            detected_at: a.detected_at.map(|t| t.to_rfc3339()),
+            stored_at: s.stored_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertsBody {
+    pub alerts: Vec<AlertJson>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentJson {
+    pub order_id: u64,
+    /// `PAID` or `FAILED`.
+    pub status: String,
+    pub amount: f64,
+    pub country: String,
+    /// Unix seconds, as on the `payments` topic.
+    pub timestamp: f64,
+    #[schema(format = DateTime)]
+    pub stored_at: String,
+}
+
+impl From<&StoredPayment> for PaymentJson {
+    fn from(s: &StoredPayment) -> Self {
+        let p = &s.payment;
+        PaymentJson {
+            order_id: p.order_id,
+            status: p.status.as_str().to_owned(),
+            amount: p.amount.dollars(),
+            country: p.country.as_str().to_owned(),
+            timestamp: p.timestamp,
+            stored_at: s.stored_at.to_rfc3339(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentsBody {
+    pub payments: Vec<PaymentJson>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CountSales {
+    pub order_count: u64,
+    pub total_sales: f64,
+}
+
+impl From<&CountAndSum> for CountSales {
+    fn from(c: &CountAndSum) -> Self {
+        CountSales {
+            order_count: c.count,
+            total_sales: c.sales.dollars(),
+        }
+    }
+}
+
+/// Totals over every stored order, kept exact in cents by the store as orders arrive.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TotalsBody {
+    pub order_count: u64,
+    pub total_sales: f64,
+    /// Rounded down to the cent; 0 without orders.
+    pub average_order_value: f64,
+    pub by_country: BTreeMap<String, CountSales>,
+    pub by_status: BTreeMap<String, CountSales>,
+    pub fraud_count: u64,
+    pub fraud_sales: f64,
+    /// fraud_count / order_count (0 without orders).
+    pub fraud_rate_by_count: f64,
+    /// fraud_sales / total_sales (0 without sales).
+    pub fraud_rate_by_sales: f64,
+    pub payment_count: u64,
+    pub paid_count: u64,
+    pub failed_count: u64,
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
+impl From<&Totals> for TotalsBody {
+    fn from(t: &Totals) -> Self {
+        TotalsBody {
+            order_count: t.order_count,
+            total_sales: t.total_sales.dollars(),
+            average_order_value: t.average().dollars(),
+            by_country: t
+                .by_country
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+            by_status: t
+                .by_status
+                .iter()
+                .map(|(k, v)| (k.clone(), v.into()))
+                .collect(),
+            fraud_count: t.fraud_count,
+            fraud_sales: t.fraud_sales.dollars(),
+            fraud_rate_by_count: ratio(t.fraud_count as f64, t.order_count as f64),
+            fraud_rate_by_sales: ratio(t.fraud_sales.0 as f64, t.total_sales.0 as f64),
+            payment_count: t.payment_count,
+            paid_count: t.paid_count,
+            failed_count: t.payment_count.saturating_sub(t.paid_count),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PartitionLagJson {
+    pub topic: String,
+    pub partition: i32,
+    /// Null when the group has committed nothing on this partition.
+    pub committed: Option<i64>,
+    pub low_watermark: i64,
+    pub high_watermark: i64,
+    /// Records not yet consumed.
+    pub lag: i64,
+    /// Age of the oldest unconsumed record (from its Kafka timestamp); 0 without lag,
+    /// null when it could not be read in time.
+    pub lag_seconds: Option<f64>,
+}
+
+impl From<&PartitionLagSample> for PartitionLagJson {
+    fn from(p: &PartitionLagSample) -> Self {
+        PartitionLagJson {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            committed: p.committed,
+            low_watermark: p.low_watermark,
+            high_watermark: p.high_watermark,
+            lag: p.lag,
+            lag_seconds: p.lag_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GroupLagJson {
+    #[schema(example = "fraud-group")]
+    pub group: String,
+    pub topics: Vec<String>,
+    /// Judged over the sliding window of samples (Burrow-style).
+    pub status: LagStatus,
+    /// Why, in words.
+    pub reason: String,
+    pub total_lag: i64,
+    pub max_lag_seconds: Option<f64>,
+    pub partitions: Vec<PartitionLagJson>,
+}
+
+impl From<&GroupLagSample> for GroupLagJson {
+    fn from(g: &GroupLagSample) -> Self {
+        GroupLagJson {
+            group: g.group.clone(),
+            topics: g.topics.clone(),
+            status: g.verdict.status,
+            reason: g.verdict.reason.clone(),
+            total_lag: g.total_lag(),
+            max_lag_seconds: g.max_lag_seconds(),
+            partitions: g.partitions.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LagWindowJson {
+    pub samples: usize,
+    pub span_seconds: f64,
+    pub interval_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LagBody {
+    #[schema(format = DateTime)]
+    pub sampled_at: String,
+    pub window: LagWindowJson,
+    pub groups: Vec<GroupLagJson>,
+}
+
+impl LagBody {
+    pub fn new(s: &LagSnapshot, interval: std::time::Duration) -> Self {
+        LagBody {
+            sampled_at: s.taken_at.to_rfc3339(),
+            window: LagWindowJson {
+                samples: s.window_samples,
+                span_seconds: s.window_span_seconds,
+                interval_seconds: interval.as_secs_f64(),
+            },
+            groups: s.groups.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// The fraud decision on an order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FraudStep {
+    /// `alert` (an alert is stored), `clear` (the fraud service passed the order and no
+    /// alert was raised), `pending` (not decided yet), or `unknown` (no Kafka offsets to
+    /// tell `clear` from `pending`).
+    #[schema(example = "clear")]
+    pub decision: &'static str,
+    pub reason: Option<String>,
+    pub rule_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentStep {
+    /// `PAID`, `FAILED`, or `PENDING` while no payment result is stored.
+    pub status: String,
+    #[schema(format = DateTime)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TimeStep {
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// Where an order is in the pipeline.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Journey {
+    pub created: TimeStep,
+    pub fraud: FraudStep,
+    pub payment: PaymentStep,
+    pub stored: TimeStep,
+    /// Consumer groups whose committed offset has not yet passed the order's offset on
+    /// its partition; null when offsets are unknown (no Kafka configured or reachable).
+    pub groups_behind: Option<Vec<String>>,
+    /// When those offsets were read.
+    #[schema(format = DateTime)]
+    pub offsets_sampled_at: Option<String>,
+}
+
+/// One order with its journey.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDetail {
+    #[serde(flatten)]
+    pub order: OrderJson,
+    pub journey: Journey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orders_core::store::OrderDocument;
+    use orders_core::{Cents, Order, OrderStatus, PaymentStatus, Timestamp};
+
+    #[test]
+    fn order_json_keeps_the_store_document_fields_and_values() {
+        let doc = OrderDocument {
+            order: Order {
+                order_id: 123,
+                customer_id: 5678,
+                amount: Cents(24999),
+                currency: "USD".into(),
+                country: "US".parse().unwrap(),
+                status: OrderStatus::Created,
+                created_at: "2024-01-15T10:30:00Z".parse().unwrap(),
+                source: Some("order-service".into()),
+            },
+            kafka_partition: 3,
+            kafka_offset: 77,
+            processed_at: Timestamp::from_micros(1_705_314_600_123_456).unwrap(),
+            fraud: true,
+            fraud_reason: Some("HIGH_AMOUNT_RISKY_COUNTRY".into()),
+            payment_status: Some(PaymentStatus::Paid),
+        };
+        let core = serde_json::to_value(&doc).unwrap();
+        let api = serde_json::to_value(OrderJson::from(&doc)).unwrap();
+        let core = core.as_object().unwrap();
+        let api = api.as_object().unwrap();
+        for (k, v) in core {
+            assert_eq!(api.get(k), Some(v), "field {k}");
+        }
+        assert_eq!(api["amount"], serde_json::json!(249.99));
+        assert_eq!(api["created_at"], "2024-01-15T10:30:00Z");
+    }
+
+    #[test]
+    fn totals_rates_and_average() {
+        let mut t = Totals {
+            order_count: 4,
+            total_sales: Cents(1001),
+            fraud_count: 1,
+            fraud_sales: Cents(500),
+            payment_count: 3,
+            paid_count: 2,
+            ..Totals::default()
+        };
+        let b = TotalsBody::from(&t);
+        assert_eq!(b.average_order_value, 2.5);
+        assert_eq!(b.fraud_rate_by_count, 0.25);
+        assert!((b.fraud_rate_by_sales - 500.0 / 1001.0).abs() < 1e-12);
+        assert_eq!(b.failed_count, 1);
+        t = Totals::default();
+        let b = TotalsBody::from(&t);
+        assert_eq!(
+            (
+                b.average_order_value,
+                b.fraud_rate_by_count,
+                b.fraud_rate_by_sales
+            ),
+            (0.0, 0.0, 0.0)
+        );
+    }
+}

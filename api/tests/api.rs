@@ -1,0 +1,16 @@
+//! Integration tests of the API: the router against a real SQLite store (every endpoint,
+//! bad inputs, dependencies down), a server started with `serve`, and the JSON client
+//! (`ordersctl json`) against it, consumer lag against the embedded pipeline, and the web
+//! view in a real headless browser.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+#[path = "api/common.rs"]
+mod common;
+#[path = "api/json_cli.rs"]
+mod json_cli;
+#[path = "api/lag_pipeline.rs"]
+mod lag_pipeline;
+#[path = "api/router.rs"]
+mod router;
+#[path = "api/web_view.rs"]
+mod web_view;
