@@ -280,7 +280,15 @@ fn lag_row(theme: Theme, g: &GroupLag, wide: bool) -> Row<'static> {
         Cell::from(g.status.as_str()).style(theme.lag_status(g.status)),
     ];
     if wide {
-        let parts: Vec<String> = g.partitions.iter().map(|p| text::compact(p.lag)).collect();
+        // The orders topic only: analytics also reads alerts and payments, whose lag is
+        // in the group's total.
+        let orders = g.topics.first();
+        let parts: Vec<String> = g
+            .partitions
+            .iter()
+            .filter(|p| orders.is_none_or(|t| *t == p.topic))
+            .map(|p| text::compact(p.lag))
+            .collect();
         cells.push(Cell::from(parts.join(" ")).style(theme.dim()));
     }
     Row::new(cells)
@@ -323,7 +331,7 @@ fn draw_lag(f: &mut Frame, app: &App, area: Rect, wide: bool) {
         Constraint::Length(6),
     ];
     if wide {
-        header.push("LAG BY PARTITION");
+        header.push("ORDERS LAG BY PARTITION");
         widths.push(Constraint::Fill(1));
     }
     let header = Row::new(
