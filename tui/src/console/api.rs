@@ -359,7 +359,10 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client with short timeouts: a slow API shows as unreachable rather than freezing data.
     pub fn new(base: &str) -> anyhow::Result<Self> {
+        // rustls, said explicitly: another crate in the same build may turn on reqwest's
+        // native-tls too (features add up), which would otherwise become the default.
         let http = reqwest::Client::builder()
+            .use_rustls_tls()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .user_agent(concat!("ordersctl/", env!("CARGO_PKG_VERSION")))
