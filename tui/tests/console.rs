@@ -791,9 +791,10 @@ fn assert_terminal_restored(tmux: &Tmux, marker: u32) {
         !t.alternate_screen_on()
     });
     tmux.type_text(&format!("echo restored-$(({marker} + 1))"), true);
+    // Only running the command prints the sum; its echo shows the expression.
     let want = format!("restored-{}", marker + 1);
     let screen = tmux.wait_for("the shell to run a command", |_, s| {
-        s.lines().any(|l| l.trim() == want)
+        s.lines().any(|l| l.trim_end().ends_with(&want))
     });
     assert!(!screen.contains("newest first"), "{screen}");
 }
@@ -944,4 +945,42 @@ fn the_fixtures_have_the_real_api_shapes() {
             assert_eq!(keys(p), sorted(PARTITION_FIELDS));
         }
     }
+}
+
+/// Set in the child run of [`a_panic_inside_the_console_restores_the_terminal`].
+const PANIC_CHILD: &str = "ORDERSCTL_CONSOLE_PANIC_CHILD";
+
+/// Run normally, this test starts itself again inside a tmux pane, where it takes the
+/// terminal over as the console does, draws, and panics: the panic hook must give the
+/// shell a normal screen in cooked mode, with the panic message readable on it.
+#[test]
+fn a_panic_inside_the_console_restores_the_terminal() {
+    if std::env::var_os(PANIC_CHILD).is_some() {
+        let mut guard = ordersctl::console::terminal::TerminalGuard::enter().unwrap();
+        guard
+            .terminal
+            .draw(|f| {
+                f.render_widget(ratatui::widgets::Paragraph::new("console drawn"), f.area());
+            })
+            .unwrap();
+        panic!("a deliberate panic with the terminal in raw mode");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(dir.path(), 100, 30);
+    tmux.wait_for("the shell prompt", |_, s| s.contains("smoke$"));
+    let me = std::env::current_exe().unwrap();
+    tmux.type_text(
+        &format!(
+            "{PANIC_CHILD}=1 {} a_panic_inside_the_console_restores_the_terminal --exact \
+             --nocapture --test-threads 1",
+            me.display()
+        ),
+        true,
+    );
+    let screen = tmux.wait_for("the child to panic and end", |_, s| {
+        s.contains("a deliberate panic with the terminal in raw mode")
+            && s.contains("test result: FAILED")
+    });
+    assert!(!screen.contains("console drawn"), "{screen}");
+    assert_terminal_restored(&tmux, 43);
 }

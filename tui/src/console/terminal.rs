@@ -10,6 +10,7 @@ use crossterm::terminal::{
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use std::io::{stdout, Stdout};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 pub type ConsoleTerminal = Terminal<CrosstermBackend<Stdout>>;
@@ -19,10 +20,17 @@ pub struct TerminalGuard {
     pub terminal: ConsoleTerminal,
 }
 
-/// Puts the terminal back as the shell expects it. Safe to call more than once.
+/// Whether this process holds the terminal (raw mode, alternate screen).
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Puts the terminal back as the shell expects it, once: a second "leave the alternate
+/// screen" (the panic hook, then the guard dropped while unwinding) would move the cursor
+/// back to where it was on entry and overwrite the panic message.
 pub fn restore() {
-    let _ = disable_raw_mode();
-    let _ = crossterm::execute!(stdout(), DisableBracketedPaste, LeaveAlternateScreen, Show);
+    if TAKEN.swap(false, Ordering::SeqCst) {
+        let _ = disable_raw_mode();
+        let _ = crossterm::execute!(stdout(), DisableBracketedPaste, LeaveAlternateScreen, Show);
+    }
 }
 
 /// Restores the terminal before the default panic message, so the message is readable and
@@ -42,6 +50,7 @@ impl TerminalGuard {
     pub fn enter() -> anyhow::Result<Self> {
         install_panic_hook();
         enable_raw_mode().context("the console needs an interactive terminal")?;
+        TAKEN.store(true, Ordering::SeqCst);
         let setup = crossterm::execute!(stdout(), EnterAlternateScreen, EnableBracketedPaste)
             .map_err(anyhow::Error::from)
             .and_then(|()| Terminal::new(CrosstermBackend::new(stdout())).map_err(Into::into));
