@@ -41,10 +41,10 @@ pub struct TuiArgs {
     #[arg(long, env = "ORDERS_TUI_LOG_FILE")]
     pub log_file: Option<PathBuf>,
     /// Most orders held in memory; the newest are kept.
-    #[arg(long, default_value_t = state::DEFAULT_MAX_ORDERS)]
+    #[arg(long, env = "ORDERS_TUI_MAX_ORDERS", default_value_t = state::DEFAULT_MAX_ORDERS)]
     pub max_orders: usize,
     /// How often to poll the API, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "ORDERS_TUI_REFRESH_MS", default_value_t = 1000)]
     pub refresh_ms: u64,
 }
 
