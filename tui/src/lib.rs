@@ -1,6 +1,8 @@
-//! The `ordersctl` command: `up` runs everything locally, `bench` measures the pipeline.
+//! The `ordersctl` command: `up` runs everything locally, `bench` measures the pipeline,
+//! `tui` watches it.
 
 pub mod bench;
+pub mod console;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,8 @@ pub enum Command {
     Up(up::UpArgs),
     /// Pushes orders through a fresh embedded pipeline as fast as it can and prints figures.
     Bench(bench::BenchArgs),
+    /// The operator console: totals, consumer lag, live orders and fraud alerts from the API.
+    Tui(console::TuiArgs),
     /// Prints the API's answers as JSON, for scripts (schemas and exit codes: docs/json.md).
     Json(orders_api::json_cli::JsonArgs),
 }
@@ -51,6 +55,7 @@ pub fn main() -> ExitCode {
                 match cli.command {
                     Command::Up(args) => up::run(args).await,
                     Command::Bench(args) => bench::run(args).await,
+                    Command::Tui(args) => console::run(args).await,
                     Command::Json(_) => Ok(()),
                 }
             })

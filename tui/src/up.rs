@@ -43,7 +43,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.rate
         );
     }
-    crate::init_logging("info");
+    // With the console on this terminal, logs go to a file: never onto the screen it draws.
+    let log_file = args.data_dir.join("ordersctl.log");
+    if args.headless {
+        crate::init_logging("info");
+    } else {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+        crate::console::init_file_logging(&log_file)?;
+    }
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
 
@@ -96,34 +104,46 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("Ctrl-C stops everything.");
     if !args.headless {
-        tracing::info!("the console is not part of this build yet; running headless");
+        println!("  log:                     {}", log_file.display());
     }
 
     let progress = pipeline.progress.clone();
-    let mut report = tokio::time::interval(Duration::from_secs(10));
-    report.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = report.tick() => {
-                tracing::info!(
-                    produced = progress.orders_produced.load(Ordering::Relaxed),
-                    stored = progress.orders_stored.load(Ordering::Relaxed),
-                    fraud_done = progress.fraud.orders_done.load(Ordering::Relaxed),
-                    payments_done = progress.payments.orders_done.load(Ordering::Relaxed),
-                    "pipeline"
-                );
-            }
-            finished = pipeline.next_finished() => {
-                match finished {
-                    Some((role, Ok(()))) => tracing::info!(?role, "daemon finished"),
-                    Some((role, Err(e))) => {
-                        tracing::error!(?role, error = %e, "daemon failed; stopping");
-                        break;
+    let monitor = async {
+        let mut report = tokio::time::interval(Duration::from_secs(10));
+        report.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = report.tick() => {
+                    tracing::info!(
+                        produced = progress.orders_produced.load(Ordering::Relaxed),
+                        stored = progress.orders_stored.load(Ordering::Relaxed),
+                        fraud_done = progress.fraud.orders_done.load(Ordering::Relaxed),
+                        payments_done = progress.payments.orders_done.load(Ordering::Relaxed),
+                        "pipeline"
+                    );
+                }
+                finished = pipeline.next_finished() => {
+                    match finished {
+                        Some((role, Ok(()))) => tracing::info!(?role, "daemon finished"),
+                        Some((role, Err(e))) => {
+                            tracing::error!(?role, error = %e, "daemon failed; stopping");
+                            break;
+                        }
+                        None => break,
                     }
-                    None => break,
                 }
             }
+        }
+    };
+    let mut console_result = Ok(());
+    if args.headless {
+        monitor.await;
+    } else {
+        // Quitting the console stops everything.
+        tokio::select! {
+            r = crate::console::run_console(&api, shutdown.clone()) => console_result = r,
+            _ = monitor => {}
         }
     }
     shutdown.cancel();
@@ -134,6 +154,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let stopped = pipeline.stop().await;
     UpInfo::remove(&args.data_dir);
+    console_result?;
     stopped?;
     println!("orders stopped cleanly");
     Ok(())

@@ -1,0 +1,223 @@
+//! The background task that polls the API and sends what it learns to the screen loop.
+//!
+//! The screen never waits on the network: this task owns every request and reports through
+//! a channel; when the API goes away it backs off (1 s, 2 s, 4 s … 10 s) and keeps trying.
+
+use super::api::{Alert, ApiClient, ApiError, GroupLag, OrderDetail, OrderDocument, Totals};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The endpoint a per-panel error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Totals,
+    Orders,
+    Alerts,
+    Lag,
+}
+
+/// News from the fetch task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// The API answered at this time.
+    Connected(Instant),
+    /// The API did not answer; the next try is at `retry_at`.
+    Disconnected {
+        error: String,
+        retry_at: Instant,
+    },
+    /// One endpoint answered with an error while the others worked.
+    Failed(Panel, String),
+    Totals(Instant, Totals),
+    /// Newest first; may reach back further than one page after a gap.
+    Orders(Vec<OrderDocument>),
+    Alerts(Vec<Alert>),
+    Lag(Vec<GroupLag>),
+    Detail(u64, Result<Option<Box<OrderDetail>>, String>),
+}
+
+/// What the screen wants fetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Control {
+    /// Stop polling the lists (the open detail is still refreshed).
+    pub paused: bool,
+    /// The order whose detail is open.
+    pub detail: Option<u64>,
+}
+
+/// How often and how much to fetch.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    pub interval: Duration,
+    /// Orders per request.
+    pub page: usize,
+    /// After a gap (a pause, an outage, a burst), how many older pages to fetch to close it.
+    pub max_catch_up_pages: usize,
+    pub alerts: usize,
+    pub max_backoff: Duration,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        FetchSettings {
+            interval: Duration::from_secs(1),
+            page: 500,
+            max_catch_up_pages: 10,
+            alerts: 200,
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The delay before retry number `failures` (1-based): doubling from 1 s up to `max`.
+pub fn backoff(failures: u32, max: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exp).min(max)
+}
+
+/// The newest orders, and older pages until the last order already seen (or the page limit).
+async fn orders_since(
+    client: &ApiClient,
+    settings: &FetchSettings,
+    newest_seen: Option<u64>,
+) -> Result<Vec<OrderDocument>, ApiError> {
+    let first = client.orders(settings.page, None).await?;
+    let mut docs = first.orders;
+    let mut before = first.next_before;
+    let mut pages = 1;
+    while let (Some(seen), Some(cursor)) = (newest_seen, before) {
+        let reached = docs
+            .last()
+            .is_none_or(|d| d.order_id <= seen.saturating_add(1));
+        if reached || pages > settings.max_catch_up_pages {
+            break;
+        }
+        let page = client.orders(settings.page, Some(cursor)).await?;
+        if page.orders.is_empty() {
+            break;
+        }
+        docs.extend(page.orders);
+        before = page.next_before;
+        pages += 1;
+    }
+    Ok(docs)
+}
+
+/// Polls until `shutdown`; every answer goes to `updates`. Returns when the screen is gone.
+pub async fn poll(
+    client: ApiClient,
+    settings: FetchSettings,
+    mut control: watch::Receiver<Control>,
+    updates: mpsc::Sender<Update>,
+    shutdown: CancellationToken,
+) {
+    let mut newest_seen: Option<u64> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let Control { paused, detail } = *control.borrow_and_update();
+        let mut news = Vec::new();
+        let mut unreachable: Option<ApiError> = None;
+        let mut answered = false;
+        let mut note =
+            |result: Result<Update, (Panel, ApiError)>, news: &mut Vec<Update>| match result {
+                Ok(u) => {
+                    answered = true;
+                    news.push(u);
+                }
+                Err((_, e)) if e.is_unreachable() => unreachable = Some(e),
+                Err((panel, e)) => {
+                    answered = true;
+                    news.push(Update::Failed(panel, e.to_string()));
+                }
+            };
+        if !paused {
+            let (totals, orders, alerts, lag) = tokio::join!(
+                client.totals(),
+                orders_since(&client, &settings, newest_seen),
+                client.alerts(settings.alerts),
+                client.lag(),
+            );
+            let at = Instant::now();
+            if let Ok(docs) = &orders {
+                if let Some(max) = docs.iter().map(|d| d.order_id).max() {
+                    newest_seen = Some(newest_seen.map_or(max, |n| n.max(max)));
+                }
+            }
+            note(
+                totals
+                    .map(|t| Update::Totals(at, t))
+                    .map_err(|e| (Panel::Totals, e)),
+                &mut news,
+            );
+            note(
+                orders.map(Update::Orders).map_err(|e| (Panel::Orders, e)),
+                &mut news,
+            );
+            note(
+                alerts.map(Update::Alerts).map_err(|e| (Panel::Alerts, e)),
+                &mut news,
+            );
+            note(lag.map(Update::Lag).map_err(|e| (Panel::Lag, e)), &mut news);
+        }
+        if let Some(id) = detail {
+            match client.order(id).await {
+                Err(e) if e.is_unreachable() => unreachable = Some(e),
+                result => {
+                    answered = true;
+                    news.push(Update::Detail(
+                        id,
+                        result.map(|d| d.map(Box::new)).map_err(|e| e.to_string()),
+                    ));
+                }
+            }
+        }
+        let mut wait = settings.interval;
+        if answered {
+            failures = 0;
+            news.push(Update::Connected(Instant::now()));
+        } else if let Some(e) = unreachable {
+            failures = failures.saturating_add(1);
+            wait = backoff(failures, settings.max_backoff);
+            tracing::warn!(api = client.base(), error = %e, retry_in = ?wait, "API unreachable");
+            news.push(Update::Disconnected {
+                error: e.to_string(),
+                retry_at: Instant::now() + wait,
+            });
+        }
+        for update in news {
+            if updates.send(update).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            changed = control.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        // Paused and nothing open: poll nothing until told otherwise.
+        while control.borrow().paused && control.borrow().detail.is_none() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = control.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_secs(10);
+        let delays: Vec<u64> = (1..=6).map(|n| backoff(n, max).as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 10, 10]);
+        assert_eq!(backoff(u32::MAX, max), max);
+    }
+}

@@ -1,0 +1,183 @@
+//! `ordersctl tui`: the operator console — totals, consumer lag, live orders and fraud alerts
+//! from the HTTP API, in one terminal screen.
+//!
+//! State (`state`), update (`keys`, [`state::App::apply`]) and drawing (`draw`) are apart;
+//! a background task (`fetch`) does all network work and sends what it learns over a
+//! channel, so drawing never waits on the API.
+
+pub mod api;
+pub mod draw;
+pub mod fetch;
+pub mod filter;
+pub mod keys;
+pub mod layout;
+pub mod state;
+pub mod terminal;
+pub mod text;
+pub mod theme;
+
+use anyhow::Context;
+use clap::Args;
+use crossterm::event::{Event, EventStream};
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Where the console talks to unless told otherwise.
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8000";
+
+/// How often the screen is redrawn when nothing else happens (ages, countdowns).
+const REDRAW_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Args)]
+pub struct TuiArgs {
+    /// Base URL of the orders HTTP API.
+    #[arg(long = "api", env = "ORDERS_API_URL", default_value = DEFAULT_API_URL)]
+    pub api: String,
+    /// Log file (the console never logs to the screen it draws on)
+    /// [default: ordersctl-tui.log in the system temporary directory].
+    #[arg(long, env = "ORDERS_TUI_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Most orders held in memory; the newest are kept.
+    #[arg(long, env = "ORDERS_TUI_MAX_ORDERS", default_value_t = state::DEFAULT_MAX_ORDERS)]
+    pub max_orders: usize,
+    /// How often to poll the API, in milliseconds.
+    #[arg(long, env = "ORDERS_TUI_REFRESH_MS", default_value_t = 1000)]
+    pub refresh_ms: u64,
+}
+
+/// How the console runs.
+#[derive(Debug, Clone)]
+pub struct ConsoleOptions {
+    pub api_url: String,
+    pub max_orders: usize,
+    pub fetch: fetch::FetchSettings,
+}
+
+impl ConsoleOptions {
+    pub fn new(api_url: &str) -> Self {
+        ConsoleOptions {
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            max_orders: state::DEFAULT_MAX_ORDERS,
+            fetch: fetch::FetchSettings::default(),
+        }
+    }
+}
+
+/// The default log file: `ordersctl-tui.log` in the system temporary directory.
+pub fn default_log_file() -> PathBuf {
+    std::env::temp_dir().join("ordersctl-tui.log")
+}
+
+/// Sends this process's logs to `path` (appending), filtered by `RUST_LOG` (default `info`).
+/// Call before [`run_console`] whenever anything else might log to the terminal.
+pub fn init_file_logging(path: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
+/// `ordersctl tui`: logs to a file, stops on q, Ctrl-C or SIGTERM.
+pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
+    let log_file = args.log_file.clone().unwrap_or_else(default_log_file);
+    init_file_logging(&log_file)?;
+    let shutdown = CancellationToken::new();
+    orders_daemons::signals::cancel_on_signals(shutdown.clone());
+    let mut options = ConsoleOptions::new(&args.api);
+    options.max_orders = args.max_orders.max(1);
+    options.fetch.interval = Duration::from_millis(args.refresh_ms.clamp(100, 60_000));
+    tracing::info!(api = %options.api_url, log = %log_file.display(), "console starting");
+    let result = run_console_with(options, shutdown).await;
+    tracing::info!(ok = result.is_ok(), "console stopped");
+    result
+}
+
+/// Runs the console on this terminal against the API at `api_url` until the operator quits
+/// (q, Ctrl-C) or `shutdown` is cancelled; the terminal is restored on every way out.
+///
+/// It does not install a log subscriber: a caller whose logs would go to the terminal should
+/// call [`init_file_logging`] first.
+pub async fn run_console(api_url: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_console_with(ConsoleOptions::new(api_url), shutdown).await
+}
+
+/// [`run_console`] with every setting.
+pub async fn run_console_with(
+    options: ConsoleOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = api::ApiClient::new(&options.api_url)?;
+    let mut app = state::App::new(
+        options.api_url.clone(),
+        theme::Theme::from_env(),
+        options.max_orders,
+        Instant::now(),
+    );
+    let mut guard = terminal::TerminalGuard::enter()?;
+    let size = guard.terminal.size()?;
+    app.resize(size.width, size.height);
+
+    // The fetch task stops with the console, whichever way the console ends.
+    let stop_fetch = shutdown.child_token();
+    let _stop_fetch_on_exit = stop_fetch.clone().drop_guard();
+    let (control_tx, control_rx) = watch::channel(app.control());
+    let (updates_tx, mut updates) = mpsc::channel(256);
+    let fetcher = tokio::spawn(fetch::poll(
+        client,
+        options.fetch.clone(),
+        control_rx,
+        updates_tx,
+        stop_fetch,
+    ));
+
+    let mut events = EventStream::new();
+    let mut redraw = tokio::time::interval(REDRAW_EVERY);
+    redraw.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        app.tick(Instant::now());
+        guard.terminal.draw(|f| draw::render(f, &app))?;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = events.next() => match event {
+                Some(Ok(Event::Key(key))) => app.on_key(key),
+                Some(Ok(Event::Resize(w, h))) => app.resize(w, h),
+                Some(Ok(Event::Paste(text))) => app.on_paste(&text),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow::Error::from(e).context("reading the terminal")),
+                None => break,
+            },
+            Some(update) = updates.recv() => {
+                app.apply(update);
+                // Take everything already waiting, then draw once.
+                while let Ok(update) = updates.try_recv() {
+                    app.apply(update);
+                }
+            }
+            _ = redraw.tick() => {}
+        }
+        if app.quit {
+            break;
+        }
+        control_tx.send_if_modified(|c| {
+            let wanted = app.control();
+            let changed = *c != wanted;
+            *c = wanted;
+            changed
+        });
+    }
+    drop(guard);
+    fetcher.abort();
+    Ok(())
+}

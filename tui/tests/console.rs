@@ -1,0 +1,986 @@
+//! The operator console (`ordersctl tui`): rendering snapshots on a test backend (fixture
+//! JSON in the API's shapes), the console's client against the real API, and a smoke test
+//! of the real binary in a real terminal (tmux) against the real API over the embedded
+//! pipeline.
+#![allow(clippy::unwrap_used)]
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use orders_api::{AppState, LagOptions};
+use orders_core::store::{OrderQuery, OrderStore};
+use orders_daemons::embedded::{LocalOptions, LocalPipeline};
+use orders_daemons::producer::{Pace, ProducerConfig};
+use ordersctl::console::api::{
+    Alert, ApiClient, FraudDecision, GroupLag, LagStatus, OrderDetail, OrdersPage, Totals,
+};
+use ordersctl::console::draw;
+use ordersctl::console::fetch::Update;
+use ordersctl::console::state::App;
+use ordersctl::console::theme::Theme;
+use ratatui::backend::TestBackend;
+use ratatui::style::{Color, Modifier};
+use ratatui::Terminal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn resource(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/resources")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[derive(Deserialize)]
+struct AlertsBody {
+    alerts: Vec<Alert>,
+}
+
+#[derive(Deserialize)]
+struct LagBody {
+    groups: Vec<GroupLag>,
+}
+
+/// The fixture data, read through the console's own wire types.
+struct Fixture {
+    orders: OrdersPage,
+    totals: Totals,
+    alerts: Vec<Alert>,
+    lag: Vec<GroupLag>,
+}
+
+fn fixture() -> Fixture {
+    Fixture {
+        orders: serde_json::from_str(&resource("orders.json")).unwrap(),
+        totals: serde_json::from_str(&resource("totals.json")).unwrap(),
+        alerts: serde_json::from_str::<AlertsBody>(&resource("alerts.json"))
+            .unwrap()
+            .alerts,
+        lag: serde_json::from_str::<LagBody>(&resource("lag.json"))
+            .unwrap()
+            .groups,
+    }
+}
+
+/// The detail of one fixture order, with the journey the API would give it.
+fn detail_json(order: &Value) -> Value {
+    let mut d = order.clone();
+    let fraud = order["fraud"].as_bool().unwrap_or(false);
+    let paid = order["payment_status"].as_str();
+    let created = order["created_at"].as_str().unwrap().to_owned();
+    let shifted = |ms: i64| {
+        let t: chrono::DateTime<chrono::Utc> = created.parse().unwrap();
+        (t + chrono::Duration::milliseconds(ms))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    d["journey"] = json!({
+        "created": {"at": created},
+        "fraud": if fraud {
+            json!({"decision": "alert", "reason": "HIGH_AMOUNT_RISKY_COUNTRY",
+                   "rule_id": "high-amount-risky-country", "at": shifted(5)})
+        } else {
+            json!({"decision": "clear", "reason": null, "rule_id": null, "at": null})
+        },
+        "payment": match paid {
+            Some(s) => json!({"status": s, "at": shifted(112)}),
+            None => json!({"status": "PENDING", "at": null}),
+        },
+        "stored": {"at": order["processed_at"]},
+        "groups_behind": if paid.is_some() { json!([]) } else { json!(["payments-group"]) },
+        "offsets_sampled_at": "2024-01-15T10:30:15Z",
+    });
+    d
+}
+
+fn order_json(id: u64) -> Value {
+    let orders: Value = serde_json::from_str(&resource("orders.json")).unwrap();
+    orders["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["order_id"] == id)
+        .unwrap()
+        .clone()
+}
+
+/// Seconds of orders/s history before the snapshot's "now".
+const HISTORY: u64 = 300;
+
+/// A console fed with the fixture: five minutes of totals (a varying rate, ending at the
+/// fixture's count), the orders, alerts and lag; "now" one second after the last answer.
+/// Every time is relative to one `Instant`, so ages on screen are fixed.
+fn loaded_app(width: u16, height: u16) -> App {
+    let fx = fixture();
+    let t0 = Instant::now();
+    let mut app = App::new("http://127.0.0.1:8000", Theme::mono(), 10_000, t0);
+    app.resize(width, height);
+    let rate = |s: u64| 3 + (s / 20) % 5 + u64::from(s > 240) * 4;
+    let mut count = fx.totals.order_count - (1..=HISTORY).map(rate).sum::<u64>();
+    for s in 0..=HISTORY {
+        if s > 0 {
+            count += rate(s);
+        }
+        let mut totals = fx.totals.clone();
+        totals.order_count = count;
+        app.apply(Update::Totals(t0 + Duration::from_secs(s), totals));
+    }
+    app.apply(Update::Orders(fx.orders.orders));
+    app.apply(Update::Alerts(fx.alerts));
+    app.apply(Update::Lag(fx.lag));
+    app.apply(Update::Connected(t0 + Duration::from_secs(HISTORY)));
+    app.tick(t0 + Duration::from_secs(HISTORY + 1));
+    app
+}
+
+fn render(app: &App) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(app.size.width, app.size.height)).unwrap();
+    terminal.draw(|f| draw::render(f, app)).unwrap();
+    terminal
+}
+
+fn screen(app: &App) -> String {
+    render(app).backend().to_string()
+}
+
+/// The rows of a buffer as text, one character per cell, so a character index is a column.
+fn rows_of(buffer: &ratatui::buffer::Buffer) -> Vec<String> {
+    (0..buffer.area.height)
+        .map(|y| {
+            (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect()
+        })
+        .collect()
+}
+
+/// The cell where `needle` starts on the first row that has it.
+fn find(rows: &[String], needle: &str) -> (u16, u16) {
+    let y = rows.iter().position(|r| r.contains(needle)).unwrap();
+    let byte = rows[y].find(needle).unwrap();
+    (rows[y][..byte].chars().count() as u16, y as u16)
+}
+
+fn press(app: &mut App, keys: &str) {
+    for c in keys.chars() {
+        app.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+    }
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+#[test]
+fn main_screen_80x24() {
+    let app = loaded_app(80, 24);
+    let s = screen(&app);
+    assert!(s.contains("#1060"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn main_screen_160x48() {
+    let app = loaded_app(160, 48);
+    let s = screen(&app);
+    assert!(s.contains("payments-group"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn starting_up_before_the_api_answers() {
+    let mut app = App::new(
+        "http://127.0.0.1:8000",
+        Theme::mono(),
+        10_000,
+        Instant::now(),
+    );
+    app.resize(80, 24);
+    insta::assert_snapshot!(screen(&app));
+}
+
+#[test]
+fn order_detail_with_its_journey() {
+    let mut app = loaded_app(80, 24);
+    // The third newest order is flagged and not yet paid.
+    press(&mut app, "jj");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.control().detail, Some(1058));
+    let detail: OrderDetail = serde_json::from_value(detail_json(&order_json(1058))).unwrap();
+    app.apply(Update::Detail(1058, Ok(Some(Box::new(detail)))));
+    insta::assert_snapshot!(screen(&app));
+}
+
+#[test]
+fn order_detail_of_a_paid_order_160x48() {
+    let mut app = loaded_app(160, 48);
+    app.open_detail(1057);
+    let detail: OrderDetail = serde_json::from_value(detail_json(&order_json(1057))).unwrap();
+    app.apply(Update::Detail(1057, Ok(Some(Box::new(detail)))));
+    insta::assert_snapshot!(screen(&app));
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = loaded_app(80, 24);
+    press(&mut app, "?");
+    insta::assert_snapshot!(screen(&app));
+}
+
+#[test]
+fn disconnected_keeps_the_last_data_under_a_banner() {
+    let mut app = loaded_app(80, 24);
+    app.tick(app.now + Duration::from_secs(41));
+    app.apply(Update::Disconnected {
+        error: "cannot connect: connection refused".into(),
+        retry_at: app.now + Duration::from_secs(3),
+    });
+    let s = screen(&app);
+    assert!(s.contains("API UNREACHABLE"), "{s}");
+    assert!(s.contains("DISCONNECTED"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn filtered_view_while_typing_and_applied() {
+    let mut app = loaded_app(80, 24);
+    press(&mut app, "/FR fraud");
+    let typing = screen(&app);
+    insta::assert_snapshot!("filter_being_typed", typing);
+    key(&mut app, KeyCode::Enter);
+    let s = screen(&app);
+    assert!(s.contains("match “FR fraud”"), "{s}");
+    insta::assert_snapshot!("filter_applied", s);
+}
+
+#[test]
+fn a_terminal_too_small_says_so() {
+    let mut app = loaded_app(80, 24);
+    app.resize(40, 10);
+    let s = screen(&app);
+    assert!(s.contains("too small"), "{s}");
+}
+
+/// Without colour every distinction is still on screen: words for the lag status, `!` and
+/// bold for flagged orders, reverse video for the selection.
+#[test]
+fn monochrome_screen_uses_no_colour_and_marks_fraud_in_bold() {
+    let app = loaded_app(80, 24);
+    let terminal = render(&app);
+    let buffer = terminal.backend().buffer();
+    for cell in buffer.content() {
+        assert_eq!(
+            cell.fg,
+            Color::Reset,
+            "colour used without colour: {cell:?}"
+        );
+        assert_eq!(
+            cell.bg,
+            Color::Reset,
+            "colour used without colour: {cell:?}"
+        );
+    }
+    let rows = rows_of(buffer);
+    // #1058 is flagged, #1057 is not.
+    let (id_x, fraud_row) = find(&rows, "#1058");
+    let (_, clean_row) = find(&rows, "#1057");
+    assert_eq!(buffer[(1, fraud_row)].symbol(), "!");
+    assert!(buffer[(id_x, fraud_row)].modifier.contains(Modifier::BOLD));
+    assert!(!buffer[(id_x, clean_row)].modifier.contains(Modifier::BOLD));
+    // The selected (newest) row is in reverse video.
+    let (x, selected) = find(&rows, "#1060");
+    assert!(buffer[(x, selected)].modifier.contains(Modifier::REVERSED));
+    let (x, y) = find(&rows, "WARN");
+    assert!(buffer[(x, y)].modifier.contains(Modifier::BOLD));
+}
+
+#[test]
+fn colour_repeats_what_the_words_say() {
+    let mut app = loaded_app(80, 24);
+    app.theme = Theme { color: true };
+    let terminal = render(&app);
+    let buffer = terminal.backend().buffer();
+    let rows = rows_of(buffer);
+    assert_eq!(buffer[find(&rows, "#1058")].fg, Color::LightRed);
+    assert_eq!(buffer[find(&rows, "WARN")].fg, Color::Yellow);
+    assert_eq!(buffer[find(&rows, "connected ")].fg, Color::Green);
+}
+
+/// Many orders held: only the newest that fit are drawn.
+#[test]
+fn many_orders_held_draw_the_same_visible_rows() {
+    let mut app = loaded_app(80, 24);
+    let fx = fixture();
+    let template = fx.orders.orders[3].clone();
+    app.apply(Update::Orders(
+        (1..=900)
+            .map(|id| {
+                let mut d = template.clone();
+                d.order_id = id;
+                d
+            })
+            .collect(),
+    ));
+    assert_eq!(app.orders.len(), 960);
+    let s = screen(&app);
+    assert!(s.contains("#1060") && s.contains("960 held"), "{s}");
+    assert!(!s.contains("#900 "), "{s}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Against the real read side: the embedded pipeline (librdkafka's mock cluster over TCP,
+// the daemons, a SQLite file) and the `orders-api` server over it.
+
+/// A pipeline that has produced, processed and stored `orders` orders, and the HTTP API
+/// over its store and consumer groups on 127.0.0.1.
+struct RealApi {
+    _dir: tempfile::TempDir,
+    pipeline: LocalPipeline,
+    state: AppState,
+    addr: SocketAddr,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), orders_api::ApiError>>,
+}
+
+/// The most any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+impl RealApi {
+    async fn start(orders: u64) -> RealApi {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = LocalOptions::new(dir.path().join("orders.db"));
+        options.producer = Some(ProducerConfig {
+            topic: "orders".into(),
+            pace: Pace::Rate(0.0),
+            max_orders: Some(orders),
+            seed: 42,
+        });
+        options.payment.delay = Duration::from_millis(5);
+        let pipeline = LocalPipeline::start(options).await.unwrap();
+        // Everything produced, judged, paid and stored.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let t = pipeline.store.totals().await.unwrap();
+            if t.order_count == orders && t.payment_count == orders {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pipeline stuck at {t:?}");
+            pipeline.progress.changed(Duration::from_millis(50)).await;
+        }
+        let state = AppState::new(pipeline.store.clone()).with_kafka_options(
+            pipeline.kafka(),
+            "orders",
+            LagOptions {
+                interval: Duration::from_millis(200),
+                window: 5,
+                kafka_timeout: Duration::from_secs(5),
+            },
+        );
+        let stop = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(orders_api::serve(listener, state.clone(), stop.clone()));
+        let api = RealApi {
+            _dir: dir,
+            pipeline,
+            state,
+            addr,
+            stop,
+            server,
+        };
+        // Every group has committed past every order (offsets commit once a second).
+        let client = ApiClient::new(&api.url()).unwrap();
+        loop {
+            let lag = client.lag().await;
+            let caught_up = lag
+                .as_ref()
+                .is_ok_and(|groups| groups.len() == 3 && groups.iter().all(|g| g.total_lag == 0));
+            if caught_up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "groups never caught up: {lag:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        api
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The API goes away (the pipeline keeps running).
+    async fn stop_api(&mut self) {
+        self.stop.cancel();
+        (&mut self.server).await.unwrap().unwrap();
+    }
+
+    /// The API comes back on the same address.
+    async fn restart_api(&mut self) {
+        self.stop = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.server = tokio::spawn(orders_api::serve(
+            listener,
+            self.state.clone(),
+            self.stop.clone(),
+        ));
+    }
+
+    async fn shut_down(mut self) {
+        self.stop_api().await;
+        self.pipeline.stop().await.unwrap();
+    }
+}
+
+async fn raw(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
+
+fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+    let mut v = names.to_vec();
+    v.sort_unstable();
+    v
+}
+
+/// The fields the console's types read from each answer of the API. When the API grows a
+/// field, this test fails, so the console decides whether to show it.
+const ORDER_FIELDS: &[&str] = &[
+    "order_id",
+    "customer_id",
+    "amount",
+    "currency",
+    "country",
+    "status",
+    "created_at",
+    "source",
+    "kafka_partition",
+    "kafka_offset",
+    "processed_at",
+    "fraud",
+    "fraud_reason",
+    "payment_status",
+];
+const TOTALS_FIELDS: &[&str] = &[
+    "order_count",
+    "total_sales",
+    "average_order_value",
+    "by_country",
+    "by_status",
+    "fraud_count",
+    "fraud_sales",
+    "fraud_rate_by_count",
+    "fraud_rate_by_sales",
+    "payment_count",
+    "paid_count",
+    "failed_count",
+];
+const ALERT_FIELDS: &[&str] = &[
+    "order_id",
+    "reason",
+    "amount",
+    "country",
+    "rule_id",
+    "detected_at",
+    "stored_at",
+];
+/// `sampled_at` and `window` are read by nobody here: the console shows ages of its own.
+const LAG_FIELDS: &[&str] = &["sampled_at", "window", "groups"];
+const GROUP_FIELDS: &[&str] = &[
+    "group",
+    "topics",
+    "status",
+    "reason",
+    "total_lag",
+    "max_lag_seconds",
+    "partitions",
+];
+const PARTITION_FIELDS: &[&str] = &[
+    "topic",
+    "partition",
+    "committed",
+    "low_watermark",
+    "high_watermark",
+    "lag",
+    "lag_seconds",
+];
+const JOURNEY_FIELDS: &[&str] = &[
+    "created",
+    "fraud",
+    "payment",
+    "stored",
+    "groups_behind",
+    "offsets_sampled_at",
+];
+
+#[test]
+fn the_real_api_answers_in_the_shapes_the_console_reads() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        const N: u64 = 40;
+        let api = RealApi::start(N).await;
+        let url = api.url();
+        let store = api.pipeline.store.clone();
+
+        let totals = raw(&format!("{url}/api/totals")).await;
+        assert_eq!(keys(&totals), sorted(TOTALS_FIELDS));
+        assert_eq!(
+            keys(
+                &totals["by_country"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .unwrap()
+                    .clone()
+            ),
+            sorted(&["order_count", "total_sales"])
+        );
+        let page = raw(&format!("{url}/api/orders?limit=5")).await;
+        assert_eq!(keys(&page), sorted(&["orders", "next_before"]));
+        assert_eq!(keys(&page["orders"][0]), sorted(ORDER_FIELDS));
+        let alerts = raw(&format!("{url}/api/alerts?limit=5")).await;
+        assert_eq!(keys(&alerts), vec!["alerts"]);
+        assert_eq!(keys(&alerts["alerts"][0]), sorted(ALERT_FIELDS));
+        let lag = raw(&format!("{url}/api/lag")).await;
+        assert_eq!(keys(&lag), sorted(LAG_FIELDS));
+        assert_eq!(keys(&lag["groups"][0]), sorted(GROUP_FIELDS));
+        assert_eq!(
+            keys(&lag["groups"][0]["partitions"][0]),
+            sorted(PARTITION_FIELDS)
+        );
+        let flagged = alerts["alerts"][0]["order_id"].as_u64().unwrap();
+        let detail = raw(&format!("{url}/api/orders/{flagged}")).await;
+        let mut detail_fields = ORDER_FIELDS.to_vec();
+        detail_fields.push("journey");
+        assert_eq!(keys(&detail), sorted(&detail_fields));
+        assert_eq!(keys(&detail["journey"]), sorted(JOURNEY_FIELDS));
+        assert_eq!(
+            keys(&detail["journey"]["fraud"]),
+            sorted(&["decision", "reason", "rule_id", "at"])
+        );
+        assert_eq!(
+            keys(&detail["journey"]["payment"]),
+            sorted(&["status", "at"])
+        );
+        assert_eq!(keys(&detail["journey"]["created"]), vec!["at"]);
+        assert_eq!(keys(&detail["journey"]["stored"]), vec!["at"]);
+
+        // The same answers through the console's client carry the store's values.
+        let client = ApiClient::new(&url).unwrap();
+        let expected = store.totals().await.unwrap();
+        let t = client.totals().await.unwrap();
+        assert_eq!(t.order_count, N);
+        assert_eq!(t.total_sales, expected.total_sales);
+        assert_eq!(t.average_order_value, expected.average());
+        assert_eq!(t.fraud_count, expected.fraud_count);
+        assert_eq!(t.paid_count, expected.paid_count);
+        assert_eq!(t.failed(), N - expected.paid_count);
+        let de = t.by_country.get("DE").map(|c| c.order_count);
+        assert_eq!(de, expected.by_country.get("DE").map(|c| c.count));
+
+        let stored = store
+            .latest_orders(&OrderQuery {
+                limit: 1000,
+                ..OrderQuery::default()
+            })
+            .await
+            .unwrap();
+        let page = client.orders(15, None).await.unwrap();
+        assert_eq!(page.orders.len(), 15);
+        let rest = client.orders(1000, page.next_before).await.unwrap();
+        assert_eq!(page.orders.len() + rest.orders.len(), N as usize);
+        assert_eq!(rest.next_before, None);
+        for (got, want) in page.orders.iter().chain(&rest.orders).zip(&stored) {
+            assert_eq!(got.order_id, want.order.order_id);
+            assert_eq!(got.amount, want.order.amount);
+            assert_eq!(got.country, want.order.country.as_str());
+            assert_eq!(got.status, want.order.status.as_str());
+            assert_eq!(got.created_at, Some(want.order.created_at));
+            assert_eq!(got.kafka_partition, Some(want.kafka_partition));
+            assert_eq!(got.kafka_offset, Some(want.kafka_offset));
+            assert_eq!(got.fraud, want.fraud);
+            assert_eq!(got.fraud_reason, want.fraud_reason);
+            assert_eq!(
+                got.payment_status.as_deref(),
+                want.payment_status.map(|s| s.as_str())
+            );
+        }
+
+        let d = client.order(flagged).await.unwrap().unwrap();
+        assert_eq!(d.order.order_id, flagged);
+        assert!(d.order.fraud);
+        assert_eq!(d.journey.fraud.decision, FraudDecision::Alert);
+        assert_eq!(
+            d.journey.fraud.reason.as_deref(),
+            Some("HIGH_AMOUNT_RISKY_COUNTRY")
+        );
+        assert!(d.journey.fraud.at.is_some() && d.journey.stored.at.is_some());
+        assert_eq!(d.journey.groups_behind, Some(vec![]));
+        assert!(
+            client.order(N + 1000).await.unwrap().is_none(),
+            "404 is None"
+        );
+
+        let alerts = client.alerts(200).await.unwrap();
+        assert_eq!(alerts.len() as u64, expected.fraud_count);
+        assert!(alerts.windows(2).all(|w| w[0].stored_at >= w[1].stored_at));
+
+        let lag = client.lag().await.unwrap();
+        let names: Vec<&str> = lag.iter().map(|g| g.group.as_str()).collect();
+        assert_eq!(names, ["fraud-group", "payments-group", "analytics-group"]);
+        assert!(lag.iter().all(|g| g.status == LagStatus::Ok), "{lag:?}");
+
+        api.shut_down().await;
+    });
+}
+
+/// A tmux server of its own (private socket), one session of a fixed size running `sh`.
+struct Tmux {
+    socket: PathBuf,
+}
+
+const SESSION: &str = "console-smoke";
+
+impl Tmux {
+    fn start(dir: &Path, width: u16, height: u16) -> Tmux {
+        let found = std::process::Command::new("tmux").arg("-V").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "the console smoke test needs tmux (apt-get install -y tmux)"
+        );
+        let tmux = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            SESSION,
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            "env PS1='smoke$ ' TERM=xterm-256color sh",
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `text` literally, then presses Enter when asked.
+    fn type_text(&self, text: &str, enter: bool) {
+        self.run(&["send-keys", "-t", SESSION, "-l", text]);
+        if enter {
+            self.key("Enter");
+        }
+    }
+
+    fn key(&self, key: &str) {
+        self.run(&["send-keys", "-t", SESSION, key]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", SESSION])
+    }
+
+    /// The screen with its attributes as escape sequences.
+    fn screen_with_attributes(&self) -> String {
+        self.run(&["capture-pane", "-p", "-e", "-t", SESSION])
+    }
+
+    fn alternate_screen_on(&self) -> bool {
+        self.run(&["display-message", "-p", "-t", SESSION, "#{alternate_on}"])
+            .trim()
+            == "1"
+    }
+
+    /// Polls the screen until `done` holds; fails with the last screen after [`WAIT`].
+    fn wait_for(&self, what: &str, done: impl Fn(&Tmux, &str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if done(self, &screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {WAIT:?} for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+/// Whether any SGR sequence on the screen sets a foreground or background colour.
+fn uses_colour(screen: &str) -> bool {
+    screen.split("\x1b[").skip(1).any(|seq| {
+        let Some(params) = seq.split_once('m').map(|(p, _)| p) else {
+            return false;
+        };
+        if params.contains(|c: char| !(c.is_ascii_digit() || c == ';')) {
+            return false;
+        }
+        params.split(';').any(|p| {
+            matches!(
+                p.parse::<u16>(),
+                Ok(30..=38 | 40..=48 | 90..=97 | 100..=107)
+            )
+        })
+    })
+}
+
+/// The order ids in the rows of the orders table, top to bottom.
+fn table_ids(screen: &str) -> Vec<(u64, &str)> {
+    screen
+        .lines()
+        .skip_while(|l| !l.contains("Orders · newest first"))
+        .skip(2)
+        .take_while(|l| !l.starts_with('└'))
+        .filter_map(|l| {
+            let after = l.split_once('#')?.1;
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            Some((digits.parse().ok()?, l))
+        })
+        .collect()
+}
+
+/// After the console exits, the shell is back on the normal screen and the terminal is in
+/// cooked mode again: a typed command echoes and runs.
+fn assert_terminal_restored(tmux: &Tmux, marker: u32) {
+    tmux.wait_for("the console to leave the alternate screen", |t, _| {
+        !t.alternate_screen_on()
+    });
+    tmux.type_text(&format!("echo restored-$(({marker} + 1))"), true);
+    // Only running the command prints the sum; its echo shows the expression.
+    let want = format!("restored-{}", marker + 1);
+    let screen = tmux.wait_for("the shell to run a command", |_, s| {
+        s.lines().any(|l| l.trim_end().ends_with(&want))
+    });
+    assert!(!screen.contains("newest first"), "{screen}");
+}
+
+#[test]
+fn smoke_in_tmux_against_the_real_api() {
+    const N: u64 = 120;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut api = rt.block_on(RealApi::start(N));
+    // What the table must show once filtered by the newest order's country.
+    let stored = rt
+        .block_on(api.pipeline.store.latest_orders(&OrderQuery {
+            limit: 1000,
+            ..OrderQuery::default()
+        }))
+        .unwrap();
+    let newest = &stored[0].order;
+    assert_eq!(newest.order_id, N);
+    let country = newest.country.as_str().to_owned();
+    let same_country: Vec<u64> = stored
+        .iter()
+        .filter(|d| d.order.country.as_str() == country)
+        .map(|d| d.order.order_id)
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tui.log");
+    let command = format!(
+        "{} tui --api {} --refresh-ms 200 --log-file {}",
+        env!("CARGO_BIN_EXE_ordersctl"),
+        api.url(),
+        log.display()
+    );
+    let tmux = Tmux::start(dir.path(), 100, 30);
+    tmux.wait_for("the shell prompt", |_, s| s.contains("smoke$"));
+    tmux.type_text(&command, true);
+
+    // Rows appear, newest first, with the consumer groups and the totals.
+    let screen = tmux.wait_for("order rows", |_, s| {
+        table_ids(s).len() >= 10 && s.contains(" connected ") && s.contains("analytics")
+    });
+    assert!(tmux.alternate_screen_on());
+    assert!(uses_colour(&tmux.screen_with_attributes()));
+    let ids: Vec<u64> = table_ids(&screen).iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids[..10],
+        (N - 9..=N).rev().collect::<Vec<_>>()[..],
+        "{screen}"
+    );
+    assert!(screen.contains(&format!("Orders    {N}")), "{screen}");
+
+    // `/` narrows the table to the orders of one country.
+    tmux.type_text("/", false);
+    tmux.type_text(&country, false);
+    tmux.key("Enter");
+    let title = format!("{} of {N} match “{country}”", same_country.len());
+    let screen = tmux.wait_for("the filter to apply", |_, s| s.contains(&title));
+    let rows = table_ids(&screen);
+    assert!(!rows.is_empty(), "{screen}");
+    assert!(
+        rows.iter()
+            .all(|(_, r)| r.contains(&format!(" {country} "))),
+        "{screen}"
+    );
+    let shown: Vec<u64> = rows.iter().map(|(id, _)| *id).collect();
+    assert_eq!(shown[..], same_country[..shown.len()], "{screen}");
+
+    // Enter opens the selected order's detail, with its journey.
+    tmux.key("Enter");
+    let screen = tmux.wait_for("the detail", |_, s| {
+        s.contains(&format!("Order #{N}")) && s.contains("fraud decision")
+    });
+    assert!(
+        screen.contains("Journey") && screen.contains("stored"),
+        "{screen}"
+    );
+    tmux.wait_for("the groups to be known past the order", |_, s| {
+        s.contains("Every consumer group is past this order")
+    });
+    tmux.key("Escape");
+    tmux.wait_for("the detail to close", |_, s| !s.contains("Journey"));
+
+    // The API goes away: a banner, and the console comes back by itself when it returns.
+    rt.block_on(api.stop_api());
+    tmux.wait_for("the disconnected banner", |_, s| {
+        s.contains("API UNREACHABLE")
+    });
+    rt.block_on(api.restart_api());
+    tmux.wait_for("the console to reconnect", |_, s| {
+        !s.contains("API UNREACHABLE") && s.contains(" connected ")
+    });
+
+    // q quits and gives the terminal back.
+    tmux.type_text("q", false);
+    assert_terminal_restored(&tmux, 41);
+
+    // With NO_COLOR the screen has no colour at all, and the lag status still reads;
+    // SIGTERM (how ECS and Docker stop things) also gives the terminal back.
+    let pid_file = dir.path().join("pid");
+    tmux.type_text(
+        &format!(
+            "NO_COLOR=1 sh -c 'echo $$ > {}; exec {command}'",
+            pid_file.display()
+        ),
+        true,
+    );
+    tmux.wait_for("order rows again", |_, s| {
+        table_ids(s).len() >= 10 && s.contains(" OK ") && s.contains(" connected ")
+    });
+    let attributes = tmux.screen_with_attributes();
+    assert!(!uses_colour(&attributes), "{attributes:?}");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_terminal_restored(&tmux, 42);
+
+    // The console logged to its file, not to the screen.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("console starting"), "{logged}");
+    assert!(logged.contains("API unreachable"), "{logged}");
+    rt.block_on(api.shut_down());
+}
+
+/// The snapshot fixtures have the same fields as the real API's answers above.
+#[test]
+fn the_fixtures_have_the_real_api_shapes() {
+    let totals: Value = serde_json::from_str(&resource("totals.json")).unwrap();
+    assert_eq!(keys(&totals), sorted(TOTALS_FIELDS));
+    let orders: Value = serde_json::from_str(&resource("orders.json")).unwrap();
+    assert_eq!(keys(&orders), sorted(&["orders", "next_before"]));
+    for o in orders["orders"].as_array().unwrap() {
+        assert_eq!(keys(o), sorted(ORDER_FIELDS));
+        let journey = detail_json(o)["journey"].clone();
+        assert_eq!(keys(&journey), sorted(JOURNEY_FIELDS));
+    }
+    let alerts: Value = serde_json::from_str(&resource("alerts.json")).unwrap();
+    for a in alerts["alerts"].as_array().unwrap() {
+        assert_eq!(keys(a), sorted(ALERT_FIELDS));
+    }
+    let lag: Value = serde_json::from_str(&resource("lag.json")).unwrap();
+    assert_eq!(keys(&lag), sorted(LAG_FIELDS));
+    for g in lag["groups"].as_array().unwrap() {
+        assert_eq!(keys(g), sorted(GROUP_FIELDS));
+        for p in g["partitions"].as_array().unwrap() {
+            assert_eq!(keys(p), sorted(PARTITION_FIELDS));
+        }
+    }
+}
+
+/// Set in the child run of [`a_panic_inside_the_console_restores_the_terminal`].
+const PANIC_CHILD: &str = "ORDERSCTL_CONSOLE_PANIC_CHILD";
+
+/// Run normally, this test starts itself again inside a tmux pane, where it takes the
+/// terminal over as the console does, draws, and panics: the panic hook must give the
+/// shell a normal screen in cooked mode, with the panic message readable on it.
+#[test]
+fn a_panic_inside_the_console_restores_the_terminal() {
+    if std::env::var_os(PANIC_CHILD).is_some() {
+        let mut guard = ordersctl::console::terminal::TerminalGuard::enter().unwrap();
+        guard
+            .terminal
+            .draw(|f| {
+                f.render_widget(ratatui::widgets::Paragraph::new("console drawn"), f.area());
+            })
+            .unwrap();
+        panic!("a deliberate panic with the terminal in raw mode");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = Tmux::start(dir.path(), 100, 30);
+    tmux.wait_for("the shell prompt", |_, s| s.contains("smoke$"));
+    let me = std::env::current_exe().unwrap();
+    tmux.type_text(
+        &format!(
+            "{PANIC_CHILD}=1 {} a_panic_inside_the_console_restores_the_terminal --exact \
+             --nocapture --test-threads 1",
+            me.display()
+        ),
+        true,
+    );
+    let screen = tmux.wait_for("the child to panic and end", |_, s| {
+        s.contains("a deliberate panic with the terminal in raw mode")
+            && s.contains("test result: FAILED")
+    });
+    assert!(!screen.contains("console drawn"), "{screen}");
+    assert_terminal_restored(&tmux, 43);
+}
