@@ -58,6 +58,15 @@ fn chromium(url: &str, extra: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_view_in_headless_chromium() {
+    // Debian's chromium is a test peer that a bare machine may lack; CI installs it and
+    // must run this test, so only outside CI may its absence skip it — loudly.
+    if !Path::new(CHROMIUM).exists() && std::env::var_os("CI").is_none() {
+        eprintln!(
+            "SKIPPED web_view_in_headless_chromium: {CHROMIUM} is missing \
+             (apt-get install -y chromium); CI runs it"
+        );
+        return;
+    }
     let f = filled_store(120).await;
     let mut evil = orders_api::sample_data::batch(SEED, 121..=121, orders_core::Timestamp::now());
     evil.orders[0].order.source = Some("<img src=x onerror=\"document.title='owned'\">".into());
