@@ -36,14 +36,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. Cheap to clone. Built with [`AppState::new`] and the
+/// `with_*` methods, so the Kafka settings and the lag monitor always go together.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn OrderStore>,
+    store: Arc<dyn OrderStore>,
     /// How to reach Kafka for lag and readiness; `None`: this server watches no Kafka.
-    pub kafka: Option<KafkaSettings>,
+    kafka: Option<KafkaSettings>,
     /// The pipeline counters, when the pipeline runs in this process.
-    pub progress: Option<Arc<Progress>>,
+    progress: Option<Arc<Progress>>,
     lag: Option<Arc<LagMonitor>>,
     metrics: Arc<Metrics>,
 }
@@ -83,6 +84,18 @@ impl AppState {
     pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
         self.progress = Some(progress);
         self
+    }
+
+    pub fn store(&self) -> &Arc<dyn OrderStore> {
+        &self.store
+    }
+
+    pub fn kafka(&self) -> Option<&KafkaSettings> {
+        self.kafka.as_ref()
+    }
+
+    pub fn progress(&self) -> Option<&Arc<Progress>> {
+        self.progress.as_ref()
     }
 
     pub fn lag_monitor(&self) -> Option<&Arc<LagMonitor>> {
