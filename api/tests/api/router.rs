@@ -502,3 +502,49 @@ async fn serve_answers_and_stops_gracefully() {
         "still listening after shutdown"
     );
 }
+
+#[tokio::test]
+async fn list_answers_are_reused_within_the_cache_ttl_only() {
+    let f = filled_store(10).await;
+    let more = || {
+        Arc::new(orders_api::sample_data::batch(
+            SEED,
+            11..=12,
+            orders_core::Timestamp::now(),
+        ))
+    };
+    // A long time to live: the second read is the first answer, though the store changed.
+    let app =
+        app(AppState::new(f.store.clone())
+            .with_response_cache(std::time::Duration::from_secs(3600)));
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 10);
+    assert_eq!(
+        ids(&get_ok(&app, "/api/orders?limit=3").await, "orders")[0],
+        10
+    );
+    f.store.apply(more()).await.unwrap();
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 10);
+    assert_eq!(
+        ids(&get_ok(&app, "/api/orders?limit=3").await, "orders")[0],
+        10
+    );
+    // Another query string is another entry; errors are never kept.
+    assert_eq!(
+        ids(&get_ok(&app, "/api/orders?limit=4").await, "orders")[0],
+        12
+    );
+    assert_eq!(get(&app, "/api/orders?limit=0").await.status, 400);
+    // Single orders are never cached.
+    assert_eq!(get_ok(&app, "/api/orders/12").await["order_id"], 12);
+
+    // Time to live zero: every read sees the store.
+    let f = filled_store(10).await;
+    let app = app_uncached(f.store.clone());
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 10);
+    f.store.apply(more()).await.unwrap();
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 12);
+}
+
+fn app_uncached(store: Arc<orders_core::store::SqliteStore>) -> axum::Router {
+    app(AppState::new(store).with_response_cache(std::time::Duration::ZERO))
+}
