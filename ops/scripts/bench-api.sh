@@ -100,6 +100,7 @@ measure() { # $1: label prefix, then paths
     done
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 PATHS=("/healthz" "/api/orders?limit=10" "/api/totals" "/api/lag")
 # As served by default (list answers reused for 250 ms).
 start_server 250
@@ -111,7 +112,10 @@ start_server 0
 measure "store:" "${STORE_PATHS[@]}"
 stop_server
 
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
 echo
+echo "load average before: $LOAD_BEFORE; after: $LOAD_AFTER (other work on the machine skews p99)"
 echo "orders in store: $ORDERS; wrk -t1 -c$CONNECTIONS -d$DURATION --latency; $(nproc) cores${SERVER_CPU:+; server on CPU 0, wrk on CPU 1}"
 printf "%-40s %14s %10s\n" "endpoint" "requests/s" "p99 ms"
 for path in "${PATHS[@]}"; do
