@@ -1,6 +1,18 @@
 //! `ordersctl json`: the API's answers as JSON on stdout, for scripts and CI jobs. This is
 //! a contract (schemas and exit codes in `docs/json.md`): only JSON on stdout, one object
 //! per line; diagnostics on stderr; a closed pipe (`| head`) is a normal end.
+//!
+//! Mounted in a binary as a subcommand:
+//!
+//! ```text
+//! #[derive(clap::Subcommand)]
+//! enum Command { Json(orders_api::json_cli::JsonArgs), /* ... */ }
+//! // ...
+//! Command::Json(args) => {
+//!     let code = orders_api::json_cli::run_json(args, &mut std::io::stdout().lock()).await;
+//!     return Ok(code.into()); // std::process::ExitCode
+//! }
+//! ```
 
 use crate::client::{ApiClient, ApiResponse, ClientError, DEFAULT_API_URL};
 use std::io::{ErrorKind, Write};

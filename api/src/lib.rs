@@ -5,11 +5,13 @@
 //! `app(state)` builds the router; `serve(listener, state, shutdown)` runs it until the
 //! token is cancelled, with the lag sampler beside it.
 
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod json_cli;
 pub mod lag;
 pub mod lag_status;
+pub mod limited_store;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
@@ -27,36 +29,49 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use cache::ResponseCache;
+use limited_store::LimitedStore;
 use metrics::Metrics;
 use orders_core::kafka::KafkaSettings;
 use orders_core::progress::Progress;
 use orders_core::store::OrderStore;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. Cheap to clone. Built with [`AppState::new`] and the
+/// `with_*` methods, so the Kafka settings and the lag monitor always go together.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn OrderStore>,
+    /// The store behind a bound on concurrent calls ([`limited_store`]).
+    store: Arc<dyn OrderStore>,
+    /// The store as given.
+    raw_store: Arc<dyn OrderStore>,
     /// How to reach Kafka for lag and readiness; `None`: this server watches no Kafka.
-    pub kafka: Option<KafkaSettings>,
+    kafka: Option<KafkaSettings>,
     /// The pipeline counters, when the pipeline runs in this process.
-    pub progress: Option<Arc<Progress>>,
+    progress: Option<Arc<Progress>>,
     lag: Option<Arc<LagMonitor>>,
     metrics: Arc<Metrics>,
+    cache: Arc<ResponseCache>,
 }
 
 impl AppState {
     /// A server over `store` alone: no Kafka (lag answers 503), no pipeline counters.
     pub fn new(store: Arc<dyn OrderStore>) -> Self {
         AppState {
-            store,
+            store: Arc::new(LimitedStore::new(
+                store.clone(),
+                limited_store::DEFAULT_STORE_CONCURRENCY,
+            )),
+            raw_store: store,
             kafka: None,
             progress: None,
             lag: None,
             metrics: Arc::new(Metrics::default()),
+            cache: Arc::new(ResponseCache::new(cache::DEFAULT_TTL)),
         }
     }
 
@@ -80,9 +95,35 @@ impl AppState {
         self
     }
 
+    /// At most `n` store calls at once (default [`limited_store::DEFAULT_STORE_CONCURRENCY`]).
+    pub fn with_store_concurrency(mut self, n: usize) -> Self {
+        self.store = Arc::new(LimitedStore::new(self.raw_store.clone(), n));
+        self
+    }
+
+    /// Reuses answers of the list endpoints for `ttl` (default [`cache::DEFAULT_TTL`];
+    /// zero: every request reads the store).
+    pub fn with_response_cache(mut self, ttl: Duration) -> Self {
+        self.cache = Arc::new(ResponseCache::new(ttl));
+        self
+    }
+
     pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
         self.progress = Some(progress);
         self
+    }
+
+    /// The store, behind the API's bound on concurrent calls.
+    pub fn store(&self) -> &Arc<dyn OrderStore> {
+        &self.store
+    }
+
+    pub fn kafka(&self) -> Option<&KafkaSettings> {
+        self.kafka.as_ref()
+    }
+
+    pub fn progress(&self) -> Option<&Arc<Progress>> {
+        self.progress.as_ref()
     }
 
     pub fn lag_monitor(&self) -> Option<&Arc<LagMonitor>> {
@@ -121,21 +162,28 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// The router with every endpoint and layer.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: AppState) -> Router<()> {
     let metrics = state.metrics.clone();
-    Router::new()
+    // Store-backed lists and pages that many clients poll: answered from a short cache.
+    let cached = Router::new()
         .route("/", get(routes::index))
+        .route("/api/analytics", get(routes::analytics))
+        .route("/api/orders", get(routes::orders))
+        .route("/api/alerts", get(routes::alerts))
+        .route("/api/payments", get(routes::payments))
+        .route("/api/totals", get(routes::totals))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.cache.clone(),
+            cache::layer,
+        ));
+    Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))
         .route("/api/openapi.json", get(routes::openapi))
-        .route("/api/analytics", get(routes::analytics))
-        .route("/api/orders", get(routes::orders))
         .route("/api/orders/{id}", get(routes::order))
-        .route("/api/alerts", get(routes::alerts))
-        .route("/api/payments", get(routes::payments))
-        .route("/api/totals", get(routes::totals))
         .route("/api/lag", get(routes::lag))
+        .merge(cached)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

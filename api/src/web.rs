@@ -92,7 +92,7 @@ h2 { font-size:16px; margin:22px 0 8px; }
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:10px; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 12px; }
 .card .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
-.card .value { font-size:22px; font-weight:600; font-variant-numeric:tabular-nums; }
+.card .value { font-size:22px; font-weight:600; font-variant-numeric:tabular-nums; overflow-wrap:anywhere; }
 .scroll { overflow-x:auto; background:var(--card); border:1px solid var(--line); border-radius:8px; }
 table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
 th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); white-space:nowrap; }
@@ -108,6 +108,8 @@ td.num, th.num { text-align:right; }
 .grid2 { display:grid; grid-template-columns:1fr; gap:0 20px; }
 .grid2 > div { min-width:0; }
 @media (min-width: 1000px) { .grid2 { grid-template-columns:1fr 1fr; } }
+@media (max-width: 480px) { main { padding:10px 12px 24px; } header { padding:12px; }
+  .card .value { font-size:18px; } th, td { padding:6px 8px; } }
 "#;
 
 fn badge(text: &str, class: &str) -> String {

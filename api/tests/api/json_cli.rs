@@ -175,7 +175,13 @@ async fn every_command_prints_its_documented_schema() {
     let broker = broker().await;
     let state =
         AppState::new(f.store.clone()).with_kafka_options(broker.settings(), "orders", fast_lag());
+    let monitor = state.lag_monitor().unwrap().clone();
     let server = RunningServer::start(state).await;
+    eventually("a lag sample", Duration::from_secs(30), || {
+        let m = monitor.clone();
+        async move { m.latest().is_ok() }
+    })
+    .await;
     let api = server.url();
     let alert_id = f.batch.alerts[0].order_id.to_string();
     let runs: Vec<(&str, Vec<&str>)> = vec![

@@ -274,219 +274,56 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_problem() {
     let f = filled_store(20).await;
     let app = router(f.store.clone());
     let long = format!("/api/orders?country={}", "A".repeat(3000));
+    let long_healthz = format!("/healthz?pad={}", "x".repeat(3000));
+    #[rustfmt::skip]
     let cases: Vec<(&str, &str, u16, &str, &str)> = vec![
         // (method, uri, status, code, the message mentions)
-        (
-            "GET",
-            "/api/orders/abc",
-            400,
-            "invalid_parameter",
-            "order id",
-        ),
+        ("GET", "/api/orders/abc", 400, "invalid_parameter", "order id"),
         ("GET", "/api/orders/0", 400, "invalid_parameter", "order id"),
-        (
-            "GET",
-            "/api/orders/-5",
-            400,
-            "invalid_parameter",
-            "order id",
-        ),
-        (
-            "GET",
-            "/api/orders/99999999999999999999999",
-            400,
-            "invalid_parameter",
-            "order id",
-        ),
-        (
-            "GET",
-            "/api/orders/1.5",
-            400,
-            "invalid_parameter",
-            "order id",
-        ),
-        (
-            "GET",
-            "/api/orders?limit=0",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/orders?limit=1001",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/orders?limit=ten",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/orders?limit=",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/orders?limit=-1",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/orders?before=x",
-            400,
-            "invalid_parameter",
-            "before",
-        ),
-        (
-            "GET",
-            "/api/orders?before=0",
-            400,
-            "invalid_parameter",
-            "before",
-        ),
-        (
-            "GET",
-            "/api/orders?country=us",
-            400,
-            "invalid_parameter",
-            "country",
-        ),
-        (
-            "GET",
-            "/api/orders?country=USA",
-            400,
-            "invalid_parameter",
-            "country",
-        ),
-        (
-            "GET",
-            "/api/orders?country=%3Cscript%3E",
-            400,
-            "invalid_parameter",
-            "country",
-        ),
-        (
-            "GET",
-            "/api/orders?status=SHIPPED",
-            400,
-            "invalid_parameter",
-            "status",
-        ),
-        (
-            "GET",
-            "/api/orders?status=created",
-            400,
-            "invalid_parameter",
-            "status",
-        ),
-        (
-            "GET",
-            "/api/orders?payment_status=REFUNDED",
-            400,
-            "invalid_parameter",
-            "payment_status",
-        ),
-        (
-            "GET",
-            "/api/orders?fraud=maybe",
-            400,
-            "invalid_parameter",
-            "fraud",
-        ),
-        (
-            "GET",
-            "/api/orders?fraud=1",
-            400,
-            "invalid_parameter",
-            "fraud",
-        ),
-        (
-            "GET",
-            "/api/orders?colour=red",
-            400,
-            "unknown_parameter",
-            "colour",
-        ),
-        (
-            "GET",
-            "/api/orders?limit=5&limit=6",
-            400,
-            "invalid_query",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/alerts?limit=0",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/alerts?country=DE",
-            400,
-            "unknown_parameter",
-            "country",
-        ),
-        (
-            "GET",
-            "/api/payments?limit=100000",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
-        (
-            "GET",
-            "/api/analytics?limit=abc",
-            400,
-            "invalid_parameter",
-            "limit",
-        ),
+        ("GET", "/api/orders/-5", 400, "invalid_parameter", "order id"),
+        ("GET", "/api/orders/99999999999999999999999", 400, "invalid_parameter", "order id"),
+        ("GET", "/api/orders/1.5", 400, "invalid_parameter", "order id"),
+        ("GET", "/api/orders/%20", 400, "invalid_parameter", "order id"),
+        ("GET", "/api/orders/%FF", 400, "invalid_parameter", ""),
+        ("GET", "/api/orders?limit=0", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/orders?limit=1001", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/orders?limit=ten", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/orders?limit=", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/orders?limit=-1", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/orders?limit=%00", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/orders?before=x", 400, "invalid_parameter", "before"),
+        ("GET", "/api/orders?before=0", 400, "invalid_parameter", "before"),
+        ("GET", "/api/orders?country=us", 400, "invalid_parameter", "country"),
+        ("GET", "/api/orders?country=USA", 400, "invalid_parameter", "country"),
+        ("GET", "/api/orders?country=", 400, "invalid_parameter", "country"),
+        ("GET", "/api/orders?country=%FF", 400, "invalid_parameter", "country"),
+        ("GET", "/api/orders?country=%3Cscript%3E", 400, "invalid_parameter", "country"),
+        ("GET", "/api/orders?status=SHIPPED", 400, "invalid_parameter", "status"),
+        ("GET", "/api/orders?status=created", 400, "invalid_parameter", "status"),
+        ("GET", "/api/orders?payment_status=REFUNDED", 400, "invalid_parameter", "payment_status"),
+        ("GET", "/api/orders?fraud=maybe", 400, "invalid_parameter", "fraud"),
+        ("GET", "/api/orders?fraud=1", 400, "invalid_parameter", "fraud"),
+        ("GET", "/api/orders?colour=red", 400, "unknown_parameter", "colour"),
+        ("GET", "/api/orders?limit=5&limit=6", 400, "invalid_query", "limit"),
+        ("GET", "/api/alerts?limit=0", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/alerts?country=DE", 400, "unknown_parameter", "country"),
+        ("GET", "/api/payments?limit=100000", 400, "invalid_parameter", "limit"),
+        ("GET", "/api/analytics?limit=abc", 400, "invalid_parameter", "limit"),
         ("GET", "/api/totals?x=1", 400, "unknown_parameter", "x"),
-        (
-            "GET",
-            "/api/lag?group=fraud",
-            400,
-            "unknown_parameter",
-            "group",
-        ),
-        (
-            "GET",
-            "/api/orders/5?verbose=1",
-            400,
-            "unknown_parameter",
-            "verbose",
-        ),
+        ("GET", "/api/lag?group=fraud", 400, "unknown_parameter", "group"),
+        ("GET", "/api/orders/5?verbose=1", 400, "unknown_parameter", "verbose"),
+        ("GET", "/api/openapi.json?v=2", 400, "unknown_parameter", "v"),
+        ("GET", "/metrics?name=x", 400, "unknown_parameter", "name"),
         ("GET", "/healthz?x=1", 200, "", ""),
         ("GET", "/readyz?deep=1", 400, "unknown_parameter", "deep"),
         ("GET", "/?x=1", 400, "unknown_parameter", "x"),
         ("GET", long.as_str(), 414, "uri_too_long", "2048"),
-        (
-            "GET",
-            "/api/nothing-here",
-            404,
-            "not_found",
-            "/api/nothing-here",
-        ),
-        (
-            "GET",
-            "/api/orders/5/extra",
-            404,
-            "not_found",
-            "/api/orders/5/extra",
-        ),
+        ("GET", long_healthz.as_str(), 414, "uri_too_long", "2048"),
+        ("GET", "/api/nothing-here", 404, "not_found", "/api/nothing-here"),
+        ("GET", "/api/orders/5/extra", 404, "not_found", "/api/orders/5/extra"),
         ("POST", "/api/orders", 405, "method_not_allowed", "GET"),
         ("DELETE", "/api/orders/5", 405, "method_not_allowed", "GET"),
+        ("PUT", "/healthz", 405, "method_not_allowed", "GET"),
     ];
     for (method, uri, status, code, mentions) in cases {
         let context = format!("{method} {}", &uri[..uri.len().min(80)]);
@@ -664,4 +501,50 @@ async fn serve_answers_and_stops_gracefully() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still listening after shutdown"
     );
+}
+
+#[tokio::test]
+async fn list_answers_are_reused_within_the_cache_ttl_only() {
+    let f = filled_store(10).await;
+    let more = || {
+        Arc::new(orders_api::sample_data::batch(
+            SEED,
+            11..=12,
+            orders_core::Timestamp::now(),
+        ))
+    };
+    // A long time to live: the second read is the first answer, though the store changed.
+    let app =
+        app(AppState::new(f.store.clone())
+            .with_response_cache(std::time::Duration::from_secs(3600)));
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 10);
+    assert_eq!(
+        ids(&get_ok(&app, "/api/orders?limit=3").await, "orders")[0],
+        10
+    );
+    f.store.apply(more()).await.unwrap();
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 10);
+    assert_eq!(
+        ids(&get_ok(&app, "/api/orders?limit=3").await, "orders")[0],
+        10
+    );
+    // Another query string is another entry; errors are never kept.
+    assert_eq!(
+        ids(&get_ok(&app, "/api/orders?limit=4").await, "orders")[0],
+        12
+    );
+    assert_eq!(get(&app, "/api/orders?limit=0").await.status, 400);
+    // Single orders are never cached.
+    assert_eq!(get_ok(&app, "/api/orders/12").await["order_id"], 12);
+
+    // Time to live zero: every read sees the store.
+    let f = filled_store(10).await;
+    let app = app_uncached(f.store.clone());
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 10);
+    f.store.apply(more()).await.unwrap();
+    assert_eq!(get_ok(&app, "/api/totals").await["order_count"], 12);
+}
+
+fn app_uncached(store: Arc<orders_core::store::SqliteStore>) -> axum::Router {
+    app(AppState::new(store).with_response_cache(std::time::Duration::ZERO))
 }
