@@ -379,13 +379,14 @@ impl LagReader {
         topics: &[&str],
         timeout: Duration,
     ) -> Result<Vec<TopicPartition>, KafkaSetupError> {
-        let metadata = self.metadata.fetch_metadata(None, timeout)?;
         let mut out = Vec::new();
+        // One small request per topic: a shared cluster may hold many other topics.
         for topic in topics {
+            let metadata = self.metadata.fetch_metadata(Some(topic), timeout)?;
             let t = metadata
                 .topics()
                 .iter()
-                .find(|t| t.name() == *topic && t.error().is_none())
+                .find(|t| t.name() == *topic && t.error().is_none() && !t.partitions().is_empty())
                 .ok_or_else(|| KafkaSetupError::MissingTopic((*topic).to_owned()))?;
             out.extend(t.partitions().iter().map(|p| ((*topic).to_owned(), p.id())));
         }
@@ -586,6 +587,10 @@ mod tests {
         ));
         let parts = reader.partitions(&["orders", "payments"], timeout).unwrap();
         assert_eq!(parts.len(), 12);
+        assert!(matches!(
+            reader.partitions(&["orders", "no-such-topic"], timeout),
+            Err(KafkaSetupError::MissingTopic(t)) if t == "no-such-topic"
+        ));
         assert_eq!(parts[0], ("orders".to_owned(), 0));
 
         let producer: BaseProducer = s.producer_config("t").create().unwrap();

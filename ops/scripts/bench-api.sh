@@ -57,8 +57,13 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
 fi
 
 start_server() { # $1: response cache time to live in ms
-    RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN/serve_store" --db "$DB" --listen "$HOST:$PORT" \
-        --embedded-kafka --cache-ms "$1" &
+    if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
+        echo "bench-api: something already listens on $HOST:$PORT" >&2
+        exit 1
+    fi
+    # exec: $! is then the server itself, which `kill` reaches.
+    (exec env RUST_LOG=warn "${SERVER_CPU[@]}" "$BIN/serve_store" --db "$DB" \
+        --listen "$HOST:$PORT" --embedded-kafka --cache-ms "$1") &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
         if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then break; fi

@@ -305,16 +305,25 @@ async fn watch_prints_one_line_per_change() {
         &server.url(),
         &["totals", "--watch", "--interval", "0.1", "--count", "2"],
     );
-    let task = tokio::spawn(run(watch));
-    // Let it print the first answer and poll the unchanged one a few times.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = SharedOut::default();
+    let task = {
+        let mut out = out.clone();
+        tokio::spawn(async move { run_json(watch, &mut out).await })
+    };
+    // Change the store only once the first answer is out.
+    eventually("the first line", Duration::from_secs(30), || {
+        let out = out.clone();
+        async move { out.text().ends_with('\n') }
+    })
+    .await;
     let more = orders_api::sample_data::batch(SEED, 11..=15, orders_core::Timestamp::now());
     f.store.apply(Arc::new(more)).await.unwrap();
-    let (code, stdout) = tokio::time::timeout(Duration::from_secs(30), task)
+    let code = tokio::time::timeout(Duration::from_secs(30), task)
         .await
         .expect("watch ends after --count objects")
         .unwrap();
     assert_eq!(code, JsonExit::Ok);
+    let stdout = out.text();
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -323,4 +332,24 @@ async fn watch_prints_one_line_per_change() {
     assert_eq!(lines[0]["order_count"], 10);
     assert_eq!(lines[1]["order_count"], 15);
     server.stop().await;
+}
+
+/// A stdout the test can read while the command still writes to it.
+#[derive(Clone, Default)]
+struct SharedOut(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedOut {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
