@@ -58,7 +58,8 @@ impl LocalOptions {
 
 /// A running embedded pipeline.
 pub struct LocalPipeline {
-    broker: EmbeddedBroker,
+    /// `None` only once dropped.
+    broker: Option<EmbeddedBroker>,
     pub store: Arc<SqliteStore>,
     pub progress: Arc<Progress>,
     shutdown: CancellationToken,
@@ -76,7 +77,7 @@ impl LocalPipeline {
             .map_err(|e| DaemonError::Task(e.to_string()))??;
         let store = Arc::new(SqliteStore::open(&options.store_path)?);
         let mut pipeline = LocalPipeline {
-            broker,
+            broker: Some(broker),
             store,
             progress: Arc::new(Progress::default()),
             shutdown: CancellationToken::new(),
@@ -152,11 +153,14 @@ impl LocalPipeline {
     }
 
     pub fn bootstrap_servers(&self) -> &str {
-        self.broker.bootstrap_servers()
+        self.broker
+            .as_ref()
+            .map(EmbeddedBroker::bootstrap_servers)
+            .unwrap_or_default()
     }
 
     pub fn kafka(&self) -> KafkaSettings {
-        self.broker.settings()
+        orders_core::kafka::embedded_settings(self.bootstrap_servers())
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -191,6 +195,20 @@ impl LocalPipeline {
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LocalPipeline {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if !self.tasks.is_empty() {
+            // Dropped without `stop()` (a failed test, say): daemons still hold connections,
+            // and destroying the broker under them makes their consumer close wait forever.
+            // Keep it for the rest of the process instead.
+            if let Some(broker) = self.broker.take() {
+                std::mem::forget(broker);
+            }
         }
     }
 }
