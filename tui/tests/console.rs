@@ -638,7 +638,12 @@ fn the_real_api_answers_in_the_shapes_the_console_reads() {
 
         let alerts = client.alerts(200).await.unwrap();
         assert_eq!(alerts.len() as u64, expected.fraud_count);
-        assert!(alerts.windows(2).all(|w| w[0].stored_at >= w[1].stored_at));
+        // Newest order first (docs/json.md), exactly the store's alerts.
+        assert!(alerts.windows(2).all(|w| w[0].order_id > w[1].order_id));
+        let want = store.latest_alerts(200).await.unwrap();
+        let want_ids: Vec<u64> = want.iter().map(|a| a.alert.order_id).collect();
+        let got_ids: Vec<u64> = alerts.iter().map(|a| a.order_id).collect();
+        assert_eq!(got_ids, want_ids);
 
         // The status is judged over a window of samples: wait (bounded) until the window
         // holds only caught-up samples.
