@@ -13,7 +13,7 @@ use orders_core::domain::Country;
 use orders_core::fraud::{FraudRule, FraudRules};
 use orders_core::kafka::{pipeline_topics, KafkaSettings};
 use orders_core::money::Cents;
-use orders_core::store::{OrderStore, SqliteStore};
+use orders_core::store::{CouchbaseConfig, CouchbaseStore, OrderStore, SqliteStore};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,15 +202,49 @@ pub fn kafka_settings(kafka: &KafkaArgs, store: &StoreArgs) -> anyhow::Result<Ka
     }
 }
 
-/// Opens the configured store.
+/// How long the producer waits for Couchbase before giving up with the reason.
+const STORE_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Opens the configured store: Couchbase when COUCHBASE_HOST is set (connecting in the
+/// background: until it is ready every call answers "unavailable", which pauses the
+/// analytics writer without committing offsets), else the embedded SQLite file.
+/// Needs a Tokio runtime.
 pub fn open_store(store: &StoreArgs) -> anyhow::Result<Arc<dyn OrderStore>> {
-    if store.couchbase_host.is_some() {
-        bail!("COUCHBASE_HOST is set, but this build has no Couchbase store yet; unset it to use the embedded SQLite store");
+    if let Some(couchbase) = open_couchbase(store)? {
+        return Ok(Arc::new(couchbase));
     }
     let path = store.sqlite_path();
     let sqlite = SqliteStore::open(&path)
         .with_context(|| format!("opening the store at {}", path.display()))?;
     Ok(Arc::new(sqlite))
+}
+
+/// The Couchbase store, when COUCHBASE_HOST is set.
+fn open_couchbase(store: &StoreArgs) -> anyhow::Result<Option<CouchbaseStore>> {
+    let Some(config) = CouchbaseConfig::from_store_args(store)? else {
+        return Ok(None);
+    };
+    tracing::info!(
+        connection = %config.connection_string,
+        bucket = %config.bucket,
+        "connecting to couchbase in the background"
+    );
+    Ok(Some(CouchbaseStore::connect(config)?))
+}
+
+/// The store the producer reads its first id from: it must answer before the first order,
+/// so this waits for Couchbase (failing with the reason, e.g. a wrong host or password).
+async fn open_store_ready(store: &StoreArgs) -> anyhow::Result<Arc<dyn OrderStore>> {
+    match open_couchbase(store)? {
+        Some(couchbase) => {
+            couchbase
+                .wait_ready(STORE_READY_TIMEOUT)
+                .await
+                .context("waiting for couchbase")?;
+            Ok(Arc::new(couchbase))
+        }
+        None => open_store(store),
+    }
 }
 
 /// Runs the chosen role until SIGTERM or Ctrl-C.
@@ -243,7 +277,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = if cli.store.couchbase_host.is_none() && !cli.store.sqlite_path().exists() {
                 None
             } else {
-                Some(open_store(&cli.store)?)
+                Some(open_store_ready(&cli.store).await?)
             };
             let deps = ProducerDeps {
                 kafka,

@@ -1,8 +1,9 @@
-//! The order store: one trait, with an embedded SQLite adapter (and Couchbase in production).
+//! The order store: one trait, with an embedded SQLite adapter and a Couchbase one for production.
 //!
 //! Writes are idempotent by order id, so Kafka's redelivery never double counts; totals are
 //! kept in integer cents and maintained as orders arrive, so reading them never scans.
 
+pub mod couchbase;
 pub mod sqlite;
 
 use crate::domain::{Country, FraudAlert, Order, OrderStatus, Payment, PaymentStatus, Timestamp};
@@ -12,6 +13,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use self::couchbase::{CouchbaseConfig, CouchbaseStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,1321 @@
+//! The production store: a Couchbase bucket reached through the official SDK.
+//!
+//! Documents are only ever inserted: an order under its id (`"123"`), a fraud alert under
+//! `alert::123`, a payment under `payment::123`, each with a `type` field. Inserting a key
+//! that exists fails with `DocumentExists`, which here means "already stored", so Kafka's
+//! redelivery never writes twice and the batch outcome counts only new records.
+//!
+//! Totals are not kept in counter documents. Couchbase has no multi-document atomicity
+//! without transactions, so a counter bumped after an insert leaves a window: a crash
+//! between the two loses the increment for good (the redelivered insert finds the
+//! document and adds nothing), and bumping before the insert counts twice instead. A
+//! per-batch marker does not close it either, since a redelivered batch is not made of
+//! the same records. So totals are derived from the documents themselves with SQL++
+//! aggregates over covering indexes (`GROUP BY country` / `status`), with `RequestPlus`
+//! consistency: each order document exists exactly once, so the sums are exact whatever
+//! was redelivered or crashed, and they are computed by the index service without
+//! fetching documents. Sums are integer cents (exact in SQL++ numbers below 2^53).
+//!
+//! The SDK retries a failing operation until its own timeout and connects lazily, so
+//! every call here runs under a `tokio::time::timeout`, and the connection is made by a
+//! background task: until it has connected and created the indexes, every call
+//! (including `ping`) answers `StoreError::Unavailable` at once with the last reason.
+
+use super::*;
+use crate::config::{couchbase_connection_string, Secret, StoreArgs};
+use ::couchbase::authenticator::PasswordAuthenticator;
+use ::couchbase::cluster::Cluster;
+use ::couchbase::collection::Collection;
+use ::couchbase::error::{Error as CbError, ErrorKind};
+use ::couchbase::options::cluster_options::{ClusterOptions, KvOptions};
+use ::couchbase::options::diagnostic_options::WaitUntilReadyOptions;
+use ::couchbase::options::query_options::{QueryOptions, ScanConsistency};
+use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How many key-value writes of one batch are in flight at once.
+const WRITE_CONCURRENCY: usize = 64;
+
+/// Where the store is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct CouchbaseConfig {
+    /// A full connection string (`couchbase://…` or `couchbases://…`).
+    pub connection_string: String,
+    pub bucket: String,
+    pub username: String,
+    pub password: Secret,
+    /// Prepended to every key and stored as the `ns` field of every document. Empty in
+    /// production (keys are the bare order ids of the SPEC); tests set a unique one per
+    /// run so runs sharing a bucket never see each other's documents.
+    pub key_prefix: String,
+    /// Longest wait for one connection attempt (connect, bucket ready, indexes).
+    pub connect_timeout: Duration,
+    /// Longest wait for one key-value operation.
+    pub kv_timeout: Duration,
+    /// Longest wait for one SQL++ statement, rows included.
+    pub query_timeout: Duration,
+}
+
+impl CouchbaseConfig {
+    /// A configuration with the default timeouts and no key prefix.
+    pub fn new(
+        connection_string: impl Into<String>,
+        bucket: impl Into<String>,
+        username: impl Into<String>,
+        password: Secret,
+    ) -> Self {
+        CouchbaseConfig {
+            connection_string: connection_string.into(),
+            bucket: bucket.into(),
+            username: username.into(),
+            password,
+            key_prefix: String::new(),
+            connect_timeout: Duration::from_secs(15),
+            kv_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The SPEC's variables: `None` when `COUCHBASE_HOST` is unset (the embedded store).
+    pub fn from_store_args(args: &StoreArgs) -> Result<Option<Self>, StoreError> {
+        let Some(host) = args.couchbase_host.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if host.is_empty() {
+            return Err(StoreError::Unavailable(
+                "COUCHBASE_HOST is set but empty".into(),
+            ));
+        }
+        let username = args
+            .couchbase_username
+            .clone()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    "COUCHBASE_HOST is set but COUCHBASE_USERNAME is not".into(),
+                )
+            })?;
+        let password = args.couchbase_password.clone().ok_or_else(|| {
+            StoreError::Unavailable("COUCHBASE_HOST is set but COUCHBASE_PASSWORD is not".into())
+        })?;
+        let config = CouchbaseConfig::new(
+            couchbase_connection_string(host),
+            args.couchbase_bucket.clone(),
+            username,
+            password,
+        );
+        config.validate()?;
+        Ok(Some(config))
+    }
+
+    /// Checks what is spliced into statements (the bucket name, the key prefix): they
+    /// come from configuration, not from users, but are still held to a strict alphabet.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bucket_ok = !self.bucket.is_empty()
+            && self.bucket.len() <= 100
+            && self
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%'));
+        if !bucket_ok {
+            return Err(StoreError::Unavailable(format!(
+                "COUCHBASE_BUCKET {:?} is not a valid bucket name (letters, digits, _ - . %)",
+                self.bucket
+            )));
+        }
+        let prefix_ok = self
+            .key_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
+        if !prefix_ok {
+            return Err(StoreError::Unavailable(format!(
+                "key prefix {:?} may hold only letters, digits, _ - : .",
+                self.key_prefix
+            )));
+        }
+        if !(self.connection_string.starts_with("couchbase://")
+            || self.connection_string.starts_with("couchbases://"))
+        {
+            return Err(StoreError::Unavailable(format!(
+                "{:?} is not a couchbase:// or couchbases:// connection string",
+                self.connection_string
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Maps an SDK error to the store's kinds: `Unavailable` for what a retry or an
+/// operator can fix (network, timeouts, credentials, missing bucket, indexes still being
+/// built), `Corrupt` for stored data that does not decode, `Query` for the rest.
+pub fn store_error(e: &CbError) -> StoreError {
+    let text = e.to_string();
+    match e.kind() {
+        ErrorKind::ServerTimeout
+        | ErrorKind::ClusterDropped
+        | ErrorKind::ServiceNotAvailable(_)
+        | ErrorKind::AuthenticationFailure
+        | ErrorKind::TemporaryFailure
+        | ErrorKind::BucketNotFound
+        | ErrorKind::ScopeNotFound
+        | ErrorKind::CollectionNotFound
+        | ErrorKind::IndexNotFound
+        | ErrorKind::RateLimitedFailure
+        | ErrorKind::QuotaLimitedFailure
+        | ErrorKind::RequestCanceled
+        | ErrorKind::InternalServerFailure
+        | ErrorKind::DocumentLocked
+        | ErrorKind::DurabilityAmbiguous
+        | ErrorKind::DurabilityWriteInProgress
+        | ErrorKind::DurableWriteRecommitInProgress
+        | ErrorKind::OtherFailure(_) => StoreError::Unavailable(format!("couchbase: {text}")),
+        ErrorKind::DecodingFailure(_) | ErrorKind::DocumentNotJSON => {
+            StoreError::Corrupt(format!("couchbase: {text}"))
+        }
+        _ => StoreError::Query(format!("couchbase: {text}")),
+    }
+}
+
+/// The keyspace of `bucket` in statements (its default collection).
+pub fn keyspace(bucket: &str) -> String {
+    format!("`{bucket}`")
+}
+
+/// The index DDL run at start; `IF NOT EXISTS` makes it idempotent. Every index leads
+/// with `ns` (the run's key prefix) and is partial on `type`, so each query below is
+/// answered from one index, and the totals are aggregated by the index service.
+pub fn index_statements(bucket: &str) -> Vec<String> {
+    let ks = keyspace(bucket);
+    [
+        ("idx_orders_latest", "ns, order_id DESC", "order"),
+        ("idx_orders_created", "ns, created_us DESC", "order"),
+        (
+            "idx_orders_by_country",
+            "ns, country, amount_cents",
+            "order",
+        ),
+        ("idx_orders_by_status", "ns, status, amount_cents", "order"),
+        (
+            "idx_alerts_latest",
+            "ns, order_id DESC, amount_cents",
+            "alert",
+        ),
+        (
+            "idx_payments_latest",
+            "ns, order_id DESC, status",
+            "payment",
+        ),
+    ]
+    .iter()
+    .map(|(name, keys, kind)| {
+        format!("CREATE INDEX IF NOT EXISTS {name} ON {ks}({keys}) WHERE type = \"{kind}\"")
+    })
+    .collect()
+}
+
+const ORDER_FIELDS: &str = "o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, \
+     o.status, o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at, \
+     a.reason AS fraud_reason, p.status AS payment_status";
+
+/// Latest orders with what the pipeline learned about them. Filters are fixed fragments
+/// chosen by which fields of the query are set; every value is a named parameter
+/// (`$ns`, `$before_id`, `$country`, `$status`, `$payment_status`, `$limit`).
+pub fn latest_orders_statement(bucket: &str, q: &OrderQuery) -> String {
+    let ks = keyspace(bucket);
+    let mut s = format!(
+        "SELECT {ORDER_FIELDS} FROM {ks} AS o \
+         LEFT JOIN {ks} AS a ON KEYS $ns || \"alert::\" || TOSTRING(o.order_id) \
+         LEFT JOIN {ks} AS p ON KEYS $ns || \"payment::\" || TOSTRING(o.order_id) \
+         WHERE o.type = \"order\" AND o.ns = $ns"
+    );
+    if q.before_id.is_some() {
+        s.push_str(" AND o.order_id < $before_id");
+    }
+    if q.country.is_some() {
+        s.push_str(" AND o.country = $country");
+    }
+    if q.status.is_some() {
+        s.push_str(" AND o.status = $status");
+    }
+    match q.fraud {
+        Some(true) => s.push_str(" AND a IS NOT MISSING"),
+        Some(false) => s.push_str(" AND a IS MISSING"),
+        None => {}
+    }
+    if q.payment_status.is_some() {
+        s.push_str(" AND p.status = $payment_status");
+    }
+    s.push_str(" ORDER BY o.order_id DESC LIMIT $limit");
+    s
+}
+
+/// The named parameters of [`latest_orders_statement`] for `q`.
+fn latest_orders_params(ns: &str, q: &OrderQuery) -> Vec<(&'static str, Value)> {
+    let mut p = vec![("ns", json!(ns)), ("limit", json!(q.limit))];
+    if let Some(b) = q.before_id {
+        p.push(("before_id", json!(b)));
+    }
+    if let Some(c) = q.country {
+        p.push(("country", json!(c.as_str())));
+    }
+    if let Some(s) = q.status {
+        p.push(("status", json!(s.as_str())));
+    }
+    if let Some(s) = q.payment_status {
+        p.push(("payment_status", json!(s.as_str())));
+    }
+    p
+}
+
+/// Order count and sales per value of `field` (`country` or `status`).
+pub fn totals_by_statement(bucket: &str, field: &str) -> String {
+    format!(
+        "SELECT o.{field} AS k, COUNT(1) AS n, SUM(o.amount_cents) AS cents FROM {} AS o \
+         WHERE o.type = \"order\" AND o.ns = $ns GROUP BY o.{field}",
+        keyspace(bucket)
+    )
+}
+
+pub fn fraud_totals_statement(bucket: &str) -> String {
+    format!(
+        "SELECT COUNT(1) AS n, SUM(a.amount_cents) AS cents FROM {} AS a \
+         WHERE a.type = \"alert\" AND a.ns = $ns",
+        keyspace(bucket)
+    )
+}
+
+pub fn payment_totals_statement(bucket: &str) -> String {
+    format!(
+        "SELECT COUNT(1) AS n, SUM(CASE WHEN p.status = \"PAID\" THEN 1 ELSE 0 END) AS paid \
+         FROM {} AS p WHERE p.type = \"payment\" AND p.ns = $ns",
+        keyspace(bucket)
+    )
+}
+
+pub fn max_order_id_statement(bucket: &str) -> String {
+    format!(
+        "SELECT RAW o.order_id FROM {} AS o WHERE o.type = \"order\" AND o.ns = $ns \
+         ORDER BY o.order_id DESC LIMIT 1",
+        keyspace(bucket)
+    )
+}
+
+pub fn latest_alerts_statement(bucket: &str) -> String {
+    format!(
+        "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
+         a.stored_at FROM {} AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+         ORDER BY a.order_id DESC LIMIT $limit",
+        keyspace(bucket)
+    )
+}
+
+pub fn latest_payments_statement(bucket: &str) -> String {
+    format!(
+        "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
+         FROM {} AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+         ORDER BY p.order_id DESC LIMIT $limit",
+        keyspace(bucket)
+    )
+}
+
+/// The keys of one order's documents.
+fn order_key(prefix: &str, id: u64) -> String {
+    format!("{prefix}{id}")
+}
+fn alert_key(prefix: &str, id: u64) -> String {
+    format!("{prefix}alert::{id}")
+}
+fn payment_key(prefix: &str, id: u64) -> String {
+    format!("{prefix}payment::{id}")
+}
+
+/// The stored order document: the SPEC's fields plus exact cents and sortable time.
+fn order_document(ns: &str, s: &StoredOrder) -> Value {
+    let o = &s.order;
+    let mut doc = json!({
+        "type": "order",
+        "ns": ns,
+        "order_id": o.order_id,
+        "customer_id": o.customer_id,
+        "amount": o.amount,
+        "amount_cents": o.amount.0,
+        "currency": o.currency,
+        "country": o.country,
+        "status": o.status,
+        "created_at": o.created_at,
+        "created_us": o.created_at.micros(),
+        "kafka_partition": s.kafka_partition,
+        "kafka_offset": s.kafka_offset,
+        "processed_at": s.processed_at,
+    });
+    if let (Some(source), Some(map)) = (&o.source, doc.as_object_mut()) {
+        map.insert("source".into(), json!(source));
+    }
+    doc
+}
+
+fn alert_document(ns: &str, a: &FraudAlert, stored_at: Timestamp) -> Value {
+    json!({
+        "type": "alert",
+        "ns": ns,
+        "order_id": a.order_id,
+        "reason": a.reason,
+        "rule_id": a.rule_id,
+        "amount": a.amount,
+        "amount_cents": a.amount.0,
+        "country": a.country,
+        "detected_at": a.detected_at,
+        "stored_at": stored_at,
+    })
+}
+
+fn payment_document(ns: &str, p: &Payment, stored_at: Timestamp) -> Value {
+    json!({
+        "type": "payment",
+        "ns": ns,
+        "order_id": p.order_id,
+        "status": p.status,
+        "amount": p.amount,
+        "amount_cents": p.amount.0,
+        "country": p.country,
+        "timestamp": p.timestamp,
+        "stored_at": stored_at,
+    })
+}
+
+/// An order as read back (a document, or a row of [`latest_orders_statement`]).
+#[derive(Debug, Deserialize)]
+struct OrderRow {
+    order_id: u64,
+    customer_id: u32,
+    amount_cents: i64,
+    currency: String,
+    country: Country,
+    status: OrderStatus,
+    created_at: Timestamp,
+    #[serde(default)]
+    source: Option<String>,
+    kafka_partition: i32,
+    kafka_offset: i64,
+    processed_at: Timestamp,
+    #[serde(default)]
+    fraud_reason: Option<String>,
+    #[serde(default)]
+    payment_status: Option<PaymentStatus>,
+}
+
+impl From<OrderRow> for OrderDocument {
+    fn from(r: OrderRow) -> Self {
+        OrderDocument {
+            order: Order {
+                order_id: r.order_id,
+                customer_id: r.customer_id,
+                amount: Cents(r.amount_cents),
+                currency: r.currency,
+                country: r.country,
+                status: r.status,
+                created_at: r.created_at,
+                source: r.source,
+            },
+            kafka_partition: r.kafka_partition,
+            kafka_offset: r.kafka_offset,
+            processed_at: r.processed_at,
+            fraud: r.fraud_reason.is_some(),
+            fraud_reason: r.fraud_reason,
+            payment_status: r.payment_status,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AlertRow {
+    order_id: u64,
+    reason: String,
+    #[serde(default)]
+    rule_id: Option<String>,
+    amount_cents: i64,
+    country: Country,
+    #[serde(default)]
+    detected_at: Option<Timestamp>,
+    stored_at: Timestamp,
+}
+
+impl From<AlertRow> for StoredAlert {
+    fn from(r: AlertRow) -> Self {
+        StoredAlert {
+            alert: FraudAlert {
+                order_id: r.order_id,
+                reason: r.reason,
+                amount: Cents(r.amount_cents),
+                country: r.country,
+                rule_id: r.rule_id,
+                detected_at: r.detected_at,
+            },
+            stored_at: r.stored_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentRow {
+    order_id: u64,
+    status: PaymentStatus,
+    amount_cents: i64,
+    country: Country,
+    timestamp: f64,
+    stored_at: Timestamp,
+}
+
+impl From<PaymentRow> for StoredPayment {
+    fn from(r: PaymentRow) -> Self {
+        StoredPayment {
+            payment: Payment {
+                order_id: r.order_id,
+                status: r.status,
+                amount: Cents(r.amount_cents),
+                country: r.country,
+                timestamp: r.timestamp,
+            },
+            stored_at: r.stored_at,
+        }
+    }
+}
+
+/// One row of an aggregate: SQL++ numbers may come back as floats, so whole numbers are
+/// read from either form and anything else is corrupt.
+#[derive(Debug, Deserialize)]
+struct AggregateRow {
+    #[serde(default)]
+    k: Option<String>,
+    #[serde(default)]
+    n: Option<Value>,
+    #[serde(default)]
+    cents: Option<Value>,
+    #[serde(default)]
+    paid: Option<Value>,
+}
+
+/// A whole number from an aggregate (`null` or missing is 0).
+fn whole(v: Option<&Value>) -> Result<i64, StoreError> {
+    match v {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(i)
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+                    _ => Err(StoreError::Corrupt(format!(
+                        "aggregate {n} is not a whole number"
+                    ))),
+                }
+            }
+        }
+        Some(other) => Err(StoreError::Corrupt(format!(
+            "aggregate {other} is not a number"
+        ))),
+    }
+}
+
+/// What the background connection task has reached.
+#[derive(Clone)]
+enum Connection {
+    Connecting {
+        attempts: u32,
+        last_error: Option<String>,
+    },
+    Ready(Arc<Connected>),
+}
+
+struct Connected {
+    cluster: Cluster,
+    collection: Collection,
+}
+
+/// The Couchbase adapter of [`OrderStore`].
+#[derive(Clone)]
+pub struct CouchbaseStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: CouchbaseConfig,
+    state: watch::Receiver<Connection>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for CouchbaseStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.inner.state.borrow() {
+            Connection::Connecting { attempts, .. } => format!("connecting ({attempts} tries)"),
+            Connection::Ready(_) => "ready".to_owned(),
+        };
+        f.debug_struct("CouchbaseStore")
+            .field("config", &self.inner.config)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// Runs `fut` under `limit`; a timeout is `Unavailable`, naming what timed out.
+async fn deadline<T>(
+    what: &str,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("couchbase {what} timed out after {limit:?}")))
+}
+
+/// Replaces the password in a message, should the SDK ever echo it.
+fn scrub(e: StoreError, secret: &Secret) -> StoreError {
+    let s = secret.expose();
+    if s.is_empty() {
+        return e;
+    }
+    let clean = |m: String| m.replace(s, "***");
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(clean(m)),
+        StoreError::Query(m) => StoreError::Query(clean(m)),
+        StoreError::Corrupt(m) => StoreError::Corrupt(clean(m)),
+    }
+}
+
+/// The message of an error, without its kind (which the caller wraps again).
+fn detail(e: StoreError) -> String {
+    match e {
+        StoreError::Unavailable(m) | StoreError::Query(m) | StoreError::Corrupt(m) => m,
+    }
+}
+
+/// One connection attempt: connect, wait for the bucket, create the indexes.
+async fn connect_once(config: &CouchbaseConfig) -> Result<Connected, StoreError> {
+    let auth = PasswordAuthenticator::new(config.username.clone(), config.password.expose());
+    let options = ClusterOptions::new(auth.into())
+        .kv_options(KvOptions::new().connect_timeout(config.connect_timeout));
+    // The SDK keeps retrying a refused connection or a rejected login until our deadline,
+    // so a timeout here names what to check.
+    let hint = |step: &str| {
+        StoreError::Unavailable(format!(
+            "{step} at {} timed out after {:?}: check COUCHBASE_HOST, that the cluster is \
+             reachable, and COUCHBASE_USERNAME/COUCHBASE_PASSWORD",
+            config.connection_string, config.connect_timeout
+        ))
+    };
+    let cluster = tokio::time::timeout(
+        config.connect_timeout,
+        Cluster::connect(&config.connection_string, options),
+    )
+    .await
+    .map_err(|_| hint("connecting to couchbase"))?
+    .map_err(|e| store_error(&e))?;
+    let bucket = cluster.bucket(config.bucket.clone());
+    tokio::time::timeout(
+        config.connect_timeout,
+        bucket.wait_until_ready(WaitUntilReadyOptions::new()),
+    )
+    .await
+    .map_err(|_| hint(&format!("opening bucket {:?}", config.bucket)))?
+    .map_err(|e| store_error(&e))?;
+    for ddl in index_statements(&config.bucket) {
+        let created = deadline(
+            "index creation",
+            config.query_timeout,
+            cluster.query(ddl.clone(), None),
+        )
+        .await?;
+        match created {
+            Ok(_) => {}
+            // Another instance created it between our check and our statement.
+            Err(e) if matches!(e.kind(), ErrorKind::IndexExists) => {}
+            Err(e) => return Err(store_error(&e)),
+        }
+    }
+    Ok(Connected {
+        collection: bucket.default_collection(),
+        cluster,
+    })
+}
+
+/// Connects until it succeeds, publishing each failure so callers can say why.
+async fn connect_loop(config: CouchbaseConfig, state: watch::Sender<Connection>) {
+    let mut backoff = Duration::from_millis(500);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match connect_once(&config).await {
+            Ok(connected) => {
+                tracing::info!(bucket = %config.bucket, attempts, "connected to couchbase");
+                let _ = state.send(Connection::Ready(Arc::new(connected)));
+                return;
+            }
+            Err(e) => {
+                let e = scrub(e, &config.password);
+                tracing::warn!(error = %e, attempts, "couchbase not ready; retrying");
+                let _ = state.send(Connection::Connecting {
+                    attempts,
+                    last_error: Some(detail(e)),
+                });
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+impl CouchbaseStore {
+    /// Starts connecting in the background and returns at once; calls answer
+    /// `Unavailable` until the connection and the indexes are ready. Needs a Tokio runtime.
+    pub fn connect(config: CouchbaseConfig) -> Result<Self, StoreError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            StoreError::Unavailable("the couchbase store needs a Tokio runtime".into())
+        })?;
+        let (tx, rx) = watch::channel(Connection::Connecting {
+            attempts: 0,
+            last_error: None,
+        });
+        let task = runtime.spawn(connect_loop(config.clone(), tx));
+        Ok(CouchbaseStore {
+            inner: Arc::new(Inner {
+                config,
+                state: rx,
+                task,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &CouchbaseConfig {
+        &self.inner.config
+    }
+
+    /// Waits until connected, or until an attempt fails (its error), or `limit` passes.
+    pub async fn wait_ready(&self, limit: Duration) -> Result<(), StoreError> {
+        let start = Instant::now();
+        let mut rx = self.inner.state.clone();
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                match &*rx.borrow_and_update() {
+                    Connection::Ready(_) => return Ok(()),
+                    Connection::Connecting {
+                        last_error: Some(e),
+                        ..
+                    } => return Err(StoreError::Unavailable(e.clone())),
+                    Connection::Connecting { .. } => {}
+                }
+                if rx.changed().await.is_err() {
+                    return Err(StoreError::Unavailable(
+                        "couchbase connection task ended".into(),
+                    ));
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "couchbase at {} not ready after {:?}",
+                self.inner.config.connection_string,
+                start.elapsed()
+            )))
+        })
+    }
+
+    /// The live connection, or `Unavailable` with the reason it is not there yet.
+    fn connected(&self) -> Result<Arc<Connected>, StoreError> {
+        match &*self.inner.state.borrow() {
+            Connection::Ready(c) => Ok(c.clone()),
+            Connection::Connecting { last_error, .. } => Err(StoreError::Unavailable(format!(
+                "not connected to couchbase at {} yet{}",
+                self.inner.config.connection_string,
+                last_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    fn ns(&self) -> &str {
+        &self.inner.config.key_prefix
+    }
+
+    /// Runs one SQL++ statement with named parameters and `RequestPlus` consistency (the
+    /// API reads what the writer just stored), rows included in the deadline.
+    async fn query<T: DeserializeOwned + 'static>(
+        &self,
+        statement: String,
+        params: Vec<(&'static str, Value)>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.connected()?;
+        let config = &self.inner.config;
+        let mut options = QueryOptions::new()
+            .scan_consistency(ScanConsistency::RequestPlus)
+            .server_timeout(config.query_timeout)
+            .read_only(true);
+        for (name, value) in params {
+            options = options
+                .add_named_parameter(name, value)
+                .map_err(|e| store_error(&e))?;
+        }
+        let run = async {
+            let mut result = conn.cluster.query(statement, options).await?;
+            result.rows::<T>().try_collect::<Vec<T>>().await
+        };
+        deadline("query", config.query_timeout, run)
+            .await?
+            .map_err(|e| scrub(store_error(&e), &config.password))
+    }
+
+    /// Reads one document; `None` when it does not exist.
+    async fn get<T: DeserializeOwned>(&self, key: String) -> Result<Option<T>, StoreError> {
+        let conn = self.connected()?;
+        let config = &self.inner.config;
+        match deadline("get", config.kv_timeout, conn.collection.get(&key, None)).await? {
+            Ok(doc) => doc
+                .content_as::<T>()
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("document {key}: {e}"))),
+            Err(e) if matches!(e.kind(), ErrorKind::DocumentNotFound) => Ok(None),
+            Err(e) => Err(scrub(store_error(&e), &config.password)),
+        }
+    }
+
+    /// Inserts documents concurrently; returns how many were new (`DocumentExists` means
+    /// a redelivery: already stored, not counted).
+    async fn insert_all(
+        &self,
+        conn: &Connected,
+        docs: Vec<(String, Value)>,
+    ) -> Result<usize, StoreError> {
+        let config = &self.inner.config;
+        let results = futures::stream::iter(docs)
+            .map(|(key, doc)| async move {
+                match deadline(
+                    "insert",
+                    config.kv_timeout,
+                    conn.collection.insert(&key, &doc, None),
+                )
+                .await?
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) if matches!(e.kind(), ErrorKind::DocumentExists) => Ok(false),
+                    Err(e) => Err(scrub(store_error(&e), &config.password)),
+                }
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect::<Vec<Result<bool, StoreError>>>()
+            .await;
+        let mut new = 0;
+        for r in results {
+            if r? {
+                new += 1;
+            }
+        }
+        Ok(new)
+    }
+}
+
+#[async_trait]
+impl OrderStore for CouchbaseStore {
+    /// Not one transaction: each document is inserted on its own. A failed batch is
+    /// retried whole by the writer; what it had stored is found again, not doubled, and
+    /// the totals (derived from the documents) stay exact.
+    async fn apply(&self, batch: Arc<StoreBatch>) -> Result<BatchOutcome, StoreError> {
+        if batch.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let conn = self.connected()?;
+        let ns = self.ns();
+        let now = Timestamp::now();
+        let orders = batch
+            .orders
+            .iter()
+            .map(|s| (order_key(ns, s.order.order_id), order_document(ns, s)))
+            .collect();
+        let alerts = batch
+            .alerts
+            .iter()
+            .map(|a| (alert_key(ns, a.order_id), alert_document(ns, a, now)))
+            .collect();
+        let payments = batch
+            .payments
+            .iter()
+            .map(|p| (payment_key(ns, p.order_id), payment_document(ns, p, now)))
+            .collect();
+        let (new_orders, new_alerts, new_payments) = tokio::try_join!(
+            self.insert_all(&conn, orders),
+            self.insert_all(&conn, alerts),
+            self.insert_all(&conn, payments),
+        )?;
+        Ok(BatchOutcome {
+            new_orders,
+            new_alerts,
+            new_payments,
+        })
+    }
+
+    async fn totals(&self) -> Result<Totals, StoreError> {
+        let bucket = &self.inner.config.bucket;
+        let ns = || vec![("ns", json!(self.ns()))];
+        let (by_country, by_status, fraud, payments) = tokio::try_join!(
+            self.query::<AggregateRow>(totals_by_statement(bucket, "country"), ns()),
+            self.query::<AggregateRow>(totals_by_statement(bucket, "status"), ns()),
+            self.query::<AggregateRow>(fraud_totals_statement(bucket), ns()),
+            self.query::<AggregateRow>(payment_totals_statement(bucket), ns()),
+        )?;
+        let mut t = Totals::default();
+        for row in &by_country {
+            let (count, cents) = (whole(row.n.as_ref())?, whole(row.cents.as_ref())?);
+            t.order_count += count as u64;
+            t.total_sales.0 += cents;
+            t.by_country.insert(
+                row.k.clone().unwrap_or_default(),
+                CountAndSum {
+                    count: count as u64,
+                    sales: Cents(cents),
+                },
+            );
+        }
+        for row in &by_status {
+            t.by_status.insert(
+                row.k.clone().unwrap_or_default(),
+                CountAndSum {
+                    count: whole(row.n.as_ref())? as u64,
+                    sales: Cents(whole(row.cents.as_ref())?),
+                },
+            );
+        }
+        if let Some(row) = fraud.first() {
+            t.fraud_count = whole(row.n.as_ref())? as u64;
+            t.fraud_sales = Cents(whole(row.cents.as_ref())?);
+        }
+        if let Some(row) = payments.first() {
+            t.payment_count = whole(row.n.as_ref())? as u64;
+            t.paid_count = whole(row.paid.as_ref())? as u64;
+        }
+        Ok(t)
+    }
+
+    async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {
+        let rows: Vec<Option<u64>> = self
+            .query(
+                max_order_id_statement(&self.inner.config.bucket),
+                vec![("ns", json!(self.ns()))],
+            )
+            .await?;
+        Ok(rows.into_iter().flatten().next())
+    }
+
+    async fn latest_orders(&self, query: &OrderQuery) -> Result<Vec<OrderDocument>, StoreError> {
+        let rows: Vec<OrderRow> = self
+            .query(
+                latest_orders_statement(&self.inner.config.bucket, query),
+                latest_orders_params(self.ns(), query),
+            )
+            .await?;
+        Ok(rows.into_iter().map(OrderDocument::from).collect())
+    }
+
+    /// Three key-value reads: the order, and its alert and payment if any.
+    async fn order(&self, order_id: u64) -> Result<Option<OrderDocument>, StoreError> {
+        let ns = self.ns();
+        let (order, alert, payment) = tokio::try_join!(
+            self.get::<OrderRow>(order_key(ns, order_id)),
+            self.get::<AlertRow>(alert_key(ns, order_id)),
+            self.get::<PaymentRow>(payment_key(ns, order_id)),
+        )?;
+        Ok(order.map(|mut row| {
+            row.fraud_reason = alert.map(|a| a.reason);
+            row.payment_status = payment.map(|p| p.status);
+            OrderDocument::from(row)
+        }))
+    }
+
+    async fn alert(&self, order_id: u64) -> Result<Option<StoredAlert>, StoreError> {
+        let row = self.get::<AlertRow>(alert_key(self.ns(), order_id)).await?;
+        Ok(row.map(StoredAlert::from))
+    }
+
+    async fn payment(&self, order_id: u64) -> Result<Option<StoredPayment>, StoreError> {
+        let row = self
+            .get::<PaymentRow>(payment_key(self.ns(), order_id))
+            .await?;
+        Ok(row.map(StoredPayment::from))
+    }
+
+    async fn latest_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows: Vec<AlertRow> = self
+            .query(
+                latest_alerts_statement(&self.inner.config.bucket),
+                vec![("ns", json!(self.ns())), ("limit", json!(limit))],
+            )
+            .await?;
+        Ok(rows.into_iter().map(StoredAlert::from).collect())
+    }
+
+    async fn latest_payments(&self, limit: usize) -> Result<Vec<StoredPayment>, StoreError> {
+        let rows: Vec<PaymentRow> = self
+            .query(
+                latest_payments_statement(&self.inner.config.bucket),
+                vec![("ns", json!(self.ns())), ("limit", json!(limit))],
+            )
+            .await?;
+        Ok(rows.into_iter().map(StoredPayment::from).collect())
+    }
+
+    /// Ready means connected with the indexes in place; then a ping of the key-value and
+    /// query services must answer within the key-value deadline.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let conn = self.connected()?;
+        let config = &self.inner.config;
+        deadline("ping", config.kv_timeout, conn.cluster.ping(None))
+            .await?
+            .map(|_| ())
+            .map_err(|e| scrub(store_error(&e), &config.password))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::couchbase::service_type::ServiceType;
+
+    fn kind(e: StoreError) -> &'static str {
+        match e {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Query(_) => "query",
+            StoreError::Corrupt(_) => "corrupt",
+        }
+    }
+
+    #[test]
+    fn sdk_errors_map_to_store_kinds() {
+        let cases = [
+            (ErrorKind::ServerTimeout, "unavailable"),
+            (ErrorKind::AuthenticationFailure, "unavailable"),
+            (ErrorKind::BucketNotFound, "unavailable"),
+            (ErrorKind::TemporaryFailure, "unavailable"),
+            (ErrorKind::RequestCanceled, "unavailable"),
+            (
+                ErrorKind::ServiceNotAvailable(ServiceType::QUERY),
+                "unavailable",
+            ),
+            (ErrorKind::IndexNotFound, "unavailable"),
+            (
+                ErrorKind::OtherFailure("connection refused".into()),
+                "unavailable",
+            ),
+            (ErrorKind::DecodingFailure("bad".into()), "corrupt"),
+            (ErrorKind::DocumentNotJSON, "corrupt"),
+            (ErrorKind::ParsingFailure, "query"),
+            (ErrorKind::PlanningFailure, "query"),
+            (ErrorKind::ValueTooLarge, "query"),
+            (ErrorKind::EncodingFailure("x".into()), "query"),
+            (ErrorKind::DocumentExists, "query"),
+        ];
+        for (k, want) in cases {
+            let e = CbError::new(k.clone());
+            let mapped = store_error(&e);
+            assert!(mapped.to_string().contains("couchbase"), "{mapped}");
+            assert_eq!(kind(mapped), want, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn index_ddl_is_idempotent_and_partial_by_type() {
+        let ddl = index_statements("order_analytics");
+        assert_eq!(
+            ddl,
+            vec![
+                "CREATE INDEX IF NOT EXISTS idx_orders_latest ON `order_analytics`(ns, order_id DESC) WHERE type = \"order\"",
+                "CREATE INDEX IF NOT EXISTS idx_orders_created ON `order_analytics`(ns, created_us DESC) WHERE type = \"order\"",
+                "CREATE INDEX IF NOT EXISTS idx_orders_by_country ON `order_analytics`(ns, country, amount_cents) WHERE type = \"order\"",
+                "CREATE INDEX IF NOT EXISTS idx_orders_by_status ON `order_analytics`(ns, status, amount_cents) WHERE type = \"order\"",
+                "CREATE INDEX IF NOT EXISTS idx_alerts_latest ON `order_analytics`(ns, order_id DESC, amount_cents) WHERE type = \"alert\"",
+                "CREATE INDEX IF NOT EXISTS idx_payments_latest ON `order_analytics`(ns, order_id DESC, status) WHERE type = \"payment\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn statements_are_golden() {
+        let b = "order_analytics";
+        assert_eq!(
+            latest_orders_statement(
+                b,
+                &OrderQuery {
+                    limit: 10,
+                    ..OrderQuery::default()
+                }
+            ),
+            "SELECT o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, o.status, \
+             o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at, \
+             a.reason AS fraud_reason, p.status AS payment_status FROM `order_analytics` AS o \
+             LEFT JOIN `order_analytics` AS a ON KEYS $ns || \"alert::\" || TOSTRING(o.order_id) \
+             LEFT JOIN `order_analytics` AS p ON KEYS $ns || \"payment::\" || TOSTRING(o.order_id) \
+             WHERE o.type = \"order\" AND o.ns = $ns ORDER BY o.order_id DESC LIMIT $limit"
+        );
+        assert_eq!(
+            totals_by_statement(b, "country"),
+            "SELECT o.country AS k, COUNT(1) AS n, SUM(o.amount_cents) AS cents \
+             FROM `order_analytics` AS o WHERE o.type = \"order\" AND o.ns = $ns \
+             GROUP BY o.country"
+        );
+        assert_eq!(
+            fraud_totals_statement(b),
+            "SELECT COUNT(1) AS n, SUM(a.amount_cents) AS cents FROM `order_analytics` AS a \
+             WHERE a.type = \"alert\" AND a.ns = $ns"
+        );
+        assert_eq!(
+            payment_totals_statement(b),
+            "SELECT COUNT(1) AS n, SUM(CASE WHEN p.status = \"PAID\" THEN 1 ELSE 0 END) AS paid \
+             FROM `order_analytics` AS p WHERE p.type = \"payment\" AND p.ns = $ns"
+        );
+        assert_eq!(
+            max_order_id_statement(b),
+            "SELECT RAW o.order_id FROM `order_analytics` AS o WHERE o.type = \"order\" \
+             AND o.ns = $ns ORDER BY o.order_id DESC LIMIT 1"
+        );
+        assert_eq!(
+            latest_alerts_statement(b),
+            "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
+             a.stored_at FROM `order_analytics` AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+             ORDER BY a.order_id DESC LIMIT $limit"
+        );
+        assert_eq!(
+            latest_payments_statement(b),
+            "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
+             FROM `order_analytics` AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+             ORDER BY p.order_id DESC LIMIT $limit"
+        );
+    }
+
+    #[test]
+    fn filters_add_fixed_fragments_and_named_parameters_only() {
+        let hostile = "US\" OR 1=1 --";
+        assert!(
+            hostile.parse::<Country>().is_err(),
+            "domain types reject it first"
+        );
+        let q = OrderQuery {
+            limit: 5,
+            before_id: Some(42),
+            country: Some("DE".parse().unwrap()),
+            status: Some(OrderStatus::Cancelled),
+            fraud: Some(false),
+            payment_status: Some(PaymentStatus::Paid),
+        };
+        let s = latest_orders_statement("order_analytics", &q);
+        assert!(s.ends_with(
+            "WHERE o.type = \"order\" AND o.ns = $ns AND o.order_id < $before_id \
+             AND o.country = $country AND o.status = $status AND a IS MISSING \
+             AND p.status = $payment_status ORDER BY o.order_id DESC LIMIT $limit"
+        ));
+        assert!(!s.contains("\"DE\"") && !s.contains("42") && !s.contains("CANCELLED"));
+        let params = latest_orders_params("run1:", &q);
+        let get = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("ns"), Some(json!("run1:")));
+        assert_eq!(get("before_id"), Some(json!(42)));
+        assert_eq!(get("country"), Some(json!("DE")));
+        assert_eq!(get("status"), Some(json!("CANCELLED")));
+        assert_eq!(get("payment_status"), Some(json!("PAID")));
+        assert_eq!(get("limit"), Some(json!(5)));
+        let fraud_only = latest_orders_statement(
+            "b",
+            &OrderQuery {
+                limit: 1,
+                fraud: Some(true),
+                ..OrderQuery::default()
+            },
+        );
+        assert!(fraud_only.contains(" AND a IS NOT MISSING ORDER BY"));
+    }
+
+    #[test]
+    fn keys_follow_the_spec_and_the_prefix() {
+        assert_eq!(order_key("", 123), "123");
+        assert_eq!(alert_key("", 123), "alert::123");
+        assert_eq!(payment_key("", 123), "payment::123");
+        assert_eq!(order_key("t1:", 7), "t1:7");
+        assert_eq!(alert_key("t1:", 7), "t1:alert::7");
+    }
+
+    #[test]
+    fn order_documents_round_trip_exactly() {
+        let g = crate::generator::OrderGenerator::new(3);
+        let mut order = g.order(77, Timestamp::now());
+        order.source = Some("order-service".into());
+        let stored = StoredOrder {
+            order: order.clone(),
+            kafka_partition: 4,
+            kafka_offset: 99,
+            processed_at: Timestamp::now(),
+        };
+        let doc = order_document("", &stored);
+        assert_eq!(doc["type"], "order");
+        assert_eq!(doc["order_id"], 77);
+        assert_eq!(doc["amount_cents"], order.amount.0);
+        assert_eq!(doc["kafka_partition"], 4);
+        assert_eq!(doc["kafka_offset"], 99);
+        assert!(doc["processed_at"].is_string());
+        let row: OrderRow = serde_json::from_value(doc).unwrap();
+        let back = OrderDocument::from(row);
+        assert_eq!(back.order, order);
+        assert!(!back.fraud);
+
+        let alert = FraudAlert {
+            order_id: 77,
+            reason: "R".into(),
+            amount: Cents(35_001),
+            country: "DE".parse().unwrap(),
+            rule_id: None,
+            detected_at: None,
+        };
+        let now = Timestamp::now();
+        let back: AlertRow = serde_json::from_value(alert_document("", &alert, now)).unwrap();
+        assert_eq!(StoredAlert::from(back).alert, alert);
+        let payment = Payment {
+            order_id: 77,
+            status: PaymentStatus::Failed,
+            amount: Cents(24_999),
+            country: "US".parse().unwrap(),
+            timestamp: 1705314600.123,
+        };
+        let back: PaymentRow = serde_json::from_value(payment_document("", &payment, now)).unwrap();
+        assert_eq!(StoredPayment::from(back).payment, payment);
+    }
+
+    #[test]
+    fn aggregates_read_whole_numbers_only() {
+        assert_eq!(whole(None).unwrap(), 0);
+        assert_eq!(whole(Some(&Value::Null)).unwrap(), 0);
+        assert_eq!(whole(Some(&json!(1234567))).unwrap(), 1234567);
+        assert_eq!(whole(Some(&json!(1.234567e6))).unwrap(), 1234567);
+        assert!(matches!(
+            whole(Some(&json!(12.5))),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            whole(Some(&json!("12"))),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    fn config(connection_string: &str) -> CouchbaseConfig {
+        CouchbaseConfig::new(
+            connection_string,
+            "order_analytics",
+            "app",
+            Secret::new("PASSWORD-VALUE-9"),
+        )
+    }
+
+    #[test]
+    fn config_follows_the_spec_and_rejects_bad_names() {
+        let args = StoreArgs {
+            couchbase_host: Some("cb.abc.cloud.couchbase.com".into()),
+            couchbase_username: Some("app".into()),
+            couchbase_password: Some(Secret::new("pw")),
+            ..StoreArgs::default()
+        };
+        let c = CouchbaseConfig::from_store_args(&args).unwrap().unwrap();
+        assert_eq!(
+            c.connection_string,
+            "couchbases://cb.abc.cloud.couchbase.com"
+        );
+        assert_eq!(c.bucket, "order_analytics");
+        assert_eq!(c.key_prefix, "");
+        assert!(CouchbaseConfig::from_store_args(&StoreArgs::default())
+            .unwrap()
+            .is_none());
+        let no_password = StoreArgs {
+            couchbase_password: None,
+            ..args.clone()
+        };
+        let err = CouchbaseConfig::from_store_args(&no_password).unwrap_err();
+        assert!(err.to_string().contains("COUCHBASE_PASSWORD"), "{err}");
+        let bad_bucket = StoreArgs {
+            couchbase_bucket: "a`b".into(),
+            ..args
+        };
+        assert!(CouchbaseConfig::from_store_args(&bad_bucket).is_err());
+        let mut c = config("couchbase://h");
+        c.key_prefix = "x\"".into();
+        assert!(c.validate().is_err());
+        assert!(config("http://h").validate().is_err());
+    }
+
+    #[tokio::test]
+    async fn secrets_never_print() {
+        let store = CouchbaseStore::connect(config("couchbase://127.0.0.1:1")).unwrap();
+        let dump = format!("{store:?} {store:#?} {:?}", store.config());
+        assert!(!dump.contains("PASSWORD-VALUE-9"), "{dump}");
+        assert!(dump.contains("***"), "{dump}");
+        let e = scrub(
+            StoreError::Unavailable("auth PASSWORD-VALUE-9 failed".into()),
+            &store.config().password,
+        );
+        assert!(!e.to_string().contains("PASSWORD-VALUE-9"));
+    }
+
+    #[test]
+    fn connecting_needs_a_runtime_and_says_so() {
+        let err = CouchbaseStore::connect(config("couchbase://127.0.0.1:1")).unwrap_err();
+        assert!(err.to_string().contains("Tokio runtime"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_fails_clearly_within_seconds() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut c = config(&format!("couchbase://127.0.0.1:{port}"));
+        c.connect_timeout = Duration::from_secs(3);
+        let store = CouchbaseStore::connect(c).unwrap();
+        let start = Instant::now();
+        // Not ready: calls answer at once instead of hanging in the SDK's retries.
+        let e = store.ping().await.unwrap_err();
+        assert_eq!(kind(e), "unavailable");
+        let e = store.totals().await.unwrap_err();
+        assert_eq!(kind(e), "unavailable");
+        let e = store
+            .apply(Arc::new(StoreBatch {
+                payments: vec![Payment {
+                    order_id: 1,
+                    status: PaymentStatus::Paid,
+                    amount: Cents(1),
+                    country: "US".parse().unwrap(),
+                    timestamp: 0.0,
+                }],
+                ..StoreBatch::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(e), "unavailable");
+        let e = store.wait_ready(Duration::from_secs(15)).await.unwrap_err();
+        let elapsed = start.elapsed();
+        assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+        let text = e.to_string();
+        eprintln!("closed port after {elapsed:?}: {text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert_eq!(kind(e), "unavailable");
+        assert!(!text.contains("PASSWORD-VALUE-9"), "{text}");
+        let e = store.ping().await.unwrap_err();
+        assert!(e.to_string().contains("not connected"), "{e}");
+        assert!(e.to_string().contains(&port.to_string()), "{e}");
+    }
+}
