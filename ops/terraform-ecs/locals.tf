@@ -1,0 +1,142 @@
+locals {
+  api_port = 8000
+
+  # The five services, all from var.image. Each becomes one task definition, one ECS
+  # service and one log group (for_each over this map).
+  #   command:  the full command (the image sets no entrypoint).
+  #   store:    whether the container gets the Couchbase secrets.
+  #   env:      plain environment variables on top of local.common_env.
+  #   port:     the container port behind the ALB, or null.
+  #   min/max_healthy_percent: the rolling-deployment bounds.
+  services = {
+    producer = {
+      command = ["ordersd", "producer"]
+      # The producer reads the highest stored order id at start, so ids continue
+      # across restarts instead of starting again at 1.
+      store = true
+      env   = { SLEEP_SECONDS = var.sleep_seconds }
+      port  = null
+      # Stop the old producer before starting the new one: two producers running side
+      # by side during a deployment would emit the same order ids.
+      min_healthy_percent = 0
+      max_percent         = 100
+    }
+    fraud = {
+      command             = ["ordersd", "fraud"]
+      store               = false
+      env                 = { FRAUD_THRESHOLD = var.fraud_threshold }
+      port                = null
+      min_healthy_percent = 100
+      max_percent         = 200
+    }
+    payment = {
+      command             = ["ordersd", "payment"]
+      store               = false
+      env                 = { PAYMENT_DELAY_MS = var.payment_delay_ms }
+      port                = null
+      min_healthy_percent = 100
+      max_percent         = 200
+    }
+    analytics = {
+      command             = ["ordersd", "analytics"]
+      store               = true
+      env                 = {}
+      port                = null
+      min_healthy_percent = 100
+      max_percent         = 200
+    }
+    api = {
+      command             = ["ordersd", "api"]
+      store               = true
+      env                 = { ORDERS_API_ADDR = "0.0.0.0:${local.api_port}" }
+      port                = local.api_port
+      min_healthy_percent = 100
+      max_percent         = 200
+    }
+  }
+
+  common_env = {
+    TOPIC_NAME        = var.topic_name
+    ORDERS_LOG_FORMAT = "json"
+    RUST_LOG          = var.rust_log
+  }
+
+  # Environment variable name => Secrets Manager reference "<secret arn>:<json key>::"
+  # (the two trailing fields, version stage and version id, are left empty: AWSCURRENT).
+  # ECS resolves them when a task starts and hands them to the container as plain
+  # environment variables, so the application reads them like any other; the values
+  # never appear in the task definition. After changing a secret, start new tasks
+  # (aws ecs update-service --force-new-deployment) for them to see it.
+  kafka_secrets = {
+    KAFKA_BOOTSTRAP_SERVERS = "${aws_secretsmanager_secret.confluent.arn}:bootstrap_servers::"
+    CONFLUENT_API_KEY       = "${aws_secretsmanager_secret.confluent.arn}:api_key::"
+    CONFLUENT_API_SECRET    = "${aws_secretsmanager_secret.confluent.arn}:api_secret::"
+  }
+  store_secrets = {
+    COUCHBASE_HOST     = "${aws_secretsmanager_secret.couchbase.arn}:host::"
+    COUCHBASE_BUCKET   = "${aws_secretsmanager_secret.couchbase.arn}:bucket::"
+    COUCHBASE_USERNAME = "${aws_secretsmanager_secret.couchbase.arn}:username::"
+    COUCHBASE_PASSWORD = "${aws_secretsmanager_secret.couchbase.arn}:password::"
+  }
+
+  # The api container's own health check is readiness (`ordersctl json health` exits 0
+  # only when both the store and Kafka answer). ECS replaces a task whose essential
+  # container turns UNHEALTHY, so keep it lenient: a short Kafka or Couchbase hiccup
+  # must not recycle every api task. The ALB checks liveness on /healthz (alb.tf).
+  api_health_check = {
+    command     = ["CMD", "ordersctl", "json", "health", "--api", "http://127.0.0.1:${local.api_port}"]
+    interval    = 30
+    timeout     = 10
+    retries     = 3
+    startPeriod = 60
+  }
+
+  container_definitions = {
+    for name, svc in local.services : name => [
+      # Drop the null attributes (no port mappings, no health check, no registry
+      # credentials) rather than sending nulls to ECS.
+      { for k, v in {
+        name      = name
+        image     = var.image
+        essential = true
+        command   = svc.command
+
+        # for over a map iterates in key order, which keeps the task definition stable
+        # between plans.
+        environment = [
+          for env_name, value in merge(local.common_env, svc.env) : { name = env_name, value = value }
+        ]
+        secrets = [
+          for env_name, value_from in merge(local.kafka_secrets, svc.store ? local.store_secrets : {}) :
+          { name = env_name, valueFrom = value_from }
+        ]
+
+        portMappings = svc.port == null ? null : [
+          { containerPort = svc.port, protocol = "tcp" }
+        ]
+        healthCheck = name == "api" ? local.api_health_check : null
+
+        repositoryCredentials = var.registry_credentials_arn == "" ? null : {
+          credentialsParameter = var.registry_credentials_arn
+        }
+
+        # The daemons make a final offset commit (and the producer flushes) on SIGTERM;
+        # give them 30 s before SIGKILL.
+        stopTimeout = 30
+
+        # A small init as PID 1 forwards SIGTERM to ordersd and reaps the processes that
+        # ECS exec sessions leave behind (AWS recommends it for ECS exec).
+        linuxParameters = { initProcessEnabled = true }
+
+        logConfiguration = {
+          logDriver = "awslogs"
+          options = {
+            awslogs-group         = aws_cloudwatch_log_group.service[name].name
+            awslogs-region        = data.aws_region.current.name
+            awslogs-stream-prefix = "ecs"
+          }
+        }
+      } : k => v if v != null }
+    ]
+  }
+}

@@ -1,0 +1,278 @@
+# ---------------------------------------------------------------------------
+# Placement and naming
+# ---------------------------------------------------------------------------
+
+variable "aws_region" {
+  type        = string
+  description = "AWS region to deploy into."
+  default     = "us-east-1"
+}
+
+variable "name" {
+  type        = string
+  description = "Name of the deployment: the cluster, the services (<name>-api, ...), the ALB, the IAM roles and the log groups (/ecs/<name>/<service>) are named after it."
+  default     = "orders"
+
+  validation {
+    # The ALB and target group names ("<name>-alb", "<name>-api") may not exceed 32 characters.
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.name))
+    error_message = "name must be 1-20 characters of lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "tags" {
+  type        = map(string)
+  description = "Extra tags for every resource."
+  default     = {}
+}
+
+# ---------------------------------------------------------------------------
+# The image: one image, both binaries (ordersd runs a role, ordersctl is the console)
+# ---------------------------------------------------------------------------
+
+variable "image" {
+  type        = string
+  description = "Container image holding ordersd and ordersctl, e.g. \"ghcr.io/acme/orders:latest\". Its entrypoint is not set: the task definitions give the full command."
+}
+
+variable "registry_credentials_arn" {
+  type        = string
+  description = "ARN of an existing Secrets Manager secret with {\"username\", \"password\"} for a private registry (e.g. a GitHub token with read:packages for ghcr.io). Empty: the image is pulled anonymously (public image, or ECR through the execution role)."
+  default     = ""
+}
+
+variable "cpu_architecture" {
+  type        = string
+  description = "CPU architecture of the tasks; the image must be built for it."
+  default     = "X86_64"
+
+  validation {
+    condition     = contains(["X86_64", "ARM64"], var.cpu_architecture)
+    error_message = "cpu_architecture must be X86_64 or ARM64."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Networking: an existing VPC. Tasks reach Confluent Cloud and Couchbase Capella on the
+# internet, so the private subnets need a NAT gateway (or see assign_public_ip).
+# ---------------------------------------------------------------------------
+
+variable "vpc_id" {
+  type        = string
+  description = "ID of the existing VPC."
+}
+
+variable "public_subnet_ids" {
+  type        = list(string)
+  description = "Public subnets (route to an internet gateway) for the internet-facing ALB; at least two, in different availability zones."
+
+  validation {
+    condition     = length(var.public_subnet_ids) >= 2
+    error_message = "An ALB needs at least two subnets in different availability zones."
+  }
+}
+
+variable "private_subnet_ids" {
+  type        = list(string)
+  description = "Subnets for the tasks. They need outbound internet access (NAT gateway) for Kafka, Couchbase, the image registry, Secrets Manager, CloudWatch Logs and ECS exec."
+
+  validation {
+    condition     = length(var.private_subnet_ids) >= 1
+    error_message = "Give at least one subnet for the tasks."
+  }
+}
+
+variable "assign_public_ip" {
+  type        = bool
+  description = "Give each task a public IP. Only needed when the task subnets route to an internet gateway instead of a NAT gateway (e.g. public subnets passed as private_subnet_ids); task ingress stays limited to the ALB either way."
+  default     = false
+}
+
+variable "certificate_arn" {
+  type        = string
+  description = "ACM certificate ARN. When set, the ALB also listens on 443 (HTTPS); port 80 keeps forwarding."
+  default     = ""
+}
+
+# ---------------------------------------------------------------------------
+# The cluster and the services
+# ---------------------------------------------------------------------------
+
+variable "enable_container_insights" {
+  type        = bool
+  description = "Turn on CloudWatch Container Insights for the cluster (billed per metric)."
+  default     = false
+}
+
+variable "desired_count" {
+  type = object({
+    producer  = optional(number, 1)
+    fraud     = optional(number, 1)
+    payment   = optional(number, 1)
+    analytics = optional(number, 1)
+    api       = optional(number, 2)
+  })
+  description = "Number of tasks per service. Consumer tasks of one service share the 6 partitions of the orders topic through their consumer group, so more than 6 leaves the extra ones idle. Give only the ones to change, e.g. { fraud = 3 }."
+  default     = {}
+
+  validation {
+    # Two producers would both continue from the same highest stored order id and
+    # write the same ids: the SPEC requires unique order ids.
+    condition     = var.desired_count.producer <= 1
+    error_message = "The producer runs as one task (0 to pause it): two producers would emit the same order ids."
+  }
+
+  validation {
+    condition     = alltrue([for n in values(var.desired_count) : n >= 0 && floor(n) == n])
+    error_message = "Desired counts are whole numbers >= 0."
+  }
+}
+
+variable "task_cpu" {
+  type = object({
+    producer  = optional(number, 256)
+    fraud     = optional(number, 256)
+    payment   = optional(number, 256)
+    analytics = optional(number, 256)
+    api       = optional(number, 256)
+  })
+  description = "Fargate CPU units per task (256 = 0.25 vCPU). Must be a valid Fargate CPU/memory pair with task_memory."
+  default     = {}
+}
+
+variable "task_memory" {
+  type = object({
+    producer  = optional(number, 512)
+    fraud     = optional(number, 512)
+    payment   = optional(number, 512)
+    analytics = optional(number, 512)
+    api       = optional(number, 512)
+  })
+  description = "Fargate memory per task, in MiB."
+  default     = {}
+}
+
+variable "log_retention_days" {
+  type        = number
+  description = "Retention of the /ecs/<name>/<service> log groups, in days."
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be one of the values CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, ...)."
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Application settings (plain environment variables, SPEC names)
+# ---------------------------------------------------------------------------
+
+variable "topic_name" {
+  type        = string
+  description = "TOPIC_NAME: the orders topic (6 partitions). The other topics have fixed names."
+  default     = "orders"
+}
+
+variable "sleep_seconds" {
+  type        = string
+  description = "SLEEP_SECONDS: the producer's pause between orders."
+  default     = "2"
+
+  validation {
+    condition     = can(tonumber(var.sleep_seconds)) && try(tonumber(var.sleep_seconds) >= 0, false)
+    error_message = "sleep_seconds must be a number >= 0, given as a string (e.g. \"0.5\")."
+  }
+}
+
+variable "payment_delay_ms" {
+  type        = string
+  description = "PAYMENT_DELAY_MS: simulated payment processing time per order (payments run concurrently)."
+  default     = "100"
+
+  validation {
+    condition     = can(regex("^[0-9]+$", var.payment_delay_ms))
+    error_message = "payment_delay_ms must be a whole number of milliseconds, given as a string."
+  }
+}
+
+variable "fraud_threshold" {
+  type        = string
+  description = "FRAUD_THRESHOLD: the default rule flags amount > threshold outside US and CA."
+  default     = "300"
+
+  validation {
+    condition     = can(tonumber(var.fraud_threshold))
+    error_message = "fraud_threshold must be a number, given as a string."
+  }
+}
+
+variable "rust_log" {
+  type        = string
+  description = "RUST_LOG filter for every container."
+  default     = "info"
+}
+
+# ---------------------------------------------------------------------------
+# Credentials. They land in two Secrets Manager secrets (secrets.tf) and reach the
+# containers only through the task definitions' `secrets` blocks. No defaults on
+# purpose: pass them with TF_VAR_... environment variables, never in a committed file.
+# ---------------------------------------------------------------------------
+
+variable "credentials_name_prefix" {
+  type        = string
+  description = "Prefix for the two secret names. Empty (the default) keeps the names operators already use: confluent-credentials and couchbase-credentials."
+  default     = ""
+}
+
+variable "credentials_recovery_window_days" {
+  type        = number
+  description = "Days Secrets Manager keeps a deleted secret recoverable (7-30, or 0 to delete at once). While a deleted secret waits, a new one of the same name cannot be created."
+  default     = 7
+
+  validation {
+    condition     = var.credentials_recovery_window_days == 0 || (var.credentials_recovery_window_days >= 7 && var.credentials_recovery_window_days <= 30)
+    error_message = "credentials_recovery_window_days must be 0 or between 7 and 30."
+  }
+}
+
+variable "confluent_bootstrap_servers" {
+  type        = string
+  description = "Confluent Cloud bootstrap servers, e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092."
+  sensitive   = true
+}
+
+variable "confluent_api_key" {
+  type        = string
+  description = "Confluent Cloud API key (SASL PLAIN username)."
+  sensitive   = true
+}
+
+variable "confluent_api_secret" {
+  type        = string
+  description = "Confluent Cloud API secret (SASL PLAIN password)."
+  sensitive   = true
+}
+
+variable "couchbase_host" {
+  type        = string
+  description = "Couchbase Capella host (cb.xxxx.cloud.couchbase.com gets couchbases://) or a full connection string."
+  sensitive   = true
+}
+
+variable "couchbase_bucket" {
+  type        = string
+  description = "Couchbase bucket."
+  default     = "order_analytics"
+}
+
+variable "couchbase_username" {
+  type        = string
+  description = "Couchbase database user."
+  sensitive   = true
+}
+
+variable "couchbase_password" {
+  type        = string
+  description = "Couchbase database user's password."
+  sensitive   = true
+}
