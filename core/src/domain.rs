@@ -188,6 +188,37 @@ impl DecodeError {
     }
 }
 
+/// The largest order id a record may carry: 2^53 − 1, the largest integer that every
+/// JSON reader (JavaScript, SQL++ numbers, any f64) holds exactly, and well inside SQLite's
+/// i64. A larger id would be stored wrapped or rounded, so such a record is dead-lettered.
+pub const MAX_ORDER_ID: u64 = (1 << 53) - 1;
+
+/// The largest amount a record may carry: $10,000,000.00, far above any real order, and
+/// small enough that the totals (i64 cents) of nearly a billion of them cannot overflow.
+/// Without a bound, one absurd amount would make every later total fail to add up.
+pub const MAX_AMOUNT: Cents = Cents(1_000_000_000);
+
+/// The checks every record that names an order shares.
+fn check_order_id_and_amount(order_id: u64, amount: Cents) -> Result<(), DecodeError> {
+    if order_id == 0 {
+        return Err(DecodeError::Invalid("order_id must be positive".into()));
+    }
+    if order_id > MAX_ORDER_ID {
+        return Err(DecodeError::Invalid(format!(
+            "order_id {order_id} is above the largest accepted id {MAX_ORDER_ID}"
+        )));
+    }
+    if amount.is_negative() {
+        return Err(DecodeError::Invalid(format!("negative amount {amount}")));
+    }
+    if amount > MAX_AMOUNT {
+        return Err(DecodeError::Invalid(format!(
+            "amount {amount} is above the largest accepted amount {MAX_AMOUNT}"
+        )));
+    }
+    Ok(())
+}
+
 fn decode_json<T: serde::de::DeserializeOwned>(payload: Option<&[u8]>) -> Result<T, DecodeError> {
     let bytes = payload.ok_or(DecodeError::Empty)?;
     if bytes.len() > MAX_RECORD_BYTES {
@@ -211,16 +242,7 @@ impl Order {
     }
 
     pub fn validate(&self) -> Result<(), DecodeError> {
-        if self.order_id == 0 {
-            return Err(DecodeError::Invalid("order_id must be positive".into()));
-        }
-        if self.amount.is_negative() {
-            return Err(DecodeError::Invalid(format!(
-                "negative amount {}",
-                self.amount
-            )));
-        }
-        Ok(())
+        check_order_id_and_amount(self.order_id, self.amount)
     }
 
     /// The record key: the order id as a decimal string.
@@ -252,9 +274,7 @@ pub struct FraudAlert {
 impl FraudAlert {
     pub fn decode(payload: Option<&[u8]>) -> Result<FraudAlert, DecodeError> {
         let alert: FraudAlert = decode_json(payload)?;
-        if alert.order_id == 0 {
-            return Err(DecodeError::Invalid("order_id must be positive".into()));
-        }
+        check_order_id_and_amount(alert.order_id, alert.amount)?;
         Ok(alert)
     }
     pub fn to_json(&self) -> Vec<u8> {
@@ -309,9 +329,7 @@ pub struct Payment {
 impl Payment {
     pub fn decode(payload: Option<&[u8]>) -> Result<Payment, DecodeError> {
         let payment: Payment = decode_json(payload)?;
-        if payment.order_id == 0 {
-            return Err(DecodeError::Invalid("order_id must be positive".into()));
-        }
+        check_order_id_and_amount(payment.order_id, payment.amount)?;
         if !payment.timestamp.is_finite() {
             return Err(DecodeError::Invalid("timestamp is not finite".into()));
         }

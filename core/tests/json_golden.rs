@@ -2,7 +2,9 @@
 //! records a reader cannot use are rejected with a reason.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use orders_core::domain::{AnalyticsTotals, DecodeError, FraudAlert, Order, Payment};
+use orders_core::domain::{
+    AnalyticsTotals, DecodeError, FraudAlert, Order, Payment, MAX_AMOUNT, MAX_ORDER_ID,
+};
 use orders_core::money::Cents;
 use serde_json::Value;
 
@@ -100,6 +102,15 @@ fn unusable_records_are_rejected_with_a_reason() {
         (with("order_id", Value::from(-4)), "schema"),
         (with("order_id", Value::from(0)), "invalid-value"),
         (with("amount", Value::from(-0.01)), "invalid-value"),
+        // Ids no JSON reader holds exactly, and one past the bound.
+        (with("order_id", Value::from(u64::MAX)), "invalid-value"),
+        (
+            with("order_id", Value::from(MAX_ORDER_ID + 1)),
+            "invalid-value",
+        ),
+        // An amount whose totals would overflow.
+        (with("amount", Value::from(1e13)), "invalid-value"),
+        (with("amount", Value::from(10_000_000.01)), "invalid-value"),
     ];
     for (text, code) in cases {
         let err = Order::decode(Some(text.as_bytes())).unwrap_err();
@@ -112,6 +123,37 @@ fn unusable_records_are_rejected_with_a_reason() {
         Order::decode(Some(huge.as_bytes())).unwrap_err().code(),
         "oversized"
     );
+    let mut at_bounds = base.clone();
+    at_bounds["order_id"] = Value::from(MAX_ORDER_ID);
+    at_bounds["amount"] = Value::from(10_000_000.0);
+    let order = Order::decode(Some(at_bounds.to_string().as_bytes())).unwrap();
+    assert_eq!((order.order_id, order.amount), (MAX_ORDER_ID, MAX_AMOUNT));
+
+    // Alerts and payments are held to the same bounds.
+    let alert = |id: u64, amount: f64| {
+        serde_json::json!({"order_id": id, "reason": "R", "amount": amount, "country": "DE"})
+            .to_string()
+    };
+    assert!(FraudAlert::decode(Some(alert(7, 350.0).as_bytes())).is_ok());
+    for bad in [alert(u64::MAX, 350.0), alert(7, -1.0), alert(7, 1e12)] {
+        let err = FraudAlert::decode(Some(bad.as_bytes())).unwrap_err();
+        assert_eq!(err.code(), "invalid-value", "{bad}");
+    }
+    let payment = |id: u64, amount: f64| {
+        serde_json::json!({"order_id": id, "status": "PAID", "amount": amount,
+                           "country": "US", "timestamp": 1.0})
+        .to_string()
+    };
+    assert!(Payment::decode(Some(payment(7, 10.0).as_bytes())).is_ok());
+    for bad in [
+        payment(MAX_ORDER_ID + 1, 10.0),
+        payment(7, -1.0),
+        payment(7, 1e12),
+    ] {
+        let err = Payment::decode(Some(bad.as_bytes())).unwrap_err();
+        assert_eq!(err.code(), "invalid-value", "{bad}");
+    }
+
     let not_utf8 = [0xff_u8, 0xfe, 0x7b];
     assert_eq!(
         Order::decode(Some(&not_utf8)).unwrap_err().code(),

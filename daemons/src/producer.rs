@@ -7,7 +7,7 @@ use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use orders_core::domain::Timestamp;
+use orders_core::domain::{Timestamp, MAX_ORDER_ID};
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::KafkaSettings;
 use orders_core::store::OrderStore;
@@ -95,7 +95,9 @@ pub fn max_order_id_on_topic(
                         .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
                         .and_then(|v| v.get("order_id").and_then(serde_json::Value::as_u64))
                 });
-                max = max.max(id);
+                // An id out of range was dead-lettered by every reader; it must not
+                // push the next id past what the store and JSON readers hold.
+                max = max.max(id.filter(|id| (1..=MAX_ORDER_ID).contains(id)));
             }
             Some(Err(e)) => tracing::warn!(error = %e, "scanning the orders topic"),
             None => {}
@@ -123,7 +125,13 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
     })
     .await
     .map_err(|e| DaemonError::Task(e.to_string()))??;
-    Ok(stored.max(published).unwrap_or(0) + 1)
+    let next = stored.max(published).unwrap_or(0) + 1;
+    if next > MAX_ORDER_ID {
+        return Err(DaemonError::Task(format!(
+            "order ids are exhausted: the highest id in use is {MAX_ORDER_ID}"
+        )));
+    }
+    Ok(next)
 }
 
 /// Runs the producer until `shutdown` or until `max_orders` are acknowledged.

@@ -11,7 +11,7 @@ use orders_core::kafka::{
 use orders_core::money::Cents;
 use orders_core::store::{OrderQuery, OrderStore};
 use orders_daemons::embedded::{LocalOptions, LocalPipeline, Role};
-use orders_daemons::producer::{Pace, ProducerConfig};
+use orders_daemons::producer::{max_order_id_on_topic, Pace, ProducerConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -281,6 +281,8 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         ("schema", br#"{"order_id": "eight", "customer_id": 1234, "amount": 10.0, "currency": "USD", "country": "US", "status": "CREATED", "created_at": "2024-01-15T10:30:00Z"}"#.to_vec()),
         ("invalid-value", br#"{"order_id": 9, "customer_id": 1234, "amount": -5.0, "currency": "USD", "country": "US", "status": "CREATED", "created_at": "2024-01-15T10:30:00Z"}"#.to_vec()),
         ("oversized", big.into_bytes()),
+        // An id no reader holds exactly; it must not move the producer's next id either.
+        ("invalid-value", br#"{"order_id": 18446744073709551615, "customer_id": 1234, "amount": 5.0, "currency": "USD", "country": "US", "status": "CREATED", "created_at": "2024-01-15T10:30:00Z"}"#.to_vec()),
     ];
     let mut id = 1;
     let mut send_good = |count: u64| {
@@ -294,19 +296,44 @@ async fn poison_records_go_to_the_dead_letter_topic() {
             id += 1;
         }
     };
-    for (_, payload) in &poison {
-        send_good(20);
+    let send_poison = |key: &str, payload: &[u8]| {
         raw.send(
             BaseRecord::<str, [u8]>::to("orders")
-                .key("poison")
+                .key(key)
+                .payload(payload),
+        )
+        .unwrap();
+    };
+    let (huge_id, others) = poison.split_last().unwrap();
+    for (_, payload) in others {
+        send_good(20);
+        send_poison("poison", payload);
+    }
+    send_good(20);
+    // Last on its partition, keyed like an order, as a misbehaving producer would: the
+    // record the next producer reads to find the highest id in use.
+    send_poison("18446744073709551615", &huge_id.1);
+    // The topics analytics reads besides orders get theirs too.
+    let side_poison = [
+        (
+            FRAUD_ALERTS_TOPIC,
+            "schema",
+            br#"{"order_id": 3, "reason": 7}"#.to_vec(),
+        ),
+        (PAYMENTS_TOPIC, "not-json", b"{{{".to_vec()),
+    ];
+    for (topic, _, payload) in &side_poison {
+        raw.send(
+            BaseRecord::<str, [u8]>::to(topic)
+                .key("3")
                 .payload(payload.as_slice()),
         )
         .unwrap();
     }
-    send_good(20);
     raw.flush(Duration::from_secs(10)).unwrap();
     let good_count = id - 1;
     let total = good_count + poison.len() as u64;
+    let analytics_dead = (poison.len() + side_poison.len()) as u64;
     let progress = pipeline.progress.clone();
     eventually(
         "all records handled by every group",
@@ -316,23 +343,36 @@ async fn poison_records_go_to_the_dead_letter_topic() {
             async move {
                 p.orders_done_by_all() >= total
                     && p.orders_stored.load(std::sync::atomic::Ordering::Relaxed) >= good_count
+                    && p.payments_stored.load(std::sync::atomic::Ordering::Relaxed) >= good_count
+                    && p.analytics
+                        .dead_lettered
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        >= analytics_dead
             }
         },
     )
     .await;
     pipeline.stop().await.unwrap();
-    for group in [&progress.fraud, &progress.payments, &progress.analytics] {
-        assert_eq!(
-            group
-                .dead_lettered
-                .load(std::sync::atomic::Ordering::Relaxed),
-            poison.len() as u64
-        );
-    }
+    let dead = |c: &orders_daemons::progress::GroupCounters| {
+        c.dead_lettered.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(dead(&progress.fraud), poison.len() as u64);
+    assert_eq!(dead(&progress.payments), poison.len() as u64);
     assert_eq!(
-        pipeline.store.totals().await.unwrap().order_count,
-        good_count
+        dead(&progress.analytics),
+        (poison.len() + side_poison.len()) as u64
     );
+    // The good records around the poison went all the way: stored, paid, alerted.
+    assert_exact(pipeline.store.as_ref(), good_count).await;
+    // The next producer continues after the good ids, not after the poison's.
+    let settings = pipeline.kafka();
+    let published = tokio::task::spawn_blocking(move || {
+        max_order_id_on_topic(&settings, "orders", Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(published, Some(good_count));
 
     // Every group sent every poison record to orders.dlq, with its reason.
     let consumer: BaseConsumer = ClientConfig::new()
@@ -373,4 +413,30 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         .collect();
     expected.sort();
     assert_eq!(reasons, expected);
+
+    for (topic, reason, _) in &side_poison {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&format!("{topic}.dlq"), 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let m = loop {
+            assert!(Instant::now() < deadline, "nothing on {topic}.dlq");
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                break m.detach();
+            }
+        };
+        let headers = m.headers().unwrap();
+        let get = |k: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == k)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap()
+        };
+        assert_eq!(get("dlq.topic"), *topic);
+        assert_eq!(get("dlq.reason"), *reason);
+        assert_eq!(get("dlq.group"), ANALYTICS_GROUP);
+    }
 }

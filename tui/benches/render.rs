@@ -40,7 +40,14 @@ fn order(id: u64) -> OrderDocument {
         processed_at: Timestamp::from_micros(1_705_314_600_020_000 + id as i64 * 1_000),
         fraud,
         fraud_reason: fraud.then(|| "HIGH_AMOUNT_RISKY_COUNTRY".into()),
-        payment_status: Some(if id.is_multiple_of(9) { "FAILED" } else { "PAID" }.into()),
+        payment_status: Some(
+            if id.is_multiple_of(9) {
+                "FAILED"
+            } else {
+                "PAID"
+            }
+            .into(),
+        ),
     }
 }
 

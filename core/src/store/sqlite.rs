@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, one writer, a small pool of readers.
 //!
-//! Totals live in small tables kept by triggers, so they are exact and cost nothing to read.
+//! Totals live in small tables that each write transaction updates once, from the rows it
+//! actually inserted, so they are exact and cost nothing to read.
 
 use super::*;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
