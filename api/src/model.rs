@@ -31,7 +31,8 @@ pub struct ReadyBody {
 pub struct ReadyChecks {
     /// `ok` or `unavailable`.
     pub store: &'static str,
-    /// `ok`, `unavailable`, or `not_configured` (no Kafka given to this server).
+    /// `ok`, `unavailable`, or `not_configured` (no Kafka given to this server, which is
+    /// then not ready).
     pub kafka: &'static str,
 }
 

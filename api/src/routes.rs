@@ -69,10 +69,12 @@ pub async fn readyz(
         }
     };
     let (store, kafka) = tokio::join!(store, kafka);
-    let failed: Vec<&str> = [("store", store), ("kafka", kafka)]
+    // Ready means both answer: a server given no Kafka cannot report lag or journeys, so
+    // it is not ready either (and says why), though it keeps serving what the store has.
+    let failed: Vec<String> = [("store", store), ("kafka", kafka)]
         .into_iter()
-        .filter(|(_, s)| *s == "unavailable")
-        .map(|(n, _)| n)
+        .filter(|(_, s)| *s != "ok")
+        .map(|(n, s)| format!("{n} {}", s.replace('_', " ")))
         .collect();
     let checks = ReadyChecks { store, kafka };
     if failed.is_empty() {
@@ -88,7 +90,7 @@ pub async fn readyz(
             checks,
             error: Some(ErrorDetail {
                 code: "not_ready".into(),
-                message: format!("unavailable: {}", failed.join(", ")),
+                message: format!("not ready: {}", failed.join(", ")),
             }),
         };
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()

@@ -330,7 +330,9 @@ async fn serve_api(cli: &Cli, args: &ApiArgs, shutdown: CancellationToken) -> an
     let mut state = orders_api::AppState::new(store);
     match kafka_settings(&cli.kafka, &cli.store) {
         Ok(kafka) => state = state.with_kafka(kafka, cli.kafka.topic_name.clone()),
-        Err(e) => tracing::warn!(error = %e, "no Kafka: lag and readiness will report it"),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kafka: serving the store, but /readyz answers 503 and lag is unavailable")
+        }
     }
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await

@@ -59,11 +59,14 @@ async fn health_and_readiness_without_kafka() {
     let app = router(f.store.clone());
     let v = get_ok(&app, "/healthz").await;
     assert_eq!(v, serde_json::json!({"status": "ok"}));
-    let v = get_ok(&app, "/readyz").await;
-    assert_eq!(v["status"], "ready");
+    // Liveness needs nothing; readiness needs Kafka too, and says it has none.
+    let a = get(&app, "/readyz").await;
+    assert_error(&a, 503, "not_ready", "kafka not configured");
+    let v = a.json();
+    assert_eq!(v["status"], "not_ready");
     assert_eq!(v["checks"]["store"], "ok");
     assert_eq!(v["checks"]["kafka"], "not_configured");
-    assert!(v["error"].is_null());
+    assert_eq!(v["error"]["message"], "not ready: kafka not configured");
 }
 
 #[tokio::test]
