@@ -255,6 +255,39 @@ fn filtered_view_while_typing_and_applied() {
 }
 
 #[test]
+fn help_overlay_160x48() {
+    let mut app = loaded_app(160, 48);
+    press(&mut app, "?");
+    let s = screen(&app);
+    assert!(s.contains("filter"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn disconnected_160x48() {
+    let mut app = loaded_app(160, 48);
+    app.tick(app.now + Duration::from_secs(41));
+    app.apply(Update::Disconnected {
+        error: "cannot connect: connection refused".into(),
+        retry_at: app.now + Duration::from_secs(3),
+    });
+    let s = screen(&app);
+    assert!(s.contains("API UNREACHABLE"), "{s}");
+    assert!(s.contains("DISCONNECTED"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn filtered_view_160x48() {
+    let mut app = loaded_app(160, 48);
+    press(&mut app, "/DE CANCELLED");
+    key(&mut app, KeyCode::Enter);
+    let s = screen(&app);
+    assert!(s.contains("match “DE CANCELLED”"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
 fn a_terminal_too_small_says_so() {
     let mut app = loaded_app(80, 24);
     app.resize(40, 10);
