@@ -1,7 +1,10 @@
-//! The `ordersctl` binary as scripts call it: `json` exit codes and one-line usage errors.
+//! The `ordersctl` binary as scripts call it: `json` exit codes and one-line usage errors,
+//! and `up --headless` as a developer runs it.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn ordersctl(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ordersctl"))
@@ -38,4 +41,137 @@ fn bad_flags_are_one_line_and_exit_2() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// `ordersctl up --headless` in its own process group of one, killed if the test fails.
+struct Up(Child);
+
+impl Up {
+    fn start(data_dir: &Path, orders: u64) -> Up {
+        let child = Command::new(env!("CARGO_BIN_EXE_ordersctl"))
+            .args(["up", "--headless", "--rate", "0", "--port", "0"])
+            .args(["--orders", &orders.to_string(), "--payment-delay-ms", "5"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Up(child)
+    }
+
+    /// SIGTERM, as ECS and Docker stop a process; it must exit 0 after its final commits.
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The API address `up` published in `<data-dir>/up.json` (with the broker's).
+fn published_api(data_dir: &Path) -> String {
+    wait_until("up.json", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(data_dir.join("up.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let kafka = v["kafka"].as_str()?;
+        assert!(kafka.starts_with("127.0.0.1:"), "{v}");
+        v["api"].as_str().map(str::to_owned)
+    })
+}
+
+/// `ordersctl json WHAT` against `api`, parsed; `None` until it exits 0.
+fn json(api: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let out = ordersctl(&[&["json", "--api", api][..], args].concat());
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn totals_reach(api: &str, n: u64) -> serde_json::Value {
+    wait_until(
+        &format!("{n} orders stored and paid"),
+        Duration::from_secs(120),
+        || {
+            let t = json(api, &["totals"])?;
+            (t["order_count"] == n && t["payment_count"] == n).then_some(t)
+        },
+    )
+}
+
+#[test]
+fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
+    let dir = std::env::temp_dir().join(format!("ordersctl-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let up = Up::start(&dir, 300);
+    let api = published_api(&dir);
+    assert!(api.starts_with("http://127.0.0.1:"), "{api}");
+    let t = totals_reach(&api, 300);
+    assert_eq!(t["paid_count"], 300, "{t}");
+    let health = wait_until("ready", Duration::from_secs(30), || json(&api, &["health"]));
+    assert_eq!(health["status"], "ready", "{health}");
+    let newest = json(&api, &["orders", "--limit", "1"]).unwrap();
+    assert_eq!(newest["orders"][0]["order_id"], 300, "{newest}");
+
+    // A closed pipe ends `--watch` normally: `head` leaves after the first line, and the
+    // next write (lag is sampled anew every 1.5 s) finds the pipe closed.
+    let script = format!(
+        "{} json --api {api} lag --watch --interval 0.2 | head -n 1 >/dev/null; \
+         echo \"status=${{PIPESTATUS[0]}}\"",
+        env!("CARGO_BIN_EXE_ordersctl")
+    );
+    let out = Command::new("timeout")
+        .args(["60", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "status=0",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    up.stop();
+    assert!(
+        !dir.join("up.json").exists(),
+        "up.json is removed on a clean stop"
+    );
+
+    // Same data dir, a fresh broker: ids continue after the highest stored one, so
+    // nothing stored is overwritten and the totals add up across both runs.
+    let up = Up::start(&dir, 200);
+    let api = published_api(&dir);
+    let t = totals_reach(&api, 500);
+    assert_eq!(t["paid_count"], 500, "{t}");
+    let newest = json(&api, &["orders", "--limit", "1"]).unwrap();
+    assert_eq!(newest["orders"][0]["order_id"], 500, "{newest}");
+    let first_run = json(&api, &["order", "300"]).unwrap();
+    assert_eq!(first_run["order_id"], 300, "{first_run}");
+    up.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

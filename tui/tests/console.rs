@@ -968,6 +968,53 @@ fn smoke_in_tmux_against_the_real_api() {
     rt.block_on(api.shut_down());
 }
 
+/// `ordersctl up` without `--headless`: the console opens on the embedded pipeline, and
+/// quitting it stops everything (the API, the daemons) with a clean exit.
+#[test]
+fn up_opens_the_console_and_quitting_it_stops_everything() {
+    const N: u64 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmux = Tmux::start(dir.path(), 120, 36);
+    tmux.wait_for("the shell prompt", |_, s| s.contains("smoke$"));
+    tmux.type_text(
+        &format!(
+            "{} up --orders {N} --rate 0 --payment-delay-ms 5 --port 0 --data-dir {}; \
+             echo \"up-exited-$((0 + $?))\"",
+            env!("CARGO_BIN_EXE_ordersctl"),
+            data.display()
+        ),
+        true,
+    );
+    let screen = tmux.wait_for("the console with every order", |_, s| {
+        s.contains(&format!("Orders    {N}")) && table_ids(s).first().map(|(id, _)| *id) == Some(N)
+    });
+    assert!(tmux.alternate_screen_on(), "{screen}");
+    assert!(screen.contains(" connected "), "{screen}");
+    let up: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("up.json")).unwrap()).unwrap();
+    let api = up["api"].as_str().unwrap().to_owned();
+    let addr = api.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "the API serves"
+    );
+
+    tmux.type_text("q", false);
+    tmux.wait_for("up to exit", |_, s| s.contains("up-exited-0"));
+    assert!(!tmux.alternate_screen_on());
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the API stopped with the console"
+    );
+    assert!(!data.join("up.json").exists(), "up.json is removed");
+    // The daemons logged to the file, never onto the screen the console drew.
+    let log = std::fs::read_to_string(data.join("ordersctl.log")).unwrap();
+    assert!(log.contains("api stopped"), "{log}");
+    let after = tmux.screen();
+    assert!(!after.contains(" INFO "), "{after}");
+}
+
 /// The snapshot fixtures have the same fields as the real API's answers above.
 #[test]
 fn the_fixtures_have_the_real_api_shapes() {
