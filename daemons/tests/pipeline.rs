@@ -260,6 +260,17 @@ async fn payment_crash_loses_nothing_and_pays_once() {
     crash_and_restart(Role::Payment, "payment").await;
 }
 
+/// The value of header `key` of a dead-lettered record (which must have it).
+fn header(m: &impl Message, key: &str) -> String {
+    let headers = m.headers().unwrap();
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_else(|| panic!("no header {key}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_records_go_to_the_dead_letter_topic() {
     let dir = tempfile::tempdir().unwrap();
@@ -388,15 +399,7 @@ async fn poison_records_go_to_the_dead_letter_topic() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while reasons.len() < poison.len() * 3 && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m.headers().unwrap();
-            let get = |k: &str| {
-                headers
-                    .iter()
-                    .find(|h| h.key == k)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap()
-            };
+            let get = |k: &str| header(&m, k);
             assert_eq!(get("dlq.topic"), "orders");
             assert!(!get("dlq.error").is_empty());
             reasons.push((get("dlq.group"), get("dlq.reason")));
@@ -426,15 +429,7 @@ async fn poison_records_go_to_the_dead_letter_topic() {
                 break m.detach();
             }
         };
-        let headers = m.headers().unwrap();
-        let get = |k: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == k)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap()
-        };
+        let get = |k: &str| header(&m, k);
         assert_eq!(get("dlq.topic"), *topic);
         assert_eq!(get("dlq.reason"), *reason);
         assert_eq!(get("dlq.group"), ANALYTICS_GROUP);

@@ -228,9 +228,9 @@ fn help_overlay() {
     insta::assert_snapshot!(screen(&app));
 }
 
-#[test]
-fn disconnected_keeps_the_last_data_under_a_banner() {
-    let mut app = loaded_app(80, 24);
+/// The screen of a loaded console whose API stopped answering 41 s after the last data.
+fn disconnected_screen(width: u16, height: u16) -> String {
+    let mut app = loaded_app(width, height);
     app.tick(app.now + Duration::from_secs(41));
     app.apply(Update::Disconnected {
         error: "cannot connect: connection refused".into(),
@@ -239,7 +239,12 @@ fn disconnected_keeps_the_last_data_under_a_banner() {
     let s = screen(&app);
     assert!(s.contains("API UNREACHABLE"), "{s}");
     assert!(s.contains("DISCONNECTED"), "{s}");
-    insta::assert_snapshot!(s);
+    s
+}
+
+#[test]
+fn disconnected_keeps_the_last_data_under_a_banner() {
+    insta::assert_snapshot!(disconnected_screen(80, 24));
 }
 
 #[test]
@@ -265,16 +270,7 @@ fn help_overlay_160x48() {
 
 #[test]
 fn disconnected_160x48() {
-    let mut app = loaded_app(160, 48);
-    app.tick(app.now + Duration::from_secs(41));
-    app.apply(Update::Disconnected {
-        error: "cannot connect: connection refused".into(),
-        retry_at: app.now + Duration::from_secs(3),
-    });
-    let s = screen(&app);
-    assert!(s.contains("API UNREACHABLE"), "{s}");
-    assert!(s.contains("DISCONNECTED"), "{s}");
-    insta::assert_snapshot!(s);
+    insta::assert_snapshot!(disconnected_screen(160, 48));
 }
 
 #[test]
