@@ -117,3 +117,86 @@ fn secrets_never_reach_the_logs() {
     assert!(!text.is_empty(), "expected some logging");
     assert_no_secret(&text);
 }
+
+/// A port on loopback where nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// One HTTP GET; the status code and the body.
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[test]
+fn api_with_an_unreachable_couchbase_is_live_but_not_ready() {
+    let couchbase = closed_port();
+    let port = closed_port();
+    let mut child = ordersd()
+        .env_remove("CONFLUENT_API_KEY")
+        .env_remove("CONFLUENT_API_SECRET")
+        .args(["--kafka-bootstrap-servers", "127.0.0.1:1"])
+        .args([
+            "--couchbase-host",
+            &format!("couchbase://127.0.0.1:{couchbase}"),
+        ])
+        .args(["--couchbase-username", "app", "api", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let live = loop {
+        if let Ok(answer) = get(port, "/healthz") {
+            break answer;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(live, (200, r#"{"status":"ok"}"#.to_owned()));
+
+    // Not ready, naming the store; and a store call answers 503 at once, not after the
+    // SDK's retries.
+    let (status, body) = get(port, "/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["checks"]["store"], "unavailable", "{v}");
+    let asked = std::time::Instant::now();
+    let (status, body) = get(port, "/api/totals").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    assert_no_secret(&body);
+
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("couchbase"), "{logs}");
+    assert_no_secret(&logs);
+}

@@ -435,3 +435,73 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         assert_eq!(get("dlq.group"), ANALYTICS_GROUP);
     }
 }
+
+/// Analytics against a Couchbase that never answers: it keeps running, stores nothing and
+/// commits nothing (so every order waits in Kafka for the store to come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn analytics_waits_for_an_unreachable_couchbase_without_committing() {
+    const N: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(N, 0.0));
+    options.flow_window = u64::MAX; // analytics runs in another process
+    options.consumers = vec![Role::Fraud, Role::Payment];
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let kafka = pipeline.bootstrap_servers().to_owned();
+    let couchbase = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut analytics = Daemon(Some(
+        Command::new(env!("CARGO_BIN_EXE_ordersd"))
+            .args(["--kafka-bootstrap-servers", &kafka])
+            .args([
+                "--couchbase-host",
+                &format!("couchbase://127.0.0.1:{couchbase}"),
+            ])
+            .args(["--couchbase-username", "app", "--couchbase-password", "pw"])
+            .arg("analytics")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let progress = pipeline.progress.clone();
+    eventually("fraud and payment done", Duration::from_secs(60), || {
+        let p = progress.clone();
+        async move {
+            p.fraud
+                .orders_done
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= N
+                && p.payments
+                    .orders_done
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    >= N
+        }
+    })
+    .await;
+    // Long enough for several connection attempts and auto-commit intervals.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let child = analytics.0.as_mut().unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "analytics kept running"
+    );
+    let settings = pipeline.kafka();
+    let lag = tokio::task::spawn_blocking(move || {
+        consumer_lag(
+            &settings,
+            ANALYTICS_GROUP,
+            &["orders"],
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(lag.total(), N as i64, "nothing committed: {lag:?}");
+    drop(analytics);
+    pipeline.stop().await.unwrap();
+}
