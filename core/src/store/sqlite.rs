@@ -4,6 +4,7 @@
 //! actually inserted, so they are exact and cost nothing to read.
 
 use super::*;
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,12 @@ fn open(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(query_err)?;
+    // Plans that do not depend on bound values. Without this, SQLite marks a statement
+    // with `LIMIT ?` (or a range on a parameter) as expired whenever the parameter is
+    // bound again, and re-prepares it on every execution: most of the cost of a cached
+    // `latest_orders` call. Every query here walks a primary key or a fixed index anyway.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(query_err)?;
     Ok(conn)
 }
@@ -644,5 +651,24 @@ impl OrderStore for SqliteStore {
                 .map_err(query_err)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+    use super::*;
+
+    #[test]
+    fn connections_keep_plans_stable_across_bindings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.db");
+        SqliteStore::open(&path).unwrap();
+        for read_only in [false, true] {
+            let conn = open(&path, read_only).unwrap();
+            assert!(conn
+                .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+                .unwrap());
+        }
     }
 }
