@@ -200,3 +200,40 @@ fn api_with_an_unreachable_couchbase_is_live_but_not_ready() {
     assert!(logs.contains("couchbase"), "{logs}");
     assert_no_secret(&logs);
 }
+
+#[test]
+fn a_missing_topic_is_named_and_the_daemon_exits() {
+    // A broker with the orders topic only: the daemon must not create the others.
+    let broker = orders_core::kafka::EmbeddedBroker::start(&[("orders".to_owned(), 6)]).unwrap();
+    let mut child = ordersd()
+        .env_remove("CONFLUENT_API_KEY")
+        .env_remove("CONFLUENT_API_SECRET")
+        .args([
+            "--kafka-bootstrap-servers",
+            broker.settings().bootstrap_servers.as_str(),
+        ])
+        .arg("fraud")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still running with a topic missing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(
+        err.contains("does not exist") && err.contains("fraud-alerts"),
+        "{err}"
+    );
+    assert_no_secret(&err);
+}
