@@ -193,6 +193,9 @@ impl DecodeError {
 /// i64. A larger id would be stored wrapped or rounded, so such a record is dead-lettered.
 pub const MAX_ORDER_ID: u64 = (1 << 53) - 1;
 
+/// Every order id a record may carry: positive, at most [`MAX_ORDER_ID`].
+pub const ORDER_IDS: std::ops::RangeInclusive<u64> = 1..=MAX_ORDER_ID;
+
 /// The largest amount a record may carry: $10,000,000.00, far above any real order, and
 /// small enough that the totals (i64 cents) of nearly a billion of them cannot overflow.
 /// Without a bound, one absurd amount would make every later total fail to add up.
@@ -203,7 +206,7 @@ fn check_order_id_and_amount(order_id: u64, amount: Cents) -> Result<(), DecodeE
     if order_id == 0 {
         return Err(DecodeError::Invalid("order_id must be positive".into()));
     }
-    if order_id > MAX_ORDER_ID {
+    if !ORDER_IDS.contains(&order_id) {
         return Err(DecodeError::Invalid(format!(
             "order_id {order_id} is above the largest accepted id {MAX_ORDER_ID}"
         )));

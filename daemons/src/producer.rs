@@ -7,7 +7,7 @@ use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use orders_core::domain::{Timestamp, MAX_ORDER_ID};
+use orders_core::domain::{Timestamp, MAX_ORDER_ID, ORDER_IDS};
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::KafkaSettings;
 use orders_core::store::OrderStore;
@@ -97,7 +97,7 @@ pub fn max_order_id_on_topic(
                 });
                 // An id out of range was dead-lettered by every reader; it must not
                 // push the next id past what the store and JSON readers hold.
-                max = max.max(id.filter(|id| (1..=MAX_ORDER_ID).contains(id)));
+                max = max.max(id.filter(|id| ORDER_IDS.contains(id)));
             }
             Some(Err(e)) => tracing::warn!(error = %e, "scanning the orders topic"),
             None => {}
@@ -126,7 +126,7 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
     .await
     .map_err(|e| DaemonError::Task(e.to_string()))??;
     let next = stored.max(published).unwrap_or(0) + 1;
-    if next > MAX_ORDER_ID {
+    if !ORDER_IDS.contains(&next) {
         return Err(DaemonError::Task(format!(
             "order ids are exhausted: the highest id in use is {MAX_ORDER_ID}"
         )));

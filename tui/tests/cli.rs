@@ -124,8 +124,8 @@ fn totals_reach(api: &str, n: u64) -> serde_json::Value {
 
 #[test]
 fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
-    let dir = std::env::temp_dir().join(format!("ordersctl-up-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
 
     let up = Up::start(&dir, 300);
     let api = published_api(&dir);
@@ -173,5 +173,4 @@ fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
     let first_run = json(&api, &["order", "300"]).unwrap();
     assert_eq!(first_run["order_id"], 300, "{first_run}");
     up.stop();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -752,6 +752,11 @@ impl CouchbaseStore {
         &self.inner.config.key_prefix
     }
 
+    /// An SDK error as a store error, with the password scrubbed from its message.
+    fn sdk_error(&self, e: &CbError) -> StoreError {
+        scrub(store_error(e), &self.inner.config.password)
+    }
+
     /// Runs one SQL++ statement with named parameters and `RequestPlus` consistency (the
     /// API reads what the writer just stored), rows included in the deadline.
     async fn query<T: DeserializeOwned + 'static>(
@@ -776,7 +781,7 @@ impl CouchbaseStore {
         };
         deadline("query", config.query_timeout, run)
             .await?
-            .map_err(|e| scrub(store_error(&e), &config.password))
+            .map_err(|e| self.sdk_error(&e))
     }
 
     /// Reads one document; `None` when it does not exist.
@@ -789,7 +794,7 @@ impl CouchbaseStore {
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt(format!("document {key}: {e}"))),
             Err(e) if matches!(e.kind(), ErrorKind::DocumentNotFound) => Ok(None),
-            Err(e) => Err(scrub(store_error(&e), &config.password)),
+            Err(e) => Err(self.sdk_error(&e)),
         }
     }
 
@@ -800,31 +805,27 @@ impl CouchbaseStore {
         conn: &Connected,
         docs: Vec<(String, Value)>,
     ) -> Result<usize, StoreError> {
-        let config = &self.inner.config;
-        let results = futures::stream::iter(docs)
+        let kv_timeout = self.inner.config.kv_timeout;
+        futures::stream::iter(docs)
             .map(|(key, doc)| async move {
                 match deadline(
                     "insert",
-                    config.kv_timeout,
+                    kv_timeout,
                     conn.collection.insert(&key, &doc, None),
                 )
                 .await?
                 {
                     Ok(_) => Ok(true),
                     Err(e) if matches!(e.kind(), ErrorKind::DocumentExists) => Ok(false),
-                    Err(e) => Err(scrub(store_error(&e), &config.password)),
+                    Err(e) => Err(self.sdk_error(&e)),
                 }
             })
             .buffer_unordered(WRITE_CONCURRENCY)
-            .collect::<Vec<Result<bool, StoreError>>>()
-            .await;
-        let mut new = 0;
-        for r in results {
-            if r? {
-                new += 1;
-            }
-        }
-        Ok(new)
+            .try_fold(
+                0,
+                |new, inserted| async move { Ok(new + usize::from(inserted)) },
+            )
+            .await
     }
 }
 
@@ -980,11 +981,14 @@ impl OrderStore for CouchbaseStore {
     /// query services must answer within the key-value deadline.
     async fn ping(&self) -> Result<(), StoreError> {
         let conn = self.connected()?;
-        let config = &self.inner.config;
-        deadline("ping", config.kv_timeout, conn.cluster.ping(None))
-            .await?
-            .map(|_| ())
-            .map_err(|e| scrub(store_error(&e), &config.password))
+        deadline(
+            "ping",
+            self.inner.config.kv_timeout,
+            conn.cluster.ping(None),
+        )
+        .await?
+        .map(|_| ())
+        .map_err(|e| self.sdk_error(&e))
     }
 }
 
