@@ -108,6 +108,12 @@ fn raw_produce_consume(settings: &KafkaSettings, payloads: &[Vec<u8>]) -> anyhow
     Ok(seconds)
 }
 
+/// CPU time this process has used, all threads, in seconds.
+fn cpu_seconds() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 fn stored(progress: &Progress) -> u64 {
     progress.orders_stored.load(Ordering::Relaxed)
 }
@@ -162,6 +168,10 @@ async fn push_orders(
     Ok(seconds)
 }
 
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.orders == 0 || !args.latency_rate.is_finite() || args.latency_rate <= 0.0 {
         bail!("--orders and --latency-rate must be positive");
@@ -186,8 +196,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let payload_bytes = payloads.iter().map(Vec::len).sum::<usize>() / payloads.len();
     let kafka = pipeline.kafka();
     let raw_n = args.orders;
+    let cpu_before_raw = cpu_seconds();
     let raw_seconds =
         tokio::task::spawn_blocking(move || raw_produce_consume(&kafka, &payloads)).await??;
+    let raw_cpu = cpu_seconds() - cpu_before_raw;
     let raw_rate = raw_n as f64 / raw_seconds;
 
     // 2. End to end: producer → fraud, payment, analytics (store) as fast as possible.
@@ -204,6 +216,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .await?;
     let alerts_before = pipeline.progress.fraud.produced.load(Ordering::Relaxed);
     let payments_before = pipeline.progress.payments.produced.load(Ordering::Relaxed);
+    let cpu_before_e2e = cpu_seconds();
     let e2e_seconds = push_orders(
         &mut pipeline,
         &mut options,
@@ -212,6 +225,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         timeout,
     )
     .await?;
+    let e2e_cpu = cpu_seconds() - cpu_before_e2e;
     let e2e_rate = args.orders as f64 / e2e_seconds;
     let e2e_alerts = pipeline.progress.fraud.produced.load(Ordering::Relaxed) - alerts_before;
     let e2e_payments =
@@ -256,11 +270,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "messages": raw_n,
             "seconds": raw_seconds,
             "msgs_per_sec": raw_rate.round(),
+            "cpu_seconds": round3(raw_cpu),
+            "cpu_us_per_msg": round3(raw_cpu * 1e6 / raw_n as f64),
         },
         "end_to_end": {
             "orders": args.orders,
             "seconds": e2e_seconds,
             "orders_per_sec": e2e_rate.round(),
+            "cpu_seconds": round3(e2e_cpu),
+            "cpu_us_per_order": round3(e2e_cpu * 1e6 / args.orders as f64),
             "fraud_alerts": e2e_alerts,
             "payments": e2e_payments,
             "kafka_record_ops_per_order": (ops_per_order * 100.0).round() / 100.0,
