@@ -185,6 +185,9 @@ pub async fn run_consumer<P: ChunkProcessor>(
     let mut failure: Option<OutputError> = None;
     let mut topic_names: Vec<Arc<str>> = Vec::new();
     let orders_topic: Arc<str> = Arc::from(options.orders_topic.as_str());
+    // One stream for the loop's life: `recv()` would register and drop a waker slot (two
+    // lock round trips) for every record.
+    let mut stream = consumer.stream();
 
     let finish = |done: Dispatched, outcome: ChunkOutcome| {
         store_offsets(&consumer, &done.offsets);
@@ -210,7 +213,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
                     Err(e) => { failure = Some(e); break; }
                 }
             }
-            received = consumer.recv(), if in_flight_records < options.max_in_flight => {
+            Some(received) = stream.next(), if in_flight_records < options.max_in_flight => {
                 let first = match received {
                     Ok(m) => Record::from_message(&m, &mut topic_names),
                     Err(e) => {
@@ -221,7 +224,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
                 };
                 let mut chunk = vec![first];
                 while chunk.len() < options.max_chunk {
-                    match consumer.recv().now_or_never() {
+                    match stream.next().now_or_never().flatten() {
                         Some(Ok(m)) => chunk.push(Record::from_message(&m, &mut topic_names)),
                         Some(Err(e)) => {
                             tracing::warn!(group = %options.group, error = %e, "consumer error");
