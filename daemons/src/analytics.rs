@@ -211,8 +211,9 @@ async fn publish_totals(
         .to_json(),
         headers: None,
     };
-    match output.enqueue(&record, shutdown).await {
-        Ok(_delivery) => {
+    // Not awaited: a lost update is repaired by the next one.
+    match output.send([&record], shutdown).await {
+        Ok(_unawaited) => {
             progress.analytics.produced.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => tracing::warn!(error = %e, "could not publish totals"),

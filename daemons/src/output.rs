@@ -1,11 +1,20 @@
 //! Producing records whose delivery must be confirmed before an input offset is stored.
+//!
+//! Records are sent in batches: every record of a batch carries a shared counter as its
+//! delivery opaque, the delivery callback counts it down and keeps any refused record, and
+//! the batch's waiter wakes once, when the last answer arrives. That costs a reference
+//! count per record instead of a channel, a boxed future and a wake-up per record.
 
-use futures::future::join_all;
 use orders_core::kafka::KafkaSettings;
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::Message;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// One record to produce.
@@ -25,88 +34,154 @@ pub enum OutputError {
     Kafka(#[from] KafkaError),
 }
 
+/// The broker's answers for one batch, as they arrive.
+#[derive(Debug)]
+struct Batch {
+    /// Records not yet answered, plus one while the batch is still being sent.
+    unanswered: AtomicUsize,
+    refused: Mutex<Vec<OutRecord>>,
+    answered: Notify,
+}
+
+impl Batch {
+    fn answer(&self) {
+        if self.unanswered.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.answered.notify_one();
+        }
+    }
+}
+
+/// Counts delivery reports down on their batch.
+struct BatchAcks;
+
+impl ClientContext for BatchAcks {}
+
+impl ProducerContext for BatchAcks {
+    type DeliveryOpaque = Arc<Batch>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<Batch>) {
+        if let Err((error, m)) = result {
+            let key = m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            tracing::warn!(topic = m.topic(), key = %key, %error, "delivery failed; retrying");
+            let record = OutRecord {
+                topic: m.topic().to_owned(),
+                key,
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers: m.headers().map(|h| h.detach()),
+            };
+            match batch.refused.lock() {
+                Ok(mut refused) => refused.push(record),
+                Err(poisoned) => poisoned.into_inner().push(record),
+            }
+        }
+        batch.answer();
+    }
+}
+
+/// Records handed to librdkafka; resolves once the broker has answered for each.
+#[derive(Debug)]
+#[must_use = "dropping it leaves the batch's outcome unknown"]
+pub struct Pending {
+    batch: Arc<Batch>,
+}
+
+impl Pending {
+    /// Waits for every answer; returns the records the broker refused.
+    pub async fn refused(self) -> Vec<OutRecord> {
+        while self.batch.unanswered.load(Ordering::Acquire) != 0 {
+            // `notify_one` keeps a permit when nobody waits yet, so no answer is missed
+            // between the check and the wait.
+            self.batch.answered.notified().await;
+        }
+        match self.batch.refused.lock() {
+            Ok(mut refused) => std::mem::take(&mut *refused),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
 /// A producer whose every send is confirmed by the broker (acks=all, idempotent).
 #[derive(Clone)]
 pub struct Output {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<BatchAcks>>,
 }
 
 impl Output {
     pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
         Ok(Output {
-            producer: settings.producer_config(client_id).create()?,
+            producer: Arc::new(
+                settings
+                    .producer_config(client_id)
+                    .create_with_context(BatchAcks)?,
+            ),
         })
     }
 
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
-    }
-
-    /// Hands one record to librdkafka, waiting while its queue is full.
-    pub async fn enqueue(
+    /// Hands every record to librdkafka, waiting while its queue is full.
+    pub async fn send<'a>(
         &self,
-        record: &OutRecord,
+        records: impl IntoIterator<Item = &'a OutRecord>,
         shutdown: &CancellationToken,
-    ) -> Result<DeliveryFuture, OutputError> {
-        let mut backoff = Duration::from_micros(200);
-        loop {
-            let mut fr = FutureRecord::to(&record.topic)
+    ) -> Result<Pending, OutputError> {
+        let batch = Arc::new(Batch {
+            unanswered: AtomicUsize::new(1),
+            refused: Mutex::new(Vec::new()),
+            answered: Notify::new(),
+        });
+        let pending = Pending {
+            batch: batch.clone(),
+        };
+        for record in records {
+            let mut base = BaseRecord::with_opaque_to(&record.topic, batch.clone())
                 .key(record.key.as_bytes())
                 .payload(record.payload.as_slice());
             if let Some(h) = &record.headers {
-                fr = fr.headers(h.clone());
+                base = base.headers(h.clone());
             }
-            match self.producer.send_result(fr) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    if shutdown.is_cancelled() {
-                        return Err(OutputError::Cancelled);
+            batch.unanswered.fetch_add(1, Ordering::AcqRel);
+            let mut backoff = Duration::from_micros(200);
+            loop {
+                match self.producer.send(base) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        if shutdown.is_cancelled() {
+                            return Err(OutputError::Cancelled);
+                        }
+                        base = back;
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(50));
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    Err((e, _)) => return Err(OutputError::Kafka(e)),
                 }
-                Err((e, _)) => return Err(OutputError::Kafka(e)),
             }
         }
+        // Everything is sent: the batch is complete once the broker has answered.
+        batch.answer();
+        Ok(pending)
     }
 
     /// Produces every record and returns once the broker has acknowledged all of them.
-    /// Failed deliveries are retried with backoff until they succeed or `shutdown` fires.
+    /// Refused records are sent again with backoff until they succeed or `shutdown` fires.
     pub async fn send_all(
         &self,
         records: &[OutRecord],
         shutdown: &CancellationToken,
     ) -> Result<(), OutputError> {
-        let mut todo: Vec<&OutRecord> = records.iter().collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut refused = self.send(records, shutdown).await?.refused().await;
         let mut backoff = Duration::from_millis(100);
-        while !todo.is_empty() {
-            let mut pending = Vec::with_capacity(todo.len());
-            for r in &todo {
-                pending.push(self.enqueue(r, shutdown).await?);
+        while !refused.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(OutputError::Cancelled),
+                _ = tokio::time::sleep(backoff) => {}
             }
-            let results = join_all(pending).await;
-            let mut failed = Vec::new();
-            for (r, result) in todo.into_iter().zip(results) {
-                match result {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => {
-                        tracing::warn!(topic = %r.topic, key = %r.key, error = %e, "delivery failed; retrying");
-                        failed.push(r);
-                    }
-                    Err(_) => {
-                        tracing::warn!(topic = %r.topic, key = %r.key, "delivery cancelled; retrying");
-                        failed.push(r);
-                    }
-                }
-            }
-            todo = failed;
-            if !todo.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(OutputError::Cancelled),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            refused = self.send(&refused, shutdown).await?.refused().await;
         }
         Ok(())
     }

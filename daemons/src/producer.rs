@@ -19,15 +19,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-type Delivered = (
-    Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
-    String,
-    Vec<u8>,
-);
-
 /// How fast orders are produced.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
@@ -134,6 +125,26 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
     Ok(next)
 }
 
+/// Most orders sent as one batch (one wait for the broker's answers).
+const MAX_BATCH: u64 = 1_000;
+
+/// A batch the broker has answered for: how many orders it held, and those refused.
+type Answered = (usize, Vec<OutRecord>);
+
+fn settle(
+    (count, refused): Answered,
+    acked: &mut u64,
+    progress: &Progress,
+    retries: &mut Vec<OutRecord>,
+) {
+    let delivered = (count - refused.len()) as u64;
+    *acked += delivered;
+    progress
+        .orders_produced
+        .fetch_add(delivered, Ordering::Relaxed);
+    retries.extend(refused);
+}
+
 /// Runs the producer until `shutdown` or until `max_orders` are acknowledged.
 /// Returns the number of orders produced.
 pub async fn run(
@@ -146,134 +157,118 @@ pub async fn run(
     tracing::info!(first_order_id = next_id, topic = %config.topic, pace = ?config.pace, "producing orders");
     let generator = OrderGenerator::new(config.seed);
     let started = Instant::now();
+    let progress = deps.progress.clone();
     let mut sent: u64 = 0;
     let mut acked: u64 = 0;
-    let mut deliveries: FuturesUnordered<BoxFuture<'static, Delivered>> = FuturesUnordered::new();
-    let gate_base = deps.progress.orders_done_by_all();
+    let mut batches: FuturesUnordered<BoxFuture<'static, Answered>> = FuturesUnordered::new();
+    let gate_base = progress.orders_done_by_all();
     let log_each = matches!(config.pace, Pace::Sleep(d) if d >= Duration::from_millis(100));
     let mut retries: Vec<OutRecord> = Vec::new();
 
-    let handle = |r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, _>,
-                  key: String,
-                  payload: Vec<u8>|
-     -> Option<OutRecord> {
-        match r {
-            Ok(Ok(_)) => None,
-            Ok(Err((e, _))) => {
-                tracing::warn!(order_id = %key, error = %e, "order not delivered; retrying");
-                Some(OutRecord {
-                    topic: config.topic.clone(),
-                    key,
-                    payload,
-                    headers: None,
-                })
-            }
-            Err(_) => Some(OutRecord {
-                topic: config.topic.clone(),
-                key,
-                payload,
-                headers: None,
-            }),
-        }
-    };
-
     'produce: loop {
-        // Collect what has been delivered so far.
-        while let Some(Some((r, key, payload))) = deliveries.next().now_or_never() {
-            match handle(r, key, payload) {
-                None => {
-                    acked += 1;
-                    deps.progress
-                        .orders_produced
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                Some(retry) => retries.push(retry),
-            }
+        // Collect what has been answered so far.
+        while let Some(Some(done)) = batches.next().now_or_never() {
+            settle(done, &mut acked, &progress, &mut retries);
         }
         if shutdown.is_cancelled() {
             break;
         }
-        let record = if let Some(r) = retries.pop() {
-            r
+        let records = if !retries.is_empty() {
+            std::mem::take(&mut retries)
         } else {
-            if config.max_orders.is_some_and(|max| sent >= max) {
-                if deliveries.is_empty() {
+            let left = config
+                .max_orders
+                .map_or(u64::MAX, |max| max.saturating_sub(sent));
+            if left == 0 {
+                if batches.is_empty() {
                     break;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'produce,
-                    Some((r, key, payload)) = deliveries.next() => {
-                        match handle(r, key, payload) {
-                            None => { acked += 1; deps.progress.orders_produced.fetch_add(1, Ordering::Relaxed); }
-                            Some(retry) => retries.push(retry),
-                        }
-                    }
+                    Some(done) = batches.next() => settle(done, &mut acked, &progress, &mut retries),
                 }
                 continue;
             }
-            // Pacing.
-            match config.pace {
-                Pace::Sleep(pause) if sent > 0 => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break 'produce,
-                        _ = tokio::time::sleep(pause) => {}
-                    }
-                }
-                Pace::Rate(rate) if rate > 0.0 => {
-                    let due = started + Duration::from_secs_f64(sent as f64 / rate);
-                    if due > Instant::now() {
+            // Pacing: how many orders are due now.
+            let due = match config.pace {
+                Pace::Sleep(pause) => {
+                    if sent > 0 {
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'produce,
-                            _ = tokio::time::sleep_until(due) => {}
+                            _ = tokio::time::sleep(pause) => {}
                         }
                     }
+                    1
                 }
-                _ => {}
-            }
+                Pace::Rate(rate) if rate > 0.0 => {
+                    let next_due = started + Duration::from_secs_f64(sent as f64 / rate);
+                    if next_due > Instant::now() {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'produce,
+                            _ = tokio::time::sleep_until(next_due) => {}
+                        }
+                    }
+                    // The next order and any other whose time has come.
+                    ((started.elapsed().as_secs_f64() * rate) as u64)
+                        .saturating_sub(sent)
+                        .max(1)
+                }
+                Pace::Rate(_) => MAX_BATCH,
+            };
             // Flow control against this process's own consumers.
+            let mut room = u64::MAX;
             if let Some(window) = deps.flow_window {
-                while sent.saturating_sub(deps.progress.orders_done_by_all() - gate_base) >= window
-                {
+                loop {
+                    let ahead = sent.saturating_sub(progress.orders_done_by_all() - gate_base);
+                    if ahead < window {
+                        room = window - ahead;
+                        break;
+                    }
                     if shutdown.is_cancelled() {
                         break 'produce;
                     }
-                    deps.progress.changed(Duration::from_millis(5)).await;
+                    progress.changed(Duration::from_millis(5)).await;
                 }
             }
-            let order = generator.order(next_id, Timestamp::now());
-            next_id += 1;
-            sent += 1;
-            if log_each {
-                tracing::info!(order_id = order.order_id, amount = %order.amount, country = %order.country, "order produced");
+            let count = due.min(left).min(room).min(MAX_BATCH);
+            let now = Timestamp::now();
+            let mut records = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let order = generator.order(next_id, now);
+                next_id += 1;
+                if log_each {
+                    tracing::info!(order_id = order.order_id, amount = %order.amount, country = %order.country, "order produced");
+                }
+                records.push(OutRecord {
+                    topic: config.topic.clone(),
+                    key: order.key(),
+                    payload: order.to_json(),
+                    headers: None,
+                });
             }
-            OutRecord {
-                topic: config.topic.clone(),
-                key: order.key(),
-                payload: order.to_json(),
-                headers: None,
-            }
+            sent += count;
+            records
         };
-        match output.enqueue(&record, &shutdown).await {
-            Ok(delivery) => {
-                let OutRecord { key, payload, .. } = record;
-                deliveries.push(delivery.map(move |r| (r, key, payload)).boxed());
-            }
+        let count = records.len();
+        match output.send(&records, &shutdown).await {
+            Ok(pending) => batches.push(pending.refused().map(move |r| (count, r)).boxed()),
             Err(OutputError::Cancelled) => break,
             Err(OutputError::Kafka(e)) => return Err(e.into()),
         }
     }
     // Wait for what is queued, briefly, then flush.
     let drain = async {
-        while let Some((r, key, payload)) = deliveries.next().await {
-            if handle(r, key, payload).is_none() {
-                acked += 1;
-                deps.progress
-                    .orders_produced
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        let mut unsent = Vec::new();
+        while let Some(done) = batches.next().await {
+            settle(done, &mut acked, &progress, &mut unsent);
         }
+        unsent.len()
     };
-    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    match tokio::time::timeout(Duration::from_secs(10), drain).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(orders = n, "orders refused by the broker at shutdown"),
+        Err(_) => tracing::warn!("stopped before every order was acknowledged"),
+    }
     output.flush(Duration::from_secs(5));
     tracing::info!(orders = acked, next_order_id = next_id, "producer stopped");
     Ok(acked)
