@@ -174,3 +174,67 @@ fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
     assert_eq!(first_run["order_id"], 300, "{first_run}");
     up.stop();
 }
+
+/// `ordersctl bench` on a small run: one JSON object whose counts are exactly what the
+/// seeded orders imply, and whose rates and ratios are consistent with one another.
+#[test]
+fn bench_prints_one_consistent_json_report() {
+    let orders = 3_000u64;
+    let out = ordersctl(&[
+        "bench",
+        "--orders",
+        &orders.to_string(),
+        "--latency-rate",
+        "500",
+        "--latency-seconds",
+        "1",
+        "--payment-delay-ms",
+        "20",
+        "--timeout-seconds",
+        "120",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The measured phase follows a 2,000-order warm-up: ids 2001..=2000+N, seed 7.
+    let generator = orders_core::generator::OrderGenerator::new(7);
+    let rules = orders_core::fraud::FraudRules::default();
+    let now = orders_core::domain::Timestamp::now();
+    let alerts = (2_001..=2_000 + orders)
+        .filter(|id| rules.evaluate(&generator.order(*id, now)).is_some())
+        .count() as u64;
+    assert!(alerts > 0 && alerts < orders);
+    let e2e = &report["end_to_end"];
+    assert_eq!(e2e["orders"], orders);
+    assert_eq!(e2e["payments"], orders);
+    assert_eq!(e2e["fraud_alerts"], alerts);
+    let ops = 4.0 + 2.0 * (alerts + orders) as f64 / orders as f64;
+    assert!((e2e["kafka_record_ops_per_order"].as_f64().unwrap() - ops).abs() < 0.01);
+
+    let rate = e2e["orders_per_sec"].as_f64().unwrap();
+    let raw = report["raw"]["msgs_per_sec"].as_f64().unwrap();
+    assert_eq!(report["raw"]["messages"], orders);
+    assert!(rate > 0.0 && raw > 0.0);
+    let ratio = report["ratio_end_to_end_to_raw"].as_f64().unwrap();
+    assert!(
+        (ratio - rate / raw).abs() < 0.002,
+        "{ratio} vs {rate}/{raw}"
+    );
+    for phase in ["raw", "end_to_end"] {
+        assert!(
+            report[phase]["cpu_seconds"].as_f64().unwrap() > 0.0,
+            "{phase}"
+        );
+    }
+
+    let latency = &report["latency_created_to_stored"];
+    assert_eq!(latency["orders"], 500);
+    let (p50, p99, max) = (
+        latency["p50_ms"].as_f64().unwrap(),
+        latency["p99_ms"].as_f64().unwrap(),
+        latency["max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+    assert_eq!(report["settings"]["payment_delay_ms"], 20);
+}
