@@ -6,7 +6,8 @@ use orders_core::domain::{Order, Timestamp};
 use orders_core::fraud::FraudRules;
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::{
-    consumer_lag, KafkaSettings, ANALYTICS_GROUP, FRAUD_ALERTS_TOPIC, ORDER_GROUPS, PAYMENTS_TOPIC,
+    consumer_lag, KafkaSettings, ANALYTICS_GROUP, FRAUD_ALERTS_TOPIC, ORDER_GROUPS, PAYMENTS_GROUP,
+    PAYMENTS_TOPIC,
 };
 use orders_core::money::Cents;
 use orders_core::store::{OrderQuery, OrderStore};
@@ -188,6 +189,20 @@ fn crash(mut daemon: Daemon) {
     child.wait().unwrap();
 }
 
+/// A group's committed offsets on `topic`, summed (records it will not see again), and the
+/// records on `topic` (high watermarks, summed).
+async fn committed_and_records(kafka: &KafkaSettings, group: &str, topic: &str) -> (i64, i64) {
+    let (kafka, group, topic) = (kafka.clone(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let lag = consumer_lag(&kafka, &group, &[&topic], Duration::from_secs(10)).unwrap();
+        let committed = lag.partitions.iter().filter_map(|p| p.committed).sum();
+        let records = lag.partitions.iter().map(|p| p.high_watermark).sum();
+        (committed, records)
+    })
+    .await
+    .unwrap()
+}
+
 async fn crash_and_restart(role: Role, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut options = LocalOptions::new(dir.path().join("orders.db"));
@@ -222,6 +237,24 @@ async fn crash_and_restart(role: Role, name: &str) {
     .await;
     crash(first);
     let before = store.totals().await.unwrap();
+    // What the killed daemon had made durable but not yet committed: the restart must see
+    // those records again (redelivery), and the counts below prove nothing doubled.
+    let kafka_settings = pipeline.kafka();
+    let redelivered = if role == Role::Payment {
+        // Payments published for orders the group had not committed.
+        let (committed, _) = committed_and_records(&kafka_settings, PAYMENTS_GROUP, "orders").await;
+        let (_, published) =
+            committed_and_records(&kafka_settings, PAYMENTS_GROUP, PAYMENTS_TOPIC).await;
+        published - committed
+    } else {
+        let (committed, _) =
+            committed_and_records(&kafka_settings, ANALYTICS_GROUP, "orders").await;
+        i64::try_from(before.order_count).unwrap() - committed
+    };
+    assert!(
+        redelivered > 0,
+        "the crash left nothing uncommitted, so it tests no redelivery"
+    );
     let mut second = ordersd(&kafka, dir.path(), name);
     let s = store.clone();
     eventually(
@@ -248,6 +281,13 @@ async fn crash_and_restart(role: Role, name: &str) {
     assert!(before.order_count < 10_000 || before.payment_count < 10_000);
     assert_exact(store.as_ref(), 10_000).await;
     assert_eq!(total_lag(&pipeline.kafka()).await, 0);
+    if role == Role::Payment {
+        // The redelivered orders were paid again on the topic; the store kept one each.
+        let (_, published) =
+            committed_and_records(&kafka_settings, PAYMENTS_GROUP, PAYMENTS_TOPIC).await;
+        assert!(published > 10_000, "payments on the topic: {published}");
+    }
+    eprintln!("{name}: {redelivered} records made durable but uncommitted before the crash");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
