@@ -212,7 +212,7 @@ async fn publish_totals(
         headers: None,
     };
     // Not awaited: a lost update is repaired by the next one.
-    match output.send([&record], shutdown).await {
+    match output.send(std::slice::from_ref(&record), shutdown).await {
         Ok(_unawaited) => {
             progress.analytics.produced.fetch_add(1, Ordering::Relaxed);
         }

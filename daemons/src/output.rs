@@ -37,7 +37,8 @@ pub enum OutputError {
 /// The broker's answers for one batch, as they arrive.
 #[derive(Debug)]
 struct Batch {
-    /// Records not yet answered, plus one while the batch is still being sent.
+    /// Records not yet answered, plus one while the batch is still being sent (an error
+    /// while sending abandons the batch: nobody waits for it then).
     unanswered: AtomicUsize,
     refused: Mutex<Vec<OutRecord>>,
     answered: Notify,
@@ -121,13 +122,13 @@ impl Output {
     }
 
     /// Hands every record to librdkafka, waiting while its queue is full.
-    pub async fn send<'a>(
+    pub async fn send(
         &self,
-        records: impl IntoIterator<Item = &'a OutRecord>,
+        records: &[OutRecord],
         shutdown: &CancellationToken,
     ) -> Result<Pending, OutputError> {
         let batch = Arc::new(Batch {
-            unanswered: AtomicUsize::new(1),
+            unanswered: AtomicUsize::new(records.len() + 1),
             refused: Mutex::new(Vec::new()),
             answered: Notify::new(),
         });
@@ -141,7 +142,6 @@ impl Output {
             if let Some(h) = &record.headers {
                 base = base.headers(h.clone());
             }
-            batch.unanswered.fetch_add(1, Ordering::AcqRel);
             let mut backoff = Duration::from_micros(200);
             loop {
                 match self.producer.send(base) {

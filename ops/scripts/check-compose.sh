@@ -187,14 +187,18 @@ def _():
     return bad
 
 
+def pinned_image(service, init, pattern):
+    """The service's image matches `pattern` (a pinned tag) and its init job runs the same."""
+    image = services.get(service, {}).get("image", "")
+    bad = [] if re.fullmatch(pattern, image or "") else [f"{service} image is {image!r}"]
+    if services.get(init, {}).get("image") != image:
+        bad.append(f"{init} does not use the {service} image")
+    return bad
+
+
 @check("compose: Kafka is apache/kafka (pinned 3.9.x/4.x), one KRaft broker+controller")
 def _():
-    bad = need_compose()
-    image = services.get("kafka", {}).get("image", "")
-    if not re.fullmatch(r"apache/kafka:(3\.9\.\d+|4\.\d+\.\d+)", image or ""):
-        bad.append(f"kafka image is {image!r}")
-    if services.get("kafka-init", {}).get("image") != image:
-        bad.append("kafka-init does not use the kafka image")
+    bad = need_compose() + pinned_image("kafka", "kafka-init", r"apache/kafka:(3\.9\.\d+|4\.\d+\.\d+)")
     e = env("kafka")
     roles = set((e.get("KAFKA_PROCESS_ROLES") or "").split(","))
     if roles != {"broker", "controller"}:
@@ -268,12 +272,8 @@ def _():
 
 @check("compose: Couchbase is couchbase/server community (pinned), couchbase-init on the same image")
 def _():
-    bad = need_compose()
-    image = services.get("couchbase", {}).get("image", "")
-    if not re.fullmatch(r"couchbase/server:community-\d+\.\d+\.\d+", image or ""):
-        bad.append(f"couchbase image is {image!r}")
-    if services.get("couchbase-init", {}).get("image") != image:
-        bad.append("couchbase-init does not use the couchbase image")
+    bad = need_compose() + pinned_image("couchbase", "couchbase-init",
+                                        r"couchbase/server:community-\d+\.\d+\.\d+")
     e = env("couchbase-init")
     for key in ("COUCHBASE_USERNAME", "COUCHBASE_PASSWORD", "COUCHBASE_BUCKET"):
         if not e.get(key):

@@ -283,9 +283,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "payments": e2e_payments,
             "kafka_record_ops_per_order": (ops_per_order * 100.0).round() / 100.0,
         },
-        "ratio_end_to_end_to_raw": (e2e_rate / raw_rate * 1000.0).round() / 1000.0,
+        "ratio_end_to_end_to_raw": round3(e2e_rate / raw_rate),
         // The raw rate moves each record through one produce and one consume (two ops).
-        "ratio_per_kafka_record_op": (e2e_rate * ops_per_order / (2.0 * raw_rate) * 1000.0).round() / 1000.0,
+        "ratio_per_kafka_record_op": round3(e2e_rate * ops_per_order / (2.0 * raw_rate)),
         "latency_created_to_stored": {
             "rate": args.latency_rate,
             "orders": latency.count,
