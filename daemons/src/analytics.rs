@@ -5,8 +5,8 @@
 //! Writes from many chunks are gathered into one transaction (group commit), so the store
 //! sees few large transactions under load and small quick ones when the stream is light.
 
-use crate::output::{OutRecord, Output, OutputError};
-use crate::pipeline::{
+use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
+use crate::consumer_loop::{
     dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
 };
 use crate::progress::Progress;
@@ -40,13 +40,13 @@ pub struct AnalyticsDeps {
 
 struct WriteRequest {
     batch: StoreBatch,
-    done: oneshot::Sender<Result<(), OutputError>>,
+    done: oneshot::Sender<Result<(), ProduceError>>,
 }
 
 struct AnalyticsProcessor {
     orders_topic: String,
     writes: mpsc::Sender<WriteRequest>,
-    output: Output,
+    output: ConfirmedProducer,
     shutdown: CancellationToken,
 }
 
@@ -54,7 +54,7 @@ impl ChunkProcessor for AnalyticsProcessor {
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, OutputError>> {
+    ) -> BoxFuture<'static, Result<ChunkOutcome, ProduceError>> {
         let now = Timestamp::now();
         let mut batch = StoreBatch::default();
         let mut dead = Vec::new();
@@ -97,8 +97,8 @@ impl ChunkProcessor for AnalyticsProcessor {
                 writes
                     .send(WriteRequest { batch, done: tx })
                     .await
-                    .map_err(|_| OutputError::Cancelled)?;
-                rx.await.map_err(|_| OutputError::Cancelled)?
+                    .map_err(|_| ProduceError::Cancelled)?;
+                rx.await.map_err(|_| ProduceError::Cancelled)?
             };
             let (dlq, write) = futures::join!(dlq, write);
             dlq?;
@@ -114,7 +114,7 @@ impl ChunkProcessor for AnalyticsProcessor {
 async fn store_writer(
     store: Arc<dyn OrderStore>,
     mut requests: mpsc::Receiver<WriteRequest>,
-    output: Output,
+    output: ConfirmedProducer,
     progress: Arc<Progress>,
     shutdown: CancellationToken,
 ) {
@@ -144,7 +144,7 @@ async fn store_writer(
                     progress.store_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, records = batch.len(), "store write failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => break Err(OutputError::Cancelled),
+                        _ = shutdown.cancelled() => break Err(ProduceError::Cancelled),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -155,7 +155,7 @@ async fn store_writer(
             Ok(o) => o,
             Err(e) => {
                 for w in waiting {
-                    let _ = w.send(Err(OutputError::Cancelled));
+                    let _ = w.send(Err(ProduceError::Cancelled));
                 }
                 tracing::warn!(error = %e, "store writer stopping with writes not done");
                 return;
@@ -190,7 +190,7 @@ async fn store_writer(
 /// repaired by the next one.
 async fn publish_totals(
     store: &dyn OrderStore,
-    output: &Output,
+    output: &ConfirmedProducer,
     progress: &Progress,
     shutdown: &CancellationToken,
 ) {
@@ -226,7 +226,7 @@ pub async fn run(
     deps: AnalyticsDeps,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let output = Output::new(&deps.kafka, "orders-analytics")?;
+    let output = ConfirmedProducer::new(&deps.kafka, "orders-analytics")?;
     let (tx, rx) = mpsc::channel(64);
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(store_writer(

@@ -1,8 +1,8 @@
 //! The fraud daemon: reads every order in `fraud-group` and publishes an alert, keyed by
 //! order id, for each order a rule matches.
 
-use crate::output::{OutRecord, Output};
-use crate::pipeline::{
+use crate::confirmed_producer::{ConfirmedProducer, OutRecord};
+use crate::consumer_loop::{
     dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
 };
 use crate::progress::Progress;
@@ -29,7 +29,7 @@ pub struct FraudDeps {
 
 struct FraudProcessor {
     rules: Arc<FraudRules>,
-    output: Output,
+    output: ConfirmedProducer,
     shutdown: CancellationToken,
 }
 
@@ -37,7 +37,7 @@ impl ChunkProcessor for FraudProcessor {
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, crate::output::OutputError>> {
+    ) -> BoxFuture<'static, Result<ChunkOutcome, crate::confirmed_producer::ProduceError>> {
         let mut out = Vec::new();
         let mut outcome = ChunkOutcome::default();
         for r in &chunk {
@@ -76,7 +76,7 @@ pub async fn run(
     deps: FraudDeps,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let output = Output::new(&deps.kafka, "orders-fraud")?;
+    let output = ConfirmedProducer::new(&deps.kafka, "orders-fraud")?;
     let processor = FraudProcessor {
         rules: Arc::new(config.rules),
         output: output.clone(),

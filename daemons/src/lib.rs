@@ -4,11 +4,11 @@
 
 pub mod analytics;
 pub mod cli;
-pub mod embedded;
+pub mod confirmed_producer;
+pub mod consumer_loop;
 pub mod fraud;
-pub mod output;
+pub mod local_pipeline;
 pub mod payment;
-pub mod pipeline;
 pub mod producer;
 pub mod signals;
 

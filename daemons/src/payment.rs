@@ -1,8 +1,8 @@
 //! The payment daemon: reads every order in `payments-group`, simulates processing (100 ms
 //! by default) for many orders at once, and publishes one payment per order.
 
-use crate::output::{OutRecord, Output, OutputError};
-use crate::pipeline::{
+use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
+use crate::consumer_loop::{
     dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
 };
 use crate::progress::Progress;
@@ -44,7 +44,7 @@ pub struct PaymentDeps {
 /// (up to the consumer's in-flight bound) are processed at the same time.
 struct PaymentSimulator {
     delay: Duration,
-    output: Output,
+    output: ConfirmedProducer,
     shutdown: CancellationToken,
 }
 
@@ -64,7 +64,7 @@ impl ChunkProcessor for PaymentSimulator {
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, OutputError>> {
+    ) -> BoxFuture<'static, Result<ChunkOutcome, ProduceError>> {
         let started = Instant::now();
         let delay = self.delay;
         let output = self.output.clone();
@@ -106,7 +106,7 @@ pub async fn run(
     deps: PaymentDeps,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let output = Output::new(&deps.kafka, "orders-payment")?;
+    let output = ConfirmedProducer::new(&deps.kafka, "orders-payment")?;
     let processor = PaymentSimulator {
         delay: config.delay,
         output: output.clone(),

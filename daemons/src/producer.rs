@@ -1,7 +1,7 @@
 //! The producer daemon: generates the SPEC's orders onto the orders topic, paced by
 //! `SLEEP_SECONDS` or a rate, with ids that continue after any already stored or published.
 
-use crate::output::{OutRecord, Output, OutputError};
+use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
 use crate::progress::Progress;
 use crate::DaemonError;
 use futures::future::BoxFuture;
@@ -152,7 +152,7 @@ pub async fn run(
     deps: ProducerDeps,
     shutdown: CancellationToken,
 ) -> Result<u64, DaemonError> {
-    let output = Output::new(&deps.kafka, "orders-producer")?;
+    let output = ConfirmedProducer::new(&deps.kafka, "orders-producer")?;
     let mut next_id = first_order_id(&deps, &config.topic).await?;
     tracing::info!(first_order_id = next_id, topic = %config.topic, pace = ?config.pace, "producing orders");
     let generator = OrderGenerator::new(config.seed);
@@ -252,8 +252,8 @@ pub async fn run(
         let count = records.len();
         match output.send(&records, &shutdown).await {
             Ok(pending) => batches.push(pending.refused().map(move |r| (count, r)).boxed()),
-            Err(OutputError::Cancelled) => break,
-            Err(OutputError::Kafka(e)) => return Err(e.into()),
+            Err(ProduceError::Cancelled) => break,
+            Err(ProduceError::Kafka(e)) => return Err(e.into()),
         }
     }
     // Wait for what is queued, briefly, then flush.

@@ -11,7 +11,7 @@ use orders_core::kafka::{
 };
 use orders_core::money::Cents;
 use orders_core::store::{OrderQuery, OrderStore};
-use orders_daemons::embedded::{LocalOptions, LocalPipeline, Role};
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::{max_order_id_on_topic, Pace, ProducerConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;

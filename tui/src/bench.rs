@@ -7,7 +7,7 @@ use orders_core::domain::Timestamp;
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::KafkaSettings;
 use orders_core::progress::Progress;
-use orders_daemons::embedded::{LocalOptions, LocalPipeline, Role};
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use orders_core::config::UpInfo;
-use orders_daemons::embedded::{LocalOptions, LocalPipeline};
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use orders_daemons::signals::cancel_on_signals;
 use std::path::PathBuf;

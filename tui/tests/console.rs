@@ -7,7 +7,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use orders_api::{AppState, LagOptions};
 use orders_core::store::{OrderQuery, OrderStore};
-use orders_daemons::embedded::{LocalOptions, LocalPipeline};
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use ordersctl::console::api::{
     Alert, ApiClient, FraudDecision, GroupLag, LagStatus, OrderDetail, OrdersPage, Totals,

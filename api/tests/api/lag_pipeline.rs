@@ -4,7 +4,7 @@
 use crate::common::*;
 use orders_api::{app, AppState, LagOptions};
 use orders_core::store::OrderStore;
-use orders_daemons::embedded::{LocalOptions, LocalPipeline, Role};
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use serde_json::Value;
 use std::time::Duration;

@@ -27,7 +27,7 @@ pub struct OutRecord {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum OutputError {
+pub enum ProduceError {
     #[error("shut down before delivery was confirmed")]
     Cancelled,
     #[error("kafka: {0}")]
@@ -106,13 +106,13 @@ impl Pending {
 
 /// A producer whose every send is confirmed by the broker (acks=all, idempotent).
 #[derive(Clone)]
-pub struct Output {
+pub struct ConfirmedProducer {
     producer: Arc<ThreadedProducer<BatchAcks>>,
 }
 
-impl Output {
+impl ConfirmedProducer {
     pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
-        Ok(Output {
+        Ok(ConfirmedProducer {
             producer: Arc::new(
                 settings
                     .producer_config(client_id)
@@ -126,7 +126,7 @@ impl Output {
         &self,
         records: &[OutRecord],
         shutdown: &CancellationToken,
-    ) -> Result<Pending, OutputError> {
+    ) -> Result<Pending, ProduceError> {
         let batch = Arc::new(Batch {
             unanswered: AtomicUsize::new(records.len() + 1),
             refused: Mutex::new(Vec::new()),
@@ -148,13 +148,13 @@ impl Output {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         if shutdown.is_cancelled() {
-                            return Err(OutputError::Cancelled);
+                            return Err(ProduceError::Cancelled);
                         }
                         base = back;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(50));
                     }
-                    Err((e, _)) => return Err(OutputError::Kafka(e)),
+                    Err((e, _)) => return Err(ProduceError::Kafka(e)),
                 }
             }
         }
@@ -169,7 +169,7 @@ impl Output {
         &self,
         records: &[OutRecord],
         shutdown: &CancellationToken,
-    ) -> Result<(), OutputError> {
+    ) -> Result<(), ProduceError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -177,7 +177,7 @@ impl Output {
         let mut backoff = Duration::from_millis(100);
         while !refused.is_empty() {
             tokio::select! {
-                _ = shutdown.cancelled() => return Err(OutputError::Cancelled),
+                _ = shutdown.cancelled() => return Err(ProduceError::Cancelled),
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -4,7 +4,7 @@
 //! Chunks are processed concurrently up to a bound on in-flight records, and complete in
 //! the order they were received, so stored offsets only move forward.
 
-use crate::output::{OutRecord, OutputError};
+use crate::confirmed_producer::{OutRecord, ProduceError};
 use crate::progress::Progress;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
@@ -67,7 +67,7 @@ pub trait ChunkProcessor: Send + 'static {
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, OutputError>>;
+    ) -> BoxFuture<'static, Result<ChunkOutcome, ProduceError>>;
 }
 
 /// How a consumer loop runs.
@@ -182,7 +182,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
     let counters = progress.group(&options.group);
     let mut in_flight = FuturesOrdered::new();
     let mut in_flight_records = 0usize;
-    let mut failure: Option<OutputError> = None;
+    let mut failure: Option<ProduceError> = None;
     let mut topic_names: Vec<Arc<str>> = Vec::new();
     let orders_topic: Arc<str> = Arc::from(options.orders_topic.as_str());
     // One stream for the loop's life: `recv()` would register and drop a waker slot (two
@@ -282,7 +282,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
     }
     consumer.unsubscribe();
     match failure {
-        Some(OutputError::Cancelled) | None => Ok(()),
-        Some(OutputError::Kafka(e)) => Err(e),
+        Some(ProduceError::Cancelled) | None => Ok(()),
+        Some(ProduceError::Kafka(e)) => Err(e),
     }
 }

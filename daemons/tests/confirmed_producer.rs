@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use orders_core::kafka::embedded_settings;
-use orders_daemons::output::{OutRecord, Output};
+use orders_daemons::confirmed_producer::{ConfirmedProducer, OutRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
@@ -76,7 +76,8 @@ async fn answered<T>(f: impl std::future::Future<Output = T>) -> T {
 async fn a_batch_waits_for_every_answer() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("out", 3, 1).unwrap();
-    let output = Output::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
+    let output =
+        ConfirmedProducer::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
     let shutdown = CancellationToken::new();
     let batch = records("out", 5_000);
     let pending = output.send(&batch, &shutdown).await.unwrap();
@@ -98,7 +99,8 @@ async fn records_the_broker_refuses_are_sent_again() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 2],
     );
-    let output = Output::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
+    let output =
+        ConfirmedProducer::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
     let shutdown = CancellationToken::new();
     let batch = records("out", 20);
 
@@ -131,7 +133,8 @@ async fn records_the_broker_refuses_are_sent_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_batch_is_answered_at_once() {
     let cluster = MockCluster::new(1).unwrap();
-    let output = Output::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
+    let output =
+        ConfirmedProducer::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
     let shutdown = CancellationToken::new();
     let pending = output.send(&[], &shutdown).await.unwrap();
     let refused = answered(pending.refused()).await;
