@@ -210,6 +210,69 @@ impl UpInfo {
     }
 }
 
+/// The data directory's owner: the process that produces its order ids and publishes its
+/// `up.json`. An advisory lock on `<data-dir>/owner.lock`, held for the life of the process
+/// (the kernel releases it when the process dies, so a crash never leaves it stuck), with
+/// the owner's PID written inside so a second process can say who holds it.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirLockError {
+    #[error("data dir {dir} in use by PID {pid}")]
+    InUse { dir: String, pid: String },
+    #[error("cannot lock data dir {dir}: {error}")]
+    Io { dir: String, error: std::io::Error },
+}
+
+impl DataDirLock {
+    pub fn path(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("owner.lock")
+    }
+
+    /// Takes the lock at once, or fails naming the PID that holds it.
+    pub fn acquire(data_dir: &std::path::Path) -> Result<Self, DataDirLockError> {
+        use std::io::{Read, Seek, Write};
+        let io = |error| DataDirLockError::Io {
+            dir: data_dir.display().to_string(),
+            error,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        // Not truncated on open: the holder's PID must stay readable.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(Self::path(data_dir))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(DataDirLockError::InUse {
+                    dir: data_dir.display().to_string(),
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.to_owned()
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +284,23 @@ mod tests {
         kafka: KafkaArgs,
         #[command(flatten)]
         store: StoreArgs,
+    }
+
+    #[test]
+    fn a_data_dir_has_one_owner_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DataDirLock::acquire(dir.path()).unwrap();
+        let second = DataDirLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(
+            second.to_string(),
+            format!(
+                "data dir {} in use by PID {}",
+                dir.path().display(),
+                std::process::id()
+            )
+        );
+        drop(first);
+        DataDirLock::acquire(dir.path()).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
 use crate::consumer_loop::{
-    dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
+    dead_letter, run_consumer, ChunkError, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
 };
 use crate::progress::Progress;
 use crate::DaemonError;
@@ -54,7 +54,7 @@ impl ChunkProcessor for AnalyticsProcessor {
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, ProduceError>> {
+    ) -> BoxFuture<'static, Result<ChunkOutcome, ChunkError>> {
         let now = Timestamp::now();
         let mut batch = StoreBatch::default();
         let mut dead = Vec::new();
@@ -91,14 +91,15 @@ impl ChunkProcessor for AnalyticsProcessor {
             let dlq = output.send_all(&dead, &shutdown);
             let write = async {
                 if batch.is_empty() {
-                    return Ok(());
+                    return Ok::<(), ChunkError>(());
                 }
                 let (tx, rx) = oneshot::channel();
+                let gone = || ChunkError::Stopped("the analytics store writer stopped".into());
                 writes
                     .send(WriteRequest { batch, done: tx })
                     .await
-                    .map_err(|_| ProduceError::Cancelled)?;
-                rx.await.map_err(|_| ProduceError::Cancelled)?
+                    .map_err(|_| gone())?;
+                Ok(rx.await.map_err(|_| gone())??)
             };
             let (dlq, write) = futures::join!(dlq, write);
             dlq?;
@@ -250,7 +251,12 @@ pub async fn run(
     let result = run_consumer(&deps.kafka, options, processor, deps.progress, shutdown).await;
     // The processor (and with it the last sender) is gone: the writer drains and ends.
     writer_stop.cancel();
-    let _ = writer.await;
+    let writer = writer.await;
     output.flush(Duration::from_secs(5));
+    if let Err(e) = writer {
+        return Err(DaemonError::Task(format!(
+            "the analytics store writer failed: {e}"
+        )));
+    }
     Ok(result?)
 }

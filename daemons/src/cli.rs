@@ -8,7 +8,7 @@ use crate::progress::Progress;
 use crate::signals::cancel_on_signals;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use orders_core::config::{KafkaArgs, StoreArgs, UpInfo};
+use orders_core::config::{DataDirLock, KafkaArgs, StoreArgs, UpInfo};
 use orders_core::domain::Country;
 use orders_core::fraud::{FraudRule, FraudRules};
 use orders_core::kafka::{pipeline_topics, KafkaSettings};
@@ -64,13 +64,50 @@ pub struct ApiArgs {
     pub addr: std::net::SocketAddr,
 }
 
+/// The longest pause between two orders: a day. Beyond it a pause is a typo, not a pace.
+pub const MAX_SLEEP_SECONDS: f64 = 86_400.0;
+/// The slowest rate (one order a day) and the fastest (far beyond what one producer does).
+pub const MIN_RATE: f64 = 1.0 / 86_400.0;
+pub const MAX_RATE: f64 = 10_000_000.0;
+/// The longest simulated payment: an hour.
+pub const MAX_PAYMENT_DELAY_MS: u64 = 3_600_000;
+
+/// A pause between orders in seconds: 0 to a day.
+pub fn parse_sleep_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=MAX_SLEEP_SECONDS).contains(&v) {
+        return Err(format!(
+            "{s} is out of range: give 0 to {MAX_SLEEP_SECONDS} seconds"
+        ));
+    }
+    Ok(v)
+}
+
+/// Orders per second: 0 (as fast as possible), or one a day up to ten million.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of orders per second"))?;
+    if v != 0.0 && !(MIN_RATE..=MAX_RATE).contains(&v) {
+        return Err(format!(
+            "{s} is out of range: give 0 (as fast as possible) or {MIN_RATE:.6} (one a day) to \
+             {MAX_RATE} orders per second"
+        ));
+    }
+    Ok(v)
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ProducerArgs {
-    /// Pause between orders, in seconds.
-    #[arg(long, env = "SLEEP_SECONDS", default_value_t = 2.0)]
+    /// Pause between orders, in seconds (0 to 86400).
+    #[arg(long, env = "SLEEP_SECONDS", default_value_t = 2.0, value_parser = parse_sleep_seconds)]
     pub sleep_seconds: f64,
     /// Orders per second instead of a pause (0 = as fast as possible).
-    #[arg(long, env = "ORDERS_RATE")]
+    #[arg(long, env = "ORDERS_RATE", value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Stop after this many orders.
     #[arg(long, env = "ORDERS_COUNT")]
@@ -82,16 +119,15 @@ pub struct ProducerArgs {
 
 impl ProducerArgs {
     pub fn pace(&self) -> anyhow::Result<Pace> {
+        // The parsers bound both; `try_from` keeps a value that slipped past them an error.
         match self.rate {
-            Some(r) if r.is_finite() && r >= 0.0 => Ok(Pace::Rate(r)),
-            Some(r) => bail!("--rate must be a non-negative number of orders per second, got {r}"),
-            None if self.sleep_seconds.is_finite() && self.sleep_seconds >= 0.0 => {
-                Ok(Pace::Sleep(Duration::from_secs_f64(self.sleep_seconds)))
-            }
-            None => bail!(
-                "SLEEP_SECONDS must be a non-negative number, got {}",
-                self.sleep_seconds
-            ),
+            Some(r) => Ok(Pace::Rate(
+                parse_rate(&r.to_string()).map_err(anyhow::Error::msg)?,
+            )),
+            None => Ok(Pace::Sleep(
+                Duration::try_from_secs_f64(self.sleep_seconds)
+                    .context("SLEEP_SECONDS is out of range")?,
+            )),
         }
     }
 
@@ -153,7 +189,8 @@ impl FraudArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PaymentArgs {
     /// Simulated processing time of one payment, in milliseconds.
-    #[arg(long, env = "PAYMENT_DELAY_MS", default_value_t = 100)]
+    #[arg(long, env = "PAYMENT_DELAY_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_PAYMENT_DELAY_MS))]
     pub payment_delay_ms: u64,
     /// Most payments in processing at once.
     #[arg(long, env = "PAYMENT_CONCURRENCY", default_value_t = 20_000,
@@ -247,15 +284,55 @@ async fn open_store_ready(store: &StoreArgs) -> anyhow::Result<Arc<dyn OrderStor
     }
 }
 
+/// A role's settings, validated before any network call.
+enum Prepared {
+    Producer(ProducerConfig),
+    Fraud(FraudConfig),
+    Payment(PaymentConfig),
+    Analytics(AnalyticsConfig),
+}
+
+impl Prepared {
+    fn from_cli(cli: &Cli) -> anyhow::Result<Option<Prepared>> {
+        let topic = &cli.kafka.topic_name;
+        // Couchbase settings (host, bucket, credentials) are checked here too, not after
+        // a 15 s Kafka check.
+        CouchbaseConfig::from_store_args(&cli.store)?;
+        Ok(Some(match &cli.role {
+            RoleCommand::Producer(args) => Prepared::Producer(args.config(topic)?),
+            RoleCommand::Fraud(args) => Prepared::Fraud(FraudConfig {
+                orders_topic: topic.clone(),
+                rules: args.rules()?,
+            }),
+            RoleCommand::Payment(args) => Prepared::Payment(args.config(topic)),
+            RoleCommand::Analytics => Prepared::Analytics(AnalyticsConfig {
+                orders_topic: topic.clone(),
+            }),
+            RoleCommand::Api(_) => return Ok(None),
+        }))
+    }
+}
+
 /// Runs the chosen role until SIGTERM or Ctrl-C.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let topic = cli.kafka.topic_name.clone();
-    if let RoleCommand::Api(args) = &cli.role {
+    // Every setting is checked before the first network call: Kafka's first.
+    KafkaSettings::from_args(&cli.kafka)?;
+    let Some(prepared) = Prepared::from_cli(&cli)? else {
+        let RoleCommand::Api(args) = &cli.role else {
+            bail!("no settings for this role");
+        };
         return serve_api(&cli, args, shutdown).await;
-    }
+    };
     let kafka = kafka_settings(&cli.kafka, &cli.store)?;
+    // A producer on the embedded store owns the data dir's order ids, as `ordersctl up`
+    // does: two of them would publish the same ids.
+    let _owner = match (&prepared, &cli.store.couchbase_host) {
+        (Prepared::Producer(_), None) => Some(DataDirLock::acquire(&cli.store.data_dir)?),
+        _ => None,
+    };
     let progress = Arc::new(Progress::default());
     let required: Vec<String> = pipeline_topics(&topic)
         .into_iter()
@@ -271,9 +348,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .await?
         .with_context(|| format!("checking the topics on Kafka at {bootstrap}"))?;
     }
-    match cli.role {
-        RoleCommand::Producer(args) => {
-            let config = args.config(&topic)?;
+    match prepared {
+        Prepared::Producer(config) => {
             let store = if cli.store.couchbase_host.is_none() && !cli.store.sqlite_path().exists() {
                 None
             } else {
@@ -287,26 +363,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             producer::run(config, deps, shutdown).await?;
         }
-        RoleCommand::Fraud(args) => {
-            let config = FraudConfig {
-                orders_topic: topic,
-                rules: args.rules()?,
-            };
+        Prepared::Fraud(config) => {
             fraud::run(config, FraudDeps { kafka, progress }, shutdown).await?;
         }
-        RoleCommand::Payment(args) => {
-            payment::run(
-                args.config(&topic),
-                PaymentDeps { kafka, progress },
-                shutdown,
-            )
-            .await?;
+        Prepared::Payment(config) => {
+            payment::run(config, PaymentDeps { kafka, progress }, shutdown).await?;
         }
-        RoleCommand::Analytics => {
+        Prepared::Analytics(config) => {
             let store = open_store(&cli.store)?;
-            let config = AnalyticsConfig {
-                orders_topic: topic,
-            };
             analytics::run(
                 config,
                 AnalyticsDeps {
@@ -318,7 +382,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
         }
-        RoleCommand::Api(_) => {}
     }
     Ok(())
 }

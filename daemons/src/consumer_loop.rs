@@ -61,13 +61,32 @@ pub struct ChunkOutcome {
     pub produced: u64,
 }
 
+/// Why a chunk's effects did not become durable.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    Produce(#[from] ProduceError),
+    /// A part of the daemon the chunk depends on (the analytics store writer, say) is gone.
+    #[error("{0}")]
+    Stopped(String),
+}
+
 /// Turns a chunk of records into durable effects.
 pub trait ChunkProcessor: Send + 'static {
     /// Starts processing; the future resolves once every effect of the chunk is durable.
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, ProduceError>>;
+    ) -> BoxFuture<'static, Result<ChunkOutcome, ChunkError>>;
+}
+
+/// Why a consumer loop ended other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
 }
 
 /// How a consumer loop runs.
@@ -172,7 +191,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
     mut processor: P,
     progress: Arc<Progress>,
     shutdown: CancellationToken,
-) -> Result<(), KafkaError> {
+) -> Result<(), ConsumeError> {
     let consumer: StreamConsumer = settings
         .consumer_config(&options.client_id, &options.group)
         .create()?;
@@ -182,7 +201,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
     let counters = progress.group(&options.group);
     let mut in_flight = FuturesOrdered::new();
     let mut in_flight_records = 0usize;
-    let mut failure: Option<ProduceError> = None;
+    let mut failure: Option<ChunkError> = None;
     let mut topic_names: Vec<Arc<str>> = Vec::new();
     let orders_topic: Arc<str> = Arc::from(options.orders_topic.as_str());
     // One stream for the loop's life: `recv()` would register and drop a waker slot (two
@@ -277,12 +296,17 @@ pub async fn run_consumer<P: ChunkProcessor>(
     drop(processor);
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!(group = %options.group, "final commit done"),
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => tracing::info!(
+            group = %options.group,
+            "final commit done (every stored offset was already committed)"
+        ),
         Err(e) => tracing::warn!(group = %options.group, error = %e, "final commit failed"),
     }
     consumer.unsubscribe();
     match failure {
-        Some(ProduceError::Cancelled) | None => Ok(()),
-        Some(ProduceError::Kafka(e)) => Err(e),
+        None => Ok(()),
+        // Cancelled by the shutdown this loop was asked for: not a failure.
+        Some(ChunkError::Produce(ProduceError::Cancelled)) if shutdown.is_cancelled() => Ok(()),
+        Some(e) => Err(e.into()),
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::confirmed_producer::{ConfirmedProducer, OutRecord};
 use crate::consumer_loop::{
-    dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
+    dead_letter, run_consumer, ChunkError, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
 };
 use crate::progress::Progress;
 use crate::DaemonError;
@@ -37,7 +37,7 @@ impl ChunkProcessor for FraudProcessor {
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, crate::confirmed_producer::ProduceError>> {
+    ) -> BoxFuture<'static, Result<ChunkOutcome, ChunkError>> {
         let mut out = Vec::new();
         let mut outcome = ChunkOutcome::default();
         for r in &chunk {

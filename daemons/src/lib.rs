@@ -25,6 +25,8 @@ pub enum DaemonError {
     Setup(#[from] KafkaSetupError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Consume(#[from] consumer_loop::ConsumeError),
     #[error("task failed: {0}")]
     Task(String),
 }

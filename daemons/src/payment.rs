@@ -1,9 +1,9 @@
 //! The payment daemon: reads every order in `payments-group`, simulates processing (100 ms
 //! by default) for many orders at once, and publishes one payment per order.
 
-use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
+use crate::confirmed_producer::{ConfirmedProducer, OutRecord};
 use crate::consumer_loop::{
-    dead_letter, run_consumer, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
+    dead_letter, run_consumer, ChunkError, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
 };
 use crate::progress::Progress;
 use crate::DaemonError;
@@ -64,7 +64,7 @@ impl ChunkProcessor for PaymentSimulator {
     fn process(
         &mut self,
         chunk: Vec<Record>,
-    ) -> BoxFuture<'static, Result<ChunkOutcome, ProduceError>> {
+    ) -> BoxFuture<'static, Result<ChunkOutcome, ChunkError>> {
         let started = Instant::now();
         let delay = self.delay;
         let output = self.output.clone();

@@ -201,7 +201,12 @@ pub async fn run(
                     1
                 }
                 Pace::Rate(rate) if rate > 0.0 => {
-                    let next_due = started + Duration::from_secs_f64(sent as f64 / rate);
+                    // The settings bound the rate; a due time past what a clock can hold
+                    // still never panics: it waits for shutdown instead.
+                    let next_due = Duration::try_from_secs_f64(sent as f64 / rate)
+                        .ok()
+                        .and_then(|d| started.checked_add(d))
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
                     if next_due > Instant::now() {
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'produce,

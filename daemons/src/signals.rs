@@ -11,6 +11,19 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
+/// Cancels `token` on the first Ctrl-C or SIGTERM, and `hurry` on the second: an operator
+/// who presses Ctrl-C again does not want to wait for a clean drain.
+pub fn cancel_on_signals_then_hurry(token: CancellationToken, hurry: CancellationToken) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        token.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second shutdown request: stopping without waiting for the consumers");
+        hurry.cancel();
+    });
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {

@@ -78,6 +78,45 @@ fn bad_settings_are_clear_errors() {
     );
     assert_no_secret(&err);
 
+    // Each role's settings are checked before any network call: at once, not after a
+    // 15 s wait for Kafka (127.0.0.1:1 would time out).
+    for (args, says) in [
+        (vec!["producer", "--sleep-seconds", "1e308"], "out of range"),
+        (vec!["producer", "--rate", "1e-300"], "out of range"),
+        (vec!["fraud", "--fraud-rules", "[{"], "rule"),
+        (vec!["fraud", "--fraud-threshold=-5"], "fraud-threshold"),
+        (
+            vec!["payment", "--payment-delay-ms", "99999999999"],
+            "payment-delay-ms",
+        ),
+    ] {
+        let out = ordersd()
+            .env_remove("CONFLUENT_API_KEY")
+            .env_remove("CONFLUENT_API_SECRET")
+            .args(["--kafka-bootstrap-servers", "127.0.0.1:1"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !err.contains("checking the topics") && !err.contains("127.0.0.1:1"),
+            "{args:?} reached Kafka first: {err}"
+        );
+    }
+    let out = ordersd()
+        .env("SLEEP_SECONDS", "1e308")
+        .env_remove("CONFLUENT_API_KEY")
+        .env_remove("CONFLUENT_API_SECRET")
+        .args(["--kafka-bootstrap-servers", "127.0.0.1:1", "producer"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
     let dir = tempfile::tempdir().unwrap();
     let out = ordersd()
         .env_remove("CONFLUENT_API_KEY")

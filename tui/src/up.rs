@@ -2,10 +2,11 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use orders_core::config::UpInfo;
-use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
+use orders_core::config::{DataDirLock, UpInfo};
+use orders_daemons::cli::{parse_rate, MAX_PAYMENT_DELAY_MS};
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, RoleFailed};
 use orders_daemons::producer::{Pace, ProducerConfig};
-use orders_daemons::signals::cancel_on_signals;
+use orders_daemons::signals::cancel_on_signals_then_hurry;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,7 +21,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub orders: Option<u64>,
     /// Orders per second (0 = as fast as possible).
-    #[arg(long, env = "ORDERS_RATE", default_value_t = 5.0)]
+    #[arg(long, env = "ORDERS_RATE", default_value_t = 5.0, value_parser = parse_rate)]
     pub rate: f64,
     /// Seed of the order generator (same seed, same orders).
     #[arg(long, env = "ORDERS_SEED")]
@@ -32,17 +33,19 @@ pub struct UpArgs {
     #[arg(long, env = "ORDERS_API_PORT", default_value_t = 8000)]
     pub port: u16,
     /// Simulated payment processing time, in milliseconds.
-    #[arg(long, env = "PAYMENT_DELAY_MS", default_value_t = 100)]
+    #[arg(long, env = "PAYMENT_DELAY_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_PAYMENT_DELAY_MS))]
     pub payment_delay_ms: u64,
+    /// On stop, how long the consumers may take to finish what was produced, in seconds
+    /// (the embedded broker lives in memory: what is left then is lost).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_seconds: u64,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    if !args.rate.is_finite() || args.rate < 0.0 {
-        bail!(
-            "--rate must be a non-negative number of orders per second, got {}",
-            args.rate
-        );
-    }
+    // One owner per data dir: a second `up` would produce the same order ids and take over
+    // its up.json. Held until this process exits.
+    let _owner = DataDirLock::acquire(&args.data_dir)?;
     // With the console on this terminal, logs go to a file: never onto the screen it draws.
     let log_file = args.data_dir.join("ordersctl.log");
     if args.headless {
@@ -53,7 +56,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         crate::console::init_file_logging(&log_file)?;
     }
     let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
+    let hurry = CancellationToken::new();
+    cancel_on_signals_then_hurry(shutdown.clone(), hurry.clone());
 
     let mut options = LocalOptions::new(args.data_dir.join("orders.db"));
     options.producer = Some(ProducerConfig {
@@ -65,6 +69,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| orders_core::domain::Timestamp::now().micros() as u64),
     });
     options.payment.delay = Duration::from_millis(args.payment_delay_ms);
+    options.drain_grace = Duration::from_secs(args.drain_seconds);
     let mut pipeline = LocalPipeline::start(options)
         .await
         .with_context(|| format!("starting the local pipeline in {}", args.data_dir.display()))?;
@@ -72,7 +77,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
         Ok(l) => l,
         Err(e) => {
-            let _ = pipeline.stop().await;
+            hurry.cancel(); // nothing was produced that anyone could see
+            let _ = pipeline.stop_with(hurry).await;
             bail!(
                 "cannot serve the API on 127.0.0.1:{}: {e} (pick another with --port)",
                 args.port
@@ -83,7 +89,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state = orders_api::AppState::new(pipeline.store.clone())
         .with_kafka(pipeline.kafka(), "orders")
         .with_progress(pipeline.progress.clone());
-    let api_task = tokio::spawn(orders_api::serve(listener, state, shutdown.clone()));
+    let api_stop = CancellationToken::new();
+    let api_task = tokio::spawn(orders_api::serve(listener, state, api_stop.clone()));
     let info = UpInfo {
         api: api.clone(),
         kafka: pipeline.bootstrap_servers().to_owned(),
@@ -108,6 +115,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     let progress = pipeline.progress.clone();
+    let mut failed: Option<RoleFailed> = None;
     let monitor = async {
         let mut report = tokio::time::interval(Duration::from_secs(10));
         report.tick().await;
@@ -126,8 +134,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 finished = pipeline.next_finished() => {
                     match finished {
                         Some((role, Ok(()))) => tracing::info!(?role, "daemon finished"),
-                        Some((role, Err(e))) => {
-                            tracing::error!(?role, error = %e, "daemon failed; stopping");
+                        Some((role, Err(error))) => {
+                            tracing::error!(%role, error = %error, "daemon failed; stopping");
+                            failed = Some(RoleFailed { role, error });
                             break;
                         }
                         None => break,
@@ -147,14 +156,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     shutdown.cancel();
+    println!(
+        "stopping: the producer first, then up to {} s for the consumers to finish what was \
+         produced (Ctrl-C again to skip)",
+        args.drain_seconds
+    );
+    // The API goes last: the console and scripts can watch the drain.
+    let stopped = pipeline.stop_with(hurry).await;
+    api_stop.cancel();
     match api_task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "api stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "api task failed"),
         Ok(Ok(())) => {}
     }
-    let stopped = pipeline.stop().await;
     UpInfo::remove(&args.data_dir);
     console_result?;
+    if let Some(failed) = failed {
+        bail!(failed);
+    }
     stopped?;
     println!("orders stopped cleanly");
     Ok(())

@@ -34,6 +34,10 @@ fn bad_flags_are_one_line_and_exit_2() {
         &["json", "orders", "--limit", "0"][..],
         &["json", "teleport"],
         &["up", "--rate", "fast"],
+        // Extreme numbers once panicked deep inside (`cannot convert float seconds`).
+        &["up", "--rate", "1e-300"],
+        &["up", "--rate", "1e308"],
+        &["up", "--payment-delay-ms", "99999999999"],
     ] {
         let out = ordersctl(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -237,4 +241,159 @@ fn bench_prints_one_consistent_json_report() {
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
     assert_eq!(report["settings"]["payment_delay_ms"], 20);
+}
+
+/// The store `up` left in `data_dir`: (orders stored, highest id).
+fn stored(data_dir: &Path) -> (u64, u64) {
+    let store = orders_core::store::SqliteStore::open(data_dir.join("orders.db")).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let totals = orders_core::store::OrderStore::totals(&store)
+            .await
+            .unwrap();
+        let max = orders_core::store::OrderStore::max_order_id(&store)
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        (totals.order_count, max)
+    })
+}
+
+/// `up --headless` with its stdout and stderr (at info, no colour) in files under `logs`.
+fn up_logged(data_dir: &Path, logs: &Path, args: &[&str]) -> Up {
+    let child = Command::new(env!("CARGO_BIN_EXE_ordersctl"))
+        .args(["up", "--headless", "--port", "0", "--payment-delay-ms", "5"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::fs::File::create(logs.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(logs.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    Up(child)
+}
+
+fn signal(up: &Up, sig: &str) {
+    let pid = up.0.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn a_second_up_on_a_data_dir_in_use_refuses_at_once_and_leaves_it_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let first = Up::start(&dir, 50);
+    published_api(&dir);
+    let up_json = std::fs::read_to_string(dir.join("up.json")).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ordersctl"))
+        .args(["up", "--headless", "--port", "0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "ordersctl: data dir {} in use by PID {}",
+            dir.display(),
+            first.0.id()
+        )
+    );
+    assert!(out.stdout.is_empty(), "it started nothing");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("up.json")).unwrap(),
+        up_json,
+        "the first instance's up.json is untouched"
+    );
+    first.stop();
+    // The lock went with its holder: the data dir is free again.
+    let again = Up::start(&dir, 10);
+    published_api(&dir);
+    again.stop();
+}
+
+/// Ctrl-C moments after start, while the consumers are still joining their groups: every
+/// order the producer had published is stored before the embedded broker goes, and the
+/// next start continues after them.
+#[test]
+fn ctrl_c_in_the_first_seconds_loses_no_produced_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let up = up_logged(&dir, tmp.path(), &["--rate", "1000"]);
+    published_api(&dir);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&up, "-INT");
+    let mut up = up;
+    let status = up.0.wait().unwrap();
+    let stdout = std::fs::read_to_string(tmp.path().join("stdout")).unwrap();
+    let stderr = std::fs::read_to_string(tmp.path().join("stderr")).unwrap();
+    assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("orders stopped cleanly"), "{stdout}");
+    // "producer stopped orders=N next_order_id=M": N acknowledged by the broker.
+    let produced: u64 = stderr
+        .lines()
+        .find_map(|l| l.split("producer stopped orders=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no producer summary in\n{stderr}"));
+    assert!(produced > 0, "nothing was produced before Ctrl-C\n{stderr}");
+    assert_eq!(stored(&dir), (produced, produced), "{stderr}");
+    assert!(
+        stderr.contains("final commit done"),
+        "the consumers committed on the way out\n{stderr}"
+    );
+
+    let up = Up::start(&dir, 20);
+    let api = published_api(&dir);
+    totals_reach(&api, produced + 20);
+    up.stop();
+    assert_eq!(stored(&dir), (produced + 20, produced + 20));
+}
+
+#[test]
+fn up_exits_non_zero_naming_the_daemon_that_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The highest id in use: the producer has no id left to give and fails at start.
+    {
+        use orders_core::store::{OrderStore, SqliteStore, StoreBatch, StoredOrder};
+        let store = SqliteStore::open(dir.join("orders.db")).unwrap();
+        let now = orders_core::domain::Timestamp::now();
+        let order = orders_core::generator::OrderGenerator::new(1)
+            .order(orders_core::domain::MAX_ORDER_ID, now);
+        let batch = StoreBatch {
+            orders: vec![StoredOrder {
+                order,
+                kafka_partition: 0,
+                kafka_offset: 0,
+                processed_at: now,
+            }],
+            ..StoreBatch::default()
+        };
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(store.apply(std::sync::Arc::new(batch)))
+            .unwrap();
+    }
+    let mut up = up_logged(&dir, tmp.path(), &["--rate", "10"]);
+    let status = wait_until("up to stop", Duration::from_secs(120), || {
+        up.0.try_wait().unwrap()
+    });
+    let stdout = std::fs::read_to_string(tmp.path().join("stdout")).unwrap();
+    let stderr = std::fs::read_to_string(tmp.path().join("stderr")).unwrap();
+    assert!(!status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("stopped cleanly"), "{stdout}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("ordersctl: the producer daemon failed:") && last.contains("exhausted"),
+        "{stderr}"
+    );
 }
