@@ -415,6 +415,72 @@ mod tests {
         assert_eq!(api["created_at"], "2024-01-15T10:30:00Z");
     }
 
+    /// `/api/lag` as docs/json.md fixes it: names, order, numbers and nulls.
+    #[test]
+    fn lag_body_keeps_its_wire_shape() {
+        use crate::lag::{GroupLagSample, LagSnapshot, PartitionLagSample};
+        use crate::lag_status::Verdict;
+        let snapshot = LagSnapshot {
+            taken_at: Timestamp::from_micros(1_705_314_600_123_456).unwrap(),
+            groups: vec![GroupLagSample {
+                group: "fraud-group".into(),
+                topics: vec!["orders".into()],
+                partitions: vec![
+                    PartitionLagSample {
+                        topic: "orders".into(),
+                        partition: 0,
+                        committed: Some(40),
+                        low_watermark: 0,
+                        high_watermark: 42,
+                        lag: 2,
+                        lag_seconds: Some(1.25),
+                    },
+                    PartitionLagSample {
+                        topic: "orders".into(),
+                        partition: 1,
+                        committed: None,
+                        low_watermark: 5,
+                        high_watermark: 9,
+                        lag: 4,
+                        lag_seconds: None,
+                    },
+                    PartitionLagSample {
+                        topic: "orders".into(),
+                        partition: 2,
+                        committed: Some(7),
+                        low_watermark: 0,
+                        high_watermark: 7,
+                        lag: 0,
+                        lag_seconds: Some(0.0),
+                    },
+                ],
+                verdict: Verdict {
+                    status: LagStatus::Stall,
+                    reason: "offsets not moving".into(),
+                },
+            }],
+            window_samples: 3,
+            window_span_seconds: 3.0,
+        };
+        let body = LagBody::new(&snapshot, std::time::Duration::from_millis(1500));
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            concat!(
+                r#"{"sampled_at":"2024-01-15T10:30:00.123456Z","#,
+                r#""window":{"samples":3,"span_seconds":3.0,"interval_seconds":1.5},"#,
+                r#""groups":[{"group":"fraud-group","topics":["orders"],"status":"STALL","#,
+                r#""reason":"offsets not moving","total_lag":6,"max_lag_seconds":1.25,"#,
+                r#""partitions":["#,
+                r#"{"topic":"orders","partition":0,"committed":40,"low_watermark":0,"#,
+                r#""high_watermark":42,"lag":2,"lag_seconds":1.25},"#,
+                r#"{"topic":"orders","partition":1,"committed":null,"low_watermark":5,"#,
+                r#""high_watermark":9,"lag":4,"lag_seconds":null},"#,
+                r#"{"topic":"orders","partition":2,"committed":7,"low_watermark":0,"#,
+                r#""high_watermark":7,"lag":0,"lag_seconds":0.0}]}]}"#
+            )
+        );
+    }
+
     #[test]
     fn totals_rates_and_average() {
         let mut t = Totals {

@@ -66,3 +66,37 @@ pub fn json() -> &'static str {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// A partition's lag is documented under the name and with the words it has always had
+    /// (scripts may read the document), whatever type serializes it.
+    #[test]
+    fn partition_lag_schema_keeps_its_name_and_shape() {
+        let doc: serde_json::Value = serde_json::from_str(super::json()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["GroupLagJson"]["properties"]["partitions"],
+            serde_json::json!({"type": "array", "items": {"$ref": "#/components/schemas/PartitionLagJson"}})
+        );
+        assert_eq!(
+            schemas["PartitionLagJson"],
+            serde_json::json!({
+                "type": "object",
+                "required": ["topic", "partition", "low_watermark", "high_watermark", "lag"],
+                "properties": {
+                    "committed": {"type": ["integer", "null"], "format": "int64",
+                        "description": "Null when the group has committed nothing on this partition."},
+                    "high_watermark": {"type": "integer", "format": "int64"},
+                    "lag": {"type": "integer", "format": "int64",
+                        "description": "Records not yet consumed."},
+                    "lag_seconds": {"type": ["number", "null"], "format": "double",
+                        "description": "Age of the oldest unconsumed record (from its Kafka timestamp); 0 without lag,\nnull when it could not be read in time."},
+                    "low_watermark": {"type": "integer", "format": "int64"},
+                    "partition": {"type": "integer", "format": "int32"},
+                    "topic": {"type": "string"}
+                }
+            })
+        );
+    }
+}
