@@ -4,11 +4,12 @@
 //!
 //! Requests never talk to Kafka for lag: they read the latest sample.
 
-use crate::lag_status::{self, GroupSample, LagStatus, PartitionSample, Verdict};
+use crate::lag_status::{self, GroupSample, LagStatus, Verdict};
 use orders_core::kafka::{
     KafkaSettings, KafkaSetupError, LagReader, TopicPartition, ANALYTICS_GROUP, FRAUD_ALERTS_TOPIC,
     FRAUD_GROUP, PAYMENTS_GROUP, PAYMENTS_TOPIC,
 };
+use orders_core::lag::{ConsumerLag, PartitionLag};
 use orders_core::Timestamp;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,44 +37,11 @@ impl Default for LagOptions {
     }
 }
 
-/// Lag of one partition for one group, in one sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartitionLagSample {
-    pub topic: String,
-    pub partition: i32,
-    pub committed: Option<i64>,
-    pub low_watermark: i64,
-    pub high_watermark: i64,
-    pub lag: i64,
-    /// Age of the oldest unconsumed record; 0 without lag, `None` when its timestamp
-    /// could not be read in time.
-    pub lag_seconds: Option<f64>,
-}
-
 /// One group in one sample, with its status judged over the window ending here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupLagSample {
-    pub group: String,
-    pub topics: Vec<String>,
-    pub partitions: Vec<PartitionLagSample>,
+    pub lag: ConsumerLag,
     pub verdict: Verdict,
-}
-
-impl GroupLagSample {
-    pub fn total_lag(&self) -> i64 {
-        self.partitions.iter().map(|p| p.lag).sum()
-    }
-    pub fn max_lag_seconds(&self) -> Option<f64> {
-        self.partitions
-            .iter()
-            .filter_map(|p| p.lag_seconds)
-            .reduce(f64::max)
-    }
-    pub fn committed(&self, topic: &str, partition: i32) -> Option<&PartitionLagSample> {
-        self.partitions
-            .iter()
-            .find(|p| p.topic == topic && p.partition == partition)
-    }
 }
 
 /// Every watched group at one moment.
@@ -92,22 +60,13 @@ pub struct LagSnapshot {
 
 impl LagSnapshot {
     pub fn group(&self, group: &str) -> Option<&GroupLagSample> {
-        self.groups.iter().find(|g| g.group == group)
+        self.groups.iter().find(|g| g.lag.group == group)
     }
 
-    fn as_group_sample(&self, group: &str) -> Option<GroupSample> {
+    fn as_group_sample(&self, group: &str) -> Option<GroupSample<'_>> {
         self.group(group).map(|g| GroupSample {
             at_ms: self.taken_at.micros() / 1000,
-            partitions: g
-                .partitions
-                .iter()
-                .map(|p| PartitionSample {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    committed: p.committed,
-                    lag: p.lag,
-                })
-                .collect(),
+            lag: &g.lag,
         })
     }
 }
@@ -133,13 +92,6 @@ struct History {
 /// How long one sample may spend reading the oldest unconsumed records' times (all
 /// groups together); what is not read by then is reported as unknown.
 const TIMESTAMPS_BUDGET: Duration = Duration::from_secs(2);
-
-/// One group as read from Kafka, before it is judged.
-struct GroupRead {
-    group: String,
-    topics: Vec<String>,
-    partitions: Vec<PartitionLagSample>,
-}
 
 /// The groups watched and the topics each reads.
 fn watched(orders_topic: &str) -> Vec<(&'static str, Vec<String>)> {
@@ -206,8 +158,8 @@ impl LagMonitor {
         self.reader()?.ping(&self.orders_topic, timeout)
     }
 
-    /// Reads one sample from Kafka. Blocking.
-    fn read_sample(&self) -> Result<Vec<GroupRead>, KafkaSetupError> {
+    /// Reads one sample from Kafka: each group's lag, before it is judged. Blocking.
+    fn read_sample(&self) -> Result<Vec<ConsumerLag>, KafkaSetupError> {
         let reader = self.reader()?;
         let timeout = self.options.kafka_timeout;
         let groups = watched(&self.orders_topic);
@@ -240,26 +192,25 @@ impl LagMonitor {
         let mut out = Vec::new();
         for (group, topics) in groups {
             let group_committed = committed.remove(group).unwrap_or_default();
-            let mut parts = Vec::new();
-            let mut oldest_wanted = Vec::new();
-            for tp in of_topics(&topics) {
-                let (low, high) = marks.get(&tp).copied().unwrap_or((0, 0));
-                let c = group_committed.get(&tp).copied().flatten();
-                let next = c.unwrap_or(low).max(low);
-                let lag = (high - next).max(0);
-                if lag > 0 {
-                    oldest_wanted.push((tp.clone(), next));
-                }
-                parts.push(PartitionLagSample {
-                    topic: tp.0,
-                    partition: tp.1,
-                    committed: c,
-                    low_watermark: low,
-                    high_watermark: high,
-                    lag,
-                    lag_seconds: (lag == 0).then_some(0.0),
-                });
-            }
+            let partitions: Vec<PartitionLag> = of_topics(&topics)
+                .into_iter()
+                .map(|tp| {
+                    let (low, high) = marks.get(&tp).copied().unwrap_or((0, 0));
+                    let c = group_committed.get(&tp).copied().flatten();
+                    PartitionLag::new(tp.0, tp.1, c, low, high)
+                })
+                .collect();
+            // The oldest record a lagging group has yet to read is the one at its next offset.
+            let oldest_wanted: Vec<(TopicPartition, i64)> = partitions
+                .iter()
+                .filter(|p| p.lag > 0)
+                .map(|p| ((p.topic.clone(), p.partition), p.next_offset()))
+                .collect();
+            let mut lag = ConsumerLag {
+                group: group.to_owned(),
+                topics,
+                partitions,
+            };
             if !oldest_wanted.is_empty() {
                 // A missing timestamp leaves `lag_seconds` unknown; it does not fail the sample.
                 let budget = TIMESTAMPS_BUDGET.saturating_sub(timestamps_started.elapsed());
@@ -273,7 +224,7 @@ impl LagMonitor {
                                 "some oldest records not read in time"
                             );
                         }
-                        for p in parts.iter_mut().filter(|p| p.lag > 0) {
+                        for p in lag.partitions.iter_mut().filter(|p| p.lag > 0) {
                             if let Some(ms) = times.get(&(p.topic.clone(), p.partition)) {
                                 p.lag_seconds = Some((now_ms - ms).max(0) as f64 / 1000.0);
                             }
@@ -284,11 +235,7 @@ impl LagMonitor {
                     }
                 }
             }
-            out.push(GroupRead {
-                group: group.to_owned(),
-                topics,
-                partitions: parts,
-            });
+            out.push(lag);
         }
         Ok(out)
     }
@@ -305,10 +252,8 @@ impl LagMonitor {
                         taken_at,
                         groups: groups
                             .into_iter()
-                            .map(|g| GroupLagSample {
-                                group: g.group,
-                                topics: g.topics,
-                                partitions: g.partitions,
+                            .map(|lag| GroupLagSample {
+                                lag,
                                 verdict: Verdict {
                                     status: LagStatus::Ok,
                                     reason: String::new(),
@@ -328,8 +273,11 @@ impl LagMonitor {
                     snapshot.window_samples = history.samples.len() + 1;
                     snapshot.window_span_seconds =
                         (taken_at.micros() - first_at).max(0) as f64 / 1e6;
-                    let names: Vec<String> =
-                        snapshot.groups.iter().map(|g| g.group.clone()).collect();
+                    let names: Vec<String> = snapshot
+                        .groups
+                        .iter()
+                        .map(|g| g.lag.group.clone())
+                        .collect();
                     for name in names {
                         let mut window: Vec<GroupSample> = history
                             .samples
@@ -338,7 +286,7 @@ impl LagMonitor {
                             .collect();
                         window.extend(snapshot.as_group_sample(&name));
                         let verdict = lag_status::evaluate(&window);
-                        if let Some(g) = snapshot.groups.iter_mut().find(|g| g.group == name) {
+                        if let Some(g) = snapshot.groups.iter_mut().find(|g| g.lag.group == name) {
                             g.verdict = verdict;
                         }
                     }
@@ -421,15 +369,15 @@ impl LagMonitor {
         let window = self.window();
         let anchor = window.iter().position(|s| {
             s.group(FRAUD_GROUP)
-                .and_then(|g| g.committed(&self.orders_topic, partition))
-                .and_then(|p| p.committed)
-                .is_some_and(|c| c > offset)
+                .and_then(|g| g.lag.partition(&self.orders_topic, partition))
+                .is_some_and(|p| p.has_passed(offset))
         });
         let Some(anchor) = anchor else { return false };
         let Some(alerts_then) = window[anchor].group(ANALYTICS_GROUP) else {
             return false;
         };
         let marks: Vec<(i32, i64)> = alerts_then
+            .lag
             .partitions
             .iter()
             .filter(|p| p.topic == FRAUD_ALERTS_TOPIC)
@@ -444,10 +392,9 @@ impl LagMonitor {
             };
             marks.iter().all(|(partition, high)| {
                 analytics
-                    .committed(FRAUD_ALERTS_TOPIC, *partition)
-                    .is_some_and(|p| {
-                        p.committed.unwrap_or(p.low_watermark).max(p.low_watermark) >= *high
-                    })
+                    .lag
+                    .partition(FRAUD_ALERTS_TOPIC, *partition)
+                    .is_some_and(|p| p.next_offset() >= *high)
             })
         })
     }

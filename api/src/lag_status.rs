@@ -14,6 +14,7 @@
 //! idle topic with zero lag, where no commits are expected. A window of fewer than
 //! [`MIN_SAMPLES`] samples never alarms.
 
+use orders_core::lag::{ConsumerLag, PartitionLag};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -45,23 +46,12 @@ impl LagStatus {
     }
 }
 
-/// One partition in one sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionSample {
-    pub topic: String,
-    pub partition: i32,
-    /// The committed offset; `None` when the group has committed nothing there.
-    pub committed: Option<i64>,
-    /// Records not yet consumed.
-    pub lag: i64,
-}
-
-/// One sample of one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupSample {
+/// One sample of one group: its lag, borrowed from the sample that holds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupSample<'a> {
     /// When it was taken, in milliseconds since the Unix epoch.
     pub at_ms: i64,
-    pub partitions: Vec<PartitionSample>,
+    pub lag: &'a ConsumerLag,
 }
 
 /// The judgement and why, in words an operator reads.
@@ -94,11 +84,11 @@ fn names(parts: &[(&str, i32)]) -> String {
 }
 
 /// Judges a group from its window of samples, oldest first.
-pub fn evaluate(window: &[GroupSample]) -> Verdict {
+pub fn evaluate(window: &[GroupSample<'_>]) -> Verdict {
     let (Some(first), Some(last)) = (window.first(), window.last()) else {
         return Verdict::new(LagStatus::Ok, "no sample yet");
     };
-    let total_lag: i64 = last.partitions.iter().map(|p| p.lag).sum();
+    let total_lag = last.lag.total();
     if window.len() < MIN_SAMPLES {
         let reason = if total_lag == 0 {
             "caught up".to_owned()
@@ -112,9 +102,9 @@ pub fn evaluate(window: &[GroupSample]) -> Verdict {
     }
     let span_s = (last.at_ms - first.at_ms).max(0) as f64 / 1000.0;
 
-    let mut series: BTreeMap<(&str, i32), Vec<&PartitionSample>> = BTreeMap::new();
+    let mut series: BTreeMap<(&str, i32), Vec<&PartitionLag>> = BTreeMap::new();
     for sample in window {
-        for p in &sample.partitions {
+        for p in &sample.lag.partitions {
             series
                 .entry((p.topic.as_str(), p.partition))
                 .or_default()
@@ -180,50 +170,60 @@ pub fn evaluate(window: &[GroupSample]) -> Verdict {
 mod tests {
     use super::*;
 
-    /// A window of samples 1.5 s apart; each sample lists `(committed, lag)` per partition
-    /// of topic `orders`.
-    fn window(samples: &[&[(Option<i64>, i64)]]) -> Vec<GroupSample> {
+    /// A window of samples 1.5 s apart, as `(at_ms, lag)`; each sample lists
+    /// `(committed, lag)` per partition of topic `orders`.
+    fn window(samples: &[&[(Option<i64>, i64)]]) -> Vec<(i64, ConsumerLag)> {
         samples
             .iter()
             .enumerate()
-            .map(|(i, parts)| GroupSample {
-                at_ms: 1_700_000_000_000 + i as i64 * 1500,
-                partitions: parts
-                    .iter()
-                    .enumerate()
-                    .map(|(p, (committed, lag))| PartitionSample {
-                        topic: "orders".into(),
-                        partition: p as i32,
-                        committed: *committed,
-                        lag: *lag,
-                    })
-                    .collect(),
+            .map(|(i, parts)| {
+                let lag = ConsumerLag {
+                    group: "fraud-group".into(),
+                    topics: vec!["orders".into()],
+                    partitions: parts
+                        .iter()
+                        .enumerate()
+                        .map(|(p, (committed, lag))| {
+                            let high = committed.unwrap_or(0) + lag;
+                            PartitionLag::new("orders", p as i32, *committed, 0, high)
+                        })
+                        .collect(),
+                };
+                (1_700_000_000_000 + i as i64 * 1500, lag)
             })
             .collect()
     }
 
     /// `n` identical samples.
-    fn steady(parts: &[(Option<i64>, i64)], n: usize) -> Vec<GroupSample> {
+    fn steady(parts: &[(Option<i64>, i64)], n: usize) -> Vec<(i64, ConsumerLag)> {
         window(&vec![parts; n])
+    }
+
+    fn judge(window: &[(i64, ConsumerLag)]) -> Verdict {
+        let samples: Vec<GroupSample> = window
+            .iter()
+            .map(|(at_ms, lag)| GroupSample { at_ms: *at_ms, lag })
+            .collect();
+        evaluate(&samples)
     }
 
     #[test]
     fn idle_topic_with_zero_lag_is_ok() {
         // Nothing produced, nothing committed, nothing moving: no alarm.
         let never_committed = steady(&[(None, 0), (None, 0)], 10);
-        let v = evaluate(&never_committed);
+        let v = judge(&never_committed);
         assert_eq!(v.status, LagStatus::Ok, "{v:?}");
         assert_eq!(v.reason, "caught up");
         // Caught up long ago, offsets frozen, topic idle.
         let caught_up = steady(&[(Some(500), 0), (Some(42), 0)], 10);
-        assert_eq!(evaluate(&caught_up).status, LagStatus::Ok);
+        assert_eq!(judge(&caught_up).status, LagStatus::Ok);
     }
 
     #[test]
     fn empty_and_short_windows_never_alarm() {
         assert_eq!(evaluate(&[]).status, LagStatus::Ok);
         let frozen = window(&[&[(Some(10), 90)], &[(Some(10), 95)]]);
-        let v = evaluate(&frozen);
+        let v = judge(&frozen);
         assert_eq!(v.status, LagStatus::Ok, "{v:?}");
         assert!(v.reason.contains("2 of 3 samples"), "{v:?}");
     }
@@ -237,7 +237,7 @@ mod tests {
             &[(Some(125), 4), (Some(98), 4)],
             &[(Some(131), 6), (Some(101), 3)],
         ]);
-        let v = evaluate(&w);
+        let v = judge(&w);
         assert_eq!(v.status, LagStatus::Ok, "{v:?}");
         assert!(v.reason.starts_with("progressing"), "{v:?}");
     }
@@ -250,7 +250,7 @@ mod tests {
             &[(Some(700), 450)],
             &[(Some(1100), 100)],
         ]);
-        assert_eq!(evaluate(&w).status, LagStatus::Ok);
+        assert_eq!(judge(&w).status, LagStatus::Ok);
     }
 
     #[test]
@@ -261,7 +261,7 @@ mod tests {
             &[(Some(140), 25), (Some(50), 0)],
             &[(Some(160), 60), (Some(50), 0)],
         ]);
-        let v = evaluate(&w);
+        let v = judge(&w);
         assert_eq!(v.status, LagStatus::Warn, "{v:?}");
         assert!(v.reason.contains("orders/0"), "{v:?}");
         assert!(!v.reason.contains("orders/1"), "{v:?}");
@@ -275,7 +275,7 @@ mod tests {
             &[(Some(150), 20)],
             &[(Some(160), 60)],
         ]);
-        assert_eq!(evaluate(&w).status, LagStatus::Ok);
+        assert_eq!(judge(&w).status, LagStatus::Ok);
     }
 
     #[test]
@@ -285,7 +285,7 @@ mod tests {
             &[(Some(110), 4), (Some(40), 15)],
             &[(Some(118), 6), (Some(40), 19)],
         ]);
-        let v = evaluate(&w);
+        let v = judge(&w);
         assert_eq!(v.status, LagStatus::Stall, "{v:?}");
         assert!(v.reason.contains("orders/1"), "{v:?}");
         assert!(v.reason.contains("3.0 s"), "{v:?}");
@@ -295,21 +295,21 @@ mod tests {
     fn no_commits_anywhere_with_records_waiting_is_stop() {
         // A dead consumer: nothing moves, lag constant (producer idle) or growing.
         let constant = steady(&[(Some(10), 7), (Some(3), 0)], 5);
-        let v = evaluate(&constant);
+        let v = judge(&constant);
         assert_eq!(v.status, LagStatus::Stop, "{v:?}");
         assert!(v.reason.contains("7 records wait"), "{v:?}");
         let growing = window(&[&[(Some(10), 7)], &[(Some(10), 9)], &[(Some(10), 30)]]);
-        assert_eq!(evaluate(&growing).status, LagStatus::Stop);
+        assert_eq!(judge(&growing).status, LagStatus::Stop);
         // A group that never committed while records wait.
         let never = steady(&[(None, 4)], 3);
-        assert_eq!(evaluate(&never).status, LagStatus::Stop);
+        assert_eq!(judge(&never).status, LagStatus::Stop);
     }
 
     #[test]
     fn a_moment_of_zero_lag_in_the_window_clears_a_partition() {
         // Burrow's first rule: it was caught up within the window.
         let w = window(&[&[(Some(10), 0)], &[(Some(10), 3)], &[(Some(10), 5)]]);
-        assert_eq!(evaluate(&w).status, LagStatus::Ok);
+        assert_eq!(judge(&w).status, LagStatus::Ok);
     }
 
     #[test]
@@ -319,7 +319,7 @@ mod tests {
             &[(Some(120), 20), (Some(40), 15)],
             &[(Some(140), 30), (Some(40), 19)],
         ]);
-        assert_eq!(evaluate(&w).status, LagStatus::Stall);
+        assert_eq!(judge(&w).status, LagStatus::Stall);
     }
 
     #[test]
@@ -330,7 +330,7 @@ mod tests {
         let mut moved = frozen.clone();
         moved.push((Some(2), 1));
         let w = window(&[&moving, &moving, &moved]);
-        let v = evaluate(&w);
+        let v = judge(&w);
         assert_eq!(v.status, LagStatus::Stall);
         assert!(v.reason.contains("and 2 more"), "{v:?}");
     }

@@ -133,8 +133,8 @@ fn render_lag(out: &mut String, lag: &LagSnapshot) {
         let _ = writeln!(
             out,
             "orders_consumer_lag_records{{group=\"{}\"}} {}",
-            label(&g.group),
-            g.total_lag()
+            label(&g.lag.group),
+            g.lag.total()
         );
     }
     out.push_str(
@@ -142,11 +142,11 @@ fn render_lag(out: &mut String, lag: &LagSnapshot) {
          # TYPE orders_consumer_lag_seconds gauge\n",
     );
     for g in &lag.groups {
-        if let Some(s) = g.max_lag_seconds() {
+        if let Some(s) = g.lag.max_lag_seconds() {
             let _ = writeln!(
                 out,
                 "orders_consumer_lag_seconds{{group=\"{}\"}} {s}",
-                label(&g.group)
+                label(&g.lag.group)
             );
         }
     }
@@ -160,7 +160,7 @@ fn render_lag(out: &mut String, lag: &LagSnapshot) {
             let _ = writeln!(
                 out,
                 "orders_consumer_status{{group=\"{}\",status=\"{s}\"}} {on}",
-                label(&g.group)
+                label(&g.lag.group)
             );
         }
     }

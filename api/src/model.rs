@@ -3,8 +3,9 @@
 //!
 //! Optional fields are always present (as `null` when unknown), so scripts see one shape.
 
-use crate::lag::{GroupLagSample, LagSnapshot, PartitionLagSample};
+use crate::lag::{GroupLagSample, LagSnapshot};
 use crate::lag_status::LagStatus;
+use orders_core::lag::PartitionLag;
 use orders_core::store::{CountAndSum, OrderDocument, StoredAlert, StoredPayment, Totals};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -241,34 +242,67 @@ impl From<&Totals> for TotalsBody {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PartitionLagJson {
-    pub topic: String,
-    pub partition: i32,
-    /// Null when the group has committed nothing on this partition.
-    pub committed: Option<i64>,
-    pub low_watermark: i64,
-    pub high_watermark: i64,
-    /// Records not yet consumed.
-    pub lag: i64,
-    /// Age of the oldest unconsumed record (from its Kafka timestamp); 0 without lag,
-    /// null when it could not be read in time.
-    pub lag_seconds: Option<f64>,
-}
+/// The OpenAPI schema of a partition's lag, which is [`PartitionLag`] serialized as it is.
+/// `orders_core` knows nothing of OpenAPI, so its schema is written here, under the name
+/// the document has always given it.
+pub struct PartitionLagJson;
 
-impl From<&PartitionLagSample> for PartitionLagJson {
-    fn from(p: &PartitionLagSample) -> Self {
-        PartitionLagJson {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            committed: p.committed,
-            low_watermark: p.low_watermark,
-            high_watermark: p.high_watermark,
-            lag: p.lag,
-            lag_seconds: p.lag_seconds,
+impl utoipa::PartialSchema for PartitionLagJson {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
+        fn field(
+            types: impl Into<SchemaType>,
+            format: Option<KnownFormat>,
+            description: Option<&str>,
+        ) -> ObjectBuilder {
+            ObjectBuilder::new()
+                .schema_type(types)
+                .format(format.map(SchemaFormat::KnownFormat))
+                .description(description)
         }
+        let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
+        ObjectBuilder::new()
+            .property("topic", field(Type::String, None, None))
+            .required("topic")
+            .property("partition", field(Type::Integer, Some(KnownFormat::Int32), None))
+            .required("partition")
+            .property(
+                "committed",
+                field(
+                    nullable(Type::Integer),
+                    Some(KnownFormat::Int64),
+                    Some("Null when the group has committed nothing on this partition."),
+                ),
+            )
+            .property("low_watermark", field(Type::Integer, Some(KnownFormat::Int64), None))
+            .required("low_watermark")
+            .property("high_watermark", field(Type::Integer, Some(KnownFormat::Int64), None))
+            .required("high_watermark")
+            .property(
+                "lag",
+                field(
+                    Type::Integer,
+                    Some(KnownFormat::Int64),
+                    Some("Records not yet consumed."),
+                ),
+            )
+            .required("lag")
+            .property(
+                "lag_seconds",
+                field(
+                    nullable(Type::Number),
+                    Some(KnownFormat::Double),
+                    Some(
+                        "Age of the oldest unconsumed record (from its Kafka timestamp); 0 without lag,\n\
+                         null when it could not be read in time.",
+                    ),
+                ),
+            )
+            .into()
     }
 }
+
+impl ToSchema for PartitionLagJson {}
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct GroupLagJson {
@@ -281,19 +315,20 @@ pub struct GroupLagJson {
     pub reason: String,
     pub total_lag: i64,
     pub max_lag_seconds: Option<f64>,
-    pub partitions: Vec<PartitionLagJson>,
+    #[schema(value_type = Vec<PartitionLagJson>)]
+    pub partitions: Vec<PartitionLag>,
 }
 
 impl From<&GroupLagSample> for GroupLagJson {
     fn from(g: &GroupLagSample) -> Self {
         GroupLagJson {
-            group: g.group.clone(),
-            topics: g.topics.clone(),
+            group: g.lag.group.clone(),
+            topics: g.lag.topics.clone(),
             status: g.verdict.status,
             reason: g.verdict.reason.clone(),
-            total_lag: g.total_lag(),
-            max_lag_seconds: g.max_lag_seconds(),
-            partitions: g.partitions.iter().map(Into::into).collect(),
+            total_lag: g.lag.total(),
+            max_lag_seconds: g.lag.max_lag_seconds(),
+            partitions: g.lag.partitions.clone(),
         }
     }
 }
@@ -413,6 +448,53 @@ mod tests {
         }
         assert_eq!(api["amount"], serde_json::json!(249.99));
         assert_eq!(api["created_at"], "2024-01-15T10:30:00Z");
+    }
+
+    /// `/api/lag` as docs/json.md fixes it: names, order, numbers and nulls.
+    #[test]
+    fn lag_body_keeps_its_wire_shape() {
+        use crate::lag::{GroupLagSample, LagSnapshot};
+        use crate::lag_status::Verdict;
+        use orders_core::lag::ConsumerLag;
+        let mut behind = PartitionLag::new("orders", 0, Some(40), 0, 42);
+        behind.lag_seconds = Some(1.25);
+        let snapshot = LagSnapshot {
+            taken_at: Timestamp::from_micros(1_705_314_600_123_456).unwrap(),
+            groups: vec![GroupLagSample {
+                lag: ConsumerLag {
+                    group: "fraud-group".into(),
+                    topics: vec!["orders".into()],
+                    partitions: vec![
+                        behind,
+                        PartitionLag::new("orders", 1, None, 5, 9),
+                        PartitionLag::new("orders", 2, Some(7), 0, 7),
+                    ],
+                },
+                verdict: Verdict {
+                    status: LagStatus::Stall,
+                    reason: "offsets not moving".into(),
+                },
+            }],
+            window_samples: 3,
+            window_span_seconds: 3.0,
+        };
+        let body = LagBody::new(&snapshot, std::time::Duration::from_millis(1500));
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            concat!(
+                r#"{"sampled_at":"2024-01-15T10:30:00.123456Z","#,
+                r#""window":{"samples":3,"span_seconds":3.0,"interval_seconds":1.5},"#,
+                r#""groups":[{"group":"fraud-group","topics":["orders"],"status":"STALL","#,
+                r#""reason":"offsets not moving","total_lag":6,"max_lag_seconds":1.25,"#,
+                r#""partitions":["#,
+                r#"{"topic":"orders","partition":0,"committed":40,"low_watermark":0,"#,
+                r#""high_watermark":42,"lag":2,"lag_seconds":1.25},"#,
+                r#"{"topic":"orders","partition":1,"committed":null,"low_watermark":5,"#,
+                r#""high_watermark":9,"lag":4,"lag_seconds":null},"#,
+                r#"{"topic":"orders","partition":2,"committed":7,"low_watermark":0,"#,
+                r#""high_watermark":7,"lag":0,"lag_seconds":0.0}]}]}"#
+            )
+        );
     }
 
     #[test]

@@ -66,3 +66,69 @@ pub fn json() -> &'static str {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The schema is written by hand (the type lives in `orders_core`), so it must name
+    /// exactly the fields the type serializes, and call required exactly those never null.
+    #[test]
+    fn partition_lag_schema_documents_what_is_serialized() {
+        let doc: serde_json::Value = serde_json::from_str(super::json()).unwrap();
+        let schema = &doc["components"]["schemas"]["PartitionLagJson"];
+        let wire = serde_json::to_value(orders_core::lag::PartitionLag::default()).unwrap();
+        let wire = wire.as_object().unwrap();
+        let documented = schema["properties"].as_object().unwrap();
+        let mut names: Vec<&String> = wire.keys().collect();
+        names.sort();
+        assert_eq!(names, documented.keys().collect::<Vec<_>>());
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let never_null: Vec<&str> = documented
+            .iter()
+            .filter(|(_, s)| {
+                !s["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&"null".into()))
+            })
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut sorted = required.clone();
+        sorted.sort();
+        assert_eq!(sorted, never_null);
+    }
+
+    /// A partition's lag is documented under the name and with the words it has always had
+    /// (scripts may read the document), whatever type serializes it.
+    #[test]
+    fn partition_lag_schema_keeps_its_name_and_shape() {
+        let doc: serde_json::Value = serde_json::from_str(super::json()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["GroupLagJson"]["properties"]["partitions"],
+            serde_json::json!({"type": "array", "items": {"$ref": "#/components/schemas/PartitionLagJson"}})
+        );
+        assert_eq!(
+            schemas["PartitionLagJson"],
+            serde_json::json!({
+                "type": "object",
+                "required": ["topic", "partition", "low_watermark", "high_watermark", "lag"],
+                "properties": {
+                    "committed": {"type": ["integer", "null"], "format": "int64",
+                        "description": "Null when the group has committed nothing on this partition."},
+                    "high_watermark": {"type": "integer", "format": "int64"},
+                    "lag": {"type": "integer", "format": "int64",
+                        "description": "Records not yet consumed."},
+                    "lag_seconds": {"type": ["number", "null"], "format": "double",
+                        "description": "Age of the oldest unconsumed record (from its Kafka timestamp); 0 without lag,\nnull when it could not be read in time."},
+                    "low_watermark": {"type": "integer", "format": "int64"},
+                    "partition": {"type": "integer", "format": "int32"},
+                    "topic": {"type": "string"}
+                }
+            })
+        );
+    }
+}

@@ -224,10 +224,9 @@ fn journey(
         ORDER_GROUPS
             .iter()
             .filter(|g| {
-                s.group(g)
-                    .and_then(|g| g.committed(topic, doc.kafka_partition))
-                    .and_then(|p| p.committed)
-                    .is_none_or(|c| c <= doc.kafka_offset)
+                !s.group(g)
+                    .and_then(|g| g.lag.partition(topic, doc.kafka_partition))
+                    .is_some_and(|p| p.has_passed(doc.kafka_offset))
             })
             .map(|g| (*g).to_owned())
             .collect()

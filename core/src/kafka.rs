@@ -2,11 +2,11 @@
 //! broker (librdkafka's mock cluster), topic checks and consumer lag.
 
 use crate::config::{KafkaArgs, Secret};
+use crate::lag::{ConsumerLag, PartitionLag};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -251,32 +251,6 @@ pub fn embedded_settings(bootstrap_servers: impl Into<String>) -> KafkaSettings 
     }
 }
 
-/// Lag of one partition for one group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PartitionLag {
-    pub topic: String,
-    pub partition: i32,
-    /// The group's committed offset; `None` when it has committed nothing yet.
-    pub committed: Option<i64>,
-    pub low_watermark: i64,
-    pub high_watermark: i64,
-    /// Records the group has yet to consume.
-    pub lag: i64,
-}
-
-/// Lag of one group over the partitions of some topics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConsumerLag {
-    pub group: String,
-    pub partitions: Vec<PartitionLag>,
-}
-
-impl ConsumerLag {
-    pub fn total(&self) -> i64 {
-        self.partitions.iter().map(|p| p.lag).sum()
-    }
-}
-
 /// Reads the committed offsets of `group` on `topics` and the partitions' watermarks.
 /// Blocking: call from a blocking context.
 pub fn consumer_lag(
@@ -306,19 +280,18 @@ pub fn consumer_lag(
             Offset::Offset(o) => Some(o),
             _ => None,
         };
-        let lag = (high - committed.unwrap_or(low).max(low)).max(0);
-        partitions.push(PartitionLag {
-            topic: elem.topic().to_owned(),
-            partition: elem.partition(),
+        partitions.push(PartitionLag::new(
+            elem.topic(),
+            elem.partition(),
             committed,
-            low_watermark: low,
-            high_watermark: high,
-            lag,
-        });
+            low,
+            high,
+        ));
     }
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(ConsumerLag {
         group: group.to_owned(),
+        topics: topics.iter().map(|t| (*t).to_owned()).collect(),
         partitions,
     })
 }

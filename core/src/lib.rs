@@ -7,6 +7,7 @@ pub mod domain;
 pub mod fraud;
 pub mod generator;
 pub mod kafka;
+pub mod lag;
 pub mod money;
 pub mod progress;
 pub mod store;

@@ -4,8 +4,9 @@
 //! max) for the main screen, a filtered view and the detail overlay, and what applying one
 //! update of 500 orders costs the update side (merge and re-filter).
 
+use orders_core::lag::PartitionLag;
 use orders_core::{Cents, Timestamp};
-use ordersctl::console::api::{Alert, GroupLag, LagStatus, OrderDocument, PartitionLag, Totals};
+use ordersctl::console::api::{Alert, GroupLag, LagStatus, OrderDocument, Totals};
 use ordersctl::console::draw;
 use ordersctl::console::fetch::Update;
 use ordersctl::console::filter::Filter;
@@ -99,14 +100,7 @@ fn loaded_app() -> App {
                 total_lag: 12,
                 max_lag_seconds: Some(0.2),
                 partitions: (0..6)
-                    .map(|p| PartitionLag {
-                        topic: "orders".into(),
-                        partition: p,
-                        committed: Some(16_000),
-                        high_watermark: 16_002,
-                        lag: 2,
-                        ..PartitionLag::default()
-                    })
+                    .map(|p| PartitionLag::new("orders", p, Some(16_000), 0, 16_002))
                     .collect(),
                 ..GroupLag::default()
             })

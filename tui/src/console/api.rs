@@ -3,6 +3,7 @@
 //! Every field the console can do without has a default, and unknown fields are ignored, so
 //! an API that grows (or a slightly older one) does not blank the screen.
 
+use orders_core::lag::PartitionLag;
 use orders_core::{Cents, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -152,21 +153,6 @@ impl<'de> Deserialize<'de> for LagStatus {
     }
 }
 
-/// Lag of one group on one partition.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct PartitionLag {
-    pub topic: String,
-    pub partition: i32,
-    /// `None` while the group has committed nothing on this partition.
-    pub committed: Option<i64>,
-    pub low_watermark: i64,
-    pub high_watermark: i64,
-    pub lag: i64,
-    /// Age of the oldest record not yet consumed.
-    pub lag_seconds: Option<f64>,
-}
-
 /// Lag of one consumer group (`GET /api/lag` → `groups`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
@@ -182,6 +168,7 @@ pub struct GroupLag {
     /// How far behind the group is, in seconds (its worst partition).
     #[serde(alias = "seconds_behind")]
     pub max_lag_seconds: Option<f64>,
+    /// Read as leniently as the rest: [`PartitionLag`] defaults what is missing.
     pub partitions: Vec<PartitionLag>,
 }
 
@@ -193,7 +180,7 @@ impl GroupLag {
         self.partitions
             .iter()
             .find(|p| p.partition == partition && topic.is_none_or(|t| *t == p.topic))
-            .map(|p| p.committed.is_some_and(|c| c > offset))
+            .map(|p| p.has_passed(offset))
     }
 }
 
