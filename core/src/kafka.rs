@@ -6,6 +6,7 @@ use crate::lag::{ConsumerLag, PartitionLag};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
+pub use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc};
@@ -146,7 +147,12 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "false")
-            .set("session.timeout.ms", "10000")
+            // Members joining or leaving move only the partitions that change hands; the
+            // others keep being consumed through the rebalance.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A member that dies without leaving (kill -9, a lost host) holds its
+            // partitions this long: the lowest a broker accepts by default.
+            .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("queued.min.messages", "200000");
@@ -177,25 +183,57 @@ impl KafkaSettings {
     }
 }
 
+/// A fault to inject into the embedded broker: what the faults tests and `ordersctl chaos`
+/// do to it. Broker ids run from 1 to the number of brokers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerFault {
+    /// Disconnects every broker and refuses new connections (leaders do not move).
+    AllDown,
+    /// Accepts connections again on every broker.
+    AllUp,
+    /// One broker down or up.
+    Down(i32),
+    Up(i32),
+    /// Delays every answer of a broker (0 clears it).
+    RoundTripTime(i32, Duration),
+    /// Answers the next requests of one API with these errors, in order.
+    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>),
+    /// Moves a partition's leader to a broker.
+    PartitionLeader {
+        topic: String,
+        partition: i32,
+        broker: i32,
+    },
+}
+
+type FaultReply = mpsc::Sender<Result<(), String>>;
+
 /// The embedded broker: librdkafka's mock cluster, reachable over TCP on a random local
 /// port. Memory only; keeps about 5 MiB (and at most 100,000 batches) per partition.
-/// The cluster lives on its own thread (its handle is not `Send`) until this is dropped.
+/// The cluster lives on its own thread (its handle is not `Send`) until this is dropped;
+/// faults reach it through a channel.
 pub struct EmbeddedBroker {
     bootstrap: String,
-    stop: Option<mpsc::Sender<()>>,
+    brokers: i32,
+    faults: Option<mpsc::Sender<(BrokerFault, FaultReply)>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EmbeddedBroker {
     /// Starts a one-broker mock cluster with these topics created.
     pub fn start(topics: &[(String, i32)]) -> Result<Self, KafkaSetupError> {
+        Self::start_cluster(topics, 1)
+    }
+
+    /// Starts a mock cluster of `brokers` brokers; topics are replicated on up to three.
+    pub fn start_cluster(topics: &[(String, i32)], brokers: i32) -> Result<Self, KafkaSetupError> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (fault_tx, fault_rx) = mpsc::channel::<(BrokerFault, FaultReply)>();
         let topics = topics.to_vec();
         let thread = std::thread::Builder::new()
             .name("embedded-kafka".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(1) {
+                let cluster = match MockCluster::new(brokers) {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
@@ -203,14 +241,16 @@ impl EmbeddedBroker {
                     }
                 };
                 for (name, partitions) in &topics {
-                    if let Err(e) = cluster.create_topic(name, *partitions, 1) {
+                    if let Err(e) = cluster.create_topic(name, *partitions, brokers.min(3)) {
                         let _ = ready_tx.send(Err(format!("creating topic {name}: {e}")));
                         return;
                     }
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                // Parks until the owner drops its sender.
-                let _ = stop_rx.recv();
+                // Serves faults until the owner drops its sender.
+                while let Ok((fault, reply)) = fault_rx.recv() {
+                    let _ = reply.send(inject(&cluster, &fault).map_err(|e| e.to_string()));
+                }
                 drop(cluster);
             })
             .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?;
@@ -220,7 +260,8 @@ impl EmbeddedBroker {
             .map_err(KafkaSetupError::Embedded)?;
         Ok(EmbeddedBroker {
             bootstrap,
-            stop: Some(stop_tx),
+            brokers,
+            faults: Some(fault_tx),
             thread: Some(thread),
         })
     }
@@ -229,14 +270,56 @@ impl EmbeddedBroker {
         &self.bootstrap
     }
 
+    /// How many brokers the cluster has (ids 1 to this).
+    pub fn brokers(&self) -> i32 {
+        self.brokers
+    }
+
     pub fn settings(&self) -> KafkaSettings {
         embedded_settings(self.bootstrap.clone())
+    }
+
+    /// Injects a fault; returns once the cluster has taken it.
+    pub fn inject(&self, fault: BrokerFault) -> Result<(), KafkaSetupError> {
+        let gone = || KafkaSetupError::Embedded("the embedded broker has stopped".into());
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.faults
+            .as_ref()
+            .ok_or_else(gone)?
+            .send((fault, reply_tx))
+            .map_err(|_| gone())?;
+        reply_rx
+            .recv()
+            .map_err(|_| gone())?
+            .map_err(KafkaSetupError::Embedded)
+    }
+}
+
+fn inject<C: rdkafka::ClientContext>(
+    cluster: &MockCluster<'_, C>,
+    fault: &BrokerFault,
+) -> Result<(), KafkaError> {
+    match fault {
+        BrokerFault::AllDown => cluster.broker_down(-1),
+        BrokerFault::AllUp => cluster.broker_up(-1),
+        BrokerFault::Down(b) => cluster.broker_down(*b),
+        BrokerFault::Up(b) => cluster.broker_up(*b),
+        BrokerFault::RoundTripTime(b, d) => cluster.broker_round_trip_time(*b, *d),
+        BrokerFault::RequestErrors(api, errors) => {
+            cluster.request_errors(*api, errors);
+            Ok(())
+        }
+        BrokerFault::PartitionLeader {
+            topic,
+            partition,
+            broker,
+        } => cluster.partition_leader(topic, *partition, Some(*broker)),
     }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.faults.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

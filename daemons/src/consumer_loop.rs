@@ -11,13 +11,16 @@ use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use orders_core::domain::{DecodeError, MAX_RECORD_BYTES};
 use orders_core::kafka::{dlq_topic, KafkaSettings};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -164,24 +167,133 @@ pub fn dead_letter(group: &str, record: &Record, error: &DecodeError) -> OutReco
     }
 }
 
+/// A partition this member owns: since which assignment, and the offset last stored.
+#[derive(Debug, Clone, Copy)]
+struct Owned {
+    epoch: u64,
+    stored: i64,
+}
+
+/// The partitions this member owns, as the rebalance callbacks tell it. Every assignment of
+/// a partition gets a new epoch; a chunk remembers the epoch its records were received in,
+/// and its offsets are stored only while that same assignment holds. So a chunk that
+/// finishes after its partition was revoked stores nothing (the new owner reads those
+/// records again, and every effect is idempotent by order id), and one that finishes after
+/// the partition came back cannot move the stored offset backwards.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    owned: Mutex<HashMap<(String, i32), Owned>>,
+    next_epoch: AtomicU64,
+    /// Rebalances this member took part in (assignments and revocations).
+    pub rebalances: AtomicU64,
+}
+
+impl Assignment {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Owned>> {
+        // Plain data: usable even if a holder panicked.
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn epoch(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.lock()
+            .get(&(topic.to_owned(), partition))
+            .map(|o| o.epoch)
+    }
+
+    /// The partitions owned now, sorted.
+    pub fn partitions(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<_> = self.lock().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn assign(&self, tpl: &TopicPartitionList) {
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut owned = self.lock();
+        for e in tpl.elements() {
+            owned.insert(
+                (e.topic().to_owned(), e.partition()),
+                Owned { epoch, stored: -1 },
+            );
+        }
+    }
+
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let mut owned = self.lock();
+        for e in tpl.elements() {
+            owned.remove(&(e.topic().to_owned(), e.partition()));
+        }
+    }
+
+    /// The offsets of `offsets` that may be stored now, each recorded as stored.
+    fn admit(&self, offsets: &BTreeMap<(Arc<str>, i32), (i64, u64)>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        let mut owned = self.lock();
+        for ((topic, partition), (next, epoch)) in offsets {
+            let Some(o) = owned.get_mut(&(topic.to_string(), *partition)) else {
+                continue; // revoked: the new owner reads these records again
+            };
+            if o.epoch != *epoch || *next <= o.stored {
+                continue; // received under an earlier assignment, or not forward
+            }
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                tracing::warn!(error = %e, "bad offset");
+                continue;
+            }
+            o.stored = *next;
+        }
+        tpl
+    }
+}
+
+fn partition_names(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A member of a consumer group: follows its assignment through rebalances.
+pub struct GroupMember {
+    group: String,
+    assignment: Arc<Assignment>,
+}
+
+impl ClientContext for GroupMember {}
+
+impl ConsumerContext for GroupMember {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                // Fence first: no chunk stores an offset for these partitions from now on.
+                self.assignment.revoke(tpl);
+                self.assignment.rebalances.fetch_add(1, Ordering::Relaxed);
+                // Hand over what is stored, so the next owner starts after it.
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+                    if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
+                        tracing::warn!(group = %self.group, error = %e, "commit on revoke failed");
+                    }
+                }
+                tracing::info!(group = %self.group, partitions = %partition_names(tpl), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                self.assignment.assign(tpl);
+                self.assignment.rebalances.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(group = %self.group, partitions = %partition_names(tpl), "partitions assigned");
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "rebalance failed");
+            }
+        }
+    }
+}
+
 struct Dispatched {
     records: usize,
     orders: u64,
-    offsets: BTreeMap<(Arc<str>, i32), i64>,
-}
-
-fn store_offsets(consumer: &StreamConsumer, offsets: &BTreeMap<(Arc<str>, i32), i64>) {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), next) in offsets {
-        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-            tracing::warn!(error = %e, "bad offset");
-        }
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        // A partition revoked by a rebalance: its new owner will see the records again,
-        // and every effect is idempotent by order id.
-        tracing::debug!(error = %e, "offsets not stored (partition no longer assigned)");
-    }
+    /// Per partition: the next offset to store, and the assignment it was received under.
+    offsets: BTreeMap<(Arc<str>, i32), (i64, u64)>,
 }
 
 /// Runs one consumer loop until `shutdown`.
@@ -192,9 +304,13 @@ pub async fn run_consumer<P: ChunkProcessor>(
     progress: Arc<Progress>,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumeError> {
-    let consumer: StreamConsumer = settings
+    let assignment = Arc::new(Assignment::default());
+    let consumer: StreamConsumer<GroupMember> = settings
         .consumer_config(&options.client_id, &options.group)
-        .create()?;
+        .create_with_context(GroupMember {
+            group: options.group.clone(),
+            assignment: assignment.clone(),
+        })?;
     let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %options.group, topics = ?options.topics, "consuming");
@@ -209,7 +325,13 @@ pub async fn run_consumer<P: ChunkProcessor>(
     let mut stream = consumer.stream();
 
     let finish = |done: Dispatched, outcome: ChunkOutcome| {
-        store_offsets(&consumer, &done.offsets);
+        let admitted = assignment.admit(&done.offsets);
+        if admitted.count() > 0 {
+            if let Err(e) = consumer.store_offsets(&admitted) {
+                // Revoked between the check and here: the new owner reads them again.
+                tracing::debug!(error = %e, "offsets not stored");
+            }
+        }
         if let Some(c) = counters {
             c.done.fetch_add(done.records as u64, Ordering::Relaxed);
             c.orders_done.fetch_add(done.orders, Ordering::Relaxed);
@@ -252,11 +374,20 @@ pub async fn run_consumer<P: ChunkProcessor>(
                         None => break,
                     }
                 }
-                let mut offsets = BTreeMap::new();
+                let mut offsets: BTreeMap<(Arc<str>, i32), (i64, u64)> = BTreeMap::new();
                 let mut orders = 0;
                 for r in &chunk {
-                    let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
-                    *next = (*next).max(r.offset + 1);
+                    let key = (r.topic.clone(), r.partition);
+                    let entry = match offsets.get_mut(&key) {
+                        Some(e) => e,
+                        None => {
+                            // A record of a partition not (or no longer) assigned gets an
+                            // epoch no assignment has: its offset is never stored.
+                            let epoch = assignment.epoch(&r.topic, r.partition).unwrap_or(0);
+                            offsets.entry(key).or_insert((0, epoch))
+                        }
+                    };
+                    entry.0 = entry.0.max(r.offset + 1);
                     if r.topic == orders_topic {
                         orders += 1;
                     }

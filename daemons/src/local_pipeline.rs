@@ -80,6 +80,8 @@ pub struct LocalOptions {
     pub extra_topics: Vec<(String, i32)>,
     /// On stop, how long the consumers may take to finish what was produced.
     pub drain_grace: Duration,
+    /// Brokers of the embedded cluster (faults tests use three).
+    pub brokers: i32,
 }
 
 impl LocalOptions {
@@ -94,6 +96,7 @@ impl LocalOptions {
             consumers: vec![Role::Fraud, Role::Payment, Role::Analytics],
             extra_topics: Vec::new(),
             drain_grace: Duration::from_secs(30),
+            brokers: 1,
         }
     }
 }
@@ -147,9 +150,11 @@ impl LocalPipeline {
     pub async fn start(options: LocalOptions) -> Result<Self, DaemonError> {
         let mut topics = pipeline_topics(&options.orders_topic);
         topics.extend(options.extra_topics.iter().cloned());
-        let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics))
-            .await
-            .map_err(|e| DaemonError::Task(e.to_string()))??;
+        let brokers = options.brokers;
+        let broker =
+            tokio::task::spawn_blocking(move || EmbeddedBroker::start_cluster(&topics, brokers))
+                .await
+                .map_err(|e| DaemonError::Task(e.to_string()))??;
         let store = Arc::new(SqliteStore::open(&options.store_path)?);
         let mut pipeline = LocalPipeline {
             broker: Some(broker),

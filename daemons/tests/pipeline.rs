@@ -545,3 +545,6 @@ async fn analytics_waits_for_an_unreachable_couchbase_without_committing() {
     drop(analytics);
     pipeline.stop().await.unwrap();
 }
+
+#[path = "pipeline/faults.rs"]
+mod faults;
