@@ -71,6 +71,10 @@ pub struct KafkaSettings {
     /// so a long wait costs nothing there; the embedded broker waits out the full time
     /// when a partition is empty, so it gets a short one.
     pub fetch_wait_max_ms: u32,
+    /// How long librdkafka keeps trying to deliver a record before reporting it failed
+    /// (the confirmed producer then sends it again): the longest outage it rides out on
+    /// its own.
+    pub message_timeout_ms: u32,
 }
 
 impl KafkaSettings {
@@ -79,6 +83,7 @@ impl KafkaSettings {
             bootstrap_servers: bootstrap_servers.into(),
             sasl: None,
             fetch_wait_max_ms: 500,
+            message_timeout_ms: 60_000,
         }
     }
 
@@ -100,6 +105,7 @@ impl KafkaSettings {
                 bootstrap_servers: b.trim().to_owned(),
                 sasl,
                 fetch_wait_max_ms: 500,
+                message_timeout_ms: 60_000,
             }))
     }
 
@@ -133,7 +139,7 @@ impl KafkaSettings {
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "500000")
             .set("queue.buffering.max.kbytes", "1048576")
-            .set("message.timeout.ms", "60000");
+            .set("message.timeout.ms", self.message_timeout_ms.to_string());
         c
     }
 
@@ -198,6 +204,8 @@ pub enum BrokerFault {
     RoundTripTime(i32, Duration),
     /// Answers the next requests of one API with these errors, in order.
     RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>),
+    /// Drops the errors still queued for one API.
+    ClearRequestErrors(RDKafkaApiKey),
     /// Moves a partition's leader to a broker.
     PartitionLeader {
         topic: String,
@@ -307,6 +315,10 @@ fn inject<C: rdkafka::ClientContext>(
         BrokerFault::RoundTripTime(b, d) => cluster.broker_round_trip_time(*b, *d),
         BrokerFault::RequestErrors(api, errors) => {
             cluster.request_errors(*api, errors);
+            Ok(())
+        }
+        BrokerFault::ClearRequestErrors(api) => {
+            cluster.clear_request_errors(*api);
             Ok(())
         }
         BrokerFault::PartitionLeader {

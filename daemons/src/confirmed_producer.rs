@@ -32,6 +32,37 @@ pub enum ProduceError {
     Cancelled,
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The broker refused a record for a reason sending it again cannot change.
+    #[error(
+        "Kafka refused a record for good (topic {topic}, key {key}): {error}; not retried, \
+         the same record would be refused again"
+    )]
+    Rejected {
+        topic: String,
+        key: String,
+        error: RDKafkaErrorCode,
+    },
+}
+
+/// Errors the broker (or librdkafka) gives again for the same record however often it is
+/// sent: sending again would loop forever, so they stop the daemon instead. Every other
+/// delivery error (a timeout while the cluster is unreachable, say) is retried.
+pub fn is_permanent(error: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error,
+        MessageSizeTooLarge
+            | InvalidRecord
+            | InvalidTopic
+            | UnknownTopic
+            | PolicyViolation
+            | TopicAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | TransactionalIdAuthorizationFailed
+            | SaslAuthenticationFailed
+            | Authentication
+            | Fatal
+    )
 }
 
 /// The broker's answers for one batch, as they arrive.
@@ -40,8 +71,19 @@ struct Batch {
     /// Records not yet answered, plus one while the batch is still being sent (an error
     /// while sending abandons the batch: nobody waits for it then).
     unanswered: AtomicUsize,
-    refused: Mutex<Vec<OutRecord>>,
+    refused: Mutex<Refused>,
     answered: Notify,
+}
+
+/// What the broker refused of a batch.
+#[derive(Debug, Default)]
+struct Refused {
+    /// Worth sending again.
+    retry: Vec<OutRecord>,
+    /// The first error among them, for the one log line a batch gets.
+    first_error: Option<KafkaError>,
+    /// The first record refused for good, if any.
+    rejected: Option<(OutRecord, RDKafkaErrorCode)>,
 }
 
 impl Batch {
@@ -62,20 +104,33 @@ impl ProducerContext for BatchAcks {
 
     fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<Batch>) {
         if let Err((error, m)) = result {
-            let key = m
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default();
-            tracing::warn!(topic = m.topic(), key = %key, %error, "delivery failed; retrying");
+            // No log line here: a cluster outage fails every queued record at once, and the
+            // batch's owner logs one line for all of them.
             let record = OutRecord {
                 topic: m.topic().to_owned(),
-                key,
+                key: m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default(),
                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 headers: m.headers().map(|h| h.detach()),
             };
-            match batch.refused.lock() {
-                Ok(mut refused) => refused.push(record),
-                Err(poisoned) => poisoned.into_inner().push(record),
+            let mut refused = match batch.refused.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            match error.rdkafka_error_code() {
+                Some(code) if is_permanent(code) => {
+                    if refused.rejected.is_none() {
+                        refused.rejected = Some((record, code));
+                    }
+                }
+                _ => {
+                    if refused.first_error.is_none() {
+                        refused.first_error = Some(error.clone());
+                    }
+                    refused.retry.push(record);
+                }
             }
         }
         batch.answer();
@@ -90,17 +145,34 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Waits for every answer; returns the records the broker refused.
-    pub async fn refused(self) -> Vec<OutRecord> {
+    /// Waits for every answer; returns the records the broker refused but may take on
+    /// another try, or the error when it refused one for good.
+    pub async fn refused(self) -> Result<Vec<OutRecord>, ProduceError> {
         while self.batch.unanswered.load(Ordering::Acquire) != 0 {
             // `notify_one` keeps a permit when nobody waits yet, so no answer is missed
             // between the check and the wait.
             self.batch.answered.notified().await;
         }
-        match self.batch.refused.lock() {
+        let refused = match self.batch.refused.lock() {
             Ok(mut refused) => std::mem::take(&mut *refused),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        if let Some((record, error)) = refused.rejected {
+            return Err(ProduceError::Rejected {
+                topic: record.topic,
+                key: record.key,
+                error,
+            });
         }
+        if let Some(error) = &refused.first_error {
+            tracing::warn!(
+                records = refused.retry.len(),
+                first_topic = %refused.retry.first().map(|r| r.topic.as_str()).unwrap_or_default(),
+                %error,
+                "delivery failed; these records will be sent again"
+            );
+        }
+        Ok(refused.retry)
     }
 }
 
@@ -129,7 +201,7 @@ impl ConfirmedProducer {
     ) -> Result<Pending, ProduceError> {
         let batch = Arc::new(Batch {
             unanswered: AtomicUsize::new(records.len() + 1),
-            refused: Mutex::new(Vec::new()),
+            refused: Mutex::new(Refused::default()),
             answered: Notify::new(),
         });
         let pending = Pending {
@@ -154,6 +226,13 @@ impl ConfirmedProducer {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(50));
                     }
+                    Err((KafkaError::MessageProduction(code), _)) if is_permanent(code) => {
+                        return Err(ProduceError::Rejected {
+                            topic: record.topic.clone(),
+                            key: record.key.clone(),
+                            error: code,
+                        })
+                    }
                     Err((e, _)) => return Err(ProduceError::Kafka(e)),
                 }
             }
@@ -173,7 +252,7 @@ impl ConfirmedProducer {
         if records.is_empty() {
             return Ok(());
         }
-        let mut refused = self.send(records, shutdown).await?.refused().await;
+        let mut refused = self.send(records, shutdown).await?.refused().await?;
         let mut backoff = Duration::from_millis(100);
         while !refused.is_empty() {
             tokio::select! {
@@ -181,7 +260,7 @@ impl ConfirmedProducer {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
-            refused = self.send(&refused, shutdown).await?.refused().await;
+            refused = self.send(&refused, shutdown).await?.refused().await?;
         }
         Ok(())
     }

@@ -441,3 +441,71 @@ pub async fn run_consumer<P: ChunkProcessor>(
         Some(e) => Err(e.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn tpl(parts: &[i32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for p in parts {
+            tpl.add_partition("orders", *p);
+        }
+        tpl
+    }
+
+    fn chunk(parts: &[(i32, i64, u64)]) -> BTreeMap<(Arc<str>, i32), (i64, u64)> {
+        parts
+            .iter()
+            .map(|(p, next, epoch)| ((Arc::from("orders"), *p), (*next, *epoch)))
+            .collect()
+    }
+
+    fn stored(tpl: &TopicPartitionList) -> Vec<(i32, i64)> {
+        tpl.elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), o),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chunk_stores_offsets_only_under_the_assignment_it_was_received_in() {
+        let a = Assignment::default();
+        a.assign(&tpl(&[0, 1]));
+        let first = a.epoch("orders", 0).unwrap();
+        assert_eq!(
+            a.partitions(),
+            vec![("orders".into(), 0), ("orders".into(), 1)]
+        );
+
+        // Received under `first`, finished while still owned: stored.
+        assert_eq!(
+            stored(&a.admit(&chunk(&[(0, 100, first), (1, 50, first)]))),
+            vec![(0, 100), (1, 50)]
+        );
+        // Partition 0 revoked: a late chunk stores nothing for it, partition 1 goes on.
+        a.revoke(&tpl(&[0]));
+        assert_eq!(
+            stored(&a.admit(&chunk(&[(0, 200, first), (1, 80, first)]))),
+            vec![(1, 80)]
+        );
+        // Partition 0 comes back under a new assignment (its new start was committed by the
+        // member that had it meanwhile): a chunk from the old assignment still stores nothing.
+        a.assign(&tpl(&[0]));
+        let second = a.epoch("orders", 0).unwrap();
+        assert_ne!(first, second);
+        assert!(a.admit(&chunk(&[(0, 150, first)])).count() == 0);
+        assert_eq!(
+            stored(&a.admit(&chunk(&[(0, 300, second)]))),
+            vec![(0, 300)]
+        );
+        // Never backwards within an assignment.
+        assert!(a.admit(&chunk(&[(0, 250, second)])).count() == 0);
+        // A record of a partition never assigned carries epoch 0: never stored.
+        assert!(a.admit(&chunk(&[(5, 10, 0)])).count() == 0);
+    }
+}

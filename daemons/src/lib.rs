@@ -27,6 +27,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Consume(#[from] consumer_loop::ConsumeError),
+    #[error(transparent)]
+    Produce(#[from] confirmed_producer::ProduceError),
     #[error("task failed: {0}")]
     Task(String),
 }

@@ -129,20 +129,22 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
 const MAX_BATCH: u64 = 1_000;
 
 /// A batch the broker has answered for: how many orders it held, and those refused.
-type Answered = (usize, Vec<OutRecord>);
+type Answered = (usize, Result<Vec<OutRecord>, ProduceError>);
 
 fn settle(
     (count, refused): Answered,
     acked: &mut u64,
     progress: &Progress,
     retries: &mut Vec<OutRecord>,
-) {
+) -> Result<(), ProduceError> {
+    let refused = refused?;
     let delivered = (count - refused.len()) as u64;
     *acked += delivered;
     progress
         .orders_produced
         .fetch_add(delivered, Ordering::Relaxed);
     retries.extend(refused);
+    Ok(())
 }
 
 /// Runs the producer until `shutdown` or until `max_orders` are acknowledged.
@@ -168,7 +170,7 @@ pub async fn run(
     'produce: loop {
         // Collect what has been answered so far.
         while let Some(Some(done)) = batches.next().now_or_never() {
-            settle(done, &mut acked, &progress, &mut retries);
+            settle(done, &mut acked, &progress, &mut retries)?;
         }
         if shutdown.is_cancelled() {
             break;
@@ -185,7 +187,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'produce,
-                    Some(done) = batches.next() => settle(done, &mut acked, &progress, &mut retries),
+                    Some(done) = batches.next() => settle(done, &mut acked, &progress, &mut retries)?,
                 }
                 continue;
             }
@@ -258,23 +260,41 @@ pub async fn run(
         match output.send(&records, &shutdown).await {
             Ok(pending) => batches.push(pending.refused().map(move |r| (count, r)).boxed()),
             Err(ProduceError::Cancelled) => break,
-            Err(ProduceError::Kafka(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
     }
     // Wait for what is queued, briefly, then flush.
     let drain = async {
-        let mut unsent = Vec::new();
+        let mut unsent = std::mem::take(&mut retries);
+        let mut rejected = None;
         while let Some(done) = batches.next().await {
-            settle(done, &mut acked, &progress, &mut unsent);
+            if let Err(e) = settle(done, &mut acked, &progress, &mut unsent) {
+                rejected.get_or_insert(e);
+            }
         }
-        unsent.len()
+        (unsent, rejected)
     };
-    match tokio::time::timeout(Duration::from_secs(10), drain).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(orders = n, "orders refused by the broker at shutdown"),
-        Err(_) => tracing::warn!("stopped before every order was acknowledged"),
+    let (unsent, rejected) = match tokio::time::timeout(Duration::from_secs(10), drain).await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::warn!("stopped before every order was acknowledged");
+            (Vec::new(), None)
+        }
+    };
+    if !unsent.is_empty() {
+        // Never published: their ids are simply not used.
+        let ids: Vec<u64> = unsent.iter().filter_map(|r| r.key.parse().ok()).collect();
+        tracing::warn!(
+            orders = unsent.len(),
+            lowest_id = ids.iter().min().copied().unwrap_or_default(),
+            highest_id = ids.iter().max().copied().unwrap_or_default(),
+            "orders refused by the broker and not sent again before shutdown; never published"
+        );
     }
     output.flush(Duration::from_secs(5));
     tracing::info!(orders = acked, next_order_id = next_id, "producer stopped");
-    Ok(acked)
+    match rejected {
+        Some(e) => Err(e.into()),
+        None => Ok(acked),
+    }
 }

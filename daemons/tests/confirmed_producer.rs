@@ -1,10 +1,12 @@
 //! The confirmed producer on librdkafka's mock broker: a batch resolves only once the broker
-//! has answered for every record, and records the broker refuses are sent again.
+//! has answered for every record, records the broker could not take are sent again, and a
+//! record it refuses for good is an error, never a retry loop.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use orders_core::kafka::embedded_settings;
-use orders_daemons::confirmed_producer::{ConfirmedProducer, OutRecord};
+use orders_daemons::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -81,7 +83,7 @@ async fn a_batch_waits_for_every_answer() {
     let shutdown = CancellationToken::new();
     let batch = records("out", 5_000);
     let pending = output.send(&batch, &shutdown).await.unwrap();
-    let refused = answered(pending.refused()).await;
+    let refused = answered(pending.refused()).await.unwrap();
     assert!(refused.is_empty(), "refused: {refused:?}");
     // Answered means on the broker: a reader finds every record at once.
     let (seen, total) = read_back(&cluster.bootstrap_servers(), "out", batch.len());
@@ -90,23 +92,24 @@ async fn a_batch_waits_for_every_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_the_broker_refuses_are_sent_again() {
+async fn records_the_broker_could_not_take_are_sent_again() {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("out", 1, 1).unwrap();
-    // The next produce requests fail with an error librdkafka does not retry itself, so
-    // the delivery reports say "failed" and the records come back to the caller.
-    cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 2],
-    );
-    let output =
-        ConfirmedProducer::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
+    // The broker is unreachable for longer than librdkafka's message timeout: the delivery
+    // reports say "timed out" and the records come back to the caller.
+    cluster.broker_down(-1).unwrap();
+    let settings = orders_core::kafka::KafkaSettings {
+        message_timeout_ms: 1_500,
+        ..embedded_settings(cluster.bootstrap_servers())
+    };
+    let output = ConfirmedProducer::new(&settings, "test").unwrap();
     let shutdown = CancellationToken::new();
     let batch = records("out", 20);
 
-    let first = answered(output.send(&batch, &shutdown).await.unwrap().refused()).await;
-    assert!(!first.is_empty(), "the injected errors refused nothing");
-    let refused_keys: Vec<&str> = first.iter().map(|r| r.key.as_str()).collect();
+    let first = answered(output.send(&batch, &shutdown).await.unwrap().refused())
+        .await
+        .unwrap();
+    assert_eq!(first.len(), batch.len(), "every record timed out");
     for r in &first {
         // A refused record comes back whole: topic, payload and headers.
         assert_eq!(r.topic, "out");
@@ -116,18 +119,77 @@ async fn records_the_broker_refuses_are_sent_again() {
     }
 
     // send_all keeps sending until the broker takes everything, each record once.
-    cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 1],
-    );
+    cluster.broker_up(-1).unwrap();
     answered(output.send_all(&first, &shutdown)).await.unwrap();
     let (seen, total) = read_back(&cluster.bootstrap_servers(), "out", batch.len());
-    assert_eq!(total, batch.len(), "refused: {refused_keys:?}");
+    assert_eq!(total, batch.len());
     assert_eq!(seen.len(), batch.len());
     for (key, (payload, header)) in &seen {
         assert_eq!(payload, &format!("payload {key}"));
         assert_eq!(header, key);
     }
+}
+
+/// A record the broker will never accept (not authorised, invalid, too large) ends
+/// `send_all` with an error naming the topic, the key and the cause, instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_for_good_is_an_error_not_a_retry_loop() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("out", 1, 1).unwrap();
+    let shutdown = CancellationToken::new();
+    for (injected, expected) in [
+        (
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ),
+        (
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD,
+            RDKafkaErrorCode::InvalidRecord,
+        ),
+        (
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ),
+    ] {
+        // A fresh client each time: librdkafka remembers a topic it was refused.
+        let output =
+            ConfirmedProducer::new(&embedded_settings(cluster.bootstrap_servers()), "test")
+                .unwrap();
+        cluster.request_errors(RDKafkaApiKey::Produce, &[injected; 1]);
+        let err = answered(output.send_all(&records("out", 1), &shutdown))
+            .await
+            .unwrap_err();
+        match &err {
+            ProduceError::Rejected { topic, key, error } => {
+                assert_eq!(
+                    (topic.as_str(), key.as_str(), *error),
+                    ("out", "0", expected)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("topic out, key 0"), "{err}");
+    }
+    // Too large for the client itself: refused at once, before reaching the broker.
+    let output =
+        ConfirmedProducer::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
+    let huge = OutRecord {
+        payload: vec![b'x'; 2_000_000],
+        ..records("out", 1).remove(0)
+    };
+    let err = answered(output.send_all(&[huge], &shutdown))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProduceError::Rejected {
+                error: RDKafkaErrorCode::MessageSizeTooLarge,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +199,7 @@ async fn an_empty_batch_is_answered_at_once() {
         ConfirmedProducer::new(&embedded_settings(cluster.bootstrap_servers()), "test").unwrap();
     let shutdown = CancellationToken::new();
     let pending = output.send(&[], &shutdown).await.unwrap();
-    let refused = answered(pending.refused()).await;
+    let refused = answered(pending.refused()).await.unwrap();
     assert!(refused.is_empty());
     output.send_all(&[], &shutdown).await.unwrap();
 }

@@ -9,15 +9,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli: orders_daemons::cli::Cli = orders_core::config::parse_args_or_exit();
-    orders_daemons::cli::init_tracing(cli.log_format);
+    let log_format = cli.log_format;
+    orders_daemons::cli::init_tracing(log_format);
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(orders_daemons::cli::run(cli)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "ordersd stopped");
-            eprintln!("ordersd: {e:#}");
+            // Printed once: as a JSON log line when stderr carries JSON, else as plain text.
+            match log_format {
+                orders_daemons::cli::LogFormat::Json => {
+                    tracing::error!(error = %format!("{e:#}"), "ordersd stopped")
+                }
+                orders_daemons::cli::LogFormat::Text => eprintln!("ordersd: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -153,3 +153,194 @@ async fn leader_moves_and_transient_errors_lose_nothing() {
     pipeline.stop().await.unwrap();
     assert_whole(&pipeline, N).await;
 }
+
+/// Every group's committed offsets, sampled until `stop`: fails if one ever moves back.
+async fn watch_commits_never_move_back(
+    kafka: KafkaSettings,
+    stop: tokio_util::sync::CancellationToken,
+) -> u64 {
+    tokio::task::spawn_blocking(move || {
+        let mut last: std::collections::BTreeMap<(String, String, i32), i64> = Default::default();
+        let mut samples = 0;
+        while !stop.is_cancelled() {
+            for (group, topics) in [
+                (orders_core::kafka::FRAUD_GROUP, vec!["orders"]),
+                (PAYMENTS_GROUP, vec!["orders"]),
+                (
+                    ANALYTICS_GROUP,
+                    vec!["orders", FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC],
+                ),
+            ] {
+                let Ok(lag) = consumer_lag(&kafka, group, &topics, Duration::from_secs(5)) else {
+                    continue;
+                };
+                for p in lag.partitions {
+                    let Some(c) = p.committed else { continue };
+                    let key = (group.to_owned(), p.topic.clone(), p.partition);
+                    if let Some(before) = last.insert(key.clone(), c) {
+                        assert!(
+                            c >= before,
+                            "{key:?}: committed offset moved back {before} -> {c}"
+                        );
+                    }
+                }
+            }
+            samples += 1;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        samples
+    })
+    .await
+    .unwrap()
+}
+
+fn terminate(daemon: &mut Daemon) -> std::process::ExitStatus {
+    let child = daemon.0.as_mut().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    daemon.0 = None;
+    status
+}
+
+/// A second and third instance of each consumer join during a burst; one of each leaves
+/// with SIGTERM, the other is killed -9. Nothing is lost or counted twice, committed
+/// offsets never move back, and the pipeline catches up after the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_joining_and_leaving_mid_burst_lose_nothing() {
+    const N: u64 = 24_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(N, 2_000.0));
+    options.flow_window = u64::MAX; // members in other processes do part of the work
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let kafka = pipeline.bootstrap_servers().to_owned();
+    let stop_watch = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(watch_commits_never_move_back(
+        pipeline.kafka(),
+        stop_watch.clone(),
+    ));
+
+    wait_produced(&pipeline, 2_000).await;
+    let roles = ["fraud", "payment", "analytics"];
+    let mut leaving: Vec<Daemon> = roles
+        .iter()
+        .map(|r| ordersd(&kafka, dir.path(), r))
+        .collect();
+    let killed: Vec<Daemon> = roles
+        .iter()
+        .map(|r| ordersd(&kafka, dir.path(), r))
+        .collect();
+    wait_produced(&pipeline, 8_000).await;
+    for d in &mut leaving {
+        let status = terminate(d);
+        assert!(
+            status.success(),
+            "a member leaves cleanly on SIGTERM: {status:?}"
+        );
+    }
+    wait_produced(&pipeline, 14_000).await;
+    let kill_at = Instant::now();
+    for d in killed {
+        crash(d);
+    }
+    wait_produced(&pipeline, N).await;
+    let settings = pipeline.kafka();
+    eventually("no lag left in any group", Duration::from_secs(180), || {
+        let s = settings.clone();
+        async move { total_lag(&s).await == 0 }
+    })
+    .await;
+    eprintln!(
+        "scale-out: caught up {:.1} s after three members were killed -9 ({} orders, 2,000/s)",
+        kill_at.elapsed().as_secs_f64(),
+        N
+    );
+    stop_watch.cancel();
+    let samples = watcher.await.unwrap();
+    assert!(
+        samples > 10,
+        "committed offsets were watched ({samples} samples)"
+    );
+    pipeline.stop().await.unwrap();
+    assert_whole(&pipeline, N).await;
+}
+
+/// Runs `ordersd ARGS` against `kafka` until it exits (bounded); its status and stderr.
+fn ordersd_until_exit(
+    kafka: &str,
+    data_dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ordersd"))
+        .args(["--kafka-bootstrap-servers", kafka, "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("ordersd {args:?} kept running: a silent retry loop");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A record the broker will never accept stops the daemon with one line naming the cause
+/// and a non-zero exit: the producer's orders and the fraud daemon's alerts alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_refused_for_good_stops_the_daemon_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(300, 0.0));
+    options.consumers = Vec::new();
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (role, result) = pipeline.next_finished().await.unwrap();
+    assert_eq!(role, Role::Producer);
+    result.unwrap();
+    let kafka = pipeline.bootstrap_servers().to_owned();
+    let not_authorised = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 200];
+    let own_dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["producer", "--orders", "20", "--rate", "0"][..],
+        &["fraud"][..],
+    ] {
+        inject(
+            &pipeline,
+            BrokerFault::RequestErrors(RDKafkaApiKey::Produce, not_authorised.clone()),
+        );
+        let (k, d) = (kafka.clone(), own_dir.path().to_owned());
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (status, stderr) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ordersd_until_exit(&k, &d, &args)
+        })
+        .await
+        .unwrap();
+        assert!(!status.success(), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("ordersd: ")
+                && stderr.contains("refused a record for good")
+                && stderr.contains("Topic authorization failed"),
+            "{stderr}"
+        );
+        inject(
+            &pipeline,
+            BrokerFault::ClearRequestErrors(RDKafkaApiKey::Produce),
+        );
+    }
+    pipeline.stop().await.unwrap();
+}
