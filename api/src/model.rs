@@ -30,7 +30,8 @@ pub struct ReadyBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyChecks {
-    /// `ok` or `unavailable`.
+    /// `ok`, `unavailable`, or `write_failing` (the store answers, but the analytics
+    /// writer of this process cannot write to it).
     pub store: &'static str,
     /// `ok`, `unavailable`, or `not_configured` (no Kafka given to this server, which is
     /// then not ready).

@@ -39,6 +39,12 @@ pub async fn readyz(
     StrictQuery(_): StrictQuery<NoParams>,
 ) -> Response {
     let store = async {
+        // In the process that also writes the store (`ordersctl up`), failing writes make
+        // it not ready even though reads still answer.
+        if let Some(why) = state.progress().and_then(|p| p.store_failing()) {
+            tracing::warn!(error = %why, "readiness: store writes failing");
+            return "write_failing";
+        }
         match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
             Ok(Ok(())) => "ok",
             Ok(Err(e)) => {

@@ -1,6 +1,7 @@
 //! Kafka setup: topic names, client settings for PLAINTEXT or SASL_SSL, the embedded
 //! broker (librdkafka's mock cluster), topic checks and consumer lag.
 
+use crate::client_log::ClientLog;
 use crate::config::{KafkaArgs, Secret};
 use crate::lag::{ConsumerLag, PartitionLag};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -114,7 +115,10 @@ impl KafkaSettings {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", client_id)
-            .set("log_level", "4");
+            .set("log_level", "4")
+            // Back off reconnecting to at most 2 s (librdkafka's default is 10 s), so a
+            // cluster that comes back is used again within seconds.
+            .set("reconnect.backoff.max.ms", "2000");
         match &self.sasl {
             Some(sasl) => {
                 c.set("security.protocol", "SASL_SSL")
@@ -166,10 +170,14 @@ impl KafkaSettings {
     }
 
     /// A consumer that joins no group: for metadata, watermarks and committed offsets.
-    pub fn admin_consumer(&self, client_id: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
+    pub fn admin_consumer(
+        &self,
+        client_id: &str,
+        group: &str,
+    ) -> Result<BaseConsumer<ClientLog>, KafkaError> {
         let mut c = self.client_config(client_id);
         c.set("group.id", group).set("enable.auto.commit", "false");
-        c.create()
+        c.create_with_context(ClientLog::new(client_id))
     }
 
     /// Fails with a clear error naming the first topic that does not exist.
@@ -401,11 +409,11 @@ pub type TopicPartition = (String, i32);
 pub struct LagReader {
     settings: KafkaSettings,
     /// Metadata and watermarks (joins no group, commits nothing).
-    metadata: BaseConsumer,
+    metadata: BaseConsumer<ClientLog>,
     /// Reads records at given offsets to learn their timestamps (commits nothing).
-    records: BaseConsumer,
+    records: BaseConsumer<ClientLog>,
     /// One client per group: committed offsets are read through a client of that group.
-    groups: std::sync::Mutex<std::collections::BTreeMap<String, Arc<BaseConsumer>>>,
+    groups: std::sync::Mutex<std::collections::BTreeMap<String, Arc<BaseConsumer<ClientLog>>>>,
 }
 
 impl LagReader {
@@ -423,7 +431,7 @@ impl LagReader {
             .set("queued.min.messages", "10")
             .set("fetch.queue.backoff.ms", "0")
             .set("fetch.wait.max.ms", "10");
-        let records = c.create()?;
+        let records = c.create_with_context(ClientLog::new("orders-lag-records"))?;
         Ok(LagReader {
             settings: settings.clone(),
             metadata,
@@ -462,7 +470,7 @@ impl LagReader {
         Ok(out)
     }
 
-    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer>, KafkaSetupError> {
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer<ClientLog>>, KafkaSetupError> {
         // The map stays consistent even if a holder panicked, so a poisoned lock is usable.
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = groups.get(group) {

@@ -42,6 +42,8 @@ pub struct Progress {
     pub payments_stored: AtomicU64,
     /// Store write attempts that failed (and were retried).
     pub store_errors: AtomicU64,
+    /// Why the store writer's writes are failing right now; `None` while they succeed.
+    store_failing: Mutex<Option<String>>,
     /// created_at → durable in the store, in microseconds.
     latency_us: Mutex<Option<Histogram<u64>>>,
     changed: Notify,
@@ -58,6 +60,7 @@ impl Default for Progress {
             alerts_stored: AtomicU64::new(0),
             payments_stored: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            store_failing: Mutex::new(None),
             // 1 µs .. 1 hour at 3 significant digits; the bounds are valid constants.
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),
             changed: Notify::new(),
@@ -91,6 +94,19 @@ impl Progress {
             .map(|g| g.orders_done.load(Ordering::Relaxed))
             .min()
             .unwrap_or(0)
+    }
+
+    /// Records that store writes are failing (with why), or succeed again (`None`).
+    pub fn set_store_failing(&self, why: Option<String>) {
+        *self.store_failing.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// Why store writes are failing, while they are.
+    pub fn store_failing(&self) -> Option<String> {
+        self.store_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn notify(&self) {

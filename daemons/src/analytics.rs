@@ -110,6 +110,52 @@ impl ChunkProcessor for AnalyticsProcessor {
     }
 }
 
+/// How often a store outage is logged while it lasts.
+const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A run of failed store writes: logged when it starts, every 30 s while it lasts, and when
+/// it ends, instead of once per retry.
+struct StoreOutage {
+    since: std::time::Instant,
+    logged: Option<std::time::Instant>,
+    attempts: u64,
+}
+
+impl StoreOutage {
+    fn new() -> Self {
+        StoreOutage {
+            since: std::time::Instant::now(),
+            logged: None,
+            attempts: 0,
+        }
+    }
+
+    fn failed(&mut self, error: &orders_core::store::StoreError, records: usize) {
+        self.attempts += 1;
+        if self
+            .logged
+            .is_none_or(|at| at.elapsed() >= OUTAGE_LOG_INTERVAL)
+        {
+            self.logged = Some(std::time::Instant::now());
+            tracing::warn!(
+                %error,
+                records,
+                attempts = self.attempts,
+                failing_for_seconds = self.since.elapsed().as_secs(),
+                "store writes failing; retrying with backoff, committing no offset (logged every 30 s while it lasts)"
+            );
+        }
+    }
+
+    fn over(self) {
+        tracing::info!(
+            attempts = self.attempts,
+            failed_for_seconds = self.since.elapsed().as_secs_f64(),
+            "store writes succeed again"
+        );
+    }
+}
+
 /// Writes what the processors hand over, many requests per transaction; retries a failed
 /// write with backoff (the consumer stops taking new records meanwhile) until shutdown.
 async fn store_writer(
@@ -138,12 +184,16 @@ async fn store_writer(
         }
         let batch = Arc::new(batch);
         let mut backoff = Duration::from_millis(50);
+        let mut outage: Option<StoreOutage> = None;
         let result = loop {
             match store.apply(batch.clone()).await {
                 Ok(outcome) => break Ok(outcome),
                 Err(e) => {
                     progress.store_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, records = batch.len(), "store write failed; retrying");
+                    progress.set_store_failing(Some(e.to_string()));
+                    outage
+                        .get_or_insert_with(StoreOutage::new)
+                        .failed(&e, batch.len());
                     tokio::select! {
                         _ = shutdown.cancelled() => break Err(ProduceError::Cancelled),
                         _ = tokio::time::sleep(backoff) => {}
@@ -152,6 +202,12 @@ async fn store_writer(
                 }
             }
         };
+        if let Some(outage) = outage {
+            if result.is_ok() {
+                progress.set_store_failing(None);
+                outage.over();
+            }
+        }
         let outcome = match result {
             Ok(o) => o,
             Err(e) => {

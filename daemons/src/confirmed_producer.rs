@@ -5,8 +5,10 @@
 //! the batch's waiter wakes once, when the last answer arrives. That costs a reference
 //! count per record instead of a channel, a boxed future and a wake-up per record.
 
+use orders_core::client_log::ClientLog;
 use orders_core::kafka::KafkaSettings;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -95,9 +97,18 @@ impl Batch {
 }
 
 /// Counts delivery reports down on their batch.
-struct BatchAcks;
+struct BatchAcks {
+    log: ClientLog,
+}
 
-impl ClientContext for BatchAcks {}
+impl ClientContext for BatchAcks {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
 
 impl ProducerContext for BatchAcks {
     type DeliveryOpaque = Arc<Batch>;
@@ -185,11 +196,11 @@ pub struct ConfirmedProducer {
 impl ConfirmedProducer {
     pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
         Ok(ConfirmedProducer {
-            producer: Arc::new(
-                settings
-                    .producer_config(client_id)
-                    .create_with_context(BatchAcks)?,
-            ),
+            producer: Arc::new(settings.producer_config(client_id).create_with_context(
+                BatchAcks {
+                    log: ClientLog::new(client_id),
+                },
+            )?),
         })
     }
 

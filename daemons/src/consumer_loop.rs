@@ -9,9 +9,11 @@ use crate::progress::Progress;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
+use orders_core::client_log::ClientLog;
 use orders_core::domain::{DecodeError, MAX_RECORD_BYTES};
 use orders_core::kafka::{dlq_topic, KafkaSettings};
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -258,9 +260,17 @@ fn partition_names(tpl: &TopicPartitionList) -> String {
 pub struct GroupMember {
     group: String,
     assignment: Arc<Assignment>,
+    log: ClientLog,
 }
 
-impl ClientContext for GroupMember {}
+impl ClientContext for GroupMember {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log.log(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
 
 impl ConsumerContext for GroupMember {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -310,6 +320,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
         .create_with_context(GroupMember {
             group: options.group.clone(),
             assignment: assignment.clone(),
+            log: ClientLog::new(&options.client_id),
         })?;
     let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -358,7 +369,10 @@ pub async fn run_consumer<P: ChunkProcessor>(
                 let first = match received {
                     Ok(m) => Record::from_message(&m, &mut topic_names),
                     Err(e) => {
-                        tracing::warn!(group = %options.group, error = %e, "consumer error");
+                        let log = &consumer.context().log;
+                        if let Some(repeated) = log.admit(&format!("consume:{e}")) {
+                            tracing::warn!(group = %options.group, error = %e, repeated, "consumer error");
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -368,7 +382,10 @@ pub async fn run_consumer<P: ChunkProcessor>(
                     match stream.next().now_or_never().flatten() {
                         Some(Ok(m)) => chunk.push(Record::from_message(&m, &mut topic_names)),
                         Some(Err(e)) => {
-                            tracing::warn!(group = %options.group, error = %e, "consumer error");
+                            let log = &consumer.context().log;
+                            if let Some(repeated) = log.admit(&format!("consume:{e}")) {
+                                tracing::warn!(group = %options.group, error = %e, repeated, "consumer error");
+                            }
                             break;
                         }
                         None => break,

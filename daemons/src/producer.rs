@@ -11,7 +11,7 @@ use orders_core::domain::{Timestamp, MAX_ORDER_ID, ORDER_IDS};
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::KafkaSettings;
 use orders_core::store::OrderStore;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -54,8 +54,7 @@ pub fn max_order_id_on_topic(
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<u64>, DaemonError> {
-    let consumer: BaseConsumer =
-        settings.admin_consumer("orders-producer-scan", "orders-producer-scan")?;
+    let consumer = settings.admin_consumer("orders-producer-scan", "orders-producer-scan")?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics().iter().filter(|t| t.name() == topic) {

@@ -173,3 +173,79 @@ async fn lag_journey_and_metrics_follow_the_real_pipeline() {
         .expect("the sampler stops")
         .unwrap();
 }
+
+/// `/readyz` names what is wrong while it is wrong, and turns ready again after: every
+/// broker down, then store writes failing in this process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readyz_names_a_broker_outage_and_a_store_refusing_writes() {
+    use orders_core::kafka::BrokerFault;
+    use orders_core::store::WriteLimit;
+    const N: u64 = 200;
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(N));
+    let mut pipeline = LocalPipeline::start(options.clone()).await.unwrap();
+    let state = AppState::new(pipeline.store.clone())
+        .with_kafka(pipeline.kafka(), "orders")
+        .with_progress(pipeline.progress.clone());
+    let app = app(state);
+    let ready = |want: u16, says: &'static str| {
+        let app = app.clone();
+        async move {
+            let a = get(&app, "/readyz").await;
+            let body = a.json();
+            a.status == want
+                && body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("ready")
+                    .contains(says)
+        }
+    };
+    eventually("ready", Duration::from_secs(60), || ready(200, "ready")).await;
+
+    let broker = pipeline.broker().unwrap();
+    broker.inject(BrokerFault::AllDown).unwrap();
+    eventually("503 naming kafka", Duration::from_secs(60), || {
+        ready(503, "kafka unavailable")
+    })
+    .await;
+    let body = get(&app, "/readyz").await.json();
+    assert_eq!(body["checks"]["store"], "ok", "{body}");
+    broker.inject(BrokerFault::AllUp).unwrap();
+    eventually("ready again", Duration::from_secs(60), || {
+        ready(200, "ready")
+    })
+    .await;
+
+    let store = pipeline.store.clone();
+    eventually("orders stored", Duration::from_secs(60), || {
+        let s = store.clone();
+        async move { s.totals().await.unwrap().order_count >= N }
+    })
+    .await;
+    pipeline
+        .store
+        .set_write_limit(WriteLimit::ReadOnly)
+        .await
+        .unwrap();
+    // More orders: the analytics writer meets the read-only store.
+    let mut more = options.clone();
+    more.producer = Some(producer(50));
+    pipeline.spawn_with(Role::Producer, &more, CancellationToken::new());
+    eventually("503 naming the store", Duration::from_secs(60), || {
+        ready(503, "store write failing")
+    })
+    .await;
+    pipeline
+        .store
+        .set_write_limit(WriteLimit::Writable)
+        .await
+        .unwrap();
+    eventually("ready once writes succeed", Duration::from_secs(60), || {
+        ready(200, "ready")
+    })
+    .await;
+    pipeline.stop().await.unwrap();
+    assert_eq!(pipeline.store.totals().await.unwrap().order_count, N + 50);
+}

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use self::couchbase::{CouchbaseConfig, CouchbaseStore};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, WriteLimit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

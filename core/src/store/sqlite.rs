@@ -71,6 +71,16 @@ const READERS: usize = 4;
 /// The schema this build writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 2;
 
+/// How [`SqliteStore::set_write_limit`] limits writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteLimit {
+    /// Writes needing one more page fail as on a full disk.
+    Full,
+    /// Every write fails as on a read-only file.
+    ReadOnly,
+    Writable,
+}
+
 /// The SQLite adapter of [`OrderStore`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -92,6 +102,7 @@ fn query_err(e: rusqlite::Error) -> StoreError {
                     | rusqlite::ErrorCode::DatabaseBusy
                     | rusqlite::ErrorCode::DatabaseLocked
                     | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::ReadOnly
                     | rusqlite::ErrorCode::SystemIoFailure
             ) =>
         {
@@ -163,6 +174,29 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Makes the store refuse writes as a full or a read-only file does, or lifts that:
+    /// what the faults tests use, and a way for an operator to freeze a store.
+    pub async fn set_write_limit(&self, limit: WriteLimit) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .map_err(query_err)?;
+            let (max_pages, query_only) = match limit {
+                // At its current size: the next page it needs is refused (SQLITE_FULL).
+                WriteLimit::Full => (pages, false),
+                WriteLimit::ReadOnly => (i64::from(u32::MAX), true),
+                WriteLimit::Writable => (i64::from(u32::MAX), false),
+            };
+            conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |_| {
+                Ok(())
+            })
+            .map_err(query_err)?;
+            conn.execute_batch(&format!("PRAGMA query_only = {query_only}"))
+                .map_err(query_err)
+        })
+        .await
     }
 
     /// Runs `f` on the writer connection on the blocking pool.

@@ -344,3 +344,102 @@ async fn a_record_refused_for_good_stops_the_daemon_with_one_line() {
     }
     pipeline.stop().await.unwrap();
 }
+
+async fn committed_orders(kafka: &KafkaSettings, group: &'static str) -> i64 {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        consumer_lag(&kafka, group, &["orders"], Duration::from_secs(10))
+            .unwrap()
+            .partitions
+            .iter()
+            .filter_map(|p| p.committed)
+            .sum()
+    })
+    .await
+    .unwrap()
+}
+
+/// The SQLite file refuses writes for a while, first as a full disk and then as a
+/// read-only file: analytics stores nothing and commits nothing meanwhile, says why, and
+/// when the store takes writes again everything resumes and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_refuses_writes_for_a_while_loses_nothing() {
+    use orders_core::store::WriteLimit;
+    const N: u64 = 6_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(N, 1_000.0));
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let kafka = pipeline.kafka();
+    for (limit, from) in [(WriteLimit::Full, 1_000), (WriteLimit::ReadOnly, 3_500)] {
+        let store = pipeline.store.clone();
+        eventually(
+            "orders stored before the fault",
+            Duration::from_secs(120),
+            || {
+                let s = store.clone();
+                async move { s.totals().await.unwrap().order_count >= from }
+            },
+        )
+        .await;
+        pipeline.store.set_write_limit(limit).await.unwrap();
+        let progress = pipeline.progress.clone();
+        eventually("the writer sees the fault", Duration::from_secs(30), || {
+            let p = progress.clone();
+            async move { p.store_failing().is_some() }
+        })
+        .await;
+        // Auto-commit runs every second: whatever was durable before is committed by now.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let stored = pipeline.store.totals().await.unwrap().order_count;
+        let committed = committed_orders(&kafka, ANALYTICS_GROUP).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            pipeline.store.totals().await.unwrap().order_count,
+            stored,
+            "{limit:?}: nothing stored"
+        );
+        assert_eq!(
+            committed_orders(&kafka, ANALYTICS_GROUP).await,
+            committed,
+            "{limit:?}: nothing committed while the store refuses writes"
+        );
+        assert!(
+            committed <= stored as i64,
+            "committed {committed} > stored {stored}"
+        );
+        let why = pipeline.progress.store_failing().unwrap();
+        assert!(
+            why.contains("full") || why.contains("readonly"),
+            "{limit:?}: {why}"
+        );
+        pipeline
+            .store
+            .set_write_limit(WriteLimit::Writable)
+            .await
+            .unwrap();
+    }
+    wait_all_done(&pipeline, N).await;
+    assert_eq!(pipeline.progress.store_failing(), None);
+    assert!(pipeline.progress.store_errors.load(Ordering::Relaxed) >= 2);
+    pipeline.stop().await.unwrap();
+    assert_whole(&pipeline, N).await;
+}
+
+/// Every broker down while the groups are still joining and the producer is starting:
+/// once the cluster is back, everything goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_outage_while_the_groups_join_loses_nothing() {
+    const N: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(N, 0.0));
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    inject(&pipeline, BrokerFault::AllDown);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    inject(&pipeline, BrokerFault::AllUp);
+    wait_all_done(&pipeline, N).await;
+    pipeline.stop().await.unwrap();
+    assert_whole(&pipeline, N).await;
+}
