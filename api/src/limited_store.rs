@@ -67,6 +67,27 @@ impl OrderStore for LimitedStore {
     async fn latest_payments(&self, limit: usize) -> Result<Vec<StoredPayment>, StoreError> {
         limited!(self, self.inner.latest_payments(limit))
     }
+    async fn orders_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOrder>, StoreError> {
+        limited!(self, self.inner.orders_before(before_id, limit))
+    }
+    async fn alerts_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        limited!(self, self.inner.alerts_before(before_id, limit))
+    }
+    async fn payments_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredPayment>, StoreError> {
+        limited!(self, self.inner.payments_before(before_id, limit))
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         limited!(self, self.inner.ping())
     }
@@ -116,6 +137,27 @@ mod tests {
             Ok(vec![])
         }
         async fn latest_payments(&self, _: usize) -> Result<Vec<StoredPayment>, StoreError> {
+            Ok(vec![])
+        }
+        async fn orders_before(
+            &self,
+            _: Option<u64>,
+            _: usize,
+        ) -> Result<Vec<StoredOrder>, StoreError> {
+            Ok(vec![])
+        }
+        async fn alerts_before(
+            &self,
+            _: Option<u64>,
+            _: usize,
+        ) -> Result<Vec<StoredAlert>, StoreError> {
+            Ok(vec![])
+        }
+        async fn payments_before(
+            &self,
+            _: Option<u64>,
+            _: usize,
+        ) -> Result<Vec<StoredPayment>, StoreError> {
             Ok(vec![])
         }
         async fn ping(&self) -> Result<(), StoreError> {

@@ -58,9 +58,14 @@ pub fn default_safe_countries() -> BTreeSet<Country> {
 }
 
 impl FraudRules {
+    /// The first rule an order matches (the one that names its alert) and its position.
+    pub fn first_match(&self, order: &Order) -> Option<(usize, &FraudRule)> {
+        self.0.iter().enumerate().find(|(_, r)| r.matches(order))
+    }
+
     /// The alert an order raises, if any.
     pub fn evaluate(&self, order: &Order) -> Option<FraudAlert> {
-        let rule = self.0.iter().find(|r| r.matches(order))?;
+        let (_, rule) = self.first_match(order)?;
         Some(FraudAlert {
             order_id: order.order_id,
             reason: rule.reason.clone(),
@@ -127,6 +132,15 @@ mod tests {
             "HIGH_AMOUNT_RISKY_COUNTRY"
         );
         assert!(rules.evaluate(&order(1_000, "DE")).is_none());
+        assert_eq!(
+            rules.first_match(&order(1_000, "BR")).map(|(i, _)| i),
+            Some(1)
+        );
+        assert_eq!(
+            rules.first_match(&order(40_000, "BR")).map(|(i, _)| i),
+            Some(0)
+        );
+        assert!(rules.first_match(&order(1_000, "DE")).is_none());
         assert!(FraudRules::parse_json("{").is_err());
     }
 }

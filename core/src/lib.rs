@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about HTTP or terminals.
 
+pub mod audit;
 pub mod client_log;
 pub mod config;
 pub mod domain;

@@ -7,7 +7,8 @@ use orders_core::domain::{FraudAlert, Order, OrderStatus, Payment, PaymentStatus
 use orders_core::generator::OrderGenerator;
 use orders_core::money::Cents;
 use orders_core::store::{
-    CouchbaseConfig, CouchbaseStore, OrderQuery, OrderStore, SqliteStore, StoreBatch, StoredOrder,
+    CouchbaseConfig, CouchbaseStore, OrderQuery, OrderStore, SqliteStore, StoreBatch, StoredAlert,
+    StoredOrder, StoredPayment,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,10 +276,156 @@ async fn lists_newest_first_with_filters_and_cursor(store: &dyn OrderStore) {
     store.ping().await.unwrap();
 }
 
+/// Every page of a full scan, checking the pages' contract on the way: at most
+/// `page_size` each, ids strictly descending across pages, a short page last.
+async fn scan_all<T>(
+    page_size: usize,
+    id: impl Fn(&T) -> u64,
+    page: impl AsyncFn(Option<u64>, usize) -> Vec<T>,
+) -> Vec<T> {
+    let mut all: Vec<T> = Vec::new();
+    let mut before = None;
+    loop {
+        let items = page(before, page_size).await;
+        assert!(items.len() <= page_size, "page of {}", items.len());
+        let last_page = items.len() < page_size;
+        if let Some(last) = items.last() {
+            before = Some(id(last));
+        }
+        all.extend(items);
+        if last_page {
+            break;
+        }
+    }
+    let ids: Vec<u64> = all.iter().map(&id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "ids not strictly descending: {ids:?}"
+    );
+    all
+}
+
+async fn full_scans_page_through_everything_highest_first(store: &dyn OrderStore) {
+    let all = orders(3_001..=3_100);
+    let batch = batch_of(&all);
+    store.apply(batch.clone()).await.unwrap();
+    store
+        .apply(Arc::new(StoreBatch {
+            alerts: all
+                .iter()
+                .filter(|o| o.order_id % 5 == 0)
+                .map(alert)
+                .collect(),
+            payments: all
+                .iter()
+                .filter(|o| o.order_id % 3 == 0)
+                .map(|o| payment(o, PaymentStatus::Failed))
+                .collect(),
+            ..StoreBatch::default()
+        }))
+        .await
+        .unwrap();
+    let totals = store.totals().await.unwrap();
+    let mine = |id: u64| (3_001..=3_100).contains(&id);
+
+    // Page sizes that do not divide the counts, so the last page is short.
+    let orders = scan_all(
+        7,
+        |o: &StoredOrder| o.order.order_id,
+        async |b, n| store.orders_before(b, n).await.unwrap(),
+    )
+    .await;
+    assert_eq!(
+        orders.len() as u64,
+        totals.order_count,
+        "every stored order"
+    );
+    let scanned: Vec<&StoredOrder> = orders.iter().filter(|o| mine(o.order.order_id)).collect();
+    let mut expected: Vec<&StoredOrder> = batch.orders.iter().collect();
+    expected.reverse();
+    assert_eq!(scanned, expected, "orders exactly as analytics stored them");
+
+    let alerts = scan_all(
+        3,
+        |a: &StoredAlert| a.alert.order_id,
+        async |b, n| store.alerts_before(b, n).await.unwrap(),
+    )
+    .await;
+    assert_eq!(
+        alerts.len() as u64,
+        totals.fraud_count,
+        "every stored alert"
+    );
+    let scanned: Vec<FraudAlert> = alerts
+        .into_iter()
+        .map(|a| a.alert)
+        .filter(|a| mine(a.order_id))
+        .collect();
+    let expected: Vec<FraudAlert> = all
+        .iter()
+        .rev()
+        .filter(|o| o.order_id % 5 == 0)
+        .map(alert)
+        .collect();
+    assert_eq!(scanned.len(), expected.len());
+    for (got, want) in scanned.iter().zip(&expected) {
+        assert_eq!(
+            (got.order_id, &got.reason, got.amount, got.country),
+            (want.order_id, &want.reason, want.amount, want.country)
+        );
+    }
+
+    let payments = scan_all(
+        4,
+        |p: &StoredPayment| p.payment.order_id,
+        async |b, n| store.payments_before(b, n).await.unwrap(),
+    )
+    .await;
+    assert_eq!(payments.len() as u64, totals.payment_count);
+    let scanned: Vec<Payment> = payments
+        .into_iter()
+        .map(|p| p.payment)
+        .filter(|p| mine(p.order_id))
+        .collect();
+    let expected: Vec<Payment> = all
+        .iter()
+        .rev()
+        .filter(|o| o.order_id % 3 == 0)
+        .map(|o| payment(o, PaymentStatus::Failed))
+        .collect();
+    assert_eq!(scanned, expected);
+
+    // The cursor is exclusive; a zero limit reads nothing.
+    let page = store.orders_before(Some(3_050), 5).await.unwrap();
+    assert_eq!(
+        page.iter().map(|o| o.order.order_id).collect::<Vec<_>>(),
+        vec![3_049, 3_048, 3_047, 3_046, 3_045]
+    );
+    let page = store.alerts_before(Some(3_050), 2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|a| a.alert.order_id).collect::<Vec<_>>(),
+        vec![3_045, 3_040]
+    );
+    let page = store.payments_before(Some(3_003), 1).await.unwrap();
+    assert!(page.iter().all(|p| p.payment.order_id < 3_003));
+    assert!(store.orders_before(None, 0).await.unwrap().is_empty());
+    assert!(store.orders_before(Some(1), 10).await.unwrap().is_empty());
+}
+
 async fn contract(store: &dyn OrderStore) {
     writes_are_idempotent_and_totals_exact(store).await;
     alerts_and_payments_join_orders_in_any_order(store).await;
     lists_newest_first_with_filters_and_cursor(store).await;
+    full_scans_page_through_everything_highest_first(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_scans_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("orders.db")).unwrap();
+    assert!(store.orders_before(None, 100).await.unwrap().is_empty());
+    assert!(store.alerts_before(None, 100).await.unwrap().is_empty());
+    assert!(store.payments_before(None, 100).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The `ordersctl` command: `up` runs everything locally, `bench` measures the pipeline,
-//! `tui` watches it.
+//! `tui` watches it, `audit` checks the topics against the store.
 
+pub mod audit;
 pub mod bench;
 pub mod console;
 pub mod up;
@@ -30,6 +31,9 @@ pub enum Command {
     Tui(console::TuiArgs),
     /// Prints the API's answers as JSON, for scripts (schemas and exit codes: docs/json.md).
     Json(orders_api::json_cli::JsonArgs),
+    /// Reconciles the topics with the store; one JSON report (fields and exit codes:
+    /// docs/audit.md).
+    Audit(Box<audit::AuditArgs>),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: `default`).
@@ -45,9 +49,11 @@ pub fn init_logging(default: &str) {
 /// Parses the command line and runs it; errors print one line on stderr.
 pub fn main() -> ExitCode {
     let cli: Cli = orders_core::config::parse_args_or_exit();
-    if let Command::Json(args) = cli.command {
-        return run_json(args);
-    }
+    let cli = match cli.command {
+        Command::Json(args) => return run_json(args),
+        Command::Audit(args) => return audit::run(*args),
+        command => Cli { command },
+    };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| {
@@ -56,7 +62,7 @@ pub fn main() -> ExitCode {
                     Command::Up(args) => up::run(args).await,
                     Command::Bench(args) => bench::run(args).await,
                     Command::Tui(args) => console::run(args).await,
-                    Command::Json(_) => Ok(()),
+                    Command::Json(_) | Command::Audit(_) => Ok(()),
                 }
             })
         });

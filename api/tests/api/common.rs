@@ -78,6 +78,27 @@ impl OrderStore for DownStore {
     async fn latest_payments(&self, _: usize) -> Result<Vec<StoredPayment>, StoreError> {
         down()
     }
+    async fn orders_before(
+        &self,
+        _: Option<u64>,
+        _: usize,
+    ) -> Result<Vec<StoredOrder>, StoreError> {
+        down()
+    }
+    async fn alerts_before(
+        &self,
+        _: Option<u64>,
+        _: usize,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        down()
+    }
+    async fn payments_before(
+        &self,
+        _: Option<u64>,
+        _: usize,
+    ) -> Result<Vec<StoredPayment>, StoreError> {
+        down()
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         down()
     }

@@ -324,6 +324,53 @@ pub fn latest_payments_statement(bucket: &str) -> String {
     )
 }
 
+/// The order fields of a stored order document, for a full scan (no joins: alerts and
+/// payments are scanned on their own).
+const STORED_ORDER_FIELDS: &str = "o.order_id, o.customer_id, o.amount_cents, o.currency, \
+     o.country, o.status, o.created_at, o.source, o.kafka_partition, o.kafka_offset, \
+     o.processed_at";
+
+/// A page of the full scan of orders: ids below `$before_id`, highest first, `$limit` of
+/// them, one range of `idx_orders_latest` (`ns, order_id DESC`) in its own order.
+pub fn orders_before_statement(bucket: &str) -> String {
+    format!(
+        "SELECT {STORED_ORDER_FIELDS} FROM {} AS o WHERE o.type = \"order\" AND o.ns = $ns \
+         AND o.order_id < $before_id ORDER BY o.order_id DESC LIMIT $limit",
+        keyspace(bucket)
+    )
+}
+
+/// A page of the full scan of alerts (`idx_alerts_latest`), like [`orders_before_statement`].
+pub fn alerts_before_statement(bucket: &str) -> String {
+    format!(
+        "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
+         a.stored_at FROM {} AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+         AND a.order_id < $before_id ORDER BY a.order_id DESC LIMIT $limit",
+        keyspace(bucket)
+    )
+}
+
+/// A page of the full scan of payments (`idx_payments_latest`), like
+/// [`orders_before_statement`].
+pub fn payments_before_statement(bucket: &str) -> String {
+    format!(
+        "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
+         FROM {} AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+         AND p.order_id < $before_id ORDER BY p.order_id DESC LIMIT $limit",
+        keyspace(bucket)
+    )
+}
+
+/// The named parameters of a scan page: no bound (`None`) is every id, since ids are at
+/// most 2^53 - 1.
+fn scan_params(ns: &str, before_id: Option<u64>, limit: usize) -> Vec<(&'static str, Value)> {
+    vec![
+        ("ns", json!(ns)),
+        ("before_id", json!(before_id.unwrap_or(u64::MAX))),
+        ("limit", json!(limit)),
+    ]
+}
+
 /// The keys of one order's documents.
 fn order_key(prefix: &str, id: u64) -> String {
     format!("{prefix}{id}")
@@ -429,6 +476,18 @@ impl From<OrderRow> for OrderDocument {
             fraud: r.fraud_reason.is_some(),
             fraud_reason: r.fraud_reason,
             payment_status: r.payment_status,
+        }
+    }
+}
+
+impl From<OrderRow> for StoredOrder {
+    fn from(r: OrderRow) -> Self {
+        let doc = OrderDocument::from(r);
+        StoredOrder {
+            order: doc.order,
+            kafka_partition: doc.kafka_partition,
+            kafka_offset: doc.kafka_offset,
+            processed_at: doc.processed_at,
         }
     }
 }
@@ -977,6 +1036,48 @@ impl OrderStore for CouchbaseStore {
         Ok(rows.into_iter().map(StoredPayment::from).collect())
     }
 
+    async fn orders_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOrder>, StoreError> {
+        let rows: Vec<OrderRow> = self
+            .query(
+                orders_before_statement(&self.inner.config.bucket),
+                scan_params(self.ns(), before_id, limit),
+            )
+            .await?;
+        Ok(rows.into_iter().map(StoredOrder::from).collect())
+    }
+
+    async fn alerts_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows: Vec<AlertRow> = self
+            .query(
+                alerts_before_statement(&self.inner.config.bucket),
+                scan_params(self.ns(), before_id, limit),
+            )
+            .await?;
+        Ok(rows.into_iter().map(StoredAlert::from).collect())
+    }
+
+    async fn payments_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredPayment>, StoreError> {
+        let rows: Vec<PaymentRow> = self
+            .query(
+                payments_before_statement(&self.inner.config.bucket),
+                scan_params(self.ns(), before_id, limit),
+            )
+            .await?;
+        Ok(rows.into_iter().map(StoredPayment::from).collect())
+    }
+
     /// Ready means connected with the indexes in place; then a ping of the key-value and
     /// query services must answer within the key-value deadline.
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1108,6 +1209,53 @@ mod tests {
     }
 
     #[test]
+    fn scan_statements_walk_the_descending_indexes() {
+        let b = "order_analytics";
+        assert_eq!(
+            orders_before_statement(b),
+            "SELECT o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, o.status, \
+             o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at \
+             FROM `order_analytics` AS o WHERE o.type = \"order\" AND o.ns = $ns \
+             AND o.order_id < $before_id ORDER BY o.order_id DESC LIMIT $limit"
+        );
+        assert_eq!(
+            alerts_before_statement(b),
+            "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
+             a.stored_at FROM `order_analytics` AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+             AND a.order_id < $before_id ORDER BY a.order_id DESC LIMIT $limit"
+        );
+        assert_eq!(
+            payments_before_statement(b),
+            "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
+             FROM `order_analytics` AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+             AND p.order_id < $before_id ORDER BY p.order_id DESC LIMIT $limit"
+        );
+        // Each scan is one range of an index that leads with (ns, order_id DESC).
+        let ddl = index_statements(b).join("\n");
+        for (index, kind) in [
+            ("idx_orders_latest", "order"),
+            ("idx_alerts_latest", "alert"),
+            ("idx_payments_latest", "payment"),
+        ] {
+            assert!(
+                ddl.contains(&format!("{index} ON `{b}`(ns, order_id DESC"))
+                    && ddl.contains(&format!("WHERE type = \"{kind}\"")),
+                "{index}"
+            );
+        }
+        let params = scan_params("run1:", None, 500);
+        assert_eq!(
+            params,
+            vec![
+                ("ns", json!("run1:")),
+                ("before_id", json!(u64::MAX)),
+                ("limit", json!(500))
+            ]
+        );
+        assert_eq!(scan_params("", Some(42), 1)[1], ("before_id", json!(42)));
+    }
+
+    #[test]
     fn filters_add_fixed_fragments_and_named_parameters_only() {
         let hostile = "US\" OR 1=1 --";
         assert!(
@@ -1175,8 +1323,10 @@ mod tests {
         assert_eq!(doc["kafka_partition"], 4);
         assert_eq!(doc["kafka_offset"], 99);
         assert!(doc["processed_at"].is_string());
-        let row: OrderRow = serde_json::from_value(doc).unwrap();
+        let row: OrderRow = serde_json::from_value(doc.clone()).unwrap();
         let back = OrderDocument::from(row);
+        let scanned: OrderRow = serde_json::from_value(doc).unwrap();
+        assert_eq!(StoredOrder::from(scanned), stored, "what a full scan reads");
         assert_eq!(back.order, order);
         assert!(!back.fraud);
 

@@ -149,6 +149,28 @@ pub trait OrderStore: Send + Sync {
     async fn payment(&self, order_id: u64) -> Result<Option<StoredPayment>, StoreError>;
     async fn latest_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError>;
     async fn latest_payments(&self, limit: usize) -> Result<Vec<StoredPayment>, StoreError>;
+    /// One page of a full scan of the stored orders, as analytics stored them: at most
+    /// `limit` orders with an id below `before_id` (every id when `None`), highest id
+    /// first. The next page starts before the last id of this one; a page shorter than
+    /// `limit` is the last. Highest first because that is the order the adapters' indexes
+    /// keep (Couchbase's are `order_id DESC`), so each page is one index range.
+    async fn orders_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOrder>, StoreError>;
+    /// One page of a full scan of the stored fraud alerts, like [`Self::orders_before`].
+    async fn alerts_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+    /// One page of a full scan of the stored payments, like [`Self::orders_before`].
+    async fn payments_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredPayment>, StoreError>;
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
 }

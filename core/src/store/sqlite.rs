@@ -62,6 +62,20 @@ const ORDER_COLUMNS: &str = "o.order_id, o.customer_id, o.amount_cents, o.curren
      o.status, o.created_us, o.source, o.kafka_partition, o.kafka_offset, o.processed_us, \
      f.reason, p.status";
 
+/// The orders table's columns in the order `stored_order_row` reads them.
+const STORED_ORDER_COLUMNS: &str = "order_id, customer_id, amount_cents, currency, country, \
+     status, created_us, source, kafka_partition, kafka_offset, processed_us";
+
+/// The upper bound of a scan page: below `before_id`, or every id.
+fn scan_bound(before_id: Option<u64>) -> i64 {
+    before_id.unwrap_or(u64::MAX).min(i64::MAX as u64) as i64
+}
+
+/// A page size as SQLite's `LIMIT` (where a negative value would mean no limit at all).
+fn scan_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
 /// Orders with what the pipeline learned about them.
 const ORDERS_JOINED: &str = "orders o LEFT JOIN fraud_alerts f ON f.order_id = o.order_id \
      LEFT JOIN payments p ON p.order_id = o.order_id";
@@ -399,14 +413,13 @@ fn ts_from_us(us: i64) -> Result<Timestamp, StoreError> {
     Timestamp::from_micros(us).ok_or_else(|| corrupt("timestamp", us))
 }
 
-/// Reads one row of `ORDER_COLUMNS`.
-fn order_row(row: &Row<'_>) -> rusqlite::Result<Result<OrderDocument, StoreError>> {
+/// Reads the first eleven columns of `ORDER_COLUMNS` (or of `STORED_ORDER_COLUMNS`): the
+/// order as analytics stored it.
+fn stored_order_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredOrder, StoreError>> {
     let country: String = row.get(4)?;
     let status: String = row.get(5)?;
     let created_us: i64 = row.get(6)?;
-    let fraud_reason: Option<String> = row.get(11)?;
-    let payment_status: Option<String> = row.get(12)?;
-    let build = || -> Result<OrderDocument, StoreError> {
+    let build = || -> Result<StoredOrder, StoreError> {
         let order = Order {
             order_id: row.get::<_, i64>(0).map_err(query_err)? as u64,
             customer_id: row.get(1).map_err(query_err)?,
@@ -417,11 +430,26 @@ fn order_row(row: &Row<'_>) -> rusqlite::Result<Result<OrderDocument, StoreError
             created_at: ts_from_us(created_us)?,
             source: row.get(7).map_err(query_err)?,
         };
-        Ok(OrderDocument {
+        Ok(StoredOrder {
             order,
             kafka_partition: row.get(8).map_err(query_err)?,
             kafka_offset: row.get(9).map_err(query_err)?,
             processed_at: ts_from_us(row.get(10).map_err(query_err)?)?,
+        })
+    };
+    Ok(build())
+}
+
+/// Reads one row of `ORDER_COLUMNS`.
+fn order_row(row: &Row<'_>) -> rusqlite::Result<Result<OrderDocument, StoreError>> {
+    let fraud_reason: Option<String> = row.get(11)?;
+    let payment_status: Option<String> = row.get(12)?;
+    let build = |stored: StoredOrder| -> Result<OrderDocument, StoreError> {
+        Ok(OrderDocument {
+            order: stored.order,
+            kafka_partition: stored.kafka_partition,
+            kafka_offset: stored.kafka_offset,
+            processed_at: stored.processed_at,
             fraud: fraud_reason.is_some(),
             fraud_reason,
             payment_status: payment_status
@@ -429,7 +457,7 @@ fn order_row(row: &Row<'_>) -> rusqlite::Result<Result<OrderDocument, StoreError
                 .transpose()?,
         })
     };
-    Ok(build())
+    Ok(stored_order_row(row)?.and_then(build))
 }
 
 fn alert_row(row: &Row<'_>) -> rusqlite::Result<Result<StoredAlert, StoreError>> {
@@ -673,6 +701,73 @@ impl OrderStore for SqliteStore {
                 .map_err(query_err)?;
             let rows = stmt
                 .query_map([limit as i64], payment_row)
+                .map_err(query_err)?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn orders_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOrder>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {STORED_ORDER_COLUMNS} FROM orders WHERE order_id < ?1 \
+                     ORDER BY order_id DESC LIMIT ?2"
+                ))
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map(
+                    params![scan_bound(before_id), scan_limit(limit)],
+                    stored_order_row,
+                )
+                .map_err(query_err)?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn alerts_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT order_id, reason, rule_id, amount_cents, country, detected_us, \
+                     stored_us FROM fraud_alerts WHERE order_id < ?1 \
+                     ORDER BY order_id DESC LIMIT ?2",
+                )
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map(params![scan_bound(before_id), scan_limit(limit)], alert_row)
+                .map_err(query_err)?;
+            collect(rows)
+        })
+        .await
+    }
+
+    async fn payments_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredPayment>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT order_id, status, amount_cents, country, ts, stored_us \
+                     FROM payments WHERE order_id < ?1 ORDER BY order_id DESC LIMIT ?2",
+                )
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map(
+                    params![scan_bound(before_id), scan_limit(limit)],
+                    payment_row,
+                )
                 .map_err(query_err)?;
             collect(rows)
         })
