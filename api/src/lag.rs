@@ -312,14 +312,12 @@ impl LagMonitor {
                 _ = tick.tick() => {}
             }
             let me = self.clone();
+            // Awaited even on shutdown (each request is bounded): a sample still running
+            // holds Kafka clients that must not outlive the broker they talk to, which
+            // in `ordersctl up` goes right after the API.
             let sample = tokio::task::spawn_blocking(move || me.sample_blocking());
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                joined = sample => {
-                    if let Err(e) = joined {
-                        tracing::error!(error = %e, "lag sampler task failed");
-                    }
-                }
+            if let Err(e) = sample.await {
+                tracing::error!(error = %e, "lag sampler task failed");
             }
         }
     }

@@ -14,7 +14,7 @@ use orders_core::kafka::{
     FRAUD_GROUP, PAYMENTS_GROUP, PAYMENTS_TOPIC,
 };
 use orders_core::store::*;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -141,7 +141,7 @@ impl World {
 
     /// Commits `group`'s offsets on `topic` as a consumer of that group would.
     fn commit(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) {
-        let consumer: BaseConsumer = self.kafka.admin_consumer("audit-test", group).unwrap();
+        let consumer = self.kafka.admin_consumer("audit-test", group).unwrap();
         let mut tpl = TopicPartitionList::new();
         for (partition, offset) in offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
@@ -152,7 +152,7 @@ impl World {
 
     /// Every group done with everything on its topics.
     fn commit_all(&self) {
-        let consumer: BaseConsumer = self.kafka.admin_consumer("audit-test", "x").unwrap();
+        let consumer = self.kafka.admin_consumer("audit-test", "x").unwrap();
         let end = |topic: &str| -> Vec<(i32, i64)> {
             (0..6)
                 .map(|p| {

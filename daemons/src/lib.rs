@@ -31,4 +31,6 @@ pub enum DaemonError {
     Produce(#[from] confirmed_producer::ProduceError),
     #[error("task failed: {0}")]
     Task(String),
+    #[error("order ids are exhausted: the highest id in use is {0}")]
+    IdsExhausted(u64),
 }

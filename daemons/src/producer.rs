@@ -9,8 +9,8 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use orders_core::domain::{Timestamp, MAX_ORDER_ID, ORDER_IDS};
 use orders_core::generator::OrderGenerator;
-use orders_core::kafka::KafkaSettings;
-use orders_core::store::OrderStore;
+use orders_core::kafka::{KafkaSettings, KafkaSetupError};
+use orders_core::store::{OrderStore, StoreError};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::sync::atomic::Ordering;
@@ -117,11 +117,59 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
     .map_err(|e| DaemonError::Task(e.to_string()))??;
     let next = stored.max(published).unwrap_or(0) + 1;
     if !ORDER_IDS.contains(&next) {
-        return Err(DaemonError::Task(format!(
-            "order ids are exhausted: the highest id in use is {MAX_ORDER_ID}"
-        )));
+        return Err(DaemonError::IdsExhausted(MAX_ORDER_ID));
     }
     Ok(next)
+}
+
+/// [`first_order_id`], tried again with backoff while Kafka or the store cannot answer (a
+/// producer started during an outage waits for it to end); `None` on shutdown.
+async fn first_order_id_patiently(
+    deps: &ProducerDeps,
+    topic: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<u64>, DaemonError> {
+    let since = Instant::now();
+    let mut logged: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match first_order_id(deps, topic).await {
+            Ok(id) => {
+                if logged.is_some() {
+                    tracing::info!(
+                        waited_seconds = since.elapsed().as_secs_f64(),
+                        "the highest order id in use is known; producing"
+                    );
+                }
+                return Ok(Some(id));
+            }
+            // Settled facts, not outages: waiting changes nothing.
+            Err(
+                e @ (DaemonError::IdsExhausted(_)
+                | DaemonError::Store(StoreError::Corrupt(_) | StoreError::Query(_))
+                | DaemonError::Setup(
+                    KafkaSetupError::MissingTopic(_)
+                    | KafkaSetupError::HalfCredentials
+                    | KafkaSetupError::NoBootstrap,
+                )),
+            ) => return Err(e),
+            Err(e) => {
+                if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                    logged = Some(Instant::now());
+                    tracing::warn!(
+                        error = %e,
+                        waiting_seconds = since.elapsed().as_secs(),
+                        "cannot read the highest order id in use yet; waiting (logged every 30 s)"
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Most orders sent as one batch (one wait for the broker's answers).
@@ -154,7 +202,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<u64, DaemonError> {
     let output = ConfirmedProducer::new(&deps.kafka, "orders-producer")?;
-    let mut next_id = first_order_id(&deps, &config.topic).await?;
+    let Some(mut next_id) = first_order_id_patiently(&deps, &config.topic, &shutdown).await? else {
+        tracing::info!(orders = 0, "producer stopped before its first order");
+        return Ok(0);
+    };
     tracing::info!(first_order_id = next_id, topic = %config.topic, pace = ?config.pace, "producing orders");
     let generator = OrderGenerator::new(config.seed);
     let started = Instant::now();

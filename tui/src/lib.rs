@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod chaos;
 pub mod console;
 pub mod up;
 
@@ -27,6 +28,9 @@ pub enum Command {
     Up(up::UpArgs),
     /// Pushes orders through a fresh embedded pipeline as fast as it can and prints figures.
     Bench(bench::BenchArgs),
+    /// Runs the pipeline under random faults (seeded), then drains and audits it; prints one
+    /// JSON summary and exits 1 unless everything recovered and the audit is clean.
+    Chaos(chaos::ChaosArgs),
     /// The operator console: totals, consumer lag, live orders and fraud alerts from the API.
     Tui(console::TuiArgs),
     /// Prints the API's answers as JSON, for scripts (schemas and exit codes: docs/json.md).
@@ -61,6 +65,13 @@ pub fn main() -> ExitCode {
                 match cli.command {
                     Command::Up(args) => up::run(args).await,
                     Command::Bench(args) => bench::run(args).await,
+                    Command::Chaos(args) => match chaos::run(args).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(anyhow::anyhow!(
+                            "the chaos run was not clean (see the summary on stdout)"
+                        )),
+                        Err(e) => Err(e),
+                    },
                     Command::Tui(args) => console::run(args).await,
                     Command::Json(_) | Command::Audit(_) => Ok(()),
                 }

@@ -319,18 +319,16 @@ fn a_second_up_on_a_data_dir_in_use_refuses_at_once_and_leaves_it_alone() {
     again.stop();
 }
 
-/// Ctrl-C moments after start, while the consumers are still joining their groups: every
-/// order the producer had published is stored before the embedded broker goes, and the
-/// next start continues after them.
-#[test]
-fn ctrl_c_in_the_first_seconds_loses_no_produced_order() {
+/// Stops `up` with `sig` once `moment` has passed, and checks that every order the
+/// producer had published was stored before the embedded broker went, that the consumers
+/// made their final commits, and that the next start continues after those ids.
+fn stopping_loses_no_produced_order(sig: &str, rate: &str, moment: impl FnOnce(&Path)) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let up = up_logged(&dir, tmp.path(), &["--rate", "1000"]);
+    let mut up = up_logged(&dir, tmp.path(), &["--rate", rate]);
     published_api(&dir);
-    std::thread::sleep(Duration::from_millis(1500));
-    signal(&up, "-INT");
-    let mut up = up;
+    moment(&dir);
+    signal(&up, sig);
     let status = up.0.wait().unwrap();
     let stdout = std::fs::read_to_string(tmp.path().join("stdout")).unwrap();
     let stderr = std::fs::read_to_string(tmp.path().join("stderr")).unwrap();
@@ -343,18 +341,77 @@ fn ctrl_c_in_the_first_seconds_loses_no_produced_order() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no producer summary in\n{stderr}"));
-    assert!(produced > 0, "nothing was produced before Ctrl-C\n{stderr}");
-    assert_eq!(stored(&dir), (produced, produced), "{stderr}");
     assert!(
-        stderr.contains("final commit done"),
-        "the consumers committed on the way out\n{stderr}"
+        produced > 0,
+        "nothing was produced before the stop\n{stderr}"
     );
+    assert_eq!(stored(&dir), (produced, produced), "{stderr}");
+    for group in ["fraud-group", "payments-group", "analytics-group"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("final commit done") && l.contains(group)),
+            "{group} committed on the way out\n{stderr}"
+        );
+    }
 
     let up = Up::start(&dir, 20);
     let api = published_api(&dir);
     totals_reach(&api, produced + 20);
     up.stop();
     assert_eq!(stored(&dir), (produced + 20, produced + 20));
+}
+
+/// Ctrl-C moments after start, while the consumers are still joining their groups.
+#[test]
+fn ctrl_c_in_the_first_seconds_loses_no_produced_order() {
+    stopping_loses_no_produced_order("-INT", "1000", |_| {
+        std::thread::sleep(Duration::from_millis(1500))
+    });
+}
+
+/// SIGTERM mid-burst, thousands of orders in.
+#[test]
+fn sigterm_mid_burst_loses_no_produced_order() {
+    stopping_loses_no_produced_order("-TERM", "3000", |dir| {
+        let api = published_api(dir);
+        wait_until("a burst under way", Duration::from_secs(60), || {
+            let t = json(&api, &["totals"])?;
+            (t["order_count"].as_u64()? >= 5_000).then_some(())
+        });
+    });
+}
+
+/// SIGTERM while two more members join the groups: the stop runs through a rebalance.
+#[test]
+fn sigterm_during_a_rebalance_loses_no_produced_order() {
+    let mut joiners = Vec::new();
+    stopping_loses_no_produced_order("-TERM", "1000", |dir| {
+        std::thread::sleep(Duration::from_secs(4));
+        for role in ["fraud", "analytics"] {
+            joiners.push(ordersd_process(dir, role));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    for mut j in joiners {
+        let _ = j.kill();
+        let _ = j.wait();
+    }
+}
+
+/// `ordersd ROLE` attached to the `up` running on `dir` (through its up.json).
+fn ordersd_process(dir: &Path, role: &str) -> Child {
+    let ordersd = Path::new(env!("CARGO_BIN_EXE_ordersctl")).with_file_name("ordersd");
+    Command::new(ordersd)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg(role)
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 #[test]

@@ -1,0 +1,502 @@
+//! `ordersctl chaos`: the pipeline at a steady rate on a three-broker embedded cluster, with
+//! extra `ordersd` members in each consumer group, while faults are injected one after another
+//! at random (seeded): members killed, stopped, paused; brokers down, slow, moving leaders,
+//! answering with errors. Then it drains, audits, and prints one JSON summary.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use orders_core::kafka::{consumer_lag, BrokerFault, RDKafkaApiKey, RDKafkaRespErr, ORDER_GROUPS};
+use orders_core::store::OrderStore;
+use orders_daemons::cli::parse_rate;
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
+use orders_daemons::producer::{Pace, ProducerConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    /// How long to inject faults, in minutes.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_minutes)]
+    pub minutes: f64,
+    /// Seed of the fault schedule and of the orders (same seed, same schedule).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Orders per second.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
+    pub rate: f64,
+    /// Extra `ordersd` members per consumer group (besides the one in this process).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=5))]
+    pub members: u64,
+    /// The `ordersd` binary (default: the one next to this `ordersctl`).
+    #[arg(long)]
+    pub ordersd: Option<PathBuf>,
+    /// Simulated payment processing time, in milliseconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub payment_delay_ms: u64,
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of minutes"))?;
+    if !(0.05..=1440.0).contains(&v) {
+        return Err(format!("{s} is out of range: give 0.05 to 1440 minutes"));
+    }
+    Ok(v)
+}
+
+/// The kinds of fault, as named in the summary.
+const KINDS: [&str; 9] = [
+    "member_kill",
+    "member_term",
+    "member_pause",
+    "broker_down",
+    "all_brokers_down",
+    "slow_broker",
+    "leader_moves",
+    "request_errors",
+    "coordinator_errors",
+];
+
+/// The kinds that act on a member process.
+fn is_member_fault(kind: &str) -> bool {
+    kind.starts_with("member_")
+}
+
+/// An extra `ordersd` process in a consumer group.
+struct Member {
+    role: &'static str,
+    child: Option<Child>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Members {
+    ordersd: PathBuf,
+    kafka: String,
+    data_dir: PathBuf,
+    log_dir: PathBuf,
+    all: Vec<Member>,
+}
+
+impl Members {
+    fn spawn(&self, role: &'static str, n: usize) -> anyhow::Result<Child> {
+        let log = std::fs::File::create(self.log_dir.join(format!("{role}-{n}.log")))?;
+        Command::new(&self.ordersd)
+            .args(["--kafka-bootstrap-servers", &self.kafka, "--data-dir"])
+            .arg(&self.data_dir)
+            .arg(role)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.ordersd.display()))
+    }
+
+    fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()?
+            .success();
+        if !ok {
+            bail!("kill {sig} {} failed", child.id());
+        }
+        Ok(())
+    }
+}
+
+/// What one fault did and how long the pipeline took to get over it.
+#[derive(Debug)]
+struct Injected {
+    kind: &'static str,
+    detail: String,
+    held_seconds: f64,
+    recovery_seconds: Option<f64>,
+}
+
+fn ordersd_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let here = std::env::current_exe().context("locating ordersctl")?;
+    let next_to = here.with_file_name(format!("ordersd{}", std::env::consts::EXE_SUFFIX));
+    if next_to.exists() {
+        return Ok(next_to);
+    }
+    bail!(
+        "no ordersd next to {}: build it (cargo build --release --bin ordersd) or give --ordersd",
+        here.display()
+    )
+}
+
+fn summary(values: &mut [f64]) -> serde_json::Value {
+    if values.is_empty() {
+        return json!({"count": 0, "p50": null, "max": null});
+    }
+    values.sort_by(f64::total_cmp);
+    let p50 = values[(values.len() - 1) / 2];
+    let max = values[values.len() - 1];
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    json!({"count": values.len(), "p50": round(p50), "max": round(max)})
+}
+
+/// Waits until every order published so far has been processed by all three groups (their
+/// committed offsets on `orders` have passed it) and is stored and paid; the seconds it took.
+async fn recovery(pipeline: &LocalPipeline, limit: Duration) -> Option<f64> {
+    let start = Instant::now();
+    let produced = pipeline.progress.orders_produced.load(Ordering::Relaxed);
+    let kafka = pipeline.kafka();
+    let published = {
+        let kafka = kafka.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer_lag(
+                &kafka,
+                ORDER_GROUPS[0],
+                &["orders"],
+                Duration::from_secs(10),
+            )
+            .map(|lag| {
+                lag.partitions
+                    .iter()
+                    .map(|p| (p.partition, p.high_watermark))
+                    .collect::<BTreeMap<i32, i64>>()
+            })
+        })
+        .await
+        .ok()?
+        .ok()?
+    };
+    while start.elapsed() < limit {
+        let kafka = kafka.clone();
+        let published = published.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            ORDER_GROUPS.iter().all(|group| {
+                consumer_lag(&kafka, group, &["orders"], Duration::from_secs(10)).is_ok_and(|lag| {
+                    lag.partitions.iter().all(|p| {
+                        p.committed.unwrap_or(0)
+                            >= published.get(&p.partition).copied().unwrap_or(0)
+                    })
+                })
+            })
+        })
+        .await
+        .unwrap_or(false);
+        if committed {
+            if let Ok(t) = pipeline.store.totals().await {
+                if t.order_count >= produced && t.payment_count >= produced {
+                    return Some(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
+    crate::init_logging("warn");
+    let ordersd = ordersd_path(args.ordersd.clone())?;
+    let seed = args
+        .seed
+        .unwrap_or_else(|| orders_core::domain::Timestamp::now().micros() as u64);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().context("creating a temporary data dir")?;
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.brokers = 3;
+    options.payment.delay = Duration::from_millis(args.payment_delay_ms);
+    options.drain_grace = Duration::from_secs(180);
+    options.producer = Some(ProducerConfig {
+        topic: options.orders_topic.clone(),
+        pace: Pace::Rate(args.rate),
+        max_orders: None,
+        seed,
+    });
+    let mut pipeline = LocalPipeline::start(options).await?;
+    let members = Members {
+        ordersd,
+        kafka: pipeline.bootstrap_servers().to_owned(),
+        data_dir: dir.path().to_owned(),
+        log_dir: dir.path().to_owned(),
+        all: Vec::new(),
+    };
+    let mut members = members;
+    for role in ["fraud", "payment", "analytics"] {
+        for _ in 0..args.members {
+            let n = members.all.len();
+            let child = members.spawn(role, n)?;
+            members.all.push(Member {
+                role,
+                child: Some(child),
+            });
+        }
+    }
+    eprintln!(
+        "chaos: seed {seed}, {} min at {} orders/s, 3 brokers, {} extra members per group",
+        args.minutes, args.rate, args.members
+    );
+    let deadline = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
+    // Let the groups form and orders flow before the first fault.
+    let flowing = Instant::now();
+    loop {
+        let stored = pipeline
+            .store
+            .totals()
+            .await
+            .map(|t| t.payment_count)
+            .unwrap_or(0);
+        if stored > 0 && recovery(&pipeline, Duration::from_secs(60)).await.is_some() {
+            break;
+        }
+        if flowing.elapsed() > Duration::from_secs(120) {
+            bail!("no order went through the pipeline in 120 s; nothing to break");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let broker = |fault: BrokerFault| -> anyhow::Result<()> {
+        pipeline
+            .broker()
+            .context("the embedded broker is gone")?
+            .inject(fault)?;
+        Ok(())
+    };
+    let mut injected: Vec<Injected> = Vec::new();
+    while Instant::now() < deadline {
+        let kinds: Vec<&'static str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| !is_member_fault(k) || !members.all.is_empty())
+            .collect();
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let hold = Duration::from_millis(rng.random_range(2_000..=10_000));
+        let started = Instant::now();
+        let detail = match kind {
+            "member_kill" | "member_term" | "member_pause" => {
+                let i = rng.random_range(0..members.all.len());
+                let role = members.all[i].role;
+                let pid = members.all[i]
+                    .child
+                    .as_ref()
+                    .map(Child::id)
+                    .unwrap_or_default();
+                let sig = match kind {
+                    "member_kill" => "-KILL",
+                    "member_term" => "-TERM",
+                    _ => "-STOP",
+                };
+                if let Some(child) = &members.all[i].child {
+                    Members::signal(child, sig)?;
+                }
+                tokio::time::sleep(hold).await;
+                if kind == "member_pause" {
+                    if let Some(child) = &members.all[i].child {
+                        Members::signal(child, "-CONT")?;
+                    }
+                } else {
+                    if let Some(mut old) = members.all[i].child.take() {
+                        let status = tokio::task::spawn_blocking(move || old.wait()).await??;
+                        if kind == "member_term" && !status.success() {
+                            tracing::warn!(
+                                role,
+                                ?status,
+                                "a member did not exit cleanly on SIGTERM"
+                            );
+                        }
+                    }
+                    members.all[i].child = Some(members.spawn(role, i)?);
+                }
+                format!("{role} member (pid {pid}) {sig}")
+            }
+            "broker_down" => {
+                let b = rng.random_range(1..=3);
+                broker(BrokerFault::Down(b))?;
+                tokio::time::sleep(hold).await;
+                broker(BrokerFault::Up(b))?;
+                format!("broker {b} down")
+            }
+            "all_brokers_down" => {
+                broker(BrokerFault::AllDown)?;
+                tokio::time::sleep(hold).await;
+                broker(BrokerFault::AllUp)?;
+                "every broker down".to_owned()
+            }
+            "slow_broker" => {
+                let b = rng.random_range(1..=3);
+                let rtt = Duration::from_millis(rng.random_range(100..=1_000));
+                broker(BrokerFault::RoundTripTime(b, rtt))?;
+                tokio::time::sleep(hold).await;
+                broker(BrokerFault::RoundTripTime(b, Duration::ZERO))?;
+                format!("broker {b} answers {} ms late", rtt.as_millis())
+            }
+            "leader_moves" => {
+                let mut moves = Vec::new();
+                for partition in 0..6 {
+                    let to = rng.random_range(1..=3);
+                    broker(BrokerFault::PartitionLeader {
+                        topic: "orders".into(),
+                        partition,
+                        broker: to,
+                    })?;
+                    moves.push(format!("{partition}->{to}"));
+                }
+                tokio::time::sleep(hold).await;
+                format!("orders leaders {}", moves.join(" "))
+            }
+            "request_errors" => {
+                let (api, errors) = [
+                    (
+                        RDKafkaApiKey::Produce,
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                    ),
+                    (
+                        RDKafkaApiKey::Produce,
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    ),
+                    (
+                        RDKafkaApiKey::Fetch,
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                    ),
+                    (
+                        RDKafkaApiKey::OffsetCommit,
+                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                    ),
+                ][rng.random_range(0..4)];
+                let n = rng.random_range(5..=50);
+                broker(BrokerFault::RequestErrors(api, vec![errors; n]))?;
+                tokio::time::sleep(hold).await;
+                broker(BrokerFault::ClearRequestErrors(api))?;
+                format!("{n} x {errors:?} on {api:?}")
+            }
+            _ => {
+                let apis = [
+                    RDKafkaApiKey::Heartbeat,
+                    RDKafkaApiKey::JoinGroup,
+                    RDKafkaApiKey::SyncGroup,
+                    RDKafkaApiKey::OffsetCommit,
+                ];
+                for api in apis {
+                    broker(BrokerFault::RequestErrors(
+                        api,
+                        vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 5],
+                    ))?;
+                }
+                tokio::time::sleep(hold).await;
+                for api in apis {
+                    broker(BrokerFault::ClearRequestErrors(api))?;
+                }
+                "NOT_COORDINATOR on group requests".to_owned()
+            }
+        };
+        let held_seconds = started.elapsed().as_secs_f64();
+        let recovery_seconds = recovery(&pipeline, Duration::from_secs(180)).await;
+        match recovery_seconds {
+            Some(s) => eprintln!(
+                "chaos: {kind}: {detail}; held {held_seconds:.1} s, recovered in {s:.1} s"
+            ),
+            None => eprintln!(
+                "chaos: {kind}: {detail}; held {held_seconds:.1} s, NOT recovered in 180 s"
+            ),
+        }
+        injected.push(Injected {
+            kind,
+            detail,
+            held_seconds,
+            recovery_seconds,
+        });
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..=4_000))).await;
+    }
+
+    // Drain: the producer stops, every group finishes, the members leave; then the audit.
+    eprintln!("chaos: faults over; draining");
+    let stopped = pipeline.stop_with(CancellationToken::new()).await;
+    for m in &mut members.all {
+        if let Some(child) = &m.child {
+            let _ = Members::signal(child, "-TERM");
+        }
+        if let Some(mut child) = m.child.take() {
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+    let rules = orders_core::fraud::FraudRules::default();
+    let audit = orders_core::audit::audit(
+        &pipeline.kafka(),
+        pipeline.store.as_ref() as &dyn OrderStore,
+        &rules,
+        &orders_core::audit::AuditOptions::default(),
+    )
+    .await
+    .context("auditing after the chaos run")?;
+    let clean = audit.is_clean()
+        && stopped.is_ok()
+        && injected.iter().all(|i| i.recovery_seconds.is_some());
+
+    let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for i in &injected {
+        *counts.entry(i.kind).or_default() += 1;
+        if let Some(s) = i.recovery_seconds {
+            by_kind.entry(i.kind).or_default().push(s);
+        }
+    }
+    let mut all: Vec<f64> = by_kind.values().flatten().copied().collect();
+    let recovery_by_kind: BTreeMap<&str, serde_json::Value> =
+        by_kind.iter_mut().map(|(k, v)| (*k, summary(v))).collect();
+    let report = json!({
+        "seed": seed,
+        "minutes": args.minutes,
+        "rate": args.rate,
+        "brokers": 3,
+        "extra_members_per_group": args.members,
+        "orders": pipeline.progress.orders_produced.load(Ordering::Relaxed),
+        "faults": counts,
+        "faults_total": injected.len(),
+        "recovery_seconds": {"all": summary(&mut all), "by_kind": recovery_by_kind},
+        "not_recovered": injected.iter().filter(|i| i.recovery_seconds.is_none())
+            .map(|i| json!({"kind": i.kind, "detail": i.detail})).collect::<Vec<_>>(),
+        "schedule": injected.iter().map(|i| json!({
+            "kind": i.kind,
+            "detail": i.detail,
+            "held_seconds": (i.held_seconds * 10.0).round() / 10.0,
+            "recovery_seconds": i.recovery_seconds.map(|s| (s * 10.0).round() / 10.0),
+        })).collect::<Vec<_>>(),
+        "stop": match &stopped { Ok(()) => "clean".to_owned(), Err(e) => e.to_string() },
+        "audit_clean": audit.is_clean(),
+        "audit": audit,
+        "clean": clean,
+    });
+    println!("{report}");
+    keep_logs_on_failure(clean, dir.path());
+    Ok(clean)
+}
+
+/// Keeps the members' logs when the run was not clean, so the cause can be read.
+fn keep_logs_on_failure(clean: bool, dir: &Path) {
+    if clean {
+        return;
+    }
+    let keep = std::env::temp_dir().join(format!("ordersctl-chaos-{}", std::process::id()));
+    if std::fs::create_dir_all(&keep).is_ok() {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                }
+            }
+        }
+        eprintln!("chaos: not clean; member logs kept in {}", keep.display());
+    }
+}
