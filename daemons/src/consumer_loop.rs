@@ -442,13 +442,35 @@ pub async fn run_consumer<P: ChunkProcessor>(
     }
     drop(in_flight);
     drop(processor);
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => tracing::info!(group = %options.group, "final commit done"),
-        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => tracing::info!(
-            group = %options.group,
-            "final commit done (every stored offset was already committed)"
-        ),
-        Err(e) => tracing::warn!(group = %options.group, error = %e, "final commit failed"),
+    // A rebalance under way refuses the commit (the generation moved on); let it finish
+    // and try again, briefly. Records received meanwhile are not stored: redelivered.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!(group = %options.group, "final commit done"),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => tracing::info!(
+                group = %options.group,
+                "final commit done (every stored offset was already committed)"
+            ),
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::UnknownMemberId,
+            )) if attempts < 5 => {
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while stream.next().await.is_some() {}
+                })
+                .await;
+                continue;
+            }
+            Err(e) => tracing::warn!(
+                group = %options.group,
+                error = %e,
+                "final commit failed; records since the last commit will be redelivered"
+            ),
+        }
+        break;
     }
     consumer.unsubscribe();
     match failure {

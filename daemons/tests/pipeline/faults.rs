@@ -7,8 +7,23 @@ use super::*;
 use orders_core::kafka::{BrokerFault, RDKafkaApiKey, RDKafkaRespErr};
 use std::sync::atomic::Ordering;
 
-/// Everything produced is consumed, stored once, and committed.
+/// Everything produced is consumed, stored once, and committed, and `ordersctl audit`'s
+/// reconciliation of the topics with the store finds nothing to report.
 async fn assert_whole(pipeline: &LocalPipeline, n: u64) {
+    let report = orders_core::audit::audit(
+        &pipeline.kafka(),
+        pipeline.store.as_ref(),
+        &FraudRules::default(),
+        &orders_core::audit::AuditOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.is_clean(),
+        "audit: {}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+    assert_eq!(report.orders.stored, n, "{}", report.summary());
     assert_exact(pipeline.store.as_ref(), n).await;
     assert_eq!(total_lag(&pipeline.kafka()).await, 0, "lag after the stop");
     let kafka = pipeline.kafka();
@@ -365,13 +380,14 @@ async fn committed_orders(kafka: &KafkaSettings, group: &'static str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_that_refuses_writes_for_a_while_loses_nothing() {
     use orders_core::store::WriteLimit;
+    // 20 s of orders: both faults come while orders still arrive.
     const N: u64 = 6_000;
     let dir = tempfile::tempdir().unwrap();
     let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 1_000.0));
+    options.producer = Some(producer(N, 300.0));
     let mut pipeline = LocalPipeline::start(options).await.unwrap();
     let kafka = pipeline.kafka();
-    for (limit, from) in [(WriteLimit::Full, 1_000), (WriteLimit::ReadOnly, 3_500)] {
+    for (limit, from) in [(WriteLimit::Full, 600), (WriteLimit::ReadOnly, 3_500)] {
         let store = pipeline.store.clone();
         eventually(
             "orders stored before the fault",
