@@ -5,7 +5,7 @@
 //! up until Ctrl-C or SIGTERM. Used by `ops/scripts/bench-audit.sh` to measure the
 //! audit's memory and time on 1,000,000 orders.
 //!
-//! `cargo run --release -p ordersctl --example audit_world -- --data-dir /tmp/w --orders 1000000`
+//! `cargo run --release -p ordersctl --example audit_world -- --data-dir data/audit-world --orders 1000000`
 
 use anyhow::{bail, Context};
 use clap::Parser;
