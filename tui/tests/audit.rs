@@ -616,4 +616,22 @@ fn unreachable_kafka_or_store_exits_4_with_nothing_on_stdout() {
         "{:?}",
         started.elapsed()
     );
+    // Couchbase that never answers (a closed port): the store is waited for, then named.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("couchbase://127.0.0.1:{closed}");
+    let couchbase = ["--couchbase-host", &host, "--couchbase-username", "app"];
+    let out = ordersctl_audit(
+        &[&kafka[..], &couchbase[..], &["--timeout-seconds", "3"]].concat(),
+        &[("COUCHBASE_PASSWORD", "PASSWORD-VALUE-7")],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let said = stderr(&out);
+    assert!(said.contains("store cannot be reached"), "{said}");
+    assert!(said.contains(&closed.to_string()), "{said}");
+    assert!(!said.contains("PASSWORD-VALUE-7"), "{said}");
 }

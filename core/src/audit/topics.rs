@@ -277,10 +277,14 @@ impl TopicReader {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-            // A small prefetch queue: the audit's memory is its compact entries, not
-            // records waiting in librdkafka.
+            // A small prefetch queue and fetch responses of at most 4 MiB: the audit's
+            // memory is its compact entries, not records waiting in librdkafka.
             .set("queued.max.messages.kbytes", "8192")
-            .set("queued.min.messages", "20000");
+            .set("queued.min.messages", "20000")
+            .set("fetch.max.bytes", "4194304")
+            // Fetch again soon once the small queue has room: with the default 1 s
+            // back-off, reading 1M orders took 24 s instead of 1.5 s.
+            .set("fetch.queue.backoff.ms", "5");
         TopicReader { config: c }
     }
 
