@@ -18,7 +18,7 @@ use orders_core::kafka::{
     FRAUD_GROUP, PAYMENTS_GROUP, PAYMENTS_TOPIC,
 };
 use orders_core::store::{OrderStore, SqliteStore, StoreBatch, StoredOrder};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -80,7 +80,7 @@ fn commit_at_end(
     topic: &str,
     expected: &[i64],
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = kafka.admin_consumer("audit-world", group)?;
+    let consumer = kafka.admin_consumer("audit-world", group)?;
     let mut tpl = TopicPartitionList::new();
     for (partition, want) in expected.iter().enumerate() {
         let partition = i32::try_from(partition)?;
