@@ -187,9 +187,23 @@ async fn readyz_names_a_broker_outage_and_a_store_refusing_writes() {
     options.producer = Some(producer(N));
     let mut pipeline = LocalPipeline::start(options.clone()).await.unwrap();
     let state = AppState::new(pipeline.store.clone())
-        .with_kafka(pipeline.kafka(), "orders")
+        .with_kafka_options(
+            pipeline.kafka(),
+            "orders",
+            LagOptions {
+                interval: Duration::from_millis(300),
+                window: 5,
+                kafka_timeout: Duration::from_secs(2),
+            },
+        )
         .with_progress(pipeline.progress.clone());
+    let sampler_stop = CancellationToken::new();
+    let sampler = state.spawn_lag_sampler(sampler_stop.clone()).unwrap();
     let app = app(state);
+    let lag_status = || {
+        let app = app.clone();
+        async move { get(&app, "/api/lag").await.status }
+    };
     let ready = |want: u16, says: &'static str| {
         let app = app.clone();
         async move {
@@ -212,7 +226,25 @@ async fn readyz_names_a_broker_outage_and_a_store_refusing_writes() {
     .await;
     let body = get(&app, "/readyz").await.json();
     assert_eq!(body["checks"]["store"], "ok", "{body}");
+    // The lag the console shows is unavailable too, and says why.
+    eventually("lag unavailable", Duration::from_secs(60), || async {
+        lag_status().await == 503
+    })
+    .await;
+    let lag = get(&app, "/api/lag").await.json();
+    assert!(
+        lag["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("kafka"),
+        "{lag}"
+    );
     broker.inject(BrokerFault::AllUp).unwrap();
+    eventually("lag again", Duration::from_secs(60), || async {
+        lag_status().await == 200
+    })
+    .await;
     eventually("ready again", Duration::from_secs(60), || {
         ready(200, "ready")
     })
@@ -246,6 +278,8 @@ async fn readyz_names_a_broker_outage_and_a_store_refusing_writes() {
         ready(200, "ready")
     })
     .await;
+    sampler_stop.cancel();
+    sampler.await.unwrap();
     pipeline.stop().await.unwrap();
     assert_eq!(pipeline.store.totals().await.unwrap().order_count, N + 50);
 }
