@@ -169,6 +169,17 @@ impl KafkaSettings {
         c
     }
 
+    /// A consumer that reads the partitions it is given from the offsets it is given, and
+    /// commits nothing (`group` only names it).
+    pub fn reader_config(&self, client_id: &str, group: &str) -> ClientConfig {
+        let mut c = self.client_config(client_id);
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest");
+        c
+    }
+
     /// A consumer that joins no group: for metadata, watermarks and committed offsets.
     pub fn admin_consumer(
         &self,
@@ -419,12 +430,8 @@ pub struct LagReader {
 impl LagReader {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaSetupError> {
         let metadata = settings.admin_consumer("orders-lag", "orders-lag-reader")?;
-        let mut c = settings.client_config("orders-lag-records");
-        c.set("group.id", "orders-lag-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
+        let mut c = settings.reader_config("orders-lag-records", "orders-lag-reader");
+        c.set("enable.partition.eof", "false")
             // One record per partition is all we want: keep fetches small, and do not back
             // off a partition whose (tiny) queue is full, or a reassigned partition waits 1 s.
             .set("max.partition.fetch.bytes", "65536")

@@ -194,15 +194,8 @@ fn ids(f: &orders_core::audit::Finding) -> Vec<u64> {
     f.order_ids.iter().copied().collect()
 }
 
-/// The kinds of discrepancy with a non-zero count, and the counts.
 fn found(report: &AuditReport) -> Vec<(&'static str, u64)> {
-    report
-        .discrepancies
-        .kinds()
-        .iter()
-        .filter(|(_, f)| f.count > 0)
-        .map(|(k, f)| (*k, f.count))
-        .collect()
+    report.discrepancies.found()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

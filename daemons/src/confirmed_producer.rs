@@ -98,7 +98,7 @@ impl Batch {
 
 /// Counts delivery reports down on their batch.
 struct BatchAcks {
-    log: ClientLog,
+    log: Arc<ClientLog>,
 }
 
 impl ClientContext for BatchAcks {
@@ -153,6 +153,7 @@ impl ProducerContext for BatchAcks {
 #[must_use = "dropping it leaves the batch's outcome unknown"]
 pub struct Pending {
     batch: Arc<Batch>,
+    log: Arc<ClientLog>,
 }
 
 impl Pending {
@@ -176,12 +177,17 @@ impl Pending {
             });
         }
         if let Some(error) = &refused.first_error {
-            tracing::warn!(
-                records = refused.retry.len(),
-                first_topic = %refused.retry.first().map(|r| r.topic.as_str()).unwrap_or_default(),
-                %error,
-                "delivery failed; these records will be sent again"
-            );
+            // Once per 30 s per producer: during an outage every small batch fails alike.
+            if let Some(repeated) = self.log.admit("delivery-failed") {
+                tracing::warn!(
+                    client = self.log.client(),
+                    records = refused.retry.len(),
+                    first_topic = %refused.retry.first().map(|r| r.topic.as_str()).unwrap_or_default(),
+                    %error,
+                    repeated,
+                    "delivery failed; these records will be sent again"
+                );
+            }
         }
         Ok(refused.retry)
     }
@@ -198,7 +204,7 @@ impl ConfirmedProducer {
         Ok(ConfirmedProducer {
             producer: Arc::new(settings.producer_config(client_id).create_with_context(
                 BatchAcks {
-                    log: ClientLog::new(client_id),
+                    log: Arc::new(ClientLog::new(client_id)),
                 },
             )?),
         })
@@ -217,6 +223,7 @@ impl ConfirmedProducer {
         });
         let pending = Pending {
             batch: batch.clone(),
+            log: self.producer.context().log.clone(),
         };
         for record in records {
             let mut base = BaseRecord::with_opaque_to(&record.topic, batch.clone())

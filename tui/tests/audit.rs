@@ -137,13 +137,7 @@ async fn run_audit(kafka: &KafkaSettings, store: &SqliteStore) -> AuditReport {
 }
 
 fn found(report: &AuditReport) -> Vec<(&'static str, u64)> {
-    report
-        .discrepancies
-        .kinds()
-        .iter()
-        .filter(|(_, f)| f.count > 0)
-        .map(|(k, f)| (*k, f.count))
-        .collect()
+    report.discrepancies.found()
 }
 
 fn ids(report: &AuditReport, kind: &str) -> Vec<u64> {

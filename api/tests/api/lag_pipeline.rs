@@ -33,14 +33,11 @@ fn orders_sum(group: &Value, field: &str) -> i64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lag_journey_and_metrics_follow_the_real_pipeline() {
-    const N: u64 = 300;
-    init_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N));
-    let mut pipeline = LocalPipeline::start(options.clone()).await.unwrap();
+/// The API over a running pipeline, with its lag sampler (every 200 ms) started: the router,
+/// the sampler's stop token and its task.
+fn api_over(
+    pipeline: &LocalPipeline,
+) -> (axum::Router, CancellationToken, tokio::task::JoinHandle<()>) {
     let state = AppState::new(pipeline.store.clone())
         .with_kafka_options(
             pipeline.kafka(),
@@ -54,7 +51,18 @@ async fn lag_journey_and_metrics_follow_the_real_pipeline() {
         .with_progress(pipeline.progress.clone());
     let sampler_stop = CancellationToken::new();
     let sampler = state.spawn_lag_sampler(sampler_stop.clone()).unwrap();
-    let app = app(state);
+    (app(state), sampler_stop, sampler)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lag_journey_and_metrics_follow_the_real_pipeline() {
+    const N: u64 = 300;
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(N));
+    let mut pipeline = LocalPipeline::start(options.clone()).await.unwrap();
+    let (app, sampler_stop, sampler) = api_over(&pipeline);
 
     // 1. Everything consumed: every group has committed all N orders and is OK.
     eventually(
@@ -186,20 +194,7 @@ async fn readyz_names_a_broker_outage_and_a_store_refusing_writes() {
     let mut options = LocalOptions::new(dir.path().join("orders.db"));
     options.producer = Some(producer(N));
     let mut pipeline = LocalPipeline::start(options.clone()).await.unwrap();
-    let state = AppState::new(pipeline.store.clone())
-        .with_kafka_options(
-            pipeline.kafka(),
-            "orders",
-            LagOptions {
-                interval: Duration::from_millis(300),
-                window: 5,
-                kafka_timeout: Duration::from_secs(2),
-            },
-        )
-        .with_progress(pipeline.progress.clone());
-    let sampler_stop = CancellationToken::new();
-    let sampler = state.spawn_lag_sampler(sampler_stop.clone()).unwrap();
-    let app = app(state);
+    let (app, sampler_stop, sampler) = api_over(&pipeline);
     let lag_status = || {
         let app = app.clone();
         async move { get(&app, "/api/lag").await.status }

@@ -208,6 +208,15 @@ impl Discrepancies {
     pub fn total(&self) -> u64 {
         self.kinds().iter().map(|(_, f)| f.count).sum()
     }
+
+    /// The kinds found at least once, with their counts.
+    pub fn found(&self) -> Vec<(&'static str, u64)> {
+        self.kinds()
+            .iter()
+            .filter(|(_, f)| f.count > 0)
+            .map(|(k, f)| (*k, f.count))
+            .collect()
+    }
 }
 
 /// What the pipeline has not finished yet: not discrepancies.

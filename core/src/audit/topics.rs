@@ -270,12 +270,8 @@ struct TopicReader {
 
 impl TopicReader {
     fn new(settings: &KafkaSettings) -> Self {
-        let mut c = settings.client_config("orders-audit");
-        c.set("group.id", "orders-audit")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true")
+        let mut c = settings.reader_config("orders-audit", "orders-audit");
+        c.set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
             // A small prefetch queue and fetch responses of at most 4 MiB: the audit's
             // memory is its compact entries, not records waiting in librdkafka.
