@@ -33,6 +33,8 @@ impl GroupCounters {
 #[derive(Debug)]
 pub struct Progress {
     pub orders_produced: AtomicU64,
+    /// Orders generated and handed to Kafka, acknowledged or not.
+    pub orders_sent: AtomicU64,
     pub fraud: GroupCounters,
     pub payments: GroupCounters,
     pub analytics: GroupCounters,
@@ -53,6 +55,7 @@ impl Default for Progress {
     fn default() -> Self {
         Progress {
             orders_produced: AtomicU64::new(0),
+            orders_sent: AtomicU64::new(0),
             fraud: GroupCounters::default(),
             payments: GroupCounters::default(),
             analytics: GroupCounters::default(),

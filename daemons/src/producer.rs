@@ -304,6 +304,7 @@ pub async fn run(
                 });
             }
             sent += count;
+            progress.orders_sent.fetch_add(count, Ordering::Relaxed);
             records
         };
         let count = records.len();

@@ -155,51 +155,56 @@ fn summary(values: &mut [f64]) -> serde_json::Value {
     json!({"count": values.len(), "p50": round(p50), "max": round(max)})
 }
 
-/// Waits until every order published so far has been processed by all three groups (their
-/// committed offsets on `orders` have passed it) and is stored and paid; the seconds it took.
+/// Waits until every order generated so far is acknowledged by Kafka, processed by all
+/// three groups (their committed offsets on `orders` have passed it) and stored and paid;
+/// the seconds it took.
 async fn recovery(pipeline: &LocalPipeline, limit: Duration) -> Option<f64> {
     let start = Instant::now();
-    let produced = pipeline.progress.orders_produced.load(Ordering::Relaxed);
+    let progress = pipeline.progress.clone();
+    let generated = progress.orders_sent.load(Ordering::Relaxed);
     let kafka = pipeline.kafka();
-    let published = {
-        let kafka = kafka.clone();
-        tokio::task::spawn_blocking(move || {
-            consumer_lag(
-                &kafka,
-                ORDER_GROUPS[0],
-                &["orders"],
-                Duration::from_secs(10),
-            )
-            .map(|lag| {
-                lag.partitions
-                    .iter()
-                    .map(|p| (p.partition, p.high_watermark))
-                    .collect::<BTreeMap<i32, i64>>()
-            })
+    let high_watermarks = |kafka: orders_core::kafka::KafkaSettings| {
+        consumer_lag(
+            &kafka,
+            ORDER_GROUPS[0],
+            &["orders"],
+            Duration::from_secs(10),
+        )
+        .map(|lag| {
+            lag.partitions
+                .iter()
+                .map(|p| (p.partition, p.high_watermark))
+                .collect::<BTreeMap<i32, i64>>()
         })
-        .await
-        .ok()?
-        .ok()?
     };
+    let mut published: Option<BTreeMap<i32, i64>> = None;
     while start.elapsed() < limit {
-        let kafka = kafka.clone();
-        let published = published.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            ORDER_GROUPS.iter().all(|group| {
-                consumer_lag(&kafka, group, &["orders"], Duration::from_secs(10)).is_ok_and(|lag| {
-                    lag.partitions.iter().all(|p| {
-                        p.committed.unwrap_or(0)
-                            >= published.get(&p.partition).copied().unwrap_or(0)
+        if published.is_none() && progress.orders_produced.load(Ordering::Relaxed) >= generated {
+            let k = kafka.clone();
+            published = tokio::task::spawn_blocking(move || high_watermarks(k).ok())
+                .await
+                .ok()
+                .flatten();
+        }
+        if let Some(published) = published.clone() {
+            let k = kafka.clone();
+            let committed = tokio::task::spawn_blocking(move || {
+                ORDER_GROUPS.iter().all(|group| {
+                    consumer_lag(&k, group, &["orders"], Duration::from_secs(10)).is_ok_and(|lag| {
+                        lag.partitions.iter().all(|p| {
+                            p.committed.unwrap_or(0)
+                                >= published.get(&p.partition).copied().unwrap_or(0)
+                        })
                     })
                 })
             })
-        })
-        .await
-        .unwrap_or(false);
-        if committed {
-            if let Ok(t) = pipeline.store.totals().await {
-                if t.order_count >= produced && t.payment_count >= produced {
-                    return Some(start.elapsed().as_secs_f64());
+            .await
+            .unwrap_or(false);
+            if committed {
+                if let Ok(t) = pipeline.store.totals().await {
+                    if t.order_count >= generated && t.payment_count >= generated {
+                        return Some(start.elapsed().as_secs_f64());
+                    }
                 }
             }
         }
