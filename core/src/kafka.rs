@@ -118,7 +118,12 @@ impl KafkaSettings {
             .set("log_level", "4")
             // Back off reconnecting to at most 2 s (librdkafka's default is 10 s), so a
             // cluster that comes back is used again within seconds.
-            .set("reconnect.backoff.max.ms", "2000");
+            .set("reconnect.backoff.max.ms", "2000")
+            // A request unanswered for 15 s fails and is retried on a fresh connection
+            // (librdkafka's default waits 60 s): a connection that went silent without
+            // closing — a network blip, a broker that vanished — no longer stalls a
+            // partition for a minute.
+            .set("socket.timeout.ms", "15000");
         match &self.sasl {
             Some(sasl) => {
                 c.set("security.protocol", "SASL_SSL")

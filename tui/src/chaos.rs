@@ -445,8 +445,18 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     )
     .await
     .context("auditing after the chaos run")?;
+    // The audit sees what reached the topics. Ids are consecutive from 1 in this fresh
+    // store, so a gap below the highest stored id is an order acknowledged (or generated)
+    // that never arrived: a loss the topics alone cannot show.
+    let totals = pipeline.store.totals().await?;
+    let highest_id = pipeline.store.max_order_id().await?.unwrap_or(0);
+    let ids_missing = highest_id.saturating_sub(totals.order_count);
+    let generated = pipeline.progress.orders_sent.load(Ordering::Relaxed);
+    let acknowledged = pipeline.progress.orders_produced.load(Ordering::Relaxed);
     let clean = audit.is_clean()
         && stopped.is_ok()
+        && ids_missing == 0
+        && totals.order_count == acknowledged
         && injected.iter().all(|i| i.recovery_seconds.is_some());
 
     let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -466,7 +476,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         "rate": args.rate,
         "brokers": 3,
         "extra_members_per_group": args.members,
-        "orders": pipeline.progress.orders_produced.load(Ordering::Relaxed),
+        "orders": {
+            "generated": generated,
+            "acknowledged": acknowledged,
+            "stored": totals.order_count,
+            "highest_stored_id": highest_id,
+            "ids_missing_below_highest": ids_missing,
+        },
         "faults": counts,
         "faults_total": injected.len(),
         "recovery_seconds": {"all": summary(&mut all), "by_kind": recovery_by_kind},

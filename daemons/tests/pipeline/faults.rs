@@ -459,3 +459,78 @@ async fn broker_outage_while_the_groups_join_loses_nothing() {
     pipeline.stop().await.unwrap();
     assert_whole(&pipeline, N).await;
 }
+
+/// A processor whose dependency dies (as when the analytics store writer is gone): the
+/// consumer loop ends with an error and stores no offset, instead of ending as if shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_whose_processing_stops_fails_instead_of_ending_cleanly() {
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use orders_daemons::consumer_loop::{
+        run_consumer, ChunkError, ChunkOutcome, ChunkProcessor, ConsumeError, ConsumerOptions,
+        Record,
+    };
+
+    struct WriterGone;
+    impl ChunkProcessor for WriterGone {
+        fn process(
+            &mut self,
+            _chunk: Vec<Record>,
+        ) -> BoxFuture<'static, Result<ChunkOutcome, ChunkError>> {
+            async { Err(ChunkError::Stopped("the store writer stopped".into())) }.boxed()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(50, 0.0));
+    options.consumers = Vec::new();
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    pipeline.next_finished().await.unwrap().1.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        run_consumer(
+            &pipeline.kafka(),
+            ConsumerOptions::new("test-group", &["orders"], "orders"),
+            WriterGone,
+            pipeline.progress.clone(),
+            shutdown.clone(),
+        ),
+    )
+    .await
+    .expect("the loop ends on its own");
+    assert!(!shutdown.is_cancelled());
+    match result {
+        Err(ConsumeError::Chunk(ChunkError::Stopped(why))) => {
+            assert!(why.contains("store writer"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        committed_orders(&pipeline.kafka(), "test-group").await,
+        0,
+        "nothing committed"
+    );
+    pipeline.stop().await.unwrap();
+}
+
+/// One broker of three down for a while mid-burst (its partitions' leaders stay on it, as
+/// the mock cluster does not elect new ones), then back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_broker_of_three_down_mid_burst_loses_nothing() {
+    const N: u64 = 6_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(N, 600.0));
+    options.brokers = 3;
+    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    wait_produced(&pipeline, 1_500).await;
+    inject(&pipeline, BrokerFault::Down(3));
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    inject(&pipeline, BrokerFault::Up(3));
+    wait_produced(&pipeline, N).await;
+    wait_all_done(&pipeline, N).await;
+    pipeline.stop().await.unwrap();
+    assert_whole(&pipeline, N).await;
+}
