@@ -22,7 +22,7 @@ DIR=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf "$DIR"
+    [ -n "${KEEP:-}" ] && echo "kept $DIR" >&2 || rm -rf "$DIR"
 }
 trap cleanup EXIT
 
@@ -38,7 +38,11 @@ for role in fraud payment analytics; do
     pids+=($!)
 done
 
-count() { "$BIN/ordersctl" json --api "$API" totals 2>/dev/null | sed -n "s/.*\"$1\": *\([0-9]*\).*/\1/p"; }
+# The first "FIELD": N of the totals: the top-level one (by_country and by_status come later).
+count() {
+    "$BIN/ordersctl" json --api "$API" totals 2>/dev/null \
+        | grep -o "\"$1\": *[0-9]*" | head -n 1 | sed 's/.*: *//'
+}
 for _ in $(seq 600); do
     [ "$(count order_count)" != "" ] && [ "$(count order_count)" -gt 0 ] && break
     sleep 0.1
@@ -48,10 +52,11 @@ kill -9 "${members[@]}"
 killed=$(date +%s.%N)
 stored_at_kill=$(count order_count)
 
+lag=unknown
 while :; do
     now=$(date +%s.%N)
     if awk -v n="$now" -v k="$killed" -v t="$TIMEOUT" 'BEGIN { exit !(n - k > t) }'; then
-        echo "{\"error\": \"not caught up in ${TIMEOUT} s\"}"
+        echo "{\"error\": \"not caught up in ${TIMEOUT} s\", \"lag\": \"$lag\", \"stored\": \"$(count order_count)\", \"paid\": \"$(count payment_count)\"}"
         exit 1
     fi
     lag=$("$BIN/ordersctl" json --api "$API" lag 2>/dev/null \
