@@ -40,6 +40,9 @@ pub struct ChaosArgs {
     /// Simulated payment processing time, in milliseconds.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub payment_delay_ms: u64,
+    /// Only these kinds of fault (comma-separated; default: every kind).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(KINDS))]
+    pub faults: Vec<String>,
 }
 
 fn parse_minutes(s: &str) -> Result<f64, String> {
@@ -125,6 +128,10 @@ impl Members {
 struct Injected {
     kind: &'static str,
     detail: String,
+    /// When it began, in seconds since the run started.
+    at_seconds: f64,
+    /// The next order id the producer was to generate when it began (ids count from 1).
+    next_order_id: u64,
     held_seconds: f64,
     recovery_seconds: Option<f64>,
 }
@@ -254,7 +261,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         "chaos: seed {seed}, {} min at {} orders/s, 3 brokers, {} extra members per group",
         args.minutes, args.rate, args.members
     );
-    let deadline = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
+    let run_start = Instant::now();
+    let deadline = run_start + Duration::from_secs_f64(args.minutes * 60.0);
     // Let the groups form and orders flow before the first fault.
     let flowing = Instant::now();
     loop {
@@ -285,10 +293,16 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
             .iter()
             .copied()
             .filter(|k| !is_member_fault(k) || !members.all.is_empty())
+            .filter(|k| args.faults.is_empty() || args.faults.iter().any(|f| f == k))
             .collect();
+        if kinds.is_empty() {
+            bail!("no fault to inject: member faults need --members above 0");
+        }
         let kind = kinds[rng.random_range(0..kinds.len())];
         let hold = Duration::from_millis(rng.random_range(2_000..=10_000));
         let started = Instant::now();
+        let at_seconds = run_start.elapsed().as_secs_f64();
+        let next_order_id = pipeline.progress.orders_sent.load(Ordering::Relaxed) + 1;
         let detail = match kind {
             "member_kill" | "member_term" | "member_pause" => {
                 let i = rng.random_range(0..members.all.len());
@@ -419,6 +433,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         injected.push(Injected {
             kind,
             detail,
+            at_seconds,
+            next_order_id,
             held_seconds,
             recovery_seconds,
         });
@@ -451,6 +467,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     let totals = pipeline.store.totals().await?;
     let highest_id = pipeline.store.max_order_id().await?.unwrap_or(0);
     let ids_missing = highest_id.saturating_sub(totals.order_count);
+    let mut missing_ids = Vec::new();
+    if ids_missing > 0 {
+        for id in 1..=highest_id {
+            if pipeline.store.order(id).await?.is_none() {
+                missing_ids.push(id);
+                if missing_ids.len() == 20 {
+                    break;
+                }
+            }
+        }
+    }
     let generated = pipeline.progress.orders_sent.load(Ordering::Relaxed);
     let acknowledged = pipeline.progress.orders_produced.load(Ordering::Relaxed);
     let clean = audit.is_clean()
@@ -482,6 +509,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
             "stored": totals.order_count,
             "highest_stored_id": highest_id,
             "ids_missing_below_highest": ids_missing,
+            "missing_ids": missing_ids,
         },
         "faults": counts,
         "faults_total": injected.len(),
@@ -491,6 +519,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         "schedule": injected.iter().map(|i| json!({
             "kind": i.kind,
             "detail": i.detail,
+            "at_seconds": (i.at_seconds * 10.0).round() / 10.0,
+            "next_order_id": i.next_order_id,
             "held_seconds": (i.held_seconds * 10.0).round() / 10.0,
             "recovery_seconds": i.recovery_seconds.map(|s| (s * 10.0).round() / 10.0),
         })).collect::<Vec<_>>(),

@@ -45,6 +45,21 @@ async fn assert_whole(pipeline: &LocalPipeline, n: u64) {
     assert_eq!(on_topic, n as i64, "each order published once");
 }
 
+/// A pipeline producing `n` orders at `rate` (0: as fast as it can), with `options` adjusted
+/// by `adjust`; its data dir lives as long as the returned guard.
+async fn start(
+    n: u64,
+    rate: f64,
+    adjust: impl FnOnce(&mut LocalOptions),
+) -> (tempfile::TempDir, LocalPipeline) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.producer = Some(producer(n, rate));
+    adjust(&mut options);
+    let pipeline = LocalPipeline::start(options).await.unwrap();
+    (dir, pipeline)
+}
+
 fn inject(pipeline: &LocalPipeline, fault: BrokerFault) {
     pipeline.broker().unwrap().inject(fault).unwrap();
 }
@@ -82,10 +97,7 @@ async fn wait_all_done(pipeline: &LocalPipeline, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_mid_burst_loses_nothing_and_duplicates_nothing() {
     const N: u64 = 6_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 1_000.0));
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(N, 1_000.0, |_| {}).await;
     wait_produced(&pipeline, 2_000).await;
     inject(&pipeline, BrokerFault::AllDown);
     let at_outage = pipeline.progress.orders_produced.load(Ordering::Relaxed);
@@ -106,11 +118,10 @@ async fn broker_outage_mid_burst_loses_nothing_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_moves_and_transient_errors_lose_nothing() {
     const N: u64 = 6_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 1_000.0));
-    options.brokers = 3;
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(N, 1_000.0, |o| {
+        o.brokers = 3;
+    })
+    .await;
     wait_produced(&pipeline, 1_000).await;
     let errors = [
         (
@@ -226,11 +237,10 @@ fn terminate(daemon: &mut Daemon) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_joining_and_leaving_mid_burst_lose_nothing() {
     const N: u64 = 24_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 2_000.0));
-    options.flow_window = u64::MAX; // members in other processes do part of the work
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (dir, mut pipeline) = start(N, 2_000.0, |o| {
+        o.flow_window = u64::MAX; // members in other processes do part of the work
+    })
+    .await;
     let kafka = pipeline.bootstrap_servers().to_owned();
     let stop_watch = tokio_util::sync::CancellationToken::new();
     let watcher = tokio::spawn(watch_commits_never_move_back(
@@ -317,11 +327,10 @@ fn ordersd_until_exit(
 /// and a non-zero exit: the producer's orders and the fraud daemon's alerts alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_record_refused_for_good_stops_the_daemon_with_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(300, 0.0));
-    options.consumers = Vec::new();
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(300, 0.0, |o| {
+        o.consumers = Vec::new();
+    })
+    .await;
     let (role, result) = pipeline.next_finished().await.unwrap();
     assert_eq!(role, Role::Producer);
     result.unwrap();
@@ -382,10 +391,7 @@ async fn a_store_that_refuses_writes_for_a_while_loses_nothing() {
     use orders_core::store::WriteLimit;
     // 20 s of orders: both faults come while orders still arrive.
     const N: u64 = 6_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 300.0));
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(N, 300.0, |_| {}).await;
     let kafka = pipeline.kafka();
     for (limit, from) in [(WriteLimit::Full, 600), (WriteLimit::ReadOnly, 3_500)] {
         let store = pipeline.store.clone();
@@ -447,10 +453,7 @@ async fn a_store_that_refuses_writes_for_a_while_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_outage_while_the_groups_join_loses_nothing() {
     const N: u64 = 2_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 0.0));
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(N, 0.0, |_| {}).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     inject(&pipeline, BrokerFault::AllDown);
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -481,11 +484,10 @@ async fn a_consumer_whose_processing_stops_fails_instead_of_ending_cleanly() {
         }
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(50, 0.0));
-    options.consumers = Vec::new();
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(50, 0.0, |o| {
+        o.consumers = Vec::new();
+    })
+    .await;
     pipeline.next_finished().await.unwrap().1.unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let result = tokio::time::timeout(
@@ -520,11 +522,10 @@ async fn a_consumer_whose_processing_stops_fails_instead_of_ending_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_broker_of_three_down_mid_burst_loses_nothing() {
     const N: u64 = 6_000;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 600.0));
-    options.brokers = 3;
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(N, 600.0, |o| {
+        o.brokers = 3;
+    })
+    .await;
     wait_produced(&pipeline, 1_500).await;
     inject(&pipeline, BrokerFault::Down(3));
     tokio::time::sleep(Duration::from_secs(7)).await;
