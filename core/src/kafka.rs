@@ -246,7 +246,6 @@ type FaultReply = mpsc::Sender<Result<(), String>>;
 /// faults reach it through a channel.
 pub struct EmbeddedBroker {
     bootstrap: String,
-    brokers: i32,
     faults: Option<mpsc::Sender<(BrokerFault, FaultReply)>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -292,7 +291,6 @@ impl EmbeddedBroker {
             .map_err(KafkaSetupError::Embedded)?;
         Ok(EmbeddedBroker {
             bootstrap,
-            brokers,
             faults: Some(fault_tx),
             thread: Some(thread),
         })
@@ -300,11 +298,6 @@ impl EmbeddedBroker {
 
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
-    }
-
-    /// How many brokers the cluster has (ids 1 to this).
-    pub fn brokers(&self) -> i32 {
-        self.brokers
     }
 
     pub fn settings(&self) -> KafkaSettings {

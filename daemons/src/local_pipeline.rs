@@ -263,11 +263,6 @@ impl LocalPipeline {
         self.shutdown.clone()
     }
 
-    /// The roles still running.
-    pub fn running(&self) -> Vec<Role> {
-        self.roles.values().copied().collect()
-    }
-
     /// Waits for the next daemon to end (the producer ends after `--orders N`).
     pub async fn next_finished(&mut self) -> Option<(Role, Result<(), DaemonError>)> {
         let joined = self.tasks.join_next_with_id().await?;

@@ -239,14 +239,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         seed,
     });
     let mut pipeline = LocalPipeline::start(options).await?;
-    let members = Members {
+    let mut members = Members {
         ordersd,
         kafka: pipeline.bootstrap_servers().to_owned(),
         data_dir: dir.path().to_owned(),
         log_dir: dir.path().to_owned(),
         all: Vec::new(),
     };
-    let mut members = members;
     for role in ["fraud", "payment", "analytics"] {
         for _ in 0..args.members {
             let n = members.all.len();
