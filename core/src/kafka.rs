@@ -76,6 +76,9 @@ pub struct KafkaSettings {
     /// (the confirmed producer then sends it again): the longest outage it rides out on
     /// its own.
     pub message_timeout_ms: u32,
+    /// Produce requests a producer keeps in flight per broker connection (librdkafka's
+    /// `max.in.flight.requests.per.connection`; at most 5 with idempotence).
+    pub producer_in_flight: u32,
 }
 
 impl KafkaSettings {
@@ -85,6 +88,7 @@ impl KafkaSettings {
             sasl: None,
             fetch_wait_max_ms: 500,
             message_timeout_ms: 60_000,
+            producer_in_flight: 5,
         }
     }
 
@@ -107,6 +111,7 @@ impl KafkaSettings {
                 sasl,
                 fetch_wait_max_ms: 500,
                 message_timeout_ms: 60_000,
+                producer_in_flight: 5,
             }))
     }
 
@@ -143,6 +148,10 @@ impl KafkaSettings {
         let mut c = self.client_config(client_id);
         c.set("acks", "all")
             .set("enable.idempotence", "true")
+            .set(
+                "max.in.flight.requests.per.connection",
+                self.producer_in_flight.to_string(),
+            )
             .set("compression.type", "lz4")
             .set("linger.ms", "2")
             .set("batch.num.messages", "10000")
@@ -356,9 +365,18 @@ impl Drop for EmbeddedBroker {
 }
 
 /// Client settings for an embedded broker at `bootstrap_servers`.
+///
+/// Its producers keep one request in flight. The embedded broker checks an idempotent
+/// producer's sequence numbers only for transactional producers: when a Produce request
+/// fails (a request error, a leader move) while the next one of the same partition is in
+/// flight, it writes the next one, and librdkafka, seeing a later batch succeed, counts the
+/// failed batch as written — correct against a real broker, which refuses a sequence gap,
+/// but an acknowledged record lost here (3 of 8,000 orders under bursts of Produce errors
+/// with five in flight; none with one, see `bursts_of_produce_errors_lose_nothing`).
 pub fn embedded_settings(bootstrap_servers: impl Into<String>) -> KafkaSettings {
     KafkaSettings {
         fetch_wait_max_ms: 5,
+        producer_in_flight: 1,
         ..KafkaSettings::plaintext(bootstrap_servers)
     }
 }
@@ -610,6 +628,10 @@ mod tests {
         assert_eq!(get(&c, "sasl.username").as_deref(), Some("API-KEY-X"));
         assert_eq!(get(&c, "sasl.password").as_deref(), Some("API-SECRET-Y"));
         assert_eq!(get(&c, "acks").as_deref(), Some("all"));
+        let in_flight = |c: &ClientConfig| get(c, "max.in.flight.requests.per.connection");
+        assert_eq!(in_flight(&c).as_deref(), Some("5"));
+        let embedded = embedded_settings("127.0.0.1:1").producer_config("t");
+        assert_eq!(in_flight(&embedded).as_deref(), Some("1"));
         let dump = format!("{s:?} {args:?}");
         assert!(
             !dump.contains("API-SECRET-Y") && !dump.contains("API-KEY-X"),
