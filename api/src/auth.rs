@@ -30,9 +30,9 @@ pub enum AuthMode {
     Open,
 }
 
-/// The API's authentication settings, as flags and environment variables.
+/// The bearer tokens an API accepts (`ordersd api`, `ordersctl up`).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct AuthArgs {
+pub struct TokensArgs {
     /// Bearer tokens the API accepts, comma-separated; several, so one can be replaced
     /// without downtime (prefer the environment: flags show in `ps`).
     #[arg(
@@ -43,6 +43,24 @@ pub struct AuthArgs {
         value_name = "TOKEN,..."
     )]
     pub api_tokens: Vec<Secret>,
+}
+
+impl TokensArgs {
+    /// The tokens given, trimmed, without empty ones.
+    pub fn tokens(&self) -> Vec<Secret> {
+        self.api_tokens
+            .iter()
+            .map(|t| Secret::new(t.expose().trim()))
+            .filter(|t| !t.expose().is_empty())
+            .collect()
+    }
+}
+
+/// The API's authentication settings, as flags and environment variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub tokens: TokensArgs,
     /// `none`: serve a non-loopback address without authentication.
     #[arg(long, env = "ORDERS_API_AUTH", value_enum)]
     pub api_auth: Option<AuthMode>,
@@ -96,12 +114,7 @@ impl Access {
 impl AuthArgs {
     /// The access policy for an api listening on `addr`; logs what it decided.
     pub fn access_for(&self, addr: SocketAddr) -> Result<Access, AuthConfigError> {
-        let tokens: Vec<Secret> = self
-            .api_tokens
-            .iter()
-            .map(|t| Secret::new(t.expose().trim()))
-            .filter(|t| !t.expose().is_empty())
-            .collect();
+        let tokens = self.tokens.tokens();
         let alb = AlbOidcConfig::from_settings(
             self.alb_arn.as_deref(),
             self.oidc_issuer.as_deref(),
@@ -350,7 +363,9 @@ mod tests {
 
     fn args(tokens: &[&str], auth: Option<AuthMode>) -> AuthArgs {
         AuthArgs {
-            api_tokens: tokens.iter().map(|t| Secret::new(*t)).collect(),
+            tokens: TokensArgs {
+                api_tokens: tokens.iter().map(|t| Secret::new(*t)).collect(),
+            },
             api_auth: auth,
             ..Default::default()
         }
@@ -400,7 +415,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["x", "--api-tokens", "a1,b2", "--api-auth", "none"]).unwrap();
         assert_eq!(
-            cli.auth.api_tokens,
+            cli.auth.tokens.tokens(),
             vec![Secret::new("a1"), Secret::new("b2")]
         );
         assert_eq!(cli.auth.api_auth, Some(AuthMode::Open));
