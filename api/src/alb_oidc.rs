@@ -208,10 +208,6 @@ impl AlbVerifier {
         })
     }
 
-    pub fn config(&self) -> &AlbOidcConfig {
-        &self.config
-    }
-
     /// The user `jwt` names, if it verifies at `now` (seconds since the epoch).
     pub async fn verify(&self, jwt: &str, now: u64) -> Result<SignedInUser, IdentityRejected> {
         if jwt.len() > MAX_TOKEN_BYTES {

@@ -293,9 +293,12 @@ pub async fn require(State(access): State<Access>, mut request: Request, next: N
             next.run(request).await
         }
         Err(why) => {
-            let client = request.extensions().get::<ClientAddr>().cloned();
+            let client = request
+                .extensions()
+                .get::<ClientAddr>()
+                .copied()
+                .unwrap_or(ClientAddr::Unknown);
             let path: String = request.uri().path().chars().take(100).collect();
-            let client = client.map(|c| c.to_string()).unwrap_or_default();
             match why {
                 AuthFailure::Missing => {
                     tracing::info!(%client, %path, reason = why.reason(), "request without credentials refused")

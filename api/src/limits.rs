@@ -68,19 +68,6 @@ pub struct ClientLimits {
     trust_forwarded_for: bool,
 }
 
-impl fmt::Debug for ClientLimits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientLimits")
-            .field("rate", &self.rate.is_some())
-            .field(
-                "in_flight",
-                &self.in_flight.as_ref().map(|s| s.available_permits()),
-            )
-            .field("trust_forwarded_for", &self.trust_forwarded_for)
-            .finish()
-    }
-}
-
 impl ClientLimits {
     pub fn new(args: &LimitArgs) -> Self {
         let rate = NonZeroU32::new(args.rate_limit).map(|per_second| {
@@ -183,13 +170,14 @@ pub async fn limit_clients(
                 None => "addr:unknown".to_owned(),
             },
         };
+        if rate.len() > MAX_TRACKED_CLIENTS {
+            // Forget the clients whose budget is full again: they are as good as new.
+            rate.retain_recent();
+        }
         if let Err(not_until) = rate.check_key(&key) {
             let wait = not_until.wait_time_from(rate.clock().now());
             let retry_after_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             tracing::info!(client = %key, retry_after_seconds, "client over its rate");
-            if rate.len() > MAX_TRACKED_CLIENTS {
-                rate.retain_recent();
-            }
             return AppError::RateLimited {
                 retry_after_seconds: retry_after_seconds.max(1),
             }
