@@ -173,6 +173,34 @@ fn up_with_tokens_asks_for_one_and_json_exits_6_without_it() {
     up.stop();
 }
 
+/// `ordersd api` on an address that is not loopback, with no credentials: it refuses to
+/// start and says what to set, before it opens anything.
+#[test]
+fn ordersd_api_off_loopback_without_credentials_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ordersd = Path::new(env!("CARGO_BIN_EXE_ordersctl")).with_file_name("ordersd");
+    let out = Command::new(ordersd)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["api", "--addr", "0.0.0.0:0"])
+        .env_remove("ORDERS_API_TOKENS")
+        .env_remove("ORDERS_API_AUTH")
+        .env_remove("ORDERS_API_ALB_ARN")
+        .env_remove("ORDERS_API_OIDC_ISSUER")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ORDERS_API_TOKENS") && err.contains("ORDERS_API_AUTH=none"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was opened"
+    );
+}
+
 #[test]
 fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
     let tmp = tempfile::tempdir().unwrap();
