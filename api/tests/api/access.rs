@@ -54,6 +54,11 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// GET `uri` with `Authorization: Bearer <token>`.
+async fn get_with_token(app: &Router, uri: &str, token: &str) -> Answer {
+    send_with(app, "GET", uri, &[("authorization", &bearer(token))]).await
+}
+
 fn assert_refused(a: &Answer, context: &str) {
     assert_error(a, 401, "unauthorized", context);
     let challenge = a.headers["www-authenticate"].to_str().unwrap();
@@ -77,7 +82,7 @@ async fn every_private_route_refuses_anonymous_and_wrong_tokens() {
     for path in &private {
         let u = uri(path);
         assert_refused(&get(&app, &u).await, &format!("{u} without a token"));
-        let a = send_with(&app, "GET", &u, &[("authorization", &bearer(WRONG_TOKEN))]).await;
+        let a = get_with_token(&app, &u, WRONG_TOKEN).await;
         assert_refused(&a, &format!("{u} with a wrong token"));
         assert!(a.headers["www-authenticate"]
             .to_str()
@@ -108,14 +113,9 @@ async fn every_private_route_refuses_anonymous_and_wrong_tokens() {
 async fn every_documented_path_is_a_route_of_the_router() {
     let f = filled_store(1).await;
     let app = guarded(f.store.clone(), credentials(None));
-    let doc = send_with(
-        &app,
-        "GET",
-        "/api/openapi.json",
-        &[("authorization", &bearer(TOKEN))],
-    )
-    .await
-    .json();
+    let doc = get_with_token(&app, "/api/openapi.json", TOKEN)
+        .await
+        .json();
     let routes: Vec<&str> = endpoints().iter().map(|(e, _)| e.path).collect();
     for path in doc["paths"].as_object().unwrap().keys() {
         assert!(
@@ -138,7 +138,7 @@ async fn every_configured_token_gets_in_on_every_route() {
     for (e, _) in endpoints() {
         for token in [TOKEN, OTHER_TOKEN] {
             let u = uri(e.path);
-            let a = send_with(&app, "GET", &u, &[("authorization", &bearer(token))]).await;
+            let a = get_with_token(&app, &u, token).await;
             // No Kafka in this test: lag and readiness answer 503, and nothing else fails.
             let expected = match e.path {
                 "/api/lag" | "/readyz" => StatusCode::SERVICE_UNAVAILABLE,
@@ -425,13 +425,7 @@ async fn identities_that_do_not_verify_are_refused() {
     assert_refused(&with_identity(&app, &unknown).await, "unknown key id again");
     assert_eq!(keys.fetches.load(Ordering::SeqCst), before);
     // The failures are counted by reason.
-    let metrics = send_with(
-        &app,
-        "GET",
-        "/metrics",
-        &[("authorization", &bearer(TOKEN))],
-    )
-    .await;
+    let metrics = get_with_token(&app, "/metrics", TOKEN).await;
     let expected = format!(
         "orders_api_auth_failures_total{{reason=\"bad_identity\"}} {}",
         cases.len() + 2
@@ -459,13 +453,7 @@ async fn tokens_and_identities_never_reach_the_logs() {
     assert_refused(&with_identity(&app, &expired).await, "expired");
     assert_refused(&with_identity(&app, &foreign).await, "foreign");
     for token in [TOKEN, WRONG_TOKEN] {
-        send_with(
-            &app,
-            "GET",
-            "/api/orders",
-            &[("authorization", &bearer(token))],
-        )
-        .await;
+        get_with_token(&app, "/api/orders", token).await;
     }
     let text = captured_logs();
     assert!(
@@ -490,8 +478,8 @@ async fn tokens_and_identities_never_reach_the_logs() {
 async fn every_answer_carries_the_hardening_headers() {
     let f = filled_store(3).await;
     let app = guarded(f.store.clone(), credentials(None));
-    let auth = [("authorization", bearer(TOKEN))];
-    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let token = bearer(TOKEN);
+    let auth = [("authorization", token.as_str())];
     let mut html_pages = 0;
     let mut uris: Vec<String> = endpoints().iter().map(|(e, _)| uri(e.path)).collect();
     uris.extend([
@@ -560,27 +548,25 @@ async fn a_client_over_its_rate_gets_429_while_another_is_served() {
     let app = app(AppState::new(f.store.clone())
         .with_access(credentials(None))
         .with_limits(limits));
-    let first = [("authorization", bearer(TOKEN))];
-    let first: Vec<(&str, &str)> = first.iter().map(|(k, v)| (*k, v.as_str())).collect();
     for i in 0..5 {
-        let a = send_with(&app, "GET", "/api/totals", &first).await;
+        let a = get_with_token(&app, "/api/totals", TOKEN).await;
         assert_eq!(a.status, StatusCode::OK, "request {i} of the burst");
     }
-    let a = send_with(&app, "GET", "/api/totals", &first).await;
+    let a = get_with_token(&app, "/api/totals", TOKEN).await;
     assert_error(&a, 429, "rate_limited", "over the rate");
     let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     // Another client (another token) is still served, and so is the load balancer.
-    let second = [("authorization", bearer(OTHER_TOKEN))];
-    let second: Vec<(&str, &str)> = second.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(
-        send_with(&app, "GET", "/api/totals", &second).await.status,
+        get_with_token(&app, "/api/totals", OTHER_TOKEN)
+            .await
+            .status,
         StatusCode::OK
     );
     for _ in 0..10 {
         assert_eq!(get(&app, "/healthz").await.status, StatusCode::OK);
     }
-    let metrics = send_with(&app, "GET", "/metrics", &second).await;
+    let metrics = get_with_token(&app, "/metrics", OTHER_TOKEN).await;
     assert!(
         metrics.text.contains("orders_api_rate_limited_total 1"),
         "{}",
@@ -601,45 +587,25 @@ async fn forwarded_addresses_are_clients_only_when_trusted() {
             })),
         )
     };
-    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    let from = |app: Router, ip: &'static str| async move {
+        send_with(&app, "GET", "/api/totals", &[("x-forwarded-for", ip)])
+            .await
+            .status
+            .as_u16()
+    };
     // Trusted: two addresses, two budgets.
     let app = build(true);
     for _ in 0..2 {
-        assert_eq!(
-            send_with(&app, "GET", "/api/totals", &from("203.0.113.1"))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(from(app.clone(), "203.0.113.1").await, 200);
     }
-    assert_eq!(
-        send_with(&app, "GET", "/api/totals", &from("203.0.113.1"))
-            .await
-            .status,
-        429
-    );
-    assert_eq!(
-        send_with(&app, "GET", "/api/totals", &from("203.0.113.2"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(from(app.clone(), "203.0.113.1").await, 429);
+    assert_eq!(from(app.clone(), "203.0.113.2").await, 200);
     // Not trusted: a client cannot get a fresh budget by writing another address.
     let app = build(false);
     for _ in 0..2 {
-        assert_eq!(
-            send_with(&app, "GET", "/api/totals", &from("203.0.113.1"))
-                .await
-                .status,
-            200
-        );
+        assert_eq!(from(app.clone(), "203.0.113.1").await, 200);
     }
-    assert_eq!(
-        send_with(&app, "GET", "/api/totals", &from("203.0.113.2"))
-            .await
-            .status,
-        429
-    );
+    assert_eq!(from(app.clone(), "203.0.113.2").await, 429);
 }
 
 /// A store whose `totals` waits until released, to hold a request in flight.
