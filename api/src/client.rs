@@ -1,10 +1,49 @@
 //! A small client of the API: GET a path, get its status and JSON body back. Used by
-//! `ordersctl json` (and usable by the console).
+//! `ordersctl json`; the console shares its credentials ([`TokenArgs`], [`with_token`]).
 
+use orders_core::config::Secret;
 use std::time::Duration;
 
 /// Where the API is unless told otherwise (`--api`, `ORDERS_API_URL`).
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8000";
+
+/// The bearer token a client sends (`--token`, `ORDERS_API_TOKEN`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TokenArgs {
+    /// Bearer token to send to the API (one of its ORDERS_API_TOKENS); not needed for an API
+    /// on loopback without tokens.
+    #[arg(long = "token", env = crate::auth::TOKEN_ENV, hide_env_values = true, global = true)]
+    pub token: Option<Secret>,
+}
+
+impl TokenArgs {
+    /// The token, unless empty.
+    pub fn token(&self) -> Option<Secret> {
+        self.token
+            .as_ref()
+            .filter(|t| !t.expose().trim().is_empty())
+            .map(|t| Secret::new(t.expose().trim()))
+    }
+}
+
+/// `request` with `Authorization: Bearer <token>` when there is a token, marked sensitive so
+/// no debug dump of the request shows it.
+pub fn with_token(
+    request: reqwest::RequestBuilder,
+    token: Option<&Secret>,
+) -> reqwest::RequestBuilder {
+    let Some(token) = token else {
+        return request;
+    };
+    match reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            request.header(reqwest::header::AUTHORIZATION, value)
+        }
+        // A token that cannot be a header value is sent as none: the API answers 401.
+        Err(_) => request,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -27,6 +66,10 @@ impl ApiResponse {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+    /// The API refused the credentials (or their absence): 401 or 403.
+    pub fn is_unauthorised(&self) -> bool {
+        matches!(self.status, 401 | 403)
+    }
     /// `error.code` of an error body.
     pub fn error_code(&self) -> Option<&str> {
         self.body.pointer("/error/code").and_then(|v| v.as_str())
@@ -41,6 +84,7 @@ impl ApiResponse {
 pub struct ApiClient {
     base: reqwest::Url,
     http: reqwest::Client,
+    token: Option<Secret>,
 }
 
 impl ApiClient {
@@ -64,7 +108,17 @@ impl ApiClient {
             .user_agent(concat!("ordersctl/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| bad(e.to_string()))?;
-        Ok(ApiClient { base, http })
+        Ok(ApiClient {
+            base,
+            http,
+            token: None,
+        })
+    }
+
+    /// Sends `token` as a bearer token with every request.
+    pub fn with_token(mut self, token: Option<Secret>) -> Self {
+        self.token = token;
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -94,7 +148,10 @@ impl ApiClient {
             url: self.base.to_string(),
             reason: e.without_url().to_string(),
         };
-        let response = self.http.get(url).send().await.map_err(unreachable)?;
+        let response = with_token(self.http.get(url), self.token.as_ref())
+            .send()
+            .await
+            .map_err(unreachable)?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(unreachable)?;
         let body = serde_json::from_slice(&bytes).map_err(|_| ClientError::NotJson { status })?;
@@ -115,5 +172,29 @@ mod tests {
         assert!(ApiClient::new("ftp://x").is_err());
         assert!(ApiClient::new("not a url").is_err());
         assert!(ApiClient::new("").is_err());
+    }
+
+    #[test]
+    fn the_token_goes_in_a_sensitive_bearer_header() {
+        let http = reqwest::Client::new();
+        let token = Secret::new("s3cr3t-value");
+        let request = with_token(http.get("http://127.0.0.1:1/"), Some(&token))
+            .build()
+            .unwrap();
+        let value = &request.headers()[reqwest::header::AUTHORIZATION];
+        assert_eq!(value.to_str().unwrap(), "Bearer s3cr3t-value");
+        assert!(value.is_sensitive());
+        assert!(!format!("{request:?}").contains("s3cr3t"));
+        let request = with_token(http.get("http://127.0.0.1:1/"), None)
+            .build()
+            .unwrap();
+        assert!(request
+            .headers()
+            .get(reqwest::header::AUTHORIZATION)
+            .is_none());
+        let blank = TokenArgs {
+            token: Some(Secret::new("  ")),
+        };
+        assert!(blank.token().is_none());
     }
 }

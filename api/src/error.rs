@@ -2,7 +2,7 @@
 //! body `{"error": {"code": "...", "message": "..."}}`; and [`ApiError`], what `serve` can
 //! fail with. Details of server-side failures are logged, never sent to the client.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orders_core::store::StoreError;
 use serde::Serialize;
@@ -12,6 +12,9 @@ use serde::Serialize;
 pub enum ApiError {
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    /// [`crate::auth::Access::Local`] on an address that is not loopback.
+    #[error("{}", crate::auth::AuthConfigError::Unprotected(*.0))]
+    Unprotected(std::net::SocketAddr),
 }
 
 /// What a request can fail with.
@@ -26,6 +29,20 @@ pub enum AppError {
     UriTooLong(usize),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// No credentials, or credentials that do not verify; the reason is for logs and
+    /// metrics, never for the client.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(crate::auth::AuthFailure),
+    /// This client sent more than its share; it may try again after this many seconds.
+    #[error("rate limited for {retry_after_seconds} s")]
+    RateLimited { retry_after_seconds: u64 },
+    /// Too many requests in flight on the whole server.
+    #[error("overloaded")]
+    Overloaded,
+    #[error("the request body is longer than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the request headers are longer than {0} bytes")]
+    HeadersTooLarge(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Kafka could not be asked, or is not configured for this server.
@@ -38,6 +55,13 @@ pub enum AppError {
 /// Marks a response that failed because of the store, for the metrics layer.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreFailed;
+
+/// Marks a response refused by the limits, for the metrics layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    RateLimited,
+    Overloaded,
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -77,6 +101,35 @@ impl AppError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "only GET is supported here".into(),
+            ),
+            AppError::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "not authorised: send Authorization: Bearer <token> (ORDERS_API_TOKEN), \
+                 or sign in through the load balancer"
+                    .into(),
+            ),
+            AppError::RateLimited {
+                retry_after_seconds,
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from this client; retry in {retry_after_seconds} s"),
+            ),
+            AppError::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the API is answering as many requests as it can; retry shortly".into(),
+            ),
+            AppError::BodyTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                self.to_string(),
+            ),
+            AppError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                self.to_string(),
             ),
             AppError::Store(StoreError::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -133,8 +186,32 @@ impl IntoResponse for AppError {
             },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(self, AppError::Store(_)) {
-            response.extensions_mut().insert(StoreFailed);
+        match &self {
+            AppError::Store(_) => {
+                response.extensions_mut().insert(StoreFailed);
+            }
+            AppError::Unauthenticated(why) => {
+                let challenge = why.challenge();
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+                response.extensions_mut().insert(*why);
+            }
+            AppError::RateLimited {
+                retry_after_seconds,
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+                response.extensions_mut().insert(Refused::RateLimited);
+            }
+            AppError::Overloaded => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1_u64));
+                response.extensions_mut().insert(Refused::Overloaded);
+            }
+            _ => {}
         }
         response
     }

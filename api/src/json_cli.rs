@@ -14,7 +14,7 @@
 //! }
 //! ```
 
-use crate::client::{ApiClient, ApiResponse, ClientError, DEFAULT_API_URL};
+use crate::client::{ApiClient, ApiResponse, ClientError, TokenArgs, DEFAULT_API_URL};
 use std::io::{ErrorKind, Write};
 use std::time::Duration;
 
@@ -32,9 +32,11 @@ pub enum JsonExit {
     NotFound = 3,
     /// The API could not be reached (connection refused, DNS, timeout).
     Unreachable = 4,
-    /// The API answered with an error (5xx, e.g. store or Kafka down; `health`: not
-    /// ready), or with something that is not JSON.
+    /// The API answered with an error (5xx, e.g. store or Kafka down; 429, over this
+    /// client's rate; `health`: not ready), or with something that is not JSON.
     ApiError = 5,
+    /// The API refused the credentials (401, 403): set `ORDERS_API_TOKEN` or `--token`.
+    Unauthorised = 6,
 }
 
 impl JsonExit {
@@ -58,6 +60,9 @@ pub struct JsonArgs {
     /// Base URL of the API.
     #[arg(long, env = "ORDERS_API_URL", default_value = DEFAULT_API_URL, global = true)]
     pub api: String,
+
+    #[command(flatten)]
+    pub auth: TokenArgs,
 
     /// Keep polling; print one JSON object per line each time the answer changes.
     #[arg(long, global = true)]
@@ -191,6 +196,15 @@ fn judge(what: &JsonWhat, r: &ApiResponse) -> Outcome {
             Outcome::Print(JsonExit::ApiError)
         }
         404 => Outcome::Fail(JsonExit::NotFound, message()),
+        401 | 403 => Outcome::Fail(
+            JsonExit::Unauthorised,
+            format!(
+                "not authorised (the API answered {}): set ORDERS_API_TOKEN or --token",
+                r.status
+            ),
+        ),
+        // Over the client's rate: not the request's fault; later it will be answered.
+        429 => Outcome::Fail(JsonExit::ApiError, message()),
         400..=499 => Outcome::Fail(JsonExit::Usage, message()),
         _ => Outcome::Fail(JsonExit::ApiError, message()),
     }
@@ -217,7 +231,7 @@ fn emit(out: &mut impl Write, body: &serde_json::Value) -> Result<(), JsonExit> 
 /// Runs `ordersctl json` with parsed arguments, writing JSON to `out`.
 pub async fn run_json(args: JsonArgs, out: &mut impl Write) -> JsonExit {
     let client = match ApiClient::new(&args.api) {
-        Ok(c) => c,
+        Ok(c) => c.with_token(args.auth.token()),
         Err(e) => {
             diag(&e.to_string());
             return JsonExit::Usage;
@@ -246,9 +260,9 @@ pub async fn run_json(args: JsonArgs, out: &mut impl Write) -> JsonExit {
     watch(&client, &args, &path, &query, out).await
 }
 
-/// Polls until `--count` objects were printed, stdout closes, or the request is invalid.
-/// Unreachable API, server errors and 404 (an order not stored yet) are reported once on
-/// stderr and polled through.
+/// Polls until `--count` objects were printed, stdout closes, or the request is invalid or
+/// refused (401, 403). Unreachable API, server errors and 404 (an order not stored yet) are
+/// reported once on stderr and polled through.
 async fn watch(
     client: &ApiClient,
     args: &JsonArgs,
@@ -276,9 +290,9 @@ async fn watch(
                     }
                     None
                 }
-                Outcome::Fail(JsonExit::Usage, message) => {
+                Outcome::Fail(code @ (JsonExit::Usage | JsonExit::Unauthorised), message) => {
                     diag(&message);
-                    return JsonExit::Usage;
+                    return code;
                 }
                 Outcome::Fail(_, message) => Some(message),
             },
@@ -374,11 +388,12 @@ mod tests {
             JsonExit::NotFound,
             JsonExit::Unreachable,
             JsonExit::ApiError,
+            JsonExit::Unauthorised,
         ]
         .iter()
         .map(|e| e.code())
         .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6]);
     }
 
     struct ClosedPipe;

@@ -3,8 +3,11 @@
 //! JSON client that scripts use (`ordersctl json`).
 //!
 //! `app(state)` builds the router; `serve(listener, state, shutdown)` runs it until the
-//! token is cancelled, with the lag sampler beside it.
+//! token is cancelled, with the lag sampler beside it. Who may call which route: [`auth`]
+//! and `docs/security.md`; how much: [`limits`].
 
+pub mod alb_oidc;
+pub mod auth;
 pub mod cache;
 pub mod client;
 pub mod error;
@@ -12,6 +15,7 @@ pub mod json_cli;
 pub mod lag;
 pub mod lag_status;
 pub mod limited_store;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
@@ -23,23 +27,26 @@ pub mod web;
 pub use error::{ApiError, AppError};
 pub use lag::{LagMonitor, LagOptions};
 
-use axum::extract::Request;
-use axum::http::StatusCode;
-use axum::middleware::Next;
+use auth::Access;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use cache::ResponseCache;
 use limited_store::LimitedStore;
+use limits::ClientLimits;
 use metrics::Metrics;
 use orders_core::kafka::KafkaSettings;
 use orders_core::progress::Progress;
 use orders_core::store::OrderStore;
+use routes::Exposure;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// What every handler can reach. Cheap to clone. Built with [`AppState::new`] and the
 /// `with_*` methods, so the Kafka settings and the lag monitor always go together.
@@ -56,6 +63,8 @@ pub struct AppState {
     lag: Option<Arc<LagMonitor>>,
     metrics: Arc<Metrics>,
     cache: Arc<ResponseCache>,
+    access: Access,
+    limits: ClientLimits,
 }
 
 impl AppState {
@@ -72,7 +81,22 @@ impl AppState {
             lag: None,
             metrics: Arc::new(Metrics::default()),
             cache: Arc::new(ResponseCache::new(cache::DEFAULT_TTL)),
+            access: Access::default(),
+            limits: ClientLimits::default(),
         }
+    }
+
+    /// Who may call (default [`Access::Local`]: anyone, and [`serve`] then only listens on
+    /// loopback).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Per-client rate and requests in flight (default: neither limited).
+    pub fn with_limits(mut self, limits: ClientLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Watches the consumer groups of the pipeline whose orders topic is `orders_topic`.
@@ -137,15 +161,6 @@ impl AppState {
     }
 }
 
-/// Rejects over-long query strings before anything parses them.
-async fn limit_uri(request: Request, next: Next) -> Response {
-    let len = request.uri().query().map_or(0, str::len);
-    if len > query::MAX_QUERY_BYTES {
-        return AppError::UriTooLong(query::MAX_QUERY_BYTES).into_response();
-    }
-    next.run(request).await
-}
-
 async fn not_found(uri: axum::http::Uri) -> AppError {
     let path: String = uri.path().chars().take(100).collect();
     AppError::NotFound(format!("no endpoint at {path}"))
@@ -161,40 +176,69 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(e.body())).into_response()
 }
 
-/// The router with every endpoint and layer.
+/// The headers every answer carries: no framing, no sniffing, no referrer, and a content
+/// security policy that allows no script and only the web view's own stylesheet.
+fn hardening_headers(router: Router<()>) -> Router<()> {
+    let csp = HeaderValue::from_str(&web::content_security_policy())
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    [
+        (header::CONTENT_SECURITY_POLICY, csp),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    ]
+    .into_iter()
+    .fold(router, |r, (name, value): (HeaderName, HeaderValue)| {
+        r.layer(SetResponseHeaderLayer::if_not_present(name, value))
+    })
+}
+
+/// The router with every endpoint ([`routes::endpoints`]) and layer: outermost the metrics,
+/// the hardening headers and the size checks; then, on every route but `/healthz`, the
+/// per-client limits, and on every route but the probes authentication before them.
 pub fn app(state: AppState) -> Router<()> {
     let metrics = state.metrics.clone();
-    // Store-backed lists and pages that many clients poll: answered from a short cache.
-    let cached = Router::new()
-        .route("/", get(routes::index))
-        .route("/api/analytics", get(routes::analytics))
-        .route("/api/orders", get(routes::orders))
-        .route("/api/alerts", get(routes::alerts))
-        .route("/api/payments", get(routes::payments))
-        .route("/api/totals", get(routes::totals))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.cache.clone(),
-            cache::layer,
-        ));
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .route("/api/openapi.json", get(routes::openapi))
-        .route("/api/orders/{id}", get(routes::order))
-        .route("/api/lag", get(routes::lag))
+    let limits = state.limits.clone();
+    let (mut public, mut probes, mut private, mut cached) =
+        (Router::new(), Router::new(), Router::new(), Router::new());
+    for (endpoint, handler) in routes::endpoints() {
+        let group = match (endpoint.exposure, endpoint.cached) {
+            (Exposure::Public, _) => &mut public,
+            (Exposure::Probe, _) => &mut probes,
+            (Exposure::Private, false) => &mut private,
+            (Exposure::Private, true) => &mut cached,
+        };
+        *group = std::mem::take(group).route(endpoint.path, handler);
+    }
+    let cached = cached.route_layer(from_fn_with_state(state.cache.clone(), cache::layer));
+    let private = private
         .merge(cached)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(limits.clone(), limits::limit_clients))
+        .layer(from_fn_with_state(state.access.clone(), auth::require));
+    let probes = probes
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(limits.clone(), limits::limit_clients));
+    let router = public
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(probes)
+        .merge(private)
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(axum::middleware::from_fn(limit_uri))
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::track,
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            limits::MAX_BODY_BYTES,
         ))
+        .layer(from_fn_with_state(limits, limits::check_request));
+    hardening_headers(router).layer(from_fn_with_state(metrics, metrics::track))
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled, then lets requests
@@ -204,9 +248,12 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
+    let addr = listener.local_addr()?;
+    if !state.access.allows(addr) {
+        return Err(ApiError::Unprotected(addr));
+    }
     let sampler_stop = shutdown.child_token();
     let sampler = state.spawn_lag_sampler(sampler_stop.clone());
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, "api listening");
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         // Small responses go out at once rather than waiting on Nagle.
@@ -214,7 +261,8 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let result = axum::serve(listener, app(state))
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     sampler_stop.cancel();

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the API (requests by route and status, a latency histogram, store
-//! errors) and of the pipeline (the `Progress` counters, when this process runs it), in
+//! errors, refused credentials, clients over their rate) and of the pipeline (the `Progress` counters, when this process runs it), in
 //! the text exposition format.
 
+use crate::auth::AuthFailure;
 use crate::error::StoreFailed;
 use crate::lag::LagSnapshot;
 use axum::extract::{MatchedPath, Request, State};
@@ -33,6 +34,10 @@ struct RouteStats {
 pub struct Metrics {
     routes: Mutex<BTreeMap<String, RouteStats>>,
     store_errors: AtomicU64,
+    /// Requests refused 401, by [`AuthFailure::reason`].
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    rate_limited: AtomicU64,
+    overloaded: AtomicU64,
 }
 
 impl Metrics {
@@ -53,6 +58,12 @@ impl Metrics {
         stats.buckets[bucket] += 1;
         stats.sum_seconds += seconds;
         stats.count += 1;
+    }
+
+    /// Counts a request that was refused 401 for `why`.
+    pub fn record_auth_failure(&self, why: AuthFailure) {
+        let mut failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
+        *failures.entry(why.reason()).or_default() += 1;
     }
 
     pub fn store_errors(&self) -> u64 {
@@ -106,6 +117,31 @@ impl Metrics {
              # TYPE orders_api_store_errors_total counter\n\
              orders_api_store_errors_total {}",
             self.store_errors()
+        );
+        out.push_str(
+            "# HELP orders_api_auth_failures_total Requests refused 401, by reason (missing, bad_token, bad_identity).\n\
+             # TYPE orders_api_auth_failures_total counter\n",
+        );
+        {
+            let failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
+            for reason in ["missing", "bad_token", "bad_identity"] {
+                let n = failures.get(reason).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "orders_api_auth_failures_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP orders_api_rate_limited_total Requests refused 429: the client was over its rate.\n\
+             # TYPE orders_api_rate_limited_total counter\n\
+             orders_api_rate_limited_total {}\n\
+             # HELP orders_api_overloaded_total Requests refused 503: too many in flight.\n\
+             # TYPE orders_api_overloaded_total counter\n\
+             orders_api_overloaded_total {}",
+            self.rate_limited.load(Ordering::Relaxed),
+            self.overloaded.load(Ordering::Relaxed)
         );
         if let Some(lag) = lag {
             render_lag(&mut out, lag);
@@ -275,6 +311,18 @@ pub async fn track(
         .map(|m| m.as_str().to_owned());
     let response = next.run(request).await;
     let store_failed = response.extensions().get::<StoreFailed>().is_some();
+    if let Some(why) = response.extensions().get::<AuthFailure>() {
+        metrics.record_auth_failure(*why);
+    }
+    match response.extensions().get::<crate::error::Refused>() {
+        Some(crate::error::Refused::RateLimited) => {
+            metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(crate::error::Refused::Overloaded) => {
+            metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {}
+    }
     metrics.record(
         route.as_deref().unwrap_or("unmatched"),
         response.status().as_u16(),
@@ -309,6 +357,14 @@ mod tests {
             "orders_api_request_duration_seconds_bucket{route=\"/api/orders\",le=\"+Inf\"} 3"
         ));
         assert!(text.contains("orders_api_store_errors_total 1"));
+        assert!(text.contains("orders_api_auth_failures_total{reason=\"bad_token\"} 0"));
+        m.record_auth_failure(AuthFailure::BadToken);
+        m.record_auth_failure(AuthFailure::BadToken);
+        m.record_auth_failure(AuthFailure::Missing);
+        let text = m.render(Some(&p), None);
+        assert!(text.contains("orders_api_auth_failures_total{reason=\"bad_token\"} 2"));
+        assert!(text.contains("orders_api_auth_failures_total{reason=\"missing\"} 1"));
+        assert!(text.contains("orders_api_rate_limited_total 0"));
         assert!(text.contains("orders_pipeline_consumed_total{group=\"fraud-group\"} 7"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -6,6 +6,18 @@
 use crate::model::{AlertJson, GroupLagJson, OrderJson, TotalsBody};
 use std::fmt::Write as _;
 
+/// The `Content-Security-Policy` of every answer: nothing may load or run but the page's
+/// own stylesheet (by its hash), no form posts anywhere, and no page may frame this one.
+pub fn content_security_policy() -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let style = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+    format!(
+        "default-src 'none'; style-src 'sha256-{style}'; img-src 'self'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
 /// Seconds between refreshes.
 pub const REFRESH_SECONDS: u32 = 5;
 
@@ -346,6 +358,37 @@ mod tests {
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(html.contains("data-order-id=\"7\""));
         assert!(html.contains("No fraud alerts."));
+    }
+
+    /// The policy allows the page's stylesheet by its hash: the hash of what the rendered
+    /// page has between `<style>` and `</style>`, byte for byte.
+    #[test]
+    fn the_policy_allows_exactly_the_page_stylesheet_and_no_script() {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let html = render(&Dashboard {
+            generated_at: "2024-01-15T10:30:02Z".into(),
+            totals: Err("down".into()),
+            orders: Ok(vec![]),
+            alerts: Ok(vec![]),
+            lag: None,
+        });
+        let start = html.find("<style>").unwrap() + "<style>".len();
+        let end = html.find("</style>").unwrap();
+        assert_eq!(html.matches("<style").count(), 1);
+        assert!(
+            !html.contains(" style="),
+            "inline style attributes are not allowed"
+        );
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(&html.as_bytes()[start..end]));
+        let csp = content_security_policy();
+        assert!(csp.contains(&format!("style-src 'sha256-{hash}'")), "{csp}");
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+        assert!(
+            !csp.contains("script-src") && !csp.contains("unsafe"),
+            "{csp}"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Integration tests of the API: the router against a real SQLite store (every endpoint,
+//! Integration tests of the API: who gets in and how much they may ask, the router against a real SQLite store (every endpoint,
 //! bad inputs, dependencies down), a server started with `serve`, and the JSON client
 //! (`ordersctl json`) against it, consumer lag against the embedded pipeline, and the web
 //! view in a real headless browser.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+#[path = "api/access.rs"]
+mod access;
 #[path = "api/common.rs"]
 mod common;
 #[path = "api/json_cli.rs"]

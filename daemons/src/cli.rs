@@ -62,6 +62,10 @@ pub struct ApiArgs {
     /// Address to listen on.
     #[arg(long, env = "ORDERS_API_ADDR", default_value = "0.0.0.0:8000")]
     pub addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub auth: orders_api::auth::AuthArgs,
+    #[command(flatten)]
+    pub limits: orders_api::limits::LimitArgs,
 }
 
 /// The longest pause between two orders: a day. Beyond it a pause is a typo, not a pace.
@@ -389,8 +393,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The api role: the store is required; without Kafka the API still serves the store and
 /// reports lag as unavailable.
 async fn serve_api(cli: &Cli, args: &ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let access = args.auth.access_for(args.addr)?;
     let store = open_store(&cli.store)?;
-    let mut state = orders_api::AppState::new(store);
+    let mut state = orders_api::AppState::new(store)
+        .with_access(access)
+        .with_limits(orders_api::limits::ClientLimits::new(&args.limits));
     match kafka_settings(&cli.kafka, &cli.store) {
         Ok(kafka) => state = state.with_kafka(kafka, cli.kafka.topic_name.clone()),
         Err(e) => {

@@ -356,6 +356,22 @@ def _():
     return bad
 
 
+@check("compose: the api asks for a token (ORDERS_API_TOKENS) and its ordersctl sends one, never ORDERS_API_AUTH=none")
+def _():
+    bad = need_compose()
+    e = env("api")
+    if not e.get("ORDERS_API_TOKENS"):
+        bad.append("api: ORDERS_API_TOKENS is not set: ordersd api on 0.0.0.0 refuses to start")
+    if not e.get("ORDERS_API_TOKEN"):
+        bad.append("api: ORDERS_API_TOKEN is not set: `compose exec api ordersctl ...` gets 401")
+    elif e.get("ORDERS_API_TOKEN") not in (e.get("ORDERS_API_TOKENS") or "").split(","):
+        bad.append("api: ORDERS_API_TOKEN is not one of ORDERS_API_TOKENS")
+    for s in PROJECT:
+        if env(s).get("ORDERS_API_AUTH"):
+            bad.append(f"{s}: ORDERS_API_AUTH is set (the api would be open)")
+    return bad
+
+
 # --- Dockerfile ----------------------------------------------------------------------------
 def dockerfile():
     text = (root / "ops/Dockerfile").read_text()
@@ -750,6 +766,8 @@ if [[ $SELF_TEST == 1 ]]; then
   fraud:|
   fraud:"
         "an invalid compose key|docker-compose.yml|  stop_grace_period: 30s|  stop_grace_periodd: 30s"
+        "the api without a token|docker-compose.yml|      ORDERS_API_TOKENS: \${ORDERS_API_TOKEN:-local-compose-token}
+|"
         "another image for the daemons|docker-compose.yml|  image: orders:local|  image: orders:other"
         "an ENTRYPOINT in the image|ops/Dockerfile|CMD [\"ordersd\"|ENTRYPOINT [\"ordersd\"]
 CMD [\"ordersd\""

@@ -4,7 +4,8 @@
 # `terraform validate` needs the AWS provider from the Terraform registry, which CI cannot
 # reach. So this parses every .tf file with python-hcl2 and asserts the product contract
 # (secret names and keys, the task definitions' secrets and environment, five Fargate
-# services with ECS exec, the ALB's /healthz check, security groups, IAM, logs, sensitive
+# services with ECS exec, the ALB's /healthz check, ingress CIDRs, the HTTPS redirect,
+# optional OIDC/Cognito sign-in, WAF and access logs, security groups, IAM, logs, sensitive
 # variables, no literal credentials): ops/scripts/check_terraform.py. With a terraform
 # binary on PATH it also runs `terraform fmt -check`.
 #

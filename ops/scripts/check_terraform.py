@@ -3,9 +3,11 @@
 
 No Terraform provider can be downloaded here, so `terraform validate` is out of reach.
 Instead this parses every .tf file with python-hcl2 (8.x) and asserts what the contract
-fixes: the two Secrets Manager secrets (names and JSON keys operators already use), the
-task definitions' `secrets` references and environment, the five Fargate services with
-ECS exec, the ALB and its /healthz health check, the security groups, IAM, logs,
+fixes: the Secrets Manager secrets (the two names and JSON keys operators already use, and
+the api's tokens), the task definitions' `secrets` references and environment, the five
+Fargate services with ECS exec, the ALB and its /healthz health check, who may reach it
+(ingress CIDRs, HTTPS redirect, optional OIDC/Cognito sign-in with bearer tokens let
+through to the api, optional WAF, optional access logs), the security groups, IAM, logs,
 sensitive variables, and that no credential is written in the files. When a terraform
 binary is on PATH it also runs `terraform fmt -check` (no provider needed).
 
@@ -43,6 +45,10 @@ SECRETS = {  # secret name => {json key: variable}
         "username": "couchbase_username",
         "password": "couchbase_password",
     },
+    "orders-api-tokens": {
+        "tokens": "api_tokens",
+        "console_token": "api_console_token",
+    },
 }
 KAFKA_ENV = {  # env var => (secret name, json key); every service
     "KAFKA_BOOTSTRAP_SERVERS": ("confluent-credentials", "bootstrap_servers"),
@@ -55,6 +61,10 @@ STORE_ENV = {  # env var => (secret name, json key); producer, analytics, api
     "COUCHBASE_USERNAME": ("couchbase-credentials", "username"),
     "COUCHBASE_PASSWORD": ("couchbase-credentials", "password"),
 }
+API_ENV = {  # env var => (secret name, json key); the api only
+    "ORDERS_API_TOKENS": ("orders-api-tokens", "tokens"),
+    "ORDERS_API_TOKEN": ("orders-api-tokens", "console_token"),
+}
 EXEC_ACTIONS = {
     "ssmmessages:CreateControlChannel",
     "ssmmessages:CreateDataChannel",
@@ -62,7 +72,7 @@ EXEC_ACTIONS = {
     "ssmmessages:OpenDataChannel",
 }
 HEALTH_COMMAND = ["CMD", "ordersctl", "json", "health", "--api", f"http://127.0.0.1:{API_PORT}"]
-SENSITIVE_NAME = re.compile(r"secret|password|api_key")
+SENSITIVE_NAME = re.compile(r"secret|password|api_key|token")
 PLACEHOLDER = re.compile(r"^(|<[^>]*>|(change|replace)[-_ ]?me.*|x{3,}|\.\.\.)$", re.IGNORECASE)
 
 
@@ -201,6 +211,16 @@ def object_literal(text):
     return out
 
 
+def dynamic_blocks(body, name):
+    """The `dynamic "<name>"` blocks of a body, as [(for_each expression, content)]."""
+    out = []
+    for entry in body.get("dynamic", []) or []:
+        for label, block in (entry or {}).items():
+            if label == name:
+                out.append((str(expr(block.get("for_each", ""))), first(block.get("content"))))
+    return out
+
+
 def first(block):
     """A nested block (a list of one dict) => the dict."""
     if isinstance(block, list) and block and isinstance(block[0], dict):
@@ -318,7 +338,7 @@ def secret_resources(cfg, r):
         names[cfg.resolve(body.get("name", ""))] = rname
     r.check(
         set(names) == set(SECRETS),
-        "exactly the secrets confluent-credentials and couchbase-credentials",
+        "exactly the secrets confluent-credentials, couchbase-credentials and orders-api-tokens",
         f"got {sorted(map(str, names))}",
     )
     return names
@@ -365,7 +385,14 @@ def check_sensitive(cfg, r):
     creds = [v for keys in SECRETS.values() for v in keys.values() if v != "couchbase_bucket"]
     missing = [n for n in creds if n not in cfg.variables]
     r.check(not missing, "every credential variable is declared", f"missing: {missing}")
-    for must in ("confluent_api_key", "confluent_api_secret", "couchbase_password"):
+    for must in (
+        "confluent_api_key",
+        "confluent_api_secret",
+        "couchbase_password",
+        "api_tokens",
+        "api_console_token",
+        "oidc_client_secret",
+    ):
         if must in cfg.variables:
             r.check(cfg.variables[must].get("sensitive") is True, f"variable {must} is sensitive")
     with_default = [
@@ -397,7 +424,7 @@ def check_container_secrets(cfg, r, names, roles, defs_expr):
     by_resource = {v: k for k, v in names.items()}
     maps = secret_maps(cfg)
     found = {env: (lname, ref) for lname, refs in maps.items() for env, ref in refs.items()}
-    for env, (secret, key) in {**KAFKA_ENV, **STORE_ENV}.items():
+    for env, (secret, key) in {**KAFKA_ENV, **STORE_ENV, **API_ENV}.items():
         lname, (rname, got_key) = found.get(env, (None, (None, None)))
         r.check(
             lname is not None and by_resource.get(rname) == secret and got_key == key,
@@ -427,6 +454,15 @@ def check_container_secrets(cfg, r, names, roles, defs_expr):
         "Couchbase secrets go to producer, analytics and api only (not fraud, payment)",
         f"services with {flag} = true: {sorted(got)}",
     )
+    api_maps = {found[e][0] for e in API_ENV if e in found}
+    api_map = next(iter(api_maps), None)
+    r.check(
+        len(api_maps) == 1
+        and api_map not in (kafka_map, store_map)
+        and re.search(r'\b\w+\s*==\s*"api"\s*\?\s*local\.' + str(api_map) + r"\b", defs_expr) is not None,
+        "the api tokens (ORDERS_API_TOKENS, ORDERS_API_TOKEN) are a locals map of their own, given to the api only",
+        f"maps {api_maps}",
+    )
 
 
 def check_environment(cfg, r, roles, defs_expr):
@@ -442,6 +478,7 @@ def check_environment(cfg, r, roles, defs_expr):
         ("producer", "SLEEP_SECONDS"): "2",
         ("payment", "PAYMENT_DELAY_MS"): "100",
         ("api", "ORDERS_API_ADDR"): f"0.0.0.0:{API_PORT}",
+        ("api", "ORDERS_API_TRUST_FORWARDED_FOR"): "true",
     }
     if any("FRAUD_THRESHOLD" in s.get("env", {}) for s in roles.values()):
         want[("fraud", "FRAUD_THRESHOLD")] = "300"
@@ -458,8 +495,12 @@ def check_environment(cfg, r, roles, defs_expr):
             f"got {bad}",
         )
     plain = {k for s in roles.values() for k in s.get("env", {})} | set(common)
-    leaked = plain & (set(KAFKA_ENV) | set(STORE_ENV))
-    r.check(not leaked, "no credential is a plain environment variable", f"plain: {sorted(leaked)}")
+    leaked = plain & (set(KAFKA_ENV) | set(STORE_ENV) | set(API_ENV) | {"ORDERS_API_AUTH"})
+    r.check(
+        not leaked,
+        "no credential is a plain environment variable, and nothing opens the api (ORDERS_API_AUTH)",
+        f"plain: {sorted(leaked)}",
+    )
 
 
 def check_ecs(cfg, r):
@@ -580,7 +621,7 @@ def check_iam(cfg, r, names, td):
         if "secretsmanager:GetSecretValue" in policy and "aws_secretsmanager_secret." in policy:
             got = set(re.findall(r"aws_secretsmanager_secret\.\w+\.arn", policy))
             ok = got == want and '"*"' not in policy
-    r.check(ok, "execution role: secretsmanager:GetSecretValue on exactly the two secret ARNs")
+    r.check(ok, f"execution role: secretsmanager:GetSecretValue on exactly the {len(SECRETS)} secret ARNs")
     actions = set()
     for body in on_role("aws_iam_role_policy", t):
         actions |= set(re.findall(r"ssmmessages:\w+", str(body.get("policy", ""))))
@@ -629,18 +670,162 @@ def check_alb(cfg, r):
         )
 
     http = [b for b in listeners.values() if cfg.resolve(b.get("port")) == 80]
+    actions = {content.get("type") and unquote(content.get("type")): (cond, content)
+               for cond, content in dynamic_blocks(http[0], "default_action")} if len(http) == 1 else {}
+    fwd_cond, fwd = actions.get("forward", ("", {}))
+    red_cond, red = actions.get("redirect", ("", {}))
+    redirect = first(red.get("redirect"))
+    https_test = r"(local\.https|var\.certificate_arn\s*!=\s*\"\")\s*\?"
     r.check(
-        len(http) == 1 and unquote(http[0].get("protocol")) == "HTTP" and forwards(http[0]),
-        "listener on 80 forwards to the target group",
+        len(http) == 1
+        and unquote(http[0].get("protocol")) == "HTTP"
+        and "default_action" not in http[0]
+        and re.search(https_test + r"\s*\[\]\s*:", fwd_cond)
+        and expr(fwd.get("target_group_arn")) == f"aws_lb_target_group.{tg_name}.arn"
+        and re.search(https_test + r"\s*\[[^]]+\]\s*:\s*\[\]", red_cond)
+        and (unquote(redirect.get("port")), unquote(redirect.get("protocol")), unquote(redirect.get("status_code")))
+        == ("443", "HTTPS", "HTTP_301"),
+        "listener on 80: forwards without a certificate, redirects to HTTPS (301) with one",
+        f"got {sorted(actions)} {fwd_cond!r} {red_cond!r}",
     )
-    for b in (b for b in listeners.values() if cfg.resolve(b.get("port")) == 443):
+    https = [(n, b) for n, b in listeners.items() if cfg.resolve(b.get("port")) == 443]
+    for _, b in https:
         r.check(
             "var.certificate_arn" in str(b.get("count", ""))
             and expr(b.get("certificate_arn")) == "var.certificate_arn"
             and forwards(b),
             "listener on 443: only with var.certificate_arn (count), forwards",
         )
+    check_sign_in(cfg, r, https, tg_name, lb)
     return lb
+
+
+def check_sign_in(cfg, r, https, tg_name, lb):
+    """Optional OIDC or Cognito sign-in on the HTTPS listener; token holders pass to the api."""
+    for var in ("oidc_sign_in", "cognito_sign_in"):
+        v = cfg.variables.get(var, {})
+        r.check(var in cfg.variables and v.get("default") is None and "default" in v,
+                f"variable {var} exists, default null (sign-in off)")
+    if not r.check(len(https) == 1, "one HTTPS listener"):
+        return
+    name, listener = https[0]
+    kinds = {
+        unquote(c.get("type")): (cond, c) for cond, c in dynamic_blocks(listener, "default_action")
+    }
+    oidc_cond, oidc = kinds.get("authenticate-oidc", ("", {}))
+    oidc_cfg = first(oidc.get("authenticate_oidc"))
+    r.check(
+        "var.oidc_sign_in" in oidc_cond
+        and cfg.resolve(oidc.get("order")) == 1
+        and expr(oidc_cfg.get("client_secret")) == "var.oidc_client_secret"
+        and unquote(oidc_cfg.get("on_unauthenticated_request")) == "authenticate"
+        and all(k in oidc_cfg for k in ("issuer", "authorization_endpoint", "token_endpoint", "user_info_endpoint", "client_id")),
+        "HTTPS listener: authenticate-oidc first when var.oidc_sign_in is set (client secret from var.oidc_client_secret)",
+        f"got {oidc_cond!r} {sorted(oidc_cfg)}",
+    )
+    cog_cond, cog = kinds.get("authenticate-cognito", ("", {}))
+    cog_cfg = first(cog.get("authenticate_cognito"))
+    r.check(
+        "var.cognito_sign_in" in cog_cond
+        and cfg.resolve(cog.get("order")) == 1
+        and all(k in cog_cfg for k in ("user_pool_arn", "user_pool_client_id", "user_pool_domain")),
+        "HTTPS listener: authenticate-cognito first when var.cognito_sign_in is set",
+    )
+    fwd = first(listener.get("default_action"))
+    r.check(cfg.resolve(fwd.get("order")) == 2, "HTTPS listener: forward after the sign-in (order 2)")
+    rules = cfg.res("aws_lb_listener_rule").values()
+    bearer = [
+        x for x in rules
+        if first(first(x.get("condition")).get("http_header")).get("http_header_name") in ('"Authorization"', "Authorization")
+    ]
+    ok = len(bearer) == 1
+    if ok:
+        b = bearer[0]
+        header = first(first(b.get("condition")).get("http_header"))
+        act = first(b.get("action"))
+        ok = (
+            [unquote(v) for v in header.get("values", [])] == ["Bearer *"]
+            and expr(b.get("listener_arn")) == f"aws_lb_listener.{name}[0].arn"
+            and "local.sign_in" in str(b.get("count", ""))
+            and unquote(act.get("type")) == "forward"
+            and expr(act.get("target_group_arn")) == f"aws_lb_target_group.{tg_name}.arn"
+        )
+    r.check(ok, "with sign-in, requests with Authorization: Bearer * skip it and go to the api (a listener rule)")
+    conds = [str(expr(p.get("condition", ""))) for p in first(lb.get("lifecycle")).get("precondition", [])]
+    r.check(
+        any("local.sign_in" in c and "local.https" in c for c in conds),
+        "sign-in needs a certificate (a precondition on the ALB)",
+        f"preconditions {conds}",
+    )
+    env = cfg.locals.get("services", {}).get("api", {}).get("env", {})
+    arn = str(expr(env.get("ORDERS_API_ALB_ARN", "")))
+    r.check(
+        re.fullmatch(r'local\.sign_in\s*\?\s*aws_lb\.\w+\.arn\s*:\s*""', arn) is not None
+        and expr(env.get("ORDERS_API_OIDC_ISSUER")) == "local.sign_in_issuer",
+        "with sign-in, the api verifies the ALB's identity header (ORDERS_API_ALB_ARN, ORDERS_API_OIDC_ISSUER)",
+        f"got {arn!r} {env.get('ORDERS_API_OIDC_ISSUER')!r}",
+    )
+    issuer = str(expr(cfg.locals.get("sign_in_issuer", "")))
+    r.check(
+        "var.oidc_sign_in.issuer" in issuer and "cognito-idp." in issuer and "var.cognito_sign_in.user_pool_arn" in issuer,
+        "the issuer the api checks: the OIDC provider's, or the Cognito user pool's",
+    )
+    r.check(
+        unquote(lb.get("xff_header_processing_mode")) == "append",
+        "the ALB appends the client to X-Forwarded-For (the api trusts its last entry only)",
+    )
+
+
+def check_waf(cfg, r, lb_name):
+    v = cfg.variables.get("enable_waf", {})
+    r.check(v.get("type") == "bool" and v.get("default") is False, "variable enable_waf, a bool, default false")
+    acls = cfg.res("aws_wafv2_web_acl")
+    name, acl = next(iter(acls.items()), (None, {}))
+    rules = acl.get("rule", []) if isinstance(acl.get("rule"), list) else [acl.get("rule")]
+    rate = [x for x in rules if first(first(x.get("statement")).get("rate_based_statement"))]
+    managed = [
+        first(first(x.get("statement")).get("managed_rule_group_statement"))
+        for x in rules
+        if first(first(x.get("statement")).get("managed_rule_group_statement"))
+    ]
+    rate_stmt = first(first(rate[0].get("statement")).get("rate_based_statement")) if rate else {}
+    r.check(
+        len(acls) == 1
+        and str(expr(acl.get("count", ""))).startswith("var.enable_waf")
+        and unquote(acl.get("scope")) == "REGIONAL",
+        "one regional WAF web ACL, only with var.enable_waf",
+    )
+    r.check(
+        bool(rate)
+        and expr(rate_stmt.get("limit")) == "var.waf_rate_limit"
+        and unquote(rate_stmt.get("aggregate_key_type")) == "IP"
+        and "block" in first(rate[0].get("action")),
+        "WAF: a rate-based rule per IP (var.waf_rate_limit) that blocks",
+    )
+    r.check(
+        any(unquote(m.get("name")) == "AWSManagedRulesCommonRuleSet" and unquote(m.get("vendor_name")) == "AWS" for m in managed),
+        "WAF: the AWS managed common rule set",
+    )
+    assoc = next(iter(cfg.res("aws_wafv2_web_acl_association").values()), {})
+    r.check(
+        expr(assoc.get("resource_arn")) == f"aws_lb.{lb_name}.arn"
+        and expr(assoc.get("web_acl_arn")) == f"aws_wafv2_web_acl.{name}[0].arn"
+        and str(expr(assoc.get("count", ""))).startswith("var.enable_waf"),
+        "WAF web ACL associated with the ALB",
+    )
+
+
+def check_access_logs(cfg, r, lb):
+    r.check(cfg.var_default("access_logs_bucket") == "", 'variable access_logs_bucket, default "" (off)')
+    logs = dynamic_blocks(lb, "access_logs")
+    cond, content = logs[0] if logs else ("", {})
+    r.check(
+        len(logs) == 1
+        and "var.access_logs_bucket" in cond
+        and content.get("enabled") is True
+        and expr(content.get("bucket")) in ("access_logs.value", "var.access_logs_bucket"),
+        "ALB access logs to var.access_logs_bucket, only when it is set",
+    )
 
 
 def check_security_groups(cfg, r, lb, svc_body):
@@ -668,11 +853,21 @@ def check_security_groups(cfg, r, lb, svc_body):
     def ports(rule):
         return cfg.resolve(rule.get("from_port")), cfg.resolve(rule.get("to_port"))
 
-    alb_in = {ports(x)[0]: unquote(x.get("cidr_ipv4")) for x in ingress if sg_of(x) == alb_sg}
+    alb_rules = [x for x in ingress if sg_of(x) == alb_sg]
+    alb_in = {ports(x)[0]: (unquote(x.get("cidr_ipv4")), str(expr(x.get("for_each", "")))) for x in alb_rules}
     r.check(
-        alb_in.get(80) == "0.0.0.0/0" and set(alb_in) <= {80, 443} and all(v == "0.0.0.0/0" for v in alb_in.values()),
-        "ALB security group: 80 (and 443) from 0.0.0.0/0, nothing else",
+        set(alb_in) in ({80}, {80, 443})
+        and len(alb_rules) == len(alb_in)
+        and all(cidr == "${each.value}" and "var.ingress_cidrs" in each for cidr, each in alb_in.values())
+        and ("var.certificate_arn" in alb_in.get(443, ("", "var.certificate_arn"))[1]),
+        "ALB security group: 80 (and 443 with a certificate) from each of var.ingress_cidrs, nothing else",
         f"got {alb_in}",
+    )
+    v = cfg.variables.get("ingress_cidrs", {})
+    r.check(
+        [unquote(c) for c in cfg.var_default("ingress_cidrs") or []] == ["0.0.0.0/0"] and "validation" in v and "default" in str(v.get("description", "")).lower(),
+        "variable ingress_cidrs: default [0.0.0.0/0], documented, validated",
+        f"default {cfg.var_default('ingress_cidrs')}",
     )
     task_in = [x for x in ingress if sg_of(x) in task_sgs]
     r.check(
@@ -872,6 +1067,8 @@ def main():
         guarded(r, check_environment, cfg, r, roles, defs_expr)
         guarded(r, check_iam, cfg, r, names, td)
         lb = guarded(r, check_alb, cfg, r, default={})
+        guarded(r, check_waf, cfg, r, next(iter(cfg.res("aws_lb")), None))
+        guarded(r, check_access_logs, cfg, r, lb)
         service = next(iter(cfg.res("aws_ecs_service").values()), {})
         guarded(r, check_security_groups, cfg, r, lb, service)
         guarded(r, check_network, cfg, r)

@@ -46,9 +46,17 @@ locals {
       max_percent         = 200
     }
     api = {
-      command             = ["ordersd", "api"]
-      store               = true
-      env                 = { ORDERS_API_ADDR = "0.0.0.0:${local.api_port}" }
+      command = ["ordersd", "api"]
+      store   = true
+      # Behind the ALB, which appends the client's address to X-Forwarded-For, the api
+      # limits each client by that address; tasks take traffic from the ALB only
+      # (network.tf). With sign-in, the api verifies the identity the ALB signs.
+      env = {
+        ORDERS_API_ADDR                = "0.0.0.0:${local.api_port}"
+        ORDERS_API_TRUST_FORWARDED_FOR = "true"
+        ORDERS_API_ALB_ARN             = local.sign_in ? aws_lb.this.arn : ""
+        ORDERS_API_OIDC_ISSUER         = local.sign_in_issuer
+      }
       port                = local.api_port
       min_healthy_percent = 100
       max_percent         = 200
@@ -71,6 +79,11 @@ locals {
     KAFKA_BOOTSTRAP_SERVERS = "${aws_secretsmanager_secret.confluent.arn}:bootstrap_servers::"
     CONFLUENT_API_KEY       = "${aws_secretsmanager_secret.confluent.arn}:api_key::"
     CONFLUENT_API_SECRET    = "${aws_secretsmanager_secret.confluent.arn}:api_secret::"
+  }
+  # The api only: the tokens it accepts, and the one ordersctl sends inside its container.
+  api_secrets = {
+    ORDERS_API_TOKENS = "${aws_secretsmanager_secret.api_tokens.arn}:tokens::"
+    ORDERS_API_TOKEN  = "${aws_secretsmanager_secret.api_tokens.arn}:console_token::"
   }
   store_secrets = {
     COUCHBASE_HOST     = "${aws_secretsmanager_secret.couchbase.arn}:host::"
@@ -107,7 +120,7 @@ locals {
           for env_name, value in merge(local.common_env, svc.env) : { name = env_name, value = value }
         ]
         secrets = [
-          for env_name, value_from in merge(local.kafka_secrets, svc.store ? local.store_secrets : {}) :
+          for env_name, value_from in merge(local.kafka_secrets, svc.store ? local.store_secrets : {}, name == "api" ? local.api_secrets : {}) :
           { name = env_name, valueFrom = value_from }
         ]
 

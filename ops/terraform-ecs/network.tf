@@ -1,6 +1,6 @@
 # Security groups in the existing VPC (var.vpc_id). No VPC, subnets or NAT are built here.
 #
-#   alb:   80 (and 443 with a certificate) from anywhere; out only to the api tasks.
+#   alb:   80 (and 443 with a certificate) from var.ingress_cidrs; out only to the api tasks.
 #   api:   8000 from the ALB's group only.
 #   tasks: every task (daemons and api); no ingress; all egress, since the tasks reach
 #          Confluent Cloud and Couchbase Capella on the internet (plus the registry,
@@ -20,20 +20,22 @@ resource "aws_security_group" "alb" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "alb_http" {
+  for_each = toset(var.ingress_cidrs)
+
   security_group_id = aws_security_group.alb.id
-  description       = "HTTP from anywhere"
-  cidr_ipv4         = "0.0.0.0/0"
+  description       = "HTTP from ${each.value}"
+  cidr_ipv4         = each.value
   ip_protocol       = "tcp"
   from_port         = 80
   to_port           = 80
 }
 
 resource "aws_vpc_security_group_ingress_rule" "alb_https" {
-  count = var.certificate_arn == "" ? 0 : 1
+  for_each = var.certificate_arn == "" ? toset([]) : toset(var.ingress_cidrs)
 
   security_group_id = aws_security_group.alb.id
-  description       = "HTTPS from anywhere"
-  cidr_ipv4         = "0.0.0.0/0"
+  description       = "HTTPS from ${each.value}"
+  cidr_ipv4         = each.value
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443

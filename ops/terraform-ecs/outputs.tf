@@ -24,10 +24,11 @@ output "log_group_names" {
 }
 
 output "secret_arns" {
-  description = "ARNs of the two credentials secrets (the ARNs only, not the values)."
+  description = "ARNs of the credentials secrets and of the api's tokens (the ARNs only, not the values)."
   value = {
-    confluent = aws_secretsmanager_secret.confluent.arn
-    couchbase = aws_secretsmanager_secret.couchbase.arn
+    confluent  = aws_secretsmanager_secret.confluent.arn
+    couchbase  = aws_secretsmanager_secret.couchbase.arn
+    api_tokens = aws_secretsmanager_secret.api_tokens.arn
   }
 }
 

@@ -1,6 +1,7 @@
-# The two secrets the task definitions read (locals.tf: kafka_secrets, store_secrets).
-# Their names and JSON keys are the ones operators already use; with the default empty
-# prefix they are exactly "confluent-credentials" and "couchbase-credentials".
+# The secrets the task definitions read (locals.tf: kafka_secrets, store_secrets,
+# api_secrets). The first two names and JSON keys are the ones operators already use; with
+# the default empty prefix they are exactly "confluent-credentials" and
+# "couchbase-credentials". "orders-api-tokens" holds the api's bearer tokens.
 #
 # If they already exist in the account, adopt them instead of creating them
 # (terraform import, see docs/deploy.md): creating a secret whose name is taken fails.
@@ -34,4 +35,25 @@ resource "aws_secretsmanager_secret_version" "couchbase" {
     username = var.couchbase_username
     password = var.couchbase_password
   })
+}
+
+resource "aws_secretsmanager_secret" "api_tokens" {
+  name                    = "${var.credentials_name_prefix}orders-api-tokens"
+  description             = "Bearer tokens the ${var.name} api accepts, and the one its console sends"
+  recovery_window_in_days = var.credentials_recovery_window_days
+}
+
+resource "aws_secretsmanager_secret_version" "api_tokens" {
+  secret_id = aws_secretsmanager_secret.api_tokens.id
+  secret_string = jsonencode({
+    tokens        = var.api_tokens
+    console_token = var.api_console_token
+  })
+
+  lifecycle {
+    precondition {
+      condition     = contains([for t in split(",", var.api_tokens) : trimspace(t)], var.api_console_token)
+      error_message = "api_console_token must be one of api_tokens."
+    }
+  }
 }

@@ -90,7 +90,75 @@ variable "assign_public_ip" {
 
 variable "certificate_arn" {
   type        = string
-  description = "ACM certificate ARN. When set, the ALB also listens on 443 (HTTPS); port 80 keeps forwarding."
+  description = "ACM certificate ARN. When set, the ALB listens on 443 (HTTPS) and port 80 redirects there (301); unset, port 80 forwards (no sign-in possible)."
+  default     = ""
+}
+
+# ---------------------------------------------------------------------------
+# Who reaches the ALB and who gets through it (docs/security.md)
+# ---------------------------------------------------------------------------
+
+variable "ingress_cidrs" {
+  type        = list(string)
+  description = "IPv4 CIDR blocks allowed to reach the ALB on 80 and 443. The default, anywhere, is safe only because the api asks every caller for a token or a sign-in; narrow it to your office and VPN ranges where you can."
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.ingress_cidrs) > 0 && alltrue([for c in var.ingress_cidrs : can(cidrhost(c, 0))])
+    error_message = "ingress_cidrs needs at least one valid IPv4 CIDR block, e.g. \"203.0.113.0/24\"."
+  }
+}
+
+variable "oidc_sign_in" {
+  type = object({
+    issuer                 = string
+    authorization_endpoint = string
+    token_endpoint         = string
+    user_info_endpoint     = string
+    client_id              = string
+    scope                  = optional(string, "openid email")
+  })
+  description = "Sign browsers in with an OpenID Connect identity provider on the HTTPS listener (needs certificate_arn; the client secret is oidc_client_secret). Null (the default): no sign-in, token holders only."
+  default     = null
+}
+
+variable "oidc_client_secret" {
+  type        = string
+  description = "Client secret of oidc_sign_in's client at the identity provider."
+  sensitive   = true
+  default     = ""
+}
+
+variable "cognito_sign_in" {
+  type = object({
+    user_pool_arn       = string
+    user_pool_client_id = string
+    user_pool_domain    = string
+  })
+  description = "Sign browsers in with an Amazon Cognito user pool on the HTTPS listener (needs certificate_arn; not with oidc_sign_in). Null (the default): no sign-in."
+  default     = null
+}
+
+variable "enable_waf" {
+  type        = bool
+  description = "Put an AWS WAF web ACL in front of the ALB: a rate-based rule per client IP and the AWS managed common rule set (billed per ACL, rule and request)."
+  default     = false
+}
+
+variable "waf_rate_limit" {
+  type        = number
+  description = "With enable_waf: requests one IP may make in any 5 minutes before the WAF blocks it."
+  default     = 2000
+
+  validation {
+    condition     = var.waf_rate_limit >= 100 && var.waf_rate_limit <= 2000000000
+    error_message = "waf_rate_limit must be between 100 and 2,000,000,000 requests per 5 minutes."
+  }
+}
+
+variable "access_logs_bucket" {
+  type        = string
+  description = "Name of an existing S3 bucket for the ALB's access logs, under the prefix <name>/ (the bucket policy must let the region's load balancers write: docs/deploy.md). Empty (the default): no access logs."
   default     = ""
 }
 
@@ -220,7 +288,7 @@ variable "rust_log" {
 
 variable "credentials_name_prefix" {
   type        = string
-  description = "Prefix for the two secret names. Empty (the default) keeps the names operators already use: confluent-credentials and couchbase-credentials."
+  description = "Prefix for the secret names. Empty (the default) keeps the names operators already use: confluent-credentials and couchbase-credentials (and orders-api-tokens)."
   default     = ""
 }
 
@@ -274,5 +342,22 @@ variable "couchbase_username" {
 variable "couchbase_password" {
   type        = string
   description = "Couchbase database user's password."
+  sensitive   = true
+}
+
+variable "api_tokens" {
+  type        = string
+  description = "ORDERS_API_TOKENS: the bearer tokens the api accepts, comma-separated (several while one is rotated out; docs/security.md). Make each long and random, e.g. openssl rand -hex 32."
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for t in split(",", var.api_tokens) : length(trimspace(t)) >= 32])
+    error_message = "api_tokens: every comma-separated token must be at least 32 characters (openssl rand -hex 32)."
+  }
+}
+
+variable "api_console_token" {
+  type        = string
+  description = "ORDERS_API_TOKEN in the api container: the token ordersctl sends there (the console over ECS exec); one of api_tokens."
   sensitive   = true
 }

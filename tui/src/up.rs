@@ -40,6 +40,10 @@ pub struct UpArgs {
     /// (the embedded broker lives in memory: what is left then is lost).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_seconds: u64,
+    /// Unset (the default), the API on 127.0.0.1 asks no credentials; set, it asks one of
+    /// these tokens, and the console sends the first.
+    #[command(flatten)]
+    pub tokens: orders_api::auth::TokensArgs,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -85,10 +89,24 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             );
         }
     };
-    let api = format!("http://{}", listener.local_addr()?);
+    let api_addr = listener.local_addr()?;
+    let api = format!("http://{api_addr}");
+    let auth = orders_api::auth::AuthArgs {
+        tokens: args.tokens.clone(),
+        ..Default::default()
+    };
+    let access = match auth.access_for(api_addr) {
+        Ok(a) => a,
+        Err(e) => {
+            hurry.cancel();
+            let _ = pipeline.stop_with(hurry).await;
+            return Err(e.into());
+        }
+    };
     let state = orders_api::AppState::new(pipeline.store.clone())
         .with_kafka(pipeline.kafka(), "orders")
-        .with_progress(pipeline.progress.clone());
+        .with_progress(pipeline.progress.clone())
+        .with_access(access);
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(orders_api::serve(listener, state, api_stop.clone()));
     let info = UpInfo {
@@ -101,6 +119,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  api:                     {}", info.api);
     println!("  web view:                {}/", info.api);
     println!("  kafka bootstrap servers: {}", info.kafka);
+    if !args.tokens.tokens().is_empty() {
+        println!("  api authentication:      a bearer token from ORDERS_API_TOKENS");
+    }
     println!(
         "  store:                   {}",
         pipeline.store.path().display()
@@ -146,12 +167,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     let mut console_result = Ok(());
+    let mut console = crate::console::ConsoleOptions::new(&api);
+    console.token = args.tokens.tokens().into_iter().next();
     if args.headless {
         monitor.await;
     } else {
         // Quitting the console stops everything.
         tokio::select! {
-            r = crate::console::run_console(&api, shutdown.clone()) => console_result = r,
+            r = crate::console::run_console_with(console, shutdown.clone()) => console_result = r,
             _ = monitor => {}
         }
     }

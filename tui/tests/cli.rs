@@ -1,5 +1,5 @@
 //! The `ordersctl` binary as scripts call it: `json` exit codes and one-line usage errors,
-//! and `up --headless` as a developer runs it.
+//! and `up --headless` as a developer runs it (with no token, and with one).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::Path;
@@ -7,11 +7,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn ordersctl(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ordersctl"))
+    ordersctl_with_token(args, None)
+}
+
+fn ordersctl_with_token(args: &[&str], token: Option<&str>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ordersctl"));
+    command
         .args(args)
         .env_remove("ORDERS_API_URL")
-        .output()
-        .unwrap()
+        .env_remove("ORDERS_API_TOKEN");
+    if let Some(t) = token {
+        command.env("ORDERS_API_TOKEN", t);
+    }
+    command.output().unwrap()
 }
 
 #[test]
@@ -52,7 +60,17 @@ struct Up(Child);
 
 impl Up {
     fn start(data_dir: &Path, orders: u64) -> Up {
-        let child = Command::new(env!("CARGO_BIN_EXE_ordersctl"))
+        Up::start_with_tokens(data_dir, orders, None)
+    }
+
+    /// With `tokens`, the API asks for one of them (ORDERS_API_TOKENS).
+    fn start_with_tokens(data_dir: &Path, orders: u64, tokens: Option<&str>) -> Up {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ordersctl"));
+        command.env_remove("ORDERS_API_TOKENS");
+        if let Some(t) = tokens {
+            command.env("ORDERS_API_TOKENS", t);
+        }
+        let child = command
             .args(["up", "--headless", "--rate", "0", "--port", "0"])
             .args(["--orders", &orders.to_string(), "--payment-delay-ms", "5"])
             .arg("--data-dir")
@@ -124,6 +142,63 @@ fn totals_reach(api: &str, n: u64) -> serde_json::Value {
             (t["order_count"] == n && t["payment_count"] == n).then_some(t)
         },
     )
+}
+
+#[test]
+fn up_with_tokens_asks_for_one_and_json_exits_6_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start_with_tokens(dir.path(), 5, Some("tok-old,tok-new"));
+    let api = published_api(dir.path());
+    let t = wait_until("totals with the new token", Duration::from_secs(60), || {
+        let out = ordersctl_with_token(&["json", "--api", &api, "totals"], Some("tok-new"));
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    });
+    assert!(t["order_count"].is_u64(), "{t}");
+    for token in [None, Some("tok-wrong")] {
+        let out = ordersctl_with_token(&["json", "--api", &api, "totals"], token);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{token:?}: {err}");
+        assert!(out.stdout.is_empty());
+        assert!(err.contains("ORDERS_API_TOKEN"), "{err}");
+        assert!(!err.contains("tok-"), "no token in the message: {err}");
+    }
+    // The rotated-out token still works until it is removed; the probe needs none.
+    let out = ordersctl_with_token(&["json", "--api", &api, "totals"], Some("tok-old"));
+    assert!(out.status.success());
+    let out = ordersctl(&["json", "--api", &api, "health"]);
+    assert!(matches!(out.status.code(), Some(0 | 5)), "{out:?}");
+    assert!(!out.stdout.is_empty(), "readiness answers without a token");
+    up.stop();
+}
+
+/// `ordersd api` on an address that is not loopback, with no credentials: it refuses to
+/// start and says what to set, before it opens anything.
+#[test]
+fn ordersd_api_off_loopback_without_credentials_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ordersd = Path::new(env!("CARGO_BIN_EXE_ordersctl")).with_file_name("ordersd");
+    let out = Command::new(ordersd)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["api", "--addr", "0.0.0.0:0"])
+        .env_remove("ORDERS_API_TOKENS")
+        .env_remove("ORDERS_API_AUTH")
+        .env_remove("ORDERS_API_ALB_ARN")
+        .env_remove("ORDERS_API_OIDC_ISSUER")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("ORDERS_API_TOKENS") && err.contains("ORDERS_API_AUTH=none"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was opened"
+    );
 }
 
 #[test]

@@ -247,6 +247,112 @@ fn disconnected_keeps_the_last_data_under_a_banner() {
     insta::assert_snapshot!(disconnected_screen(80, 24));
 }
 
+/// A console whose API refused its credentials: a banner that says what to do, and no
+/// countdown to a retry (there is none).
+#[test]
+fn unauthorised_shows_a_banner_that_names_the_token() {
+    let mut app = App::new(
+        "https://orders.example.com",
+        Theme::mono(),
+        10_000,
+        Instant::now(),
+    );
+    app.resize(80, 24);
+    app.apply(Update::Unauthorised(
+        "HTTP 401: the API refused the request without a token".into(),
+    ));
+    let s = screen(&app);
+    assert!(s.contains("NOT AUTHORISED: set ORDERS_API_TOKEN"), "{s}");
+    assert!(!s.contains("retrying"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+/// The console's client against an API that asks for a token: refused without it or with
+/// another, answered with it; and the fetch task reports the refusal once and stops asking.
+#[tokio::test]
+async fn a_refused_token_is_reported_once_and_not_retried() {
+    use orders_api::auth::{Access, Credentials};
+    use orders_core::config::Secret;
+    use ordersctl::console::api::ApiError;
+    use ordersctl::console::fetch::{poll, Control, FetchSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(
+        orders_core::store::SqliteStore::open(dir.path().join("orders.db")).unwrap(),
+    );
+    let access = Access::Required(std::sync::Arc::new(Credentials::new(
+        &[Secret::new("console-token")],
+        None,
+    )));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(orders_api::serve(
+        listener,
+        AppState::new(store).with_access(access),
+        stop.clone(),
+    ));
+
+    let with = |token: Option<&str>| ApiClient::new(&url, token.map(Secret::new)).unwrap();
+    assert!(matches!(
+        with(None).totals().await,
+        Err(ApiError::Unauthorised(_))
+    ));
+    assert!(matches!(
+        with(Some("another")).totals().await,
+        Err(ApiError::Unauthorised(_))
+    ));
+    assert_eq!(
+        with(Some("console-token"))
+            .totals()
+            .await
+            .unwrap()
+            .order_count,
+        0
+    );
+
+    let settings = FetchSettings {
+        interval: Duration::from_millis(1),
+        ..FetchSettings::default()
+    };
+    let (_control_tx, control_rx) = tokio::sync::watch::channel(Control::default());
+    let (updates_tx, mut updates) = tokio::sync::mpsc::channel(64);
+    let fetch_stop = CancellationToken::new();
+    let fetcher = tokio::spawn(poll(
+        with(Some("wrong")),
+        settings,
+        control_rx,
+        updates_tx,
+        fetch_stop.clone(),
+    ));
+    match updates.recv().await.unwrap() {
+        Update::Unauthorised(e) => assert!(e.contains("401"), "{e}"),
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    // Time for many rounds at a 1 ms interval, had the task kept asking.
+    for _ in 0..20 {
+        with(Some("console-token")).totals().await.unwrap();
+    }
+    fetch_stop.cancel();
+    fetcher.await.unwrap();
+    assert!(updates.try_recv().is_err(), "nothing after the refusal");
+    let metrics = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth("console-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // One round (totals, orders, alerts, lag) and the two refused calls above.
+    assert!(
+        metrics.contains("orders_api_auth_failures_total{reason=\"bad_token\"} 5"),
+        "{metrics}"
+    );
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
+
 #[test]
 fn filtered_view_while_typing_and_applied() {
     let mut app = loaded_app(80, 24);
@@ -419,7 +525,7 @@ impl RealApi {
             server,
         };
         // Every group has committed past every order (offsets commit once a second).
-        let client = ApiClient::new(&api.url()).unwrap();
+        let client = ApiClient::new(&api.url(), None).unwrap();
         loop {
             let lag = client.lag().await;
             let caught_up = lag
@@ -610,7 +716,7 @@ fn the_real_api_answers_in_the_shapes_the_console_reads() {
         assert_eq!(keys(&detail["journey"]["stored"]), vec!["at"]);
 
         // The same answers through the console's client carry the store's values.
-        let client = ApiClient::new(&url).unwrap();
+        let client = ApiClient::new(&url, None).unwrap();
         let expected = store.totals().await.unwrap();
         let t = client.totals().await.unwrap();
         assert_eq!(t.order_count, N);

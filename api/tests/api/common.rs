@@ -108,6 +108,7 @@ impl OrderStore for DownStore {
 pub struct Answer {
     pub status: StatusCode,
     pub content_type: String,
+    pub headers: axum::http::HeaderMap,
     pub text: String,
 }
 
@@ -118,13 +119,19 @@ impl Answer {
 }
 
 pub async fn send(app: &Router, method: &str, uri: &str) -> Answer {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap();
+    send_with(app, method, uri, &[]).await
+}
+
+/// Sends a request with extra headers.
+pub async fn send_with(app: &Router, method: &str, uri: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Body::empty()).unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
+    let headers = response.headers().clone();
     let content_type = response
         .headers()
         .get("content-type")
@@ -136,6 +143,7 @@ pub async fn send(app: &Router, method: &str, uri: &str) -> Answer {
     Answer {
         status,
         content_type,
+        headers,
         text: String::from_utf8(bytes.to_vec()).unwrap(),
     }
 }
@@ -217,13 +225,49 @@ where
     }
 }
 
-/// Logs to the test's output (shown for failing tests); `RUST_LOG` filters, default warn.
+/// Everything this test binary logged at any level from the project's crates (and the HTTP
+/// layers under them), once [`init_logs`] ran: what `access` searches for secrets.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&CAPTURED.lock().unwrap()).into_owned()
+}
+
+static CAPTURED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs to the test's output (shown for failing tests; `RUST_LOG` filters, default warn),
+/// and everything at every level to [`captured_logs`]. One subscriber for the whole binary:
+/// a per-test one would miss events whose interest another thread's subscriber cached.
 pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let shown = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let captured = tracing_subscriber::EnvFilter::new(
+        "orders_api=trace,orders_core=trace,orders_daemons=trace,tower_http=trace,axum=trace",
+    );
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .with_filter(shown),
         )
-        .with_test_writer()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(|| Capture)
+                .with_filter(captured),
+        )
         .try_init();
 }

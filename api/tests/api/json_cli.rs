@@ -249,6 +249,37 @@ async fn unknown_order_exits_3_with_nothing_on_stdout() {
 }
 
 #[tokio::test]
+async fn refused_credentials_exit_6_and_the_right_token_gets_in() {
+    let f = filled_store(5).await;
+    let access = orders_api::auth::Access::Required(Arc::new(orders_api::auth::Credentials::new(
+        &[orders_core::config::Secret::new("t-good")],
+        None,
+    )));
+    let server = RunningServer::start(AppState::new(f.store.clone()).with_access(access)).await;
+    let url = server.url();
+    for extra in [
+        &[][..],
+        &["--token", "t-bad"],
+        &["--token", "t-bad", "--watch"],
+    ] {
+        let mut argv = vec!["totals"];
+        argv.extend_from_slice(extra);
+        let (code, stdout) = run(args(&url, &argv)).await;
+        assert_eq!(code, JsonExit::Unauthorised, "{argv:?}");
+        assert_eq!(code.code(), 6);
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+    let (code, stdout) = run(args(&url, &["totals", "--token", "t-good"])).await;
+    assert_eq!(code, JsonExit::Ok);
+    assert_eq!(one_object(&stdout)["order_count"], 5);
+    // Readiness is a probe: it answers without a token.
+    let (code, stdout) = run(args(&url, &["health"])).await;
+    assert_eq!(code, JsonExit::ApiError, "no Kafka in this test: not ready");
+    assert_eq!(one_object(&stdout)["checks"]["store"], "ok");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn unreachable_api_exits_4() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -271,6 +302,7 @@ async fn rejected_request_exits_2_and_server_errors_exit_5() {
             ..OrdersArgs::default()
         }),
         api: server.url(),
+        auth: Default::default(),
         watch: false,
         interval: 2.0,
         count: None,

@@ -467,11 +467,27 @@ async fn web_view_renders_escaped_data() {
     let mut evil = orders_api::sample_data::batch(SEED, 31..=31, orders_core::Timestamp::now());
     evil.orders[0].order.source = Some("<script>alert('x')</script>".into());
     evil.orders[0].order.currency = "<b>X</b>".into();
+    let alert = orders_core::domain::FraudAlert {
+        order_id: 31,
+        reason: "<iframe src=//evil></iframe>".into(),
+        amount: evil.orders[0].order.amount,
+        country: evil.orders[0].order.country,
+        rule_id: Some("\"><svg onload=alert(1)>".into()),
+        detected_at: None,
+    };
+    evil.alerts.retain(|a| a.order_id != 31);
+    evil.alerts.push(alert);
     f.store.apply(Arc::new(evil)).await.unwrap();
     let app = router(f.store.clone());
     let a = get(&app, "/").await;
     assert_eq!(a.status, StatusCode::OK);
     assert!(a.content_type.starts_with("text/html"));
+    // Even a string that slipped through would not run: no script may, and no frame.
+    let csp = a.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!a.text.contains("<iframe"), "unescaped alert reason");
+    assert!(a.text.contains("&lt;iframe src=//evil&gt;&lt;/iframe&gt;"));
+    assert!(!a.text.contains("<svg"), "unescaped rule id");
     assert!(a.text.contains("<meta name=\"viewport\""));
     assert!(a.text.contains("http-equiv=\"refresh\""));
     assert_eq!(a.text.matches("<tr class=\"order\"").count(), 20);

@@ -1,5 +1,6 @@
 //! The web view in a real browser: Debian's headless Chromium loads `/` from a running
-//! server with data, the rendered DOM is checked, and a screenshot is kept under
+//! server with data, under the server's content security policy (no violation may be
+//! reported), the rendered DOM is checked, and a screenshot is kept under
 //! `target/test-artifacts/web-view.png`.
 
 use crate::common::*;
@@ -42,6 +43,9 @@ fn chromium(url: &str, extra: &[&str]) -> String {
             "--disable-sync",
             "--no-first-run",
             "--hide-scrollbars",
+            // The page's console on stderr: a policy violation shows there.
+            "--enable-logging=stderr",
+            "--v=0",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
@@ -52,6 +56,13 @@ fn chromium(url: &str, extra: &[&str]) -> String {
         out.status.success(),
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The content security policy lets the page's own stylesheet apply, and nothing else
+    // is attempted.
+    let console = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !console.contains("Content Security Policy"),
+        "the page violates its policy: {console}"
     );
     String::from_utf8(out.stdout).unwrap()
 }

@@ -3,6 +3,8 @@
 //! Every field the console can do without has a default, and unknown fields are ignored, so
 //! an API that grows (or a slightly older one) does not blank the screen.
 
+use orders_api::client::with_token;
+use orders_core::config::Secret;
 use orders_core::lag::PartitionLag;
 use orders_core::{Cents, Timestamp};
 use serde::de::DeserializeOwned;
@@ -287,6 +289,8 @@ pub enum ApiError {
     Unreachable(String),
     /// An HTTP answer, but not a usable one.
     Bad(String),
+    /// The API refused the credentials (401, 403): asking again changes nothing.
+    Unauthorised(String),
 }
 
 impl ApiError {
@@ -298,7 +302,9 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::Unreachable(m) | ApiError::Bad(m) => f.write_str(m),
+            ApiError::Unreachable(m) | ApiError::Bad(m) | ApiError::Unauthorised(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -341,11 +347,13 @@ fn describe(e: &reqwest::Error) -> ApiError {
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
+    token: Option<Secret>,
 }
 
 impl ApiClient {
-    /// A client with short timeouts: a slow API shows as unreachable rather than freezing data.
-    pub fn new(base: &str) -> anyhow::Result<Self> {
+    /// A client with short timeouts: a slow API shows as unreachable rather than freezing
+    /// data. It sends `token`, when given, as a bearer token.
+    pub fn new(base: &str, token: Option<Secret>) -> anyhow::Result<Self> {
         // TLS (for an API behind HTTPS) through the system OpenSSL that rdkafka links
         // already: one TLS stack in the binary.
         let http = reqwest::Client::builder()
@@ -356,6 +364,7 @@ impl ApiClient {
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            token,
         })
     }
 
@@ -365,10 +374,24 @@ impl ApiClient {
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ApiError> {
         let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).send().await.map_err(|e| describe(&e))?;
+        let response = with_token(self.http.get(&url), self.token.as_ref())
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
+        }
+        if matches!(status.as_u16(), 401 | 403) {
+            return Err(ApiError::Unauthorised(format!(
+                "HTTP {}: the API refused the {}",
+                status.as_u16(),
+                if self.token.is_some() {
+                    "token"
+                } else {
+                    "request without a token"
+                }
+            )));
         }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

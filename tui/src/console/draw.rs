@@ -61,6 +61,11 @@ fn block(theme: Theme, title: impl Into<Line<'static>>, focused: bool) -> Block<
 }
 
 fn draw_banner(f: &mut Frame, app: &App, area: Rect) {
+    if let Connection::Unauthorised(error) = &app.connection {
+        let msg = format!(" NOT AUTHORISED: set ORDERS_API_TOKEN (or --token) · {error}");
+        f.render_widget(Paragraph::new(msg).style(app.theme.banner()), area);
+        return;
+    }
     let Connection::Disconnected { error, retry_at } = &app.connection else {
         return;
     };
@@ -632,6 +637,7 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         Connection::Connecting => ("connecting", theme.warn()),
         Connection::Connected => ("connected", theme.good()),
         Connection::Disconnected { .. } => ("DISCONNECTED", theme.bad()),
+        Connection::Unauthorised(_) => ("NOT AUTHORISED", theme.bad()),
     };
     let mut left = vec![
         Span::styled(format!(" {word} "), style),

@@ -2,6 +2,8 @@
 //!
 //! The screen never waits on the network: this task owns every request and reports through
 //! a channel; when the API goes away it backs off (1 s, 2 s, 4 s … 10 s) and keeps trying.
+//! When the API refuses the credentials it says so once and stops: a wrong token does not
+//! become right by asking again.
 
 use super::api::{Alert, ApiClient, ApiError, GroupLag, OrderDetail, OrderDocument, Totals};
 use std::time::{Duration, Instant};
@@ -27,6 +29,8 @@ pub enum Update {
         error: String,
         retry_at: Instant,
     },
+    /// The API refused the credentials; nothing more is fetched.
+    Unauthorised(String),
     /// One endpoint answered with an error while the others worked.
     Failed(Panel, String),
     Totals(Instant, Totals),
@@ -118,6 +122,7 @@ pub async fn poll(
         let Control { paused, detail } = *control.borrow_and_update();
         let mut news = Vec::new();
         let mut unreachable: Option<ApiError> = None;
+        let mut refused: Option<ApiError> = None;
         let mut answered = false;
         let mut note =
             |result: Result<Update, (Panel, ApiError)>, news: &mut Vec<Update>| match result {
@@ -126,6 +131,7 @@ pub async fn poll(
                     news.push(u);
                 }
                 Err((_, e)) if e.is_unreachable() => unreachable = Some(e),
+                Err((_, e @ ApiError::Unauthorised(_))) => refused = Some(e),
                 Err((panel, e)) => {
                     answered = true;
                     news.push(Update::Failed(panel, e.to_string()));
@@ -163,6 +169,7 @@ pub async fn poll(
         if let Some(id) = detail {
             match client.order(id).await {
                 Err(e) if e.is_unreachable() => unreachable = Some(e),
+                Err(e @ ApiError::Unauthorised(_)) => refused = Some(e),
                 result => {
                     answered = true;
                     news.push(Update::Detail(
@@ -171,6 +178,12 @@ pub async fn poll(
                     ));
                 }
             }
+        }
+        if let Some(e) = refused {
+            tracing::warn!(api = client.base(), error = %e, "the API refused the credentials; not polling");
+            let _ = updates.send(Update::Unauthorised(e.to_string())).await;
+            shutdown.cancelled().await;
+            return;
         }
         let mut wait = settings.interval;
         if answered {

@@ -36,6 +36,8 @@ pub struct TuiArgs {
     /// Base URL of the orders HTTP API.
     #[arg(long = "api", env = "ORDERS_API_URL", default_value = DEFAULT_API_URL)]
     pub api: String,
+    #[command(flatten)]
+    pub auth: orders_api::client::TokenArgs,
     /// Log file (the console never logs to the screen it draws on)
     /// [default: ordersctl-tui.log in the system temporary directory].
     #[arg(long, env = "ORDERS_TUI_LOG_FILE")]
@@ -52,6 +54,8 @@ pub struct TuiArgs {
 #[derive(Debug, Clone)]
 pub struct ConsoleOptions {
     pub api_url: String,
+    /// Sent as a bearer token.
+    pub token: Option<orders_core::config::Secret>,
     pub max_orders: usize,
     pub fetch: fetch::FetchSettings,
 }
@@ -60,6 +64,7 @@ impl ConsoleOptions {
     pub fn new(api_url: &str) -> Self {
         ConsoleOptions {
             api_url: api_url.trim_end_matches('/').to_owned(),
+            token: None,
             max_orders: state::DEFAULT_MAX_ORDERS,
             fetch: fetch::FetchSettings::default(),
         }
@@ -72,7 +77,7 @@ pub fn default_log_file() -> PathBuf {
 }
 
 /// Sends this process's logs to `path` (appending), filtered by `RUST_LOG` (default `info`).
-/// Call before [`run_console`] whenever anything else might log to the terminal.
+/// Call before [`run_console_with`] whenever anything else might log to the terminal.
 pub fn init_file_logging(path: &Path) -> anyhow::Result<()> {
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -96,6 +101,7 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     orders_daemons::signals::cancel_on_signals(shutdown.clone());
     let mut options = ConsoleOptions::new(&args.api);
+    options.token = args.auth.token();
     options.max_orders = args.max_orders.max(1);
     options.fetch.interval = Duration::from_millis(args.refresh_ms.clamp(100, 60_000));
     tracing::info!(api = %options.api_url, log = %log_file.display(), "console starting");
@@ -104,21 +110,17 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Runs the console on this terminal against the API at `api_url` until the operator quits
-/// (q, Ctrl-C) or `shutdown` is cancelled; the terminal is restored on every way out.
+/// Runs the console on this terminal against the API at `options.api_url` until the
+/// operator quits (q, Ctrl-C) or `shutdown` is cancelled; the terminal is restored on every
+/// way out.
 ///
 /// It does not install a log subscriber: a caller whose logs would go to the terminal should
 /// call [`init_file_logging`] first.
-pub async fn run_console(api_url: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_console_with(ConsoleOptions::new(api_url), shutdown).await
-}
-
-/// [`run_console`] with every setting.
 pub async fn run_console_with(
     options: ConsoleOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = api::ApiClient::new(&options.api_url)?;
+    let client = api::ApiClient::new(&options.api_url, options.token.clone())?;
     let mut app = state::App::new(
         options.api_url.clone(),
         theme::Theme::from_env(),

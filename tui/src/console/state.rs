@@ -37,6 +37,8 @@ pub enum Connection {
         error: String,
         retry_at: Instant,
     },
+    /// The API refused the credentials; the console no longer asks.
+    Unauthorised(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -329,9 +331,12 @@ impl App {
         self.clamp_scrolls();
     }
 
-    /// Whether the API-unreachable banner takes a row.
+    /// Whether a banner (API unreachable, credentials refused) takes a row.
     pub fn banner_shown(&self) -> bool {
-        matches!(self.connection, Connection::Disconnected { .. })
+        matches!(
+            self.connection,
+            Connection::Disconnected { .. } | Connection::Unauthorised(_)
+        )
     }
 
     pub fn order_rows(&self) -> usize {
@@ -376,6 +381,10 @@ impl App {
             }
             Update::Disconnected { error, retry_at } => {
                 self.connection = Connection::Disconnected { error, retry_at };
+                self.clamp_scrolls();
+            }
+            Update::Unauthorised(error) => {
+                self.connection = Connection::Unauthorised(error);
                 self.clamp_scrolls();
             }
             Update::Failed(panel, error) => *self.errors.slot(panel) = Some(error),

@@ -1,0 +1,391 @@
+//! The identity an AWS Application Load Balancer asserts after OIDC or Cognito sign-in: the
+//! `x-amzn-oidc-data` header, a JWT the load balancer signs with ES256. The API trusts it
+//! only once the signature verifies with the load balancer's public key for its region
+//! (fetched by key id, then cached), the signer is the configured load balancer, the token
+//! has not expired and its issuer is the configured identity provider. Anything else is
+//! rejected: a client that reaches the task directly can send any header it likes.
+//!
+//! The load balancer pads its base64url parts with `=`, which many JWT libraries refuse;
+//! hence this small verifier over `p256` rather than a general JWT crate.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use p256::ecdsa::signature::Verifier as _;
+use p256::ecdsa::{Signature, VerifyingKey};
+use p256::pkcs8::DecodePublicKey as _;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The header the load balancer sets on requests it authenticated.
+pub const HEADER: &str = "x-amzn-oidc-data";
+
+/// A longer header is not one the load balancer wrote.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Keys kept; the load balancer signs with a handful at most.
+const MAX_CACHED_KEYS: usize = 64;
+/// Key ids that had no key, remembered so a forged header cannot make the API fetch the
+/// same missing key again and again.
+const MAX_MISSING_KIDS: usize = 1024;
+
+/// Why a load balancer identity was not accepted. Said in logs and metrics; the client only
+/// learns that it was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityRejected {
+    #[error("not a JWT")]
+    Malformed,
+    #[error("algorithm is not ES256")]
+    Algorithm,
+    #[error("signed by another load balancer")]
+    Signer,
+    #[error("the signing key is not available")]
+    KeyUnavailable,
+    #[error("the signature does not verify")]
+    Signature,
+    #[error("expired")]
+    Expired,
+    #[error("issued by another identity provider")]
+    Issuer,
+}
+
+/// Configuration errors of the sign-in settings.
+#[derive(Debug, thiserror::Error)]
+pub enum AlbConfigError {
+    #[error("ORDERS_API_ALB_ARN {0:?} is not a load balancer ARN (arn:aws:elasticloadbalancing:<region>:<account>:loadbalancer/app/<name>/<id>)")]
+    BadArn(String),
+    #[error("ORDERS_API_OIDC_ISSUER is required with ORDERS_API_ALB_ARN: the issuer (iss) of the identity provider the load balancer signs users in with")]
+    MissingIssuer,
+    #[error("ORDERS_API_OIDC_ISSUER is set without ORDERS_API_ALB_ARN, the load balancer whose signature to trust")]
+    MissingArn,
+    #[error("ORDERS_API_ALB_KEYS_URL {0:?} is not an http(s) URL")]
+    BadKeysUrl(String),
+    #[error("cannot build the HTTP client that fetches the load balancer's keys: {0}")]
+    Client(String),
+}
+
+/// Which load balancer and identity provider to trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlbOidcConfig {
+    /// The ARN of the load balancer: the JWT header's `signer`.
+    pub signer_arn: String,
+    /// The identity provider's issuer: the `iss` claim.
+    pub issuer: String,
+    /// Keys are at `<keys_url>/<kid>`, PEM.
+    pub keys_url: String,
+}
+
+impl AlbOidcConfig {
+    /// `None` when neither is set; the keys URL defaults to the region of the ARN's.
+    pub fn from_settings(
+        signer_arn: Option<&str>,
+        issuer: Option<&str>,
+        keys_url: Option<&str>,
+    ) -> Result<Option<Self>, AlbConfigError> {
+        let (arn, issuer, keys_url) = (nonempty(signer_arn), nonempty(issuer), nonempty(keys_url));
+        let (arn, issuer) = match (arn, issuer) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => return Err(AlbConfigError::MissingIssuer),
+            (None, Some(_)) => return Err(AlbConfigError::MissingArn),
+            (Some(a), Some(i)) => (a, i),
+        };
+        let region = arn_region(arn).ok_or_else(|| AlbConfigError::BadArn(arn.to_owned()))?;
+        let keys_url = match keys_url {
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+                u.trim_end_matches('/').to_owned()
+            }
+            Some(u) => return Err(AlbConfigError::BadKeysUrl(u.to_owned())),
+            None => format!("https://public-keys.auth.elb.{region}.amazonaws.com"),
+        };
+        Ok(Some(AlbOidcConfig {
+            signer_arn: arn.to_owned(),
+            issuer: issuer.to_owned(),
+            keys_url,
+        }))
+    }
+}
+
+fn nonempty(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The region of `arn:aws:elasticloadbalancing:<region>:<account>:loadbalancer/...`.
+fn arn_region(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (arn_, partition, service, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    let valid = arn_ == "arn"
+        && partition.starts_with("aws")
+        && service == "elasticloadbalancing"
+        && !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !account.is_empty()
+        && resource.starts_with("loadbalancer/");
+    valid.then_some(region)
+}
+
+/// A user the load balancer signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedInUser {
+    /// The identity provider's `sub`.
+    pub subject: String,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: String,
+    signer: String,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    iss: Option<String>,
+}
+
+/// Verifies `x-amzn-oidc-data` headers; holds the keys fetched so far.
+pub struct AlbVerifier {
+    config: AlbOidcConfig,
+    http: reqwest::Client,
+    keys: Mutex<HashMap<String, VerifyingKey>>,
+    missing: Mutex<HashSet<String>>,
+    /// One key fetch at a time: a burst of requests with a new key id fetches it once.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AlbVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlbVerifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decodes one base64url part, with or without the `=` padding the load balancer adds.
+fn decode_part(part: &str) -> Result<Vec<u8>, IdentityRejected> {
+    URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| IdentityRejected::Malformed)
+}
+
+/// A key id is a path segment of the key URL: nothing but letters, digits, `-` and `_`.
+fn valid_kid(kid: &str) -> bool {
+    (1..=128).contains(&kid.len())
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl AlbVerifier {
+    pub fn new(config: AlbOidcConfig) -> Result<Self, AlbConfigError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| AlbConfigError::Client(e.to_string()))?;
+        Ok(AlbVerifier {
+            config,
+            http,
+            keys: Mutex::new(HashMap::new()),
+            missing: Mutex::new(HashSet::new()),
+            fetching: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The user `jwt` names, if it verifies at `now` (seconds since the epoch).
+    pub async fn verify(&self, jwt: &str, now: u64) -> Result<SignedInUser, IdentityRejected> {
+        if jwt.len() > MAX_TOKEN_BYTES {
+            return Err(IdentityRejected::Malformed);
+        }
+        let mut parts = jwt.split('.');
+        let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(IdentityRejected::Malformed);
+        };
+        let header: Header = serde_json::from_slice(&decode_part(header_b64)?)
+            .map_err(|_| IdentityRejected::Malformed)?;
+        // Checked before any key is fetched: only this load balancer's headers cost a fetch.
+        if header.alg != "ES256" {
+            return Err(IdentityRejected::Algorithm);
+        }
+        if header.signer != self.config.signer_arn {
+            return Err(IdentityRejected::Signer);
+        }
+        if !valid_kid(&header.kid) {
+            return Err(IdentityRejected::Malformed);
+        }
+        let signature = Signature::from_slice(&decode_part(signature_b64)?)
+            .map_err(|_| IdentityRejected::Signature)?;
+        let key = self.key(&header.kid).await?;
+        // The signed input is the two parts exactly as sent, padding included.
+        let signed = &jwt[..header_b64.len() + 1 + claims_b64.len()];
+        key.verify(signed.as_bytes(), &signature)
+            .map_err(|_| IdentityRejected::Signature)?;
+        let claims: Claims = serde_json::from_slice(&decode_part(claims_b64)?)
+            .map_err(|_| IdentityRejected::Malformed)?;
+        let expiries = [header.exp, claims.exp];
+        if expiries.iter().all(Option::is_none)
+            || expiries.iter().flatten().any(|exp| *exp <= now as f64)
+        {
+            return Err(IdentityRejected::Expired);
+        }
+        let issuer = claims.iss.or(header.iss).unwrap_or_default();
+        if issuer.trim_end_matches('/') != self.config.issuer.trim_end_matches('/') {
+            return Err(IdentityRejected::Issuer);
+        }
+        if claims.sub.is_empty() {
+            return Err(IdentityRejected::Malformed);
+        }
+        Ok(SignedInUser {
+            subject: claims.sub,
+        })
+    }
+
+    fn cached(&self, kid: &str) -> Option<VerifyingKey> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.get(kid).copied()
+    }
+
+    fn known_missing(&self, kid: &str) -> bool {
+        let missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        missing.contains(kid)
+    }
+
+    /// The key `kid`, from the cache or the load balancer's key endpoint.
+    async fn key(&self, kid: &str) -> Result<VerifyingKey, IdentityRejected> {
+        if let Some(k) = self.cached(kid) {
+            return Ok(k);
+        }
+        let _one_fetch = self.fetching.lock().await;
+        if let Some(k) = self.cached(kid) {
+            return Ok(k);
+        }
+        if self.known_missing(kid) {
+            return Err(IdentityRejected::KeyUnavailable);
+        }
+        match self.fetch(kid).await {
+            Ok(key) => {
+                let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+                if keys.len() >= MAX_CACHED_KEYS {
+                    keys.clear();
+                }
+                keys.insert(kid.to_owned(), key);
+                Ok(key)
+            }
+            Err(Fetch::Missing) => {
+                let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+                if missing.len() >= MAX_MISSING_KIDS {
+                    missing.clear();
+                }
+                missing.insert(kid.to_owned());
+                Err(IdentityRejected::KeyUnavailable)
+            }
+            Err(Fetch::Failed) => Err(IdentityRejected::KeyUnavailable),
+        }
+    }
+
+    async fn fetch(&self, kid: &str) -> Result<VerifyingKey, Fetch> {
+        let url = format!("{}/{kid}", self.config.keys_url);
+        let response = self.http.get(&url).send().await.map_err(|e| {
+            tracing::warn!(error = %e.without_url(), "cannot fetch the load balancer's signing key");
+            Fetch::Failed
+        })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(Fetch::Missing);
+        }
+        if !status.is_success() {
+            tracing::warn!(%status, "the load balancer's key endpoint answered an error");
+            return Err(Fetch::Failed);
+        }
+        let pem = response.text().await.map_err(|_| Fetch::Failed)?;
+        let key = p256::PublicKey::from_public_key_pem(pem.trim()).map_err(|_| {
+            tracing::warn!("the load balancer's key endpoint answered something not a P-256 key");
+            Fetch::Missing
+        })?;
+        tracing::info!(kid, "fetched a load balancer signing key");
+        Ok(VerifyingKey::from(key))
+    }
+}
+
+enum Fetch {
+    /// No such key (or not a key): remembered.
+    Missing,
+    /// The endpoint did not answer: tried again next time.
+    Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_need_both_arn_and_issuer_and_derive_the_key_url() {
+        let arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/orders-alb/50dc6c495c0c9188";
+        let c = AlbOidcConfig::from_settings(Some(arn), Some("https://idp.example"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c.keys_url,
+            "https://public-keys.auth.elb.eu-west-1.amazonaws.com"
+        );
+        assert!(AlbOidcConfig::from_settings(None, None, None)
+            .unwrap()
+            .is_none());
+        assert!(AlbOidcConfig::from_settings(Some(""), Some(" "), None)
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            AlbOidcConfig::from_settings(Some(arn), None, None),
+            Err(AlbConfigError::MissingIssuer)
+        ));
+        assert!(matches!(
+            AlbOidcConfig::from_settings(None, Some("https://idp.example"), None),
+            Err(AlbConfigError::MissingArn)
+        ));
+        assert!(matches!(
+            AlbOidcConfig::from_settings(Some("orders-alb"), Some("https://idp.example"), None),
+            Err(AlbConfigError::BadArn(_))
+        ));
+        let c = AlbOidcConfig::from_settings(
+            Some(arn),
+            Some("https://idp.example"),
+            Some("http://127.0.0.1:9/keys/"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.keys_url, "http://127.0.0.1:9/keys");
+    }
+
+    #[test]
+    fn key_ids_are_plain_path_segments() {
+        assert!(valid_kid("a0b1c2d3-e4f5-6789-abcd-ef0123456789"));
+        for bad in ["", "../x", "a/b", "a?b", "a b", &"k".repeat(129)] {
+            assert!(!valid_kid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn padded_and_unpadded_parts_decode_alike() {
+        assert_eq!(decode_part("eyJhIjoxfQ==").unwrap(), b"{\"a\":1}");
+        assert_eq!(decode_part("eyJhIjoxfQ").unwrap(), b"{\"a\":1}");
+        assert_eq!(decode_part("e+/"), Err(IdentityRejected::Malformed));
+    }
+}
