@@ -102,9 +102,39 @@ pub struct StoreArgs {
     )]
     pub couchbase_password: Option<Secret>,
 
+    /// How durable a Couchbase write must be before it is acknowledged, and so before the
+    /// Kafka offset behind it is committed: `majority` (replicated to a majority of the
+    /// data nodes' memory), `majority_and_persist_active` (and on the active node's disk),
+    /// `persist_to_majority` (on a majority's disks), or `none` (the active node's memory
+    /// only: a failover can lose acknowledged writes).
+    #[arg(
+        long,
+        global = true,
+        env = "COUCHBASE_DURABILITY",
+        value_enum,
+        default_value_t = Durability::Majority
+    )]
+    pub couchbase_durability: Durability,
+
+    /// CA certificate(s) to trust for `couchbases://`, as a PEM file's path or the PEM text
+    /// itself (a self-managed cluster with a private CA; Capella needs none).
+    #[arg(long, global = true, env = "COUCHBASE_CA_CERT")]
+    pub couchbase_ca_cert: Option<String>,
+
     /// Directory of the embedded SQLite store (used when COUCHBASE_HOST is unset).
     #[arg(long, global = true, env = "ORDERS_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+}
+
+/// Couchbase's durability levels (`COUCHBASE_DURABILITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Durability {
+    None,
+    #[default]
+    Majority,
+    MajorityAndPersistActive,
+    PersistToMajority,
 }
 
 impl Default for StoreArgs {
@@ -114,6 +144,8 @@ impl Default for StoreArgs {
             couchbase_bucket: "order_analytics".into(),
             couchbase_username: None,
             couchbase_password: None,
+            couchbase_durability: Durability::Majority,
+            couchbase_ca_cert: None,
             data_dir: PathBuf::from("data"),
         }
     }

@@ -22,15 +22,19 @@
 //! (including `ping`) answers `StoreError::Unavailable` at once with the last reason.
 
 use super::*;
-use crate::config::{couchbase_connection_string, Secret, StoreArgs};
+use crate::config::{couchbase_connection_string, Durability, Secret, StoreArgs};
 use ::couchbase::authenticator::PasswordAuthenticator;
 use ::couchbase::cluster::Cluster;
 use ::couchbase::collection::Collection;
+use ::couchbase::durability_level::DurabilityLevel;
 use ::couchbase::error::{Error as CbError, ErrorKind};
-use ::couchbase::options::cluster_options::{ClusterOptions, KvOptions};
+use ::couchbase::options::cluster_options::{ClusterOptions, KvOptions, TlsOptions};
 use ::couchbase::options::diagnostic_options::WaitUntilReadyOptions;
+use ::couchbase::options::kv_options::InsertOptions;
 use ::couchbase::options::query_options::{QueryOptions, ScanConsistency};
 use futures::{StreamExt, TryStreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -60,6 +64,10 @@ pub struct CouchbaseConfig {
     pub kv_timeout: Duration,
     /// Longest wait for one SQL++ statement, rows included.
     pub query_timeout: Duration,
+    /// How durable every write must be before it counts as stored (`COUCHBASE_DURABILITY`).
+    pub durability: Durability,
+    /// CA certificates to trust besides the system's and Capella's (`COUCHBASE_CA_CERT`).
+    pub ca_certificates: Vec<CertificateDer<'static>>,
 }
 
 impl CouchbaseConfig {
@@ -79,6 +87,8 @@ impl CouchbaseConfig {
             connect_timeout: Duration::from_secs(15),
             kv_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
+            durability: Durability::Majority,
+            ca_certificates: Vec::new(),
         }
     }
 
@@ -104,12 +114,21 @@ impl CouchbaseConfig {
         let password = args.couchbase_password.clone().ok_or_else(|| {
             StoreError::Unavailable("COUCHBASE_HOST is set but COUCHBASE_PASSWORD is not".into())
         })?;
-        let config = CouchbaseConfig::new(
-            couchbase_connection_string(host),
+        // A bare host with a CA certificate given means TLS.
+        let connection_string = match &args.couchbase_ca_cert {
+            Some(_) if !host.contains("://") => format!("couchbases://{host}"),
+            _ => couchbase_connection_string(host),
+        };
+        let mut config = CouchbaseConfig::new(
+            connection_string,
             args.couchbase_bucket.clone(),
             username,
             password,
         );
+        config.durability = args.couchbase_durability;
+        if let Some(ca) = &args.couchbase_ca_cert {
+            config.ca_certificates = ca_certificates(ca)?;
+        }
         config.validate()?;
         Ok(Some(config))
     }
@@ -147,8 +166,45 @@ impl CouchbaseConfig {
                 self.connection_string
             )));
         }
+        if !self.ca_certificates.is_empty() && !self.connection_string.starts_with("couchbases://")
+        {
+            return Err(StoreError::Unavailable(format!(
+                "COUCHBASE_CA_CERT is set but {:?} does not use TLS: use couchbases://",
+                self.connection_string
+            )));
+        }
         Ok(())
     }
+
+    /// The SDK's level for `self.durability`.
+    pub fn durability_level(&self) -> DurabilityLevel {
+        match self.durability {
+            Durability::None => DurabilityLevel::NONE,
+            Durability::Majority => DurabilityLevel::MAJORITY,
+            Durability::MajorityAndPersistActive => DurabilityLevel::MAJORITY_AND_PERSIST_ACTIVE,
+            Durability::PersistToMajority => DurabilityLevel::PERSIST_TO_MAJORITY,
+        }
+    }
+}
+
+/// The certificates of `COUCHBASE_CA_CERT`: PEM text when it holds a PEM header, otherwise
+/// the path of a PEM file. Read and checked at start, before any connection.
+pub fn ca_certificates(value: &str) -> Result<Vec<CertificateDer<'static>>, StoreError> {
+    let bad = |why: String| StoreError::Unavailable(format!("COUCHBASE_CA_CERT: {why}"));
+    let (pem, from) = if value.contains("-----BEGIN") {
+        (value.as_bytes().to_vec(), "the PEM text given".to_owned())
+    } else {
+        let path = value.trim();
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read {path:?}: {e}")))?;
+        (bytes, format!("{path:?}"))
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("{from} is not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(format!("{from} holds no CERTIFICATE block")));
+    }
+    Ok(certs)
 }
 
 /// Maps an SDK error to the store's kinds: `Unavailable` for what a retry or an
@@ -157,6 +213,15 @@ impl CouchbaseConfig {
 pub fn store_error(e: &CbError) -> StoreError {
     let text = e.to_string();
     match e.kind() {
+        // Retried like an outage (a failed-over node comes back, replicas catch up), with
+        // what to change if it never will.
+        ErrorKind::DurabilityImpossible | ErrorKind::DurabilityLevelNotAvailable => {
+            StoreError::Unavailable(format!(
+                "couchbase: {text}: the bucket cannot meet COUCHBASE_DURABILITY now (too few \
+                 data nodes for its replicas, or a server without durable writes); see \
+                 docs/deploy.md"
+            ))
+        }
         ErrorKind::ServerTimeout
         | ErrorKind::ClusterDropped
         | ErrorKind::ServiceNotAvailable(_)
@@ -663,8 +728,13 @@ fn detail(e: StoreError) -> String {
 /// One connection attempt: connect, wait for the bucket, create the indexes.
 async fn connect_once(config: &CouchbaseConfig) -> Result<Connected, StoreError> {
     let auth = PasswordAuthenticator::new(config.username.clone(), config.password.expose());
-    let options = ClusterOptions::new(auth.into())
+    let mut options = ClusterOptions::new(auth.into())
         .kv_options(KvOptions::new().connect_timeout(config.connect_timeout));
+    if !config.ca_certificates.is_empty() {
+        options = options.tls_options(
+            TlsOptions::new().add_ca_certificates(config.ca_certificates.iter().cloned()),
+        );
+    }
     // The SDK keeps retrying a refused connection or a rejected login until our deadline,
     // so a timeout here names what to check.
     let hint = |step: &str| {
@@ -865,18 +935,22 @@ impl CouchbaseStore {
         docs: Vec<(String, Value)>,
     ) -> Result<usize, StoreError> {
         let kv_timeout = self.inner.config.kv_timeout;
+        let durability = self.inner.config.durability_level();
         futures::stream::iter(docs)
-            .map(|(key, doc)| async move {
-                match deadline(
-                    "insert",
-                    kv_timeout,
-                    conn.collection.insert(&key, &doc, None),
-                )
-                .await?
-                {
-                    Ok(_) => Ok(true),
-                    Err(e) if matches!(e.kind(), ErrorKind::DocumentExists) => Ok(false),
-                    Err(e) => Err(self.sdk_error(&e)),
+            .map(|(key, doc)| {
+                let options = InsertOptions::new().durability_level(durability.clone());
+                async move {
+                    match deadline(
+                        "insert",
+                        kv_timeout,
+                        conn.collection.insert(&key, &doc, options),
+                    )
+                    .await?
+                    {
+                        Ok(_) => Ok(true),
+                        Err(e) if matches!(e.kind(), ErrorKind::DocumentExists) => Ok(false),
+                        Err(e) => Err(self.sdk_error(&e)),
+                    }
                 }
             })
             .buffer_unordered(WRITE_CONCURRENCY)
@@ -1130,6 +1204,9 @@ mod tests {
             (ErrorKind::ValueTooLarge, "query"),
             (ErrorKind::EncodingFailure("x".into()), "query"),
             (ErrorKind::DocumentExists, "query"),
+            (ErrorKind::DurabilityAmbiguous, "unavailable"),
+            (ErrorKind::DurabilityImpossible, "unavailable"),
+            (ErrorKind::DurabilityLevelNotAvailable, "unavailable"),
         ];
         for (k, want) in cases {
             let e = CbError::new(k.clone());
@@ -1410,6 +1487,87 @@ mod tests {
         c.key_prefix = "x\"".into();
         assert!(c.validate().is_err());
         assert!(config("http://h").validate().is_err());
+    }
+
+    /// Writes are majority-durable unless told otherwise; every level of the setting maps
+    /// to the SDK's, and a bad one is a usage error naming the choices.
+    #[test]
+    fn durability_defaults_to_majority_and_follows_the_setting() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let base = ["t", "--couchbase-host", "h", "--couchbase-username", "u"];
+        let parse = |extra: &[&str]| {
+            let mut argv: Vec<&str> = base.to_vec();
+            argv.extend_from_slice(&["--couchbase-password", "p"]);
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(|cli| {
+                CouchbaseConfig::from_store_args(&cli.store)
+                    .unwrap()
+                    .unwrap()
+            })
+        };
+        assert_eq!(
+            parse(&[]).unwrap().durability_level(),
+            DurabilityLevel::MAJORITY
+        );
+        for (value, level) in [
+            ("none", DurabilityLevel::NONE),
+            ("majority", DurabilityLevel::MAJORITY),
+            (
+                "majority_and_persist_active",
+                DurabilityLevel::MAJORITY_AND_PERSIST_ACTIVE,
+            ),
+            ("persist_to_majority", DurabilityLevel::PERSIST_TO_MAJORITY),
+        ] {
+            let c = parse(&["--couchbase-durability", value]).unwrap();
+            assert_eq!(c.durability_level(), level, "{value}");
+        }
+        let err = parse(&["--couchbase-durability", "all"]).err().unwrap();
+        assert!(err.to_string().contains("persist_to_majority"), "{err}");
+    }
+
+    /// `COUCHBASE_CA_CERT` takes a PEM file's path or the PEM itself, is checked at start,
+    /// and asks for TLS.
+    #[test]
+    fn a_ca_certificate_is_read_from_a_path_or_pem_and_needs_tls() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-ca.pem");
+        let pem = std::fs::read_to_string(path).unwrap();
+        assert_eq!(ca_certificates(path).unwrap().len(), 1);
+        assert_eq!(ca_certificates(&pem).unwrap().len(), 1);
+        let two = format!("{pem}{pem}");
+        assert_eq!(ca_certificates(&two).unwrap().len(), 2);
+        let missing = ca_certificates("/no/such/ca.pem").unwrap_err();
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let none = ca_certificates(empty.to_str().unwrap()).unwrap_err();
+        assert!(none.to_string().contains("no CERTIFICATE"), "{none}");
+        let broken =
+            ca_certificates("-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n")
+                .unwrap_err();
+        assert!(broken.to_string().contains("COUCHBASE_CA_CERT"), "{broken}");
+
+        let args = StoreArgs {
+            couchbase_host: Some("cb.example.internal".into()),
+            couchbase_username: Some("app".into()),
+            couchbase_password: Some(Secret::new("pw")),
+            couchbase_ca_cert: Some(path.into()),
+            ..StoreArgs::default()
+        };
+        let c = CouchbaseConfig::from_store_args(&args).unwrap().unwrap();
+        assert_eq!(c.ca_certificates.len(), 1);
+        assert_eq!(c.connection_string, "couchbases://cb.example.internal");
+        let plain = StoreArgs {
+            couchbase_host: Some("couchbase://cb.example.internal".into()),
+            ..args
+        };
+        let err = CouchbaseConfig::from_store_args(&plain).unwrap_err();
+        assert!(err.to_string().contains("couchbases://"), "{err}");
     }
 
     #[tokio::test]
