@@ -24,14 +24,18 @@
 use super::*;
 use crate::config::{couchbase_connection_string, Durability, Secret, StoreArgs};
 use ::couchbase::authenticator::PasswordAuthenticator;
+use ::couchbase::bucket::Bucket;
 use ::couchbase::cluster::Cluster;
 use ::couchbase::collection::Collection;
 use ::couchbase::durability_level::DurabilityLevel;
 use ::couchbase::error::{Error as CbError, ErrorKind};
 use ::couchbase::options::cluster_options::{ClusterOptions, KvOptions, TlsOptions};
+use ::couchbase::options::diagnostic_options::PingOptions;
 use ::couchbase::options::diagnostic_options::WaitUntilReadyOptions;
 use ::couchbase::options::kv_options::InsertOptions;
 use ::couchbase::options::query_options::{QueryOptions, ScanConsistency};
+use ::couchbase::results::diagnostics::{PingReport, PingState};
+use ::couchbase::service_type::ServiceType;
 use futures::{StreamExt, TryStreamExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -659,7 +663,72 @@ enum Connection {
 
 struct Connected {
     cluster: Cluster,
+    bucket: Bucket,
     collection: Collection,
+}
+
+/// One endpoint of a ping report: service, address, whether it answered, and why not.
+#[derive(Debug, Clone, PartialEq)]
+struct Endpoint {
+    service: &'static str,
+    remote: String,
+    ok: bool,
+    problem: String,
+}
+
+fn endpoints(report: &PingReport) -> Vec<Endpoint> {
+    let mut found = Vec::new();
+    for (service, name) in [(ServiceType::KV, "kv"), (ServiceType::QUERY, "query")] {
+        for e in report.services.get(&service).into_iter().flatten() {
+            let problem = match (&e.error, e.state) {
+                (Some(err), _) => err.to_string(),
+                (None, PingState::Ok) => String::new(),
+                (None, PingState::Timeout) => "timed out".to_owned(),
+                (None, _) => "failed".to_owned(),
+            };
+            found.push(Endpoint {
+                service: name,
+                remote: e.remote.clone(),
+                ok: e.state == PingState::Ok,
+                problem,
+            });
+        }
+    }
+    found
+}
+
+/// Every kv endpoint must answer, and one query endpoint at least.
+fn ping_verdict(endpoints: &[Endpoint]) -> Result<(), StoreError> {
+    let of = |service| {
+        endpoints
+            .iter()
+            .filter(move |e: &&Endpoint| e.service == service)
+    };
+    let mut problems: Vec<String> = of("kv")
+        .filter(|e| !e.ok)
+        .map(|e| format!("kv service at {} {}", e.remote, e.problem))
+        .collect();
+    if of("kv").next().is_none() {
+        problems.push("no kv service answers for the bucket".to_owned());
+    }
+    if !of("query").any(|e| e.ok) {
+        let why: Vec<String> = of("query")
+            .map(|e| format!("{} {}", e.remote, e.problem))
+            .collect();
+        problems.push(if why.is_empty() {
+            "no query service in the cluster".to_owned()
+        } else {
+            format!("no query service answers ({})", why.join("; "))
+        });
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "couchbase: {}",
+            problems.join("; ")
+        )))
+    }
 }
 
 /// The Couchbase adapter of [`OrderStore`].
@@ -775,6 +844,7 @@ async fn connect_once(config: &CouchbaseConfig) -> Result<Connected, StoreError>
     }
     Ok(Connected {
         collection: bucket.default_collection(),
+        bucket,
         cluster,
     })
 }
@@ -1154,23 +1224,26 @@ impl OrderStore for CouchbaseStore {
 
     /// Ready means connected with the indexes in place; then a ping of the key-value and
     /// query services must answer within the key-value deadline.
+    /// Ready when every key-value endpoint of the bucket and at least one query endpoint
+    /// answer: a node down leaves some documents unwritable, and without the query service
+    /// nothing can be listed.
     async fn ping(&self) -> Result<(), StoreError> {
         let conn = self.connected()?;
-        deadline(
+        let options = PingOptions::new().service_types(vec![ServiceType::KV, ServiceType::QUERY]);
+        let report = deadline(
             "ping",
             self.inner.config.kv_timeout,
-            conn.cluster.ping(None),
+            conn.bucket.ping(options),
         )
         .await?
-        .map(|_| ())
-        .map_err(|e| self.sdk_error(&e))
+        .map_err(|e| self.sdk_error(&e))?;
+        ping_verdict(&endpoints(&report))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::couchbase::service_type::ServiceType;
 
     fn kind(e: StoreError) -> &'static str {
         match e {
@@ -1487,6 +1560,47 @@ mod tests {
         c.key_prefix = "x\"".into();
         assert!(c.validate().is_err());
         assert!(config("http://h").validate().is_err());
+    }
+
+    /// Readiness needs every kv endpoint and one query endpoint answering, and names the
+    /// service and address that do not.
+    #[test]
+    fn readiness_needs_every_kv_endpoint_and_one_query_endpoint() {
+        let e = |service, remote: &str, ok: bool| Endpoint {
+            service,
+            remote: remote.into(),
+            ok,
+            problem: if ok {
+                String::new()
+            } else {
+                "timed out".into()
+            },
+        };
+        let healthy = [
+            e("kv", "n1:11210", true),
+            e("kv", "n2:11210", true),
+            e("query", "n1:8093", true),
+            e("query", "n2:8093", false),
+        ];
+        assert!(ping_verdict(&healthy).is_ok());
+        let kv_down = [
+            e("kv", "n1:11210", true),
+            e("kv", "n2:11210", false),
+            e("query", "n1:8093", true),
+        ];
+        let err = ping_verdict(&kv_down).unwrap_err().to_string();
+        assert!(err.contains("kv service at n2:11210 timed out"), "{err}");
+        let query_down = [e("kv", "n1:11210", true), e("query", "n1:8093", false)];
+        let err = ping_verdict(&query_down).unwrap_err().to_string();
+        assert!(
+            err.contains("no query service answers (n1:8093 timed out)"),
+            "{err}"
+        );
+        let no_query = [e("kv", "n1:11210", true)];
+        let err = ping_verdict(&no_query).unwrap_err().to_string();
+        assert!(err.contains("no query service in the cluster"), "{err}");
+        let err = ping_verdict(&[]).unwrap_err().to_string();
+        assert!(err.contains("no kv service"), "{err}");
     }
 
     /// Writes are majority-durable unless told otherwise; every level of the setting maps
