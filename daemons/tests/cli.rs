@@ -10,7 +10,9 @@ const CB_PASSWORD: &str = "CBPASS-55e1d-NEVER-LOG";
 
 fn ordersd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ordersd"));
-    c.env("CONFLUENT_API_KEY", KEY)
+    // Each daemon its own ops port: several run at once.
+    c.env("ORDERS_OPS_ADDR", "127.0.0.1:0")
+        .env("CONFLUENT_API_KEY", KEY)
         .env("CONFLUENT_API_SECRET", SECRET)
         .env("COUCHBASE_PASSWORD", CB_PASSWORD)
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
