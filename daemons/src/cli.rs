@@ -231,12 +231,21 @@ impl PaymentArgs {
     }
 }
 
+/// Whether log lines on stderr carry colour: only on a terminal, and never with
+/// `NO_COLOR` set to anything non-empty (<https://no-color.org>). A log file or a
+/// container's log driver gets plain text.
+pub fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Sets up logging to stderr (`RUST_LOG` filters; default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(log_colour())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
