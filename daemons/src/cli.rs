@@ -231,6 +231,37 @@ impl PaymentArgs {
     }
 }
 
+/// With JSON logs asked for (`ORDERS_LOG_FORMAT=json`, or `--log-format json` on the
+/// command line), the parsed command line or the usage error's first line, so that it
+/// can be logged as JSON; `None` otherwise (and for `--help` and `--version`, which
+/// print as usual).
+pub fn parse_json_logged() -> Option<Result<Cli, String>> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    let env = std::env::var("ORDERS_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if !(flag || env) {
+        return None;
+    }
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Some(Ok(cli)),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                return None;
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            Some(Err(format!(
+                "{} (see --help)",
+                first.trim_start_matches("error: ")
+            )))
+        }
+    }
+}
+
 /// Whether log lines on stderr carry colour: only on a terminal, and never with
 /// `NO_COLOR` set to anything non-empty (<https://no-color.org>). A log file or a
 /// container's log driver gets plain text.

@@ -302,6 +302,33 @@ fn unreachable_kafka_log(format: &str, dir: &std::path::Path) -> std::process::C
 }
 
 #[test]
+fn with_json_logs_a_usage_error_is_json_too() {
+    for (args, env) in [
+        (vec!["fraud", "--no-such-flag"], Some("json")),
+        (vec!["--log-format", "json", "teleport"], None),
+    ] {
+        let mut c = ordersd();
+        c.args(&args);
+        match env {
+            Some(v) => c.env("ORDERS_LOG_FORMAT", v),
+            None => c.env_remove("ORDERS_LOG_FORMAT"),
+        };
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        let line: serde_json::Value = serde_json::from_str(err.trim_end()).unwrap();
+        assert_eq!(line["fields"]["message"], "ordersd stopped", "{err}");
+        assert!(
+            line["fields"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("see --help")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn a_log_file_gets_plain_text_or_only_json_with_the_cause_and_the_fatal_error_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = unreachable_kafka_log("text", dir.path());
