@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod ops_server;
 pub mod query;
 pub mod routes;
 pub mod sample_data;

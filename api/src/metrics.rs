@@ -8,7 +8,8 @@ use crate::lag::LagSnapshot;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use orders_core::progress::{GroupCounters, Progress};
+use orders_core::domain::DecodeError;
+use orders_core::progress::{GroupCounters, HistogramSnapshot, Progress, DURATION_BUCKETS};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +206,32 @@ fn render_lag(out: &mut String, lag: &LagSnapshot) {
 /// Picks one counter of a group.
 type CounterOf = fn(&GroupCounters) -> &AtomicU64;
 
+/// The pipeline's metrics (the [`Progress`] of this process), in the text exposition
+/// format: the one definition both the api's `/metrics` and every daemon's ops `/metrics`
+/// render.
+pub fn render_pipeline(p: &Progress) -> String {
+    let mut out = String::with_capacity(8192);
+    render_progress(&mut out, p);
+    out
+}
+
+fn render_histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, n) in DURATION_BUCKETS.iter().zip(&h.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+    }
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n{name}_sum{braces} {}\n{name}_count{braces} {}",
+        h.count, h.sum_seconds, h.count
+    );
+}
+
 fn render_progress(out: &mut String, p: &Progress) {
     let get = GroupCounters::get;
     let _ = writeln!(
@@ -219,7 +246,7 @@ fn render_progress(out: &mut String, p: &Progress) {
         (orders_core::kafka::PAYMENTS_GROUP, &p.payments),
         (orders_core::kafka::ANALYTICS_GROUP, &p.analytics),
     ];
-    let per_group: [(&str, &str, CounterOf); 5] = [
+    let per_group: [(&str, &str, CounterOf); 6] = [
         ("consumed", "Records received from Kafka.", |g| &g.consumed),
         (
             "done",
@@ -230,9 +257,14 @@ fn render_progress(out: &mut String, p: &Progress) {
             &g.orders_done
         }),
         (
-            "dead_lettered",
-            "Records sent to a dead-letter topic.",
-            |g| &g.dead_lettered,
+            "decode_errors",
+            "Records that could not be decoded (each is dead-lettered).",
+            |g| &g.decode_errors,
+        ),
+        (
+            "rebalances",
+            "Rebalances this member took part in (assignments and revocations).",
+            |g| &g.rebalances,
         ),
         (
             "produced",
@@ -253,7 +285,98 @@ fn render_progress(out: &mut String, p: &Progress) {
             );
         }
     }
+    out.push_str(
+        "# HELP orders_pipeline_dead_lettered_total Records sent to a dead-letter topic, by reason.\n\
+         # TYPE orders_pipeline_dead_lettered_total counter\n",
+    );
+    for (group, counters) in &groups {
+        for (reason, n) in DecodeError::CODES
+            .iter()
+            .zip(&counters.dead_lettered_by_reason)
+        {
+            let _ = writeln!(
+                out,
+                "orders_pipeline_dead_lettered_total{{group=\"{group}\",reason=\"{reason}\"}} {}",
+                get(n)
+            );
+        }
+    }
+    out.push_str(
+        "# HELP orders_pipeline_chunk_duration_seconds Records received to effects durable and offsets stored, per chunk.\n\
+         # TYPE orders_pipeline_chunk_duration_seconds histogram\n",
+    );
+    for (group, counters) in &groups {
+        render_histogram(
+            out,
+            "orders_pipeline_chunk_duration_seconds",
+            &format!("group=\"{group}\""),
+            &counters.chunk_seconds.snapshot(),
+        );
+    }
+    out.push_str(
+        "# HELP orders_pipeline_assigned_partitions Partitions assigned to this member now.\n\
+         # TYPE orders_pipeline_assigned_partitions gauge\n",
+    );
+    for (group, counters) in &groups {
+        let _ = writeln!(
+            out,
+            "orders_pipeline_assigned_partitions{{group=\"{group}\"}} {}",
+            get(&counters.assigned_partitions)
+        );
+    }
+    out.push_str(
+        "# HELP orders_pipeline_member_lag_records Records between this member's stored offset and the high watermark, by assigned partition.\n\
+         # TYPE orders_pipeline_member_lag_records gauge\n",
+    );
+    for (group, counters) in &groups {
+        for ((topic, partition), lag) in counters.lag() {
+            let _ = writeln!(
+                out,
+                "orders_pipeline_member_lag_records{{group=\"{group}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                label(&topic)
+            );
+        }
+    }
+    out.push_str(
+        "# HELP orders_pipeline_last_poll_age_seconds Seconds since the group's consumer loop last polled (it polls at least once a second while alive).\n\
+         # TYPE orders_pipeline_last_poll_age_seconds gauge\n",
+    );
+    for (group, age) in p.liveness.poll_ages() {
+        let _ = writeln!(
+            out,
+            "orders_pipeline_last_poll_age_seconds{{group=\"{}\"}} {}",
+            label(&group),
+            age.as_secs_f64()
+        );
+    }
+    out.push_str(
+        "# HELP orders_pipeline_store_write_duration_seconds Time of each store write attempt (a transaction of many records).\n\
+         # TYPE orders_pipeline_store_write_duration_seconds histogram\n",
+    );
+    render_histogram(
+        out,
+        "orders_pipeline_store_write_duration_seconds",
+        "",
+        &p.store_write_seconds.snapshot(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP orders_pipeline_payments_in_flight Payments being simulated now.\n\
+         # TYPE orders_pipeline_payments_in_flight gauge\n\
+         orders_pipeline_payments_in_flight {}",
+        p.payments_in_flight.load(Ordering::Relaxed)
+    );
     for (name, help, v) in [
+        (
+            "produce_errors",
+            "Records Kafka refused (then sent again) or rejected for good.",
+            &p.produce_errors,
+        ),
+        (
+            "produce_retries",
+            "Records sent again after Kafka refused them.",
+            &p.produce_retries,
+        ),
         (
             "orders_stored",
             "Orders newly written to the store.",
@@ -366,6 +489,27 @@ mod tests {
         assert!(text.contains("orders_api_auth_failures_total{reason=\"missing\"} 1"));
         assert!(text.contains("orders_api_rate_limited_total 0"));
         assert!(text.contains("orders_pipeline_consumed_total{group=\"fraud-group\"} 7"));
+        p.payments.dead_lettered(DecodeError::CODES.len() - 1, 2);
+        p.store_write_seconds
+            .observe(std::time::Duration::from_millis(3));
+        let text = render_pipeline(&p);
+        assert!(text.contains(
+            "orders_pipeline_dead_lettered_total{group=\"payments-group\",reason=\"invalid-value\"} 2"
+        ));
+        assert!(text.contains(
+            "orders_pipeline_dead_lettered_total{group=\"payments-group\",reason=\"not-json\"} 0"
+        ));
+        assert!(
+            text.contains("orders_pipeline_store_write_duration_seconds_bucket{le=\"0.0025\"} 0")
+        );
+        assert!(
+            text.contains("orders_pipeline_store_write_duration_seconds_bucket{le=\"0.005\"} 1")
+        );
+        assert!(text.contains("orders_pipeline_store_write_duration_seconds_count 1"));
+        assert!(
+            !text.contains("orders_api_"),
+            "the daemons' exposition has no api metrics"
+        );
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();

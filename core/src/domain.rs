@@ -176,14 +176,23 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every [`code`](Self::code), in a fixed order: the reasons metrics count by.
+    pub const CODES: [&'static str; 5] =
+        ["oversized", "empty", "not-json", "schema", "invalid-value"];
+
     /// A short stable code for headers and metrics.
     pub fn code(&self) -> &'static str {
+        Self::CODES[self.code_index()]
+    }
+
+    /// The position of this error's code in [`Self::CODES`].
+    pub fn code_index(&self) -> usize {
         match self {
-            DecodeError::Oversized(_) => "oversized",
-            DecodeError::Empty => "empty",
-            DecodeError::NotJson(_) => "not-json",
-            DecodeError::Schema(_) => "schema",
-            DecodeError::Invalid(_) => "invalid-value",
+            DecodeError::Oversized(_) => 0,
+            DecodeError::Empty => 1,
+            DecodeError::NotJson(_) => 2,
+            DecodeError::Schema(_) => 3,
+            DecodeError::Invalid(_) => 4,
         }
     }
 }

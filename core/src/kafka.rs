@@ -54,6 +54,9 @@ pub enum KafkaSetupError {
     Embedded(String),
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// No broker answered; librdkafka said why.
+    #[error("kafka: cannot reach {failure}: {error}")]
+    Unreachable { failure: String, error: KafkaError },
 }
 
 /// SASL PLAIN credentials.
@@ -208,7 +211,18 @@ impl KafkaSettings {
     /// Fails with a clear error naming the first topic that does not exist.
     pub fn ensure_topics(&self, topics: &[&str], timeout: Duration) -> Result<(), KafkaSetupError> {
         let consumer = self.admin_consumer("orders-topic-check", "orders-topic-check")?;
-        let metadata = consumer.fetch_metadata(None, timeout)?;
+        let metadata = match consumer.fetch_metadata(None, timeout) {
+            Ok(m) => m,
+            Err(error) => {
+                // Serve the events librdkafka queued meanwhile, so its log (and the last
+                // connection failure, with the broker and the cause) is current.
+                let _ = consumer.poll(Duration::ZERO);
+                return Err(match consumer.context().last_connection_failure() {
+                    Some(failure) => KafkaSetupError::Unreachable { failure, error },
+                    None => KafkaSetupError::Kafka(error),
+                });
+            }
+        };
         for topic in topics {
             let present = metadata
                 .topics()

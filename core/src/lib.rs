@@ -10,6 +10,7 @@ pub mod fraud;
 pub mod generator;
 pub mod kafka;
 pub mod lag;
+pub mod liveness;
 pub mod money;
 pub mod progress;
 pub mod store;

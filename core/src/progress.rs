@@ -2,11 +2,76 @@
 //! dead-lettered and stored, the created→stored latency, and the flow gate that keeps the
 //! embedded producer from running far ahead of its consumers.
 
+use crate::domain::DecodeError;
+use crate::liveness::Liveness;
 use hdrhistogram::Histogram;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// Upper bounds, in seconds, of the duration histograms (chunk processing, store writes).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A Prometheus histogram of durations over [`DURATION_BUCKETS`], lock-free.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    /// Non-cumulative counts per bucket; the last one is +Inf.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+/// What a [`DurationHistogram`] holds at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Cumulative counts for each bound of [`DURATION_BUCKETS`], then +Inf.
+    pub cumulative: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl DurationHistogram {
+    pub fn observe(&self, d: Duration) {
+        let seconds = d.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        HistogramSnapshot {
+            cumulative,
+            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count: total,
+        }
+    }
+}
+
+/// What a consumer group member knows of its partitions.
+#[derive(Debug, Default)]
+pub struct MemberState {
+    /// Records between this member's position and the high watermark, by topic and
+    /// partition, over the partitions assigned to it now.
+    pub lag: BTreeMap<(String, i32), i64>,
+}
 
 /// Counters of one consumer group.
 #[derive(Debug, Default)]
@@ -21,11 +86,46 @@ pub struct GroupCounters {
     pub dead_lettered: AtomicU64,
     /// Records this group produced (alerts, payments, totals).
     pub produced: AtomicU64,
+    /// Dead-lettered records by reason, in the order of [`DecodeError::CODES`].
+    pub dead_lettered_by_reason: [AtomicU64; DecodeError::CODES.len()],
+    /// Records that could not be decoded (each is then dead-lettered).
+    pub decode_errors: AtomicU64,
+    /// Received → effects durable and offsets stored, per chunk of records.
+    pub chunk_seconds: DurationHistogram,
+    /// Rebalances this member took part in (assignments and revocations).
+    pub rebalances: AtomicU64,
+    /// Partitions assigned to this member now.
+    pub assigned_partitions: AtomicU64,
+    member: Mutex<MemberState>,
 }
 
 impl GroupCounters {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Counts a record dead-lettered for `error`.
+    pub fn dead_lettered(&self, error_code_index: usize, n: u64) {
+        self.dead_lettered.fetch_add(n, Ordering::Relaxed);
+        if let Some(c) = self.dead_lettered_by_reason.get(error_code_index) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces this member's per-partition lag.
+    pub fn set_lag(&self, lag: BTreeMap<(String, i32), i64>) {
+        self.assigned_partitions
+            .store(lag.len() as u64, Ordering::Relaxed);
+        self.member.lock().unwrap_or_else(|e| e.into_inner()).lag = lag;
+    }
+
+    /// This member's per-partition lag, as last measured.
+    pub fn lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.member
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lag
+            .clone()
     }
 }
 
@@ -44,6 +144,16 @@ pub struct Progress {
     pub payments_stored: AtomicU64,
     /// Store write attempts that failed (and were retried).
     pub store_errors: AtomicU64,
+    /// Time of each store write attempt (the analytics store writer's transactions).
+    pub store_write_seconds: DurationHistogram,
+    /// Records Kafka refused (transiently: they are sent again) or rejected for good.
+    pub produce_errors: AtomicU64,
+    /// Records sent again after Kafka refused them.
+    pub produce_retries: AtomicU64,
+    /// Payments being simulated now.
+    pub payments_in_flight: AtomicI64,
+    /// Whether the loops are alive ([`Liveness::check`]).
+    pub liveness: Arc<Liveness>,
     /// Why the store writer's writes are failing right now; `None` while they succeed.
     store_failing: Mutex<Option<String>>,
     /// created_at → durable in the store, in microseconds.
@@ -63,6 +173,11 @@ impl Default for Progress {
             alerts_stored: AtomicU64::new(0),
             payments_stored: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
+            store_write_seconds: DurationHistogram::default(),
+            produce_errors: AtomicU64::new(0),
+            produce_retries: AtomicU64::new(0),
+            payments_in_flight: AtomicI64::new(0),
+            liveness: Arc::new(Liveness::default()),
             store_failing: Mutex::new(None),
             // 1 µs .. 1 hour at 3 significant digits; the bounds are valid constants.
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),

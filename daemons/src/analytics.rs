@@ -17,6 +17,7 @@ use orders_core::domain::{AnalyticsTotals, FraudAlert, Order, Payment, Timestamp
 use orders_core::kafka::{
     KafkaSettings, ANALYTICS_GROUP, ANALYTICS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
 };
+use orders_core::liveness::Wait;
 use orders_core::store::{OrderStore, StoreBatch, StoredOrder};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ struct AnalyticsProcessor {
     orders_topic: String,
     writes: mpsc::Sender<WriteRequest>,
     output: ConfirmedProducer,
+    progress: Arc<Progress>,
     shutdown: CancellationToken,
 }
 
@@ -58,6 +60,7 @@ impl ChunkProcessor for AnalyticsProcessor {
         let now = Timestamp::now();
         let mut batch = StoreBatch::default();
         let mut dead = Vec::new();
+        let mut outcome = ChunkOutcome::default();
         for r in &chunk {
             let payload = r.payload.as_deref();
             let decoded = if *r.topic == *self.orders_topic {
@@ -77,6 +80,11 @@ impl ChunkProcessor for AnalyticsProcessor {
                 Ok(())
             };
             if let Err(e) = decoded {
+                self.progress
+                    .analytics
+                    .decode_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                outcome.dead_letter(&e);
                 dead.push(dead_letter(ANALYTICS_GROUP, r, &e));
             }
         }
@@ -84,10 +92,6 @@ impl ChunkProcessor for AnalyticsProcessor {
         let output = self.output.clone();
         let shutdown = self.shutdown.clone();
         async move {
-            let outcome = ChunkOutcome {
-                dead_lettered: dead.len() as u64,
-                produced: 0,
-            };
             let dlq = output.send_all(&dead, &shutdown);
             let write = async {
                 if batch.is_empty() {
@@ -186,7 +190,14 @@ async fn store_writer(
         let mut backoff = Duration::from_millis(50);
         let mut outage: Option<StoreOutage> = None;
         let result = loop {
-            match store.apply(batch.clone()).await {
+            let attempt = {
+                let _writing = progress.liveness.begin(Wait::StoreWrite);
+                let started = std::time::Instant::now();
+                let attempt = store.apply(batch.clone()).await;
+                progress.store_write_seconds.observe(started.elapsed());
+                attempt
+            };
+            match attempt {
                 Ok(outcome) => break Ok(outcome),
                 Err(e) => {
                     progress.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -283,7 +294,8 @@ pub async fn run(
     deps: AnalyticsDeps,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let output = ConfirmedProducer::new(&deps.kafka, "orders-analytics")?;
+    let output = ConfirmedProducer::new(&deps.kafka, "orders-analytics")?
+        .with_progress(deps.progress.clone());
     let (tx, rx) = mpsc::channel(64);
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(store_writer(
@@ -297,6 +309,7 @@ pub async fn run(
         orders_topic: config.orders_topic.clone(),
         writes: tx,
         output: output.clone(),
+        progress: deps.progress.clone(),
         shutdown: shutdown.clone(),
     };
     let options = ConsumerOptions::new(

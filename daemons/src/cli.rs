@@ -33,6 +33,8 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub ops: OpsArgs,
     #[command(subcommand)]
     pub role: RoleCommand,
 }
@@ -55,6 +57,23 @@ pub enum RoleCommand {
     Analytics,
     /// Serves the HTTP API, the web view and /healthz over the store.
     Api(ApiArgs),
+    /// Asks the /healthz of the daemon on this machine's ops port (--ops-addr): exit 0
+    /// when it is live, 1 otherwise. For container health checks (no curl in the image).
+    Healthcheck,
+}
+
+/// Where a daemon serves /healthz, /readyz and /metrics, and when it counts as wedged.
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
+    /// Address of the ops server (/healthz, /readyz, /metrics) of the producer, fraud,
+    /// payment and analytics roles; the api serves them on its own address.
+    #[arg(long, env = "ORDERS_OPS_ADDR", default_value = orders_api::ops_server::DEFAULT_OPS_ADDR, global = true)]
+    pub ops_addr: std::net::SocketAddr,
+    /// /healthz fails once a consumer loop has not polled, or a store write or a produce
+    /// has waited, for this many seconds.
+    #[arg(long, env = "ORDERS_WEDGED_AFTER_SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub wedged_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -212,12 +231,52 @@ impl PaymentArgs {
     }
 }
 
+/// With JSON logs asked for (`ORDERS_LOG_FORMAT=json`, or `--log-format json` on the
+/// command line), the parsed command line or the usage error's first line, so that it
+/// can be logged as JSON; `None` otherwise (and for `--help` and `--version`, which
+/// print as usual).
+pub fn parse_json_logged() -> Option<Result<Cli, String>> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = args
+        .windows(2)
+        .any(|w| w[0] == "--log-format" && w[1] == "json")
+        || args.iter().any(|a| a == "--log-format=json");
+    let env = std::env::var("ORDERS_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if !(flag || env) {
+        return None;
+    }
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Some(Ok(cli)),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                return None;
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            Some(Err(format!(
+                "{} (see --help)",
+                first.trim_start_matches("error: ")
+            )))
+        }
+    }
+}
+
+/// Whether log lines on stderr carry colour: only on a terminal, and never with
+/// `NO_COLOR` set to anything non-empty (<https://no-color.org>). A log file or a
+/// container's log driver gets plain text.
+pub fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Sets up logging to stderr (`RUST_LOG` filters; default `info`).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(log_colour())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -312,7 +371,7 @@ impl Prepared {
             RoleCommand::Analytics => Prepared::Analytics(AnalyticsConfig {
                 orders_topic: topic.clone(),
             }),
-            RoleCommand::Api(_) => return Ok(None),
+            RoleCommand::Api(_) | RoleCommand::Healthcheck => return Ok(None),
         }))
     }
 }
@@ -325,10 +384,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Every setting is checked before the first network call: Kafka's first.
     KafkaSettings::from_args(&cli.kafka)?;
     let Some(prepared) = Prepared::from_cli(&cli)? else {
-        let RoleCommand::Api(args) = &cli.role else {
-            bail!("no settings for this role");
+        return match &cli.role {
+            RoleCommand::Api(args) => serve_api(&cli, args, shutdown).await,
+            RoleCommand::Healthcheck => crate::healthcheck::check(cli.ops.ops_addr).await,
+            _ => bail!("no settings for this role"),
         };
-        return serve_api(&cli, args, shutdown).await;
     };
     let kafka = kafka_settings(&cli.kafka, &cli.store)?;
     // A producer on the embedded store owns the data dir's order ids, as `ordersctl up`
@@ -338,6 +398,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => None,
     };
     let progress = Arc::new(Progress::default());
+    let store = match &prepared {
+        Prepared::Analytics(_) => Some(open_store(&cli.store)?),
+        _ => None,
+    };
+    let mut ops = orders_api::ops_server::OpsState::new(progress.clone())
+        .with_kafka(kafka.clone(), topic.clone())
+        .with_wedged_after(Duration::from_secs(cli.ops.wedged_after_seconds));
+    if let Some(store) = &store {
+        ops = ops.with_store(store.clone());
+    }
+    let ops_listener = tokio::net::TcpListener::bind(cli.ops.ops_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (ORDERS_OPS_ADDR)", cli.ops.ops_addr))?;
+    let ops_stop = CancellationToken::new();
+    let ops_server = tokio::spawn(orders_api::ops_server::serve(
+        ops_listener,
+        ops,
+        ops_stop.clone(),
+    ));
+    let result = run_role(&cli, prepared, kafka, store, progress, shutdown, topic).await;
+    ops_stop.cancel();
+    match ops_server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "ops server failed"),
+        Err(e) => tracing::warn!(error = %e, "ops server task failed"),
+    }
+    result
+}
+
+/// Runs one headless role until `shutdown`.
+async fn run_role(
+    cli: &Cli,
+    prepared: Prepared,
+    kafka: KafkaSettings,
+    store: Option<Arc<dyn OrderStore>>,
+    progress: Arc<Progress>,
+    shutdown: CancellationToken,
+    topic: String,
+) -> anyhow::Result<()> {
     let required: Vec<String> = pipeline_topics(&topic)
         .into_iter()
         .map(|(t, _)| t)
@@ -374,7 +473,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             payment::run(config, PaymentDeps { kafka, progress }, shutdown).await?;
         }
         Prepared::Analytics(config) => {
-            let store = open_store(&cli.store)?;
+            let store = match store {
+                Some(store) => store,
+                None => open_store(&cli.store)?,
+            };
             analytics::run(
                 config,
                 AnalyticsDeps {

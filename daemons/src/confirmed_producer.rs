@@ -7,6 +7,8 @@
 
 use orders_core::client_log::ClientLog;
 use orders_core::kafka::KafkaSettings;
+use orders_core::liveness::{Wait, Waiting};
+use orders_core::progress::Progress;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -154,6 +156,9 @@ impl ProducerContext for BatchAcks {
 pub struct Pending {
     batch: Arc<Batch>,
     log: Arc<ClientLog>,
+    /// Marks the wait for the broker's answers, for /healthz, while this lives.
+    _waiting: Option<Waiting>,
+    progress: Option<Arc<Progress>>,
 }
 
 impl Pending {
@@ -169,6 +174,10 @@ impl Pending {
             Ok(mut refused) => std::mem::take(&mut *refused),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         };
+        if let Some(p) = &self.progress {
+            let errors = refused.retry.len() + usize::from(refused.rejected.is_some());
+            p.produce_errors.fetch_add(errors as u64, Ordering::Relaxed);
+        }
         if let Some((record, error)) = refused.rejected {
             return Err(ProduceError::Rejected {
                 topic: record.topic,
@@ -197,6 +206,8 @@ impl Pending {
 #[derive(Clone)]
 pub struct ConfirmedProducer {
     producer: Arc<ThreadedProducer<BatchAcks>>,
+    /// Where errors, retries and waits are counted, when given.
+    progress: Option<Arc<Progress>>,
 }
 
 impl ConfirmedProducer {
@@ -207,7 +218,15 @@ impl ConfirmedProducer {
                     log: Arc::new(ClientLog::new(client_id)),
                 },
             )?),
+            progress: None,
         })
+    }
+
+    /// Counts produce errors and retries in `progress`, and marks each wait for the
+    /// broker's answers in its liveness.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Hands every record to librdkafka, waiting while its queue is full.
@@ -224,6 +243,11 @@ impl ConfirmedProducer {
         let pending = Pending {
             batch: batch.clone(),
             log: self.producer.context().log.clone(),
+            _waiting: self
+                .progress
+                .as_ref()
+                .map(|p| p.liveness.begin(Wait::Produce)),
+            progress: self.progress.clone(),
         };
         for record in records {
             let mut base = BaseRecord::with_opaque_to(&record.topic, batch.clone())
@@ -278,6 +302,10 @@ impl ConfirmedProducer {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+            if let Some(p) = &self.progress {
+                p.produce_retries
+                    .fetch_add(refused.len() as u64, Ordering::Relaxed);
+            }
             refused = self.send(&refused, shutdown).await?.refused().await?;
         }
         Ok(())

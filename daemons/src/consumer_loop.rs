@@ -23,7 +23,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// A record received from Kafka, detached from the consumer.
@@ -62,8 +62,18 @@ impl Record {
 /// What processing a chunk did, for the counters.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChunkOutcome {
-    pub dead_lettered: u64,
+    /// Dead-lettered records by reason, in the order of [`DecodeError::CODES`].
+    pub dead_lettered: [u64; DecodeError::CODES.len()],
     pub produced: u64,
+}
+
+impl ChunkOutcome {
+    /// Counts a record dead-lettered for `error`.
+    pub fn dead_letter(&mut self, error: &DecodeError) {
+        if let Some(n) = self.dead_lettered.get_mut(error.code_index()) {
+            *n += 1;
+        }
+    }
 }
 
 /// Why a chunk's effects did not become durable.
@@ -188,6 +198,9 @@ pub struct Assignment {
     next_epoch: AtomicU64,
     /// Rebalances this member took part in (assignments and revocations).
     pub rebalances: AtomicU64,
+    /// Per partition, librdkafka's last measure of this member's lag
+    /// (`consumer_lag_stored`; -1 while unknown).
+    measured_lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl Assignment {
@@ -270,6 +283,24 @@ impl ClientContext for GroupMember {
     fn error(&self, error: KafkaError, reason: &str) {
         self.log.error(error, reason);
     }
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag = statistics
+            .topics
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .iter()
+                    .filter(|(p, _)| **p >= 0)
+                    .filter(|(_, s)| s.consumer_lag_stored >= 0)
+                    .map(move |(p, s)| ((topic.clone(), *p), s.consumer_lag_stored))
+            })
+            .collect();
+        *self
+            .assignment
+            .measured_lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = lag;
+    }
 }
 
 impl ConsumerContext for GroupMember {
@@ -300,10 +331,32 @@ impl ConsumerContext for GroupMember {
 }
 
 struct Dispatched {
+    received: Instant,
     records: usize,
     orders: u64,
     /// Per partition: the next offset to store, and the assignment it was received under.
     offsets: BTreeMap<(Arc<str>, i32), (i64, u64)>,
+}
+
+/// How often a consumer loop marks its heartbeat and publishes its own lag.
+const MEMBER_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often librdkafka measures the member's lag.
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// Records between the offset this member last stored (or, before it stored one, its
+/// committed position) and the high watermark, per assigned partition, from librdkafka's
+/// statistics (no request of its own). A partition not measured yet is left out.
+fn member_lag(assignment: &Assignment) -> BTreeMap<(String, i32), i64> {
+    let measured = assignment
+        .measured_lag
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assignment
+        .partitions()
+        .into_iter()
+        .filter_map(|tp| measured.get(&tp).map(|lag| (tp, *lag)))
+        .collect()
 }
 
 /// Runs one consumer loop until `shutdown`.
@@ -317,6 +370,9 @@ pub async fn run_consumer<P: ChunkProcessor>(
     let assignment = Arc::new(Assignment::default());
     let consumer: StreamConsumer<GroupMember> = settings
         .consumer_config(&options.client_id, &options.group)
+        // Statistics carry each partition's lag, measured against the high watermark
+        // librdkafka already fetches with the records.
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(GroupMember {
             group: options.group.clone(),
             assignment: assignment.clone(),
@@ -334,6 +390,11 @@ pub async fn run_consumer<P: ChunkProcessor>(
     // One stream for the loop's life: `recv()` would register and drop a waker slot (two
     // lock round trips) for every record.
     let mut stream = consumer.stream();
+    // The loop's heartbeat: it marks each turn, and measures its own lag, once a second
+    // even when no record arrives; a loop that stops turning fails /healthz.
+    let poll_mark = progress.liveness.poll_mark(&options.group);
+    let mut heartbeat = tokio::time::interval(MEMBER_SAMPLE_INTERVAL);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let finish = |done: Dispatched, outcome: ChunkOutcome| {
         let admitted = assignment.admit(&done.offsets);
@@ -346,9 +407,13 @@ pub async fn run_consumer<P: ChunkProcessor>(
         if let Some(c) = counters {
             c.done.fetch_add(done.records as u64, Ordering::Relaxed);
             c.orders_done.fetch_add(done.orders, Ordering::Relaxed);
-            c.dead_lettered
-                .fetch_add(outcome.dead_lettered, Ordering::Relaxed);
+            for (reason, n) in outcome.dead_lettered.iter().enumerate() {
+                if *n > 0 {
+                    c.dead_lettered(reason, *n);
+                }
+            }
             c.produced.fetch_add(outcome.produced, Ordering::Relaxed);
+            c.chunk_seconds.observe(done.received.elapsed());
         }
         progress.notify();
     };
@@ -365,7 +430,15 @@ pub async fn run_consumer<P: ChunkProcessor>(
                     Err(e) => { failure = Some(e); break; }
                 }
             }
+            _ = heartbeat.tick() => {
+                poll_mark.polled();
+                if let Some(c) = counters {
+                    c.rebalances.store(assignment.rebalances.load(Ordering::Relaxed), Ordering::Relaxed);
+                    c.set_lag(member_lag(&assignment));
+                }
+            }
             Some(received) = stream.next(), if in_flight_records < options.max_in_flight => {
+                poll_mark.polled();
                 let first = match received {
                     Ok(m) => Record::from_message(&m, &mut topic_names),
                     Err(e) => {
@@ -412,7 +485,7 @@ pub async fn run_consumer<P: ChunkProcessor>(
                 if let Some(c) = counters {
                     c.consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
-                let dispatched = Dispatched { records: chunk.len(), orders, offsets };
+                let dispatched = Dispatched { received: Instant::now(), records: chunk.len(), orders, offsets };
                 in_flight_records += dispatched.records;
                 let work = processor.process(chunk);
                 in_flight.push_back(work.map(move |r| (dispatched, r)));

@@ -29,6 +29,7 @@ pub struct FraudDeps {
 
 struct FraudProcessor {
     rules: Arc<FraudRules>,
+    progress: Arc<Progress>,
     output: ConfirmedProducer,
     shutdown: CancellationToken,
 }
@@ -55,8 +56,12 @@ impl ChunkProcessor for FraudProcessor {
                     }
                 }
                 Err(e) => {
+                    self.progress
+                        .fraud
+                        .decode_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     out.push(dead_letter(FRAUD_GROUP, r, &e));
-                    outcome.dead_lettered += 1;
+                    outcome.dead_letter(&e);
                 }
             }
         }
@@ -76,9 +81,11 @@ pub async fn run(
     deps: FraudDeps,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let output = ConfirmedProducer::new(&deps.kafka, "orders-fraud")?;
+    let output =
+        ConfirmedProducer::new(&deps.kafka, "orders-fraud")?.with_progress(deps.progress.clone());
     let processor = FraudProcessor {
         rules: Arc::new(config.rules),
+        progress: deps.progress.clone(),
         output: output.clone(),
         shutdown: shutdown.clone(),
     };

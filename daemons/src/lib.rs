@@ -7,6 +7,7 @@ pub mod cli;
 pub mod confirmed_producer;
 pub mod consumer_loop;
 pub mod fraud;
+pub mod healthcheck;
 pub mod local_pipeline;
 pub mod payment;
 pub mod producer;

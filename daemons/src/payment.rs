@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use orders_core::domain::{Order, Payment, PaymentStatus};
 use orders_core::kafka::{KafkaSettings, PAYMENTS_GROUP, PAYMENTS_TOPIC};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -44,6 +45,7 @@ pub struct PaymentDeps {
 /// (up to the consumer's in-flight bound) are processed at the same time.
 struct PaymentSimulator {
     delay: Duration,
+    progress: Arc<Progress>,
     output: ConfirmedProducer,
     shutdown: CancellationToken,
 }
@@ -69,6 +71,7 @@ impl ChunkProcessor for PaymentSimulator {
         let delay = self.delay;
         let output = self.output.clone();
         let shutdown = self.shutdown.clone();
+        let progress = self.progress.clone();
         async move {
             let mut orders = Vec::with_capacity(chunk.len());
             let mut out = Vec::new();
@@ -77,11 +80,21 @@ impl ChunkProcessor for PaymentSimulator {
                 match Order::decode(r.payload.as_deref()) {
                     Ok(order) => orders.push(order),
                     Err(e) => {
+                        progress
+                            .payments
+                            .decode_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         out.push(dead_letter(PAYMENTS_GROUP, r, &e));
-                        outcome.dead_lettered += 1;
+                        outcome.dead_letter(&e);
                     }
                 }
             }
+            let paying = orders.len() as i64;
+            progress
+                .payments_in_flight
+                .fetch_add(paying, Ordering::Relaxed);
+            // Counted out however this future ends (done, failed or dropped on shutdown).
+            let _paying = InFlight(&progress.payments_in_flight, paying);
             // Every order of the chunk is processed during the same simulated interval.
             tokio::time::sleep_until(started + delay).await;
             for order in &orders {
@@ -93,10 +106,20 @@ impl ChunkProcessor for PaymentSimulator {
                 });
             }
             outcome.produced = orders.len() as u64;
+            drop(_paying);
             output.send_all(&out, &shutdown).await?;
             Ok(outcome)
         }
         .boxed()
+    }
+}
+
+/// Payments in processing, taken off the gauge when dropped.
+struct InFlight<'a>(&'a AtomicI64, i64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -106,9 +129,11 @@ pub async fn run(
     deps: PaymentDeps,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
-    let output = ConfirmedProducer::new(&deps.kafka, "orders-payment")?;
+    let output =
+        ConfirmedProducer::new(&deps.kafka, "orders-payment")?.with_progress(deps.progress.clone());
     let processor = PaymentSimulator {
         delay: config.delay,
+        progress: deps.progress.clone(),
         output: output.clone(),
         shutdown: shutdown.clone(),
     };

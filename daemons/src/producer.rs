@@ -190,6 +190,10 @@ fn settle(
     progress
         .orders_produced
         .fetch_add(delivered, Ordering::Relaxed);
+    // Refused records were counted as produce errors when answered; each is sent again.
+    progress
+        .produce_retries
+        .fetch_add(refused.len() as u64, Ordering::Relaxed);
     retries.extend(refused);
     Ok(())
 }
@@ -201,7 +205,8 @@ pub async fn run(
     deps: ProducerDeps,
     shutdown: CancellationToken,
 ) -> Result<u64, DaemonError> {
-    let output = ConfirmedProducer::new(&deps.kafka, "orders-producer")?;
+    let output = ConfirmedProducer::new(&deps.kafka, "orders-producer")?
+        .with_progress(deps.progress.clone());
     let Some(mut next_id) = first_order_id_patiently(&deps, &config.topic, &shutdown).await? else {
         tracing::info!(orders = 0, "producer stopped before its first order");
         return Ok(0);

@@ -10,7 +10,9 @@ const CB_PASSWORD: &str = "CBPASS-55e1d-NEVER-LOG";
 
 fn ordersd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ordersd"));
-    c.env("CONFLUENT_API_KEY", KEY)
+    // Each daemon its own ops port: several run at once.
+    c.env("ORDERS_OPS_ADDR", "127.0.0.1:0")
+        .env("CONFLUENT_API_KEY", KEY)
         .env("CONFLUENT_API_SECRET", SECRET)
         .env("COUCHBASE_PASSWORD", CB_PASSWORD)
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
@@ -275,4 +277,102 @@ fn a_missing_topic_is_named_and_the_daemon_exits() {
         "{err}"
     );
     assert_no_secret(&err);
+}
+
+/// `ordersd fraud` towards a port where nothing listens, stderr to a file as a log
+/// collector has it, in `format`: it logs the refused connections and gives up after its
+/// 15 s topic check. Returns the file's text.
+fn unreachable_kafka_log(format: &str, dir: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(format!("{format}.log"))).unwrap();
+    ordersd()
+        .env_remove("CONFLUENT_API_KEY")
+        .env_remove("CONFLUENT_API_SECRET")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .env("ORDERS_LOG_FORMAT", format)
+        .args([
+            "--kafka-bootstrap-servers",
+            &format!("127.0.0.1:{}", closed_port()),
+            "fraud",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn with_json_logs_a_usage_error_is_json_too() {
+    for (args, env) in [
+        (vec!["fraud", "--no-such-flag"], Some("json")),
+        (vec!["--log-format", "json", "teleport"], None),
+    ] {
+        let mut c = ordersd();
+        c.args(&args);
+        match env {
+            Some(v) => c.env("ORDERS_LOG_FORMAT", v),
+            None => c.env_remove("ORDERS_LOG_FORMAT"),
+        };
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        let line: serde_json::Value = serde_json::from_str(err.trim_end()).unwrap();
+        assert_eq!(line["fields"]["message"], "ordersd stopped", "{err}");
+        assert!(
+            line["fields"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("see --help")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_log_file_gets_plain_text_or_only_json_with_the_cause_and_the_fatal_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = unreachable_kafka_log("text", dir.path());
+    let mut json = unreachable_kafka_log("json", dir.path());
+    assert!(!text.wait().unwrap().success());
+    assert!(!json.wait().unwrap().success());
+
+    let text = std::fs::read_to_string(dir.path().join("text.log")).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "no colour codes in a file:\n{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ordersd: ")).count(),
+        1,
+        "the fatal error once:\n{text}"
+    );
+    assert!(
+        text.contains("cannot reach broker 127.0.0.1:") && text.contains("(refused)"),
+        "the broker and the cause:\n{text}"
+    );
+
+    let json = std::fs::read_to_string(dir.path().join("json.log")).unwrap();
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!json.contains('\u{1b}'), "{json}");
+    let fatal: Vec<_> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "ordersd stopped")
+        .collect();
+    assert_eq!(fatal.len(), 1, "the fatal error once:\n{json}");
+    let error = fatal[0]["fields"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot reach broker 127.0.0.1:") && error.contains("(refused)"),
+        "the fatal error names the broker and the cause:\n{json}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["cause"] == "refused"
+            && l["fields"]["broker"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("127.0.0.1:"))),
+        "the refused connection logged with its broker and cause:\n{json}"
+    );
 }

@@ -168,6 +168,8 @@ impl Drop for Daemon {
 
 fn ordersd(kafka: &str, data_dir: &std::path::Path, role: &str) -> Daemon {
     let child = Command::new(env!("CARGO_BIN_EXE_ordersd"))
+        // Each daemon its own ops port: several run at once.
+        .env("ORDERS_OPS_ADDR", "127.0.0.1:0")
         .args(["--kafka-bootstrap-servers", kafka, "--data-dir"])
         .arg(data_dir)
         .arg(role)
@@ -494,6 +496,8 @@ async fn analytics_waits_for_an_unreachable_couchbase_without_committing() {
     };
     let mut analytics = Daemon(Some(
         Command::new(env!("CARGO_BIN_EXE_ordersd"))
+            // Each daemon its own ops port: several run at once.
+            .env("ORDERS_OPS_ADDR", "127.0.0.1:0")
             .args(["--kafka-bootstrap-servers", &kafka])
             .args([
                 "--couchbase-host",

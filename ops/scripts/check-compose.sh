@@ -340,15 +340,24 @@ def _():
     return bad
 
 
-@check("compose: healthchecks (kafka, couchbase; api via `ordersctl json health`) and api on port 8000")
+@check("compose: healthchecks (kafka, couchbase; api via `ordersctl json health`; every other daemon via `ordersd healthcheck`) and api on port 8000")
 def _():
     bad = need_compose()
-    for s in ("kafka", "couchbase", "api"):
+    for s in ["kafka", "couchbase"] + PROJECT:
         if not argv((services.get(s, {}).get("healthcheck") or {}).get("test")):
             bad.append(f"{s} has no healthcheck")
     test = argv((services.get("api", {}).get("healthcheck") or {}).get("test"))
     if "ordersctl" not in test or "health" not in test:
         bad.append(f"api healthcheck is {test}")
+    for s in PROJECT:
+        if s == "api":
+            continue
+        hc = services.get(s, {}).get("healthcheck") or {}
+        test = argv(hc.get("test"))
+        if test not in (["CMD", "ordersd", "healthcheck"], ["ordersd", "healthcheck"]):
+            bad.append(f"{s} healthcheck is {test}, want the image's own `ordersd healthcheck`")
+        if hc.get("disable"):
+            bad.append(f"{s} healthcheck is disabled")
     ports = services.get("api", {}).get("ports") or []
     targets = [str(p.get("target")) if isinstance(p, dict) else str(p).split("/")[0].split(":")[-1] for p in ports]
     if "8000" not in targets:
@@ -769,6 +778,7 @@ if [[ $SELF_TEST == 1 ]]; then
         "the api without a token|docker-compose.yml|      ORDERS_API_TOKENS: \${ORDERS_API_TOKEN:-local-compose-token}
 |"
         "another image for the daemons|docker-compose.yml|  image: orders:local|  image: orders:other"
+        "the daemons without a liveness check|docker-compose.yml|    test: [\"CMD\", \"ordersd\", \"healthcheck\"]|    test: [\"CMD\", \"true\"]"
         "an ENTRYPOINT in the image|ops/Dockerfile|CMD [\"ordersd\"|ENTRYPOINT [\"ordersd\"]
 CMD [\"ordersd\""
         "root at run time|ops/Dockerfile|USER 10001:10001|USER root"

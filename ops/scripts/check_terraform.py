@@ -72,6 +72,8 @@ EXEC_ACTIONS = {
     "ssmmessages:OpenDataChannel",
 }
 HEALTH_COMMAND = ["CMD", "ordersctl", "json", "health", "--api", f"http://127.0.0.1:{API_PORT}"]
+# Liveness of producer, fraud, payment and analytics through their ops port.
+DAEMON_HEALTH_COMMAND = ["CMD", "ordersd", "healthcheck"]
 SENSITIVE_NAME = re.compile(r"secret|password|api_key|token")
 PLACEHOLDER = re.compile(r"^(|<[^>]*>|(change|replace)[-_ ]?me.*|x{3,}|\.\.\.)$", re.IGNORECASE)
 
@@ -562,6 +564,9 @@ def check_ecs(cfg, r):
         ("awslogs log driver", r'logDriver\s*=\s*"awslogs"'),
         ("awslogs-group is the service's log group", r"awslogs-group\s*=\s*aws_cloudwatch_log_group\.\w+\["),
         ("api health check = local.api_health_check", r"healthCheck\s*=.*local\.api_health_check"),
+        ("every other daemon's health check = local.daemon_health_check",
+         r"healthCheck\s*=\s*name\s*==\s*\"api\"\s*\?\s*local\.api_health_check\s*:\s*local\.daemon_health_check"),
+        ("essential = true (ECS replaces a task whose container turns unhealthy)", r"\bessential\s*=\s*true\b"),
         ("port mappings from <service>.port", r"containerPort\s*=\s*\w+\.port"),
     ]:
         r.check(bool(re.search(pattern, defs_expr)), f"container definitions: {what}")
@@ -572,6 +577,15 @@ def check_ecs(cfg, r):
     r.check(
         (hc.get("interval"), hc.get("retries"), hc.get("startPeriod")) == (30, 3, 60),
         "api health check is lenient: interval 30, retries 3, startPeriod 60",
+    )
+
+    hc = cfg.locals.get("daemon_health_check", {})
+    cmd = [cfg.resolve(c) for c in hc.get("command", [])]
+    r.check(cmd == DAEMON_HEALTH_COMMAND, f"daemon health check command {DAEMON_HEALTH_COMMAND}", f"got {cmd}")
+    r.check(
+        all(isinstance(hc.get(k), int) and hc.get(k) > 0 for k in ("interval", "timeout", "retries", "startPeriod")),
+        "daemon health check sets interval, timeout, retries and startPeriod",
+        f"got {hc}",
     )
 
     var = cfg.variables.get("desired_count", {})

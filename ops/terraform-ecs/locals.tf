@@ -104,6 +104,20 @@ locals {
     startPeriod = 60
   }
 
+  # Every other daemon's health check is liveness: `ordersd healthcheck` (the image's own
+  # binary; no curl in it) exits 1 when the daemon's /healthz on its ops port
+  # (ORDERS_OPS_ADDR, default 0.0.0.0:9100) says its loop is wedged: a consumer loop that
+  # has not polled, or a store write or a produce that has waited, for 120 s
+  # (docs/operations.md). The container is essential, so ECS replaces a task that turns
+  # UNHEALTHY: a wedged daemon is restarted.
+  daemon_health_check = {
+    command     = ["CMD", "ordersd", "healthcheck"]
+    interval    = 30
+    timeout     = 10
+    retries     = 3
+    startPeriod = 60
+  }
+
   container_definitions = {
     for name, svc in local.services : name => [
       # Drop the null attributes (no port mappings, no health check, no registry
@@ -127,7 +141,7 @@ locals {
         portMappings = svc.port == null ? null : [
           { containerPort = svc.port, protocol = "tcp" }
         ]
-        healthCheck = name == "api" ? local.api_health_check : null
+        healthCheck = name == "api" ? local.api_health_check : local.daemon_health_check
 
         repositoryCredentials = var.registry_credentials_arn == "" ? null : {
           credentialsParameter = var.registry_credentials_arn

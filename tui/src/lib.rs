@@ -46,6 +46,7 @@ pub fn init_logging(default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(orders_daemons::cli::log_colour())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -8,7 +8,16 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli: orders_daemons::cli::Cli = orders_core::config::parse_args_or_exit();
+    let cli = match orders_daemons::cli::parse_json_logged() {
+        Some(Ok(cli)) => cli,
+        // Asked for JSON logs: the usage error is one, and stderr carries nothing else.
+        Some(Err(e)) => {
+            orders_daemons::cli::init_tracing(orders_daemons::cli::LogFormat::Json);
+            tracing::error!(error = %e, "ordersd stopped");
+            return ExitCode::from(2);
+        }
+        None => orders_core::config::parse_args_or_exit(),
+    };
     let log_format = cli.log_format;
     orders_daemons::cli::init_tracing(log_format);
     let result = tokio::runtime::Runtime::new()

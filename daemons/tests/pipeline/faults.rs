@@ -329,6 +329,8 @@ fn ordersd_until_exit(
     args: &[&str],
 ) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ordersd"))
+        // Each daemon its own ops port: several run at once.
+        .env("ORDERS_OPS_ADDR", "127.0.0.1:0")
         .args(["--kafka-bootstrap-servers", kafka, "--data-dir"])
         .arg(data_dir)
         .args(args)

@@ -1,0 +1,174 @@
+//! The ops server every headless daemon runs beside its loop (`ORDERS_OPS_ADDR`, default
+//! `0.0.0.0:9100`): `/healthz` (is the loop alive), `/readyz` (do its Kafka and its store
+//! answer) and `/metrics` (the pipeline's metrics, rendered by [`crate::metrics`]).
+//!
+//! `router(state)` builds it; `serve(listener, state, shutdown)` runs it until the token is
+//! cancelled.
+
+use crate::metrics::render_pipeline;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use orders_core::kafka::{KafkaSettings, LagReader};
+use orders_core::progress::Progress;
+use orders_core::store::OrderStore;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The default ops address.
+pub const DEFAULT_OPS_ADDR: &str = "0.0.0.0:9100";
+/// How long a loop may go without turning, or a store write or produce may wait, before
+/// `/healthz` calls the daemon wedged: above librdkafka's `message.timeout.ms` (60 s), so
+/// a produce that is only being retried through a broker outage is not called wedged.
+pub const DEFAULT_WEDGED_AFTER: Duration = Duration::from_secs(120);
+/// How long each readiness check may take.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the ops endpoints look at. Cheap to clone.
+#[derive(Clone)]
+pub struct OpsState {
+    progress: Arc<Progress>,
+    kafka: Option<(KafkaSettings, String)>,
+    store: Option<Arc<dyn OrderStore>>,
+    wedged_after: Duration,
+}
+
+impl OpsState {
+    /// Over `progress`, checking no dependency and calling the loop wedged after
+    /// [`DEFAULT_WEDGED_AFTER`].
+    pub fn new(progress: Arc<Progress>) -> Self {
+        OpsState {
+            progress,
+            kafka: None,
+            store: None,
+            wedged_after: DEFAULT_WEDGED_AFTER,
+        }
+    }
+
+    /// Readiness asks this Kafka for the metadata of `topic`.
+    pub fn with_kafka(mut self, settings: KafkaSettings, topic: impl Into<String>) -> Self {
+        self.kafka = Some((settings, topic.into()));
+        self
+    }
+
+    /// Readiness pings this store (the roles that have one).
+    pub fn with_store(mut self, store: Arc<dyn OrderStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn with_wedged_after(mut self, limit: Duration) -> Self {
+        self.wedged_after = limit;
+        self
+    }
+}
+
+/// The ops router: `/healthz`, `/readyz`, `/metrics`.
+pub fn router(state: OpsState) -> Router<()> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    state: OpsState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "ops server listening (/healthz, /readyz, /metrics)");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Liveness: 200 while every loop turns and nothing has waited too long; else 503 naming
+/// what is stuck.
+async fn healthz(State(state): State<OpsState>) -> Response {
+    match state.progress.liveness.check(state.wedged_after) {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(wedged) => {
+            tracing::warn!(reasons = ?wedged.reasons, "healthz: wedged");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "wedged", "reasons": wedged.reasons})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Readiness: Kafka answers a metadata request and the store (where the role has one)
+/// answers a ping, and its writes are not failing.
+async fn readyz(State(state): State<OpsState>) -> Response {
+    let store = async {
+        let Some(store) = &state.store else {
+            return "not_used";
+        };
+        if let Some(why) = state.progress.store_failing() {
+            tracing::warn!(error = %why, "readiness: store writes failing");
+            return "write_failing";
+        }
+        match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: store failed");
+                "unavailable"
+            }
+            Err(_) => {
+                tracing::warn!("readiness: store timed out");
+                "unavailable"
+            }
+        }
+    };
+    let kafka = async {
+        let Some((settings, topic)) = state.kafka.clone() else {
+            return "not_configured";
+        };
+        let check = tokio::task::spawn_blocking(move || {
+            LagReader::new(&settings)?.ping(&topic, READY_TIMEOUT)
+        });
+        match tokio::time::timeout(READY_TIMEOUT + Duration::from_secs(1), check).await {
+            Ok(Ok(Ok(()))) => "ok",
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "readiness: kafka failed");
+                "unavailable"
+            }
+            _ => {
+                tracing::warn!("readiness: kafka check timed out");
+                "unavailable"
+            }
+        }
+    };
+    let (store, kafka) = tokio::join!(store, kafka);
+    let ready = matches!(store, "ok" | "not_used") && kafka == "ok";
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"store": store, "kafka": kafka},
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<OpsState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render_pipeline(&state.progress),
+    )
+        .into_response()
+}
