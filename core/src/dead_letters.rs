@@ -233,7 +233,7 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    fn from_message(m: &BorrowedMessage<'_>) -> Self {
+    pub(crate) fn from_message(m: &BorrowedMessage<'_>) -> Self {
         let headers: Vec<RecordHeader> = m
             .headers()
             .map(|h| {
