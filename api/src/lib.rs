@@ -10,6 +10,7 @@ pub mod alb_oidc;
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod dead_letters;
 pub mod error;
 pub mod json_cli;
 pub mod lag;

@@ -63,6 +63,10 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (endpoint("/api/openapi.json", Private, false), get(openapi)),
         (endpoint("/api/orders/{id}", Private, false), get(order)),
         (endpoint("/api/lag", Private, false), get(lag)),
+        (
+            endpoint("/api/dlq", Private, false),
+            get(crate::dead_letters::dead_letters),
+        ),
         (endpoint("/", Private, true), get(index)),
         (endpoint("/api/analytics", Private, true), get(analytics)),
         (endpoint("/api/orders", Private, true), get(orders)),
