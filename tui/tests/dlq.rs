@@ -186,6 +186,16 @@ async fn dead_letters_are_listed_redriven_once_guarded_and_discarded() {
     assert!(letters.iter().all(|d| d["source"]["topic"] == "orders"
         && d["handled"].is_null()
         && d["redrive_count"] == 0));
+    let text = {
+        let data = data.to_owned();
+        tokio::task::spawn_blocking(move || ordersctl_dlq(&data, &["list"]))
+            .await
+            .unwrap()
+    };
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.starts_with("DEAD LETTER"), "{text}");
+    assert!(text.ends_with("6 dead letters\n"), "{text}");
+    assert_eq!(text.matches(" pending").count(), 6, "{text}");
     let (_, only) = dlq(data, &["list", "--reason", "not-json", "--limit", "2"]).await;
     assert_eq!(only["dead_letters"].as_array().unwrap().len(), 2);
 
@@ -201,6 +211,17 @@ async fn dead_letters_are_listed_redriven_once_guarded_and_discarded() {
     assert!(headers
         .iter()
         .any(|h| h["key"] == "dlq.reason" && h["value"] == "not-json"));
+
+    let missing = {
+        let data = data.to_owned();
+        tokio::task::spawn_blocking(move || {
+            ordersctl_dlq(&data, &["show", "orders.dlq", "0", "999"])
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(missing.status.code(), Some(3), "no such offset");
+    assert!(missing.stdout.is_empty());
 
     // A dry run says what it would send, and sends and records nothing.
     let orders_before = records_on(&kafka, "orders").await;
