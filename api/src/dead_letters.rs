@@ -12,6 +12,7 @@ use orders_core::dead_letters::{
     dead_letter_topics, parse_since, DeadLetter, DeadLetterError, DeadLetterFilter,
     DeadLetterReader,
 };
+use orders_core::kafka::KafkaSettings;
 use orders_core::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -236,4 +237,106 @@ pub async fn dead_letters(
     Ok(Json(DeadLettersBody {
         dead_letters: letters.iter().map(Into::into).collect(),
     }))
+}
+
+/// How old the dead-letter figures in `/metrics` may get before a scrape starts a refresh.
+const METRICS_REFRESH: Duration = Duration::from_secs(30);
+
+/// The dead-letter figures `/metrics` exports, from the ledger topic (every operator's
+/// redrives and discards, so they survive restarts and count every `ordersctl dlq`) and
+/// the dead-letter topics. A scrape renders the latest sample and, when it is older than
+/// [`METRICS_REFRESH`], starts one refresh in the background: a scrape never waits on Kafka.
+#[derive(Debug, Default)]
+pub struct DeadLetterMetrics {
+    latest: std::sync::Mutex<Option<MetricsSample>>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+struct MetricsSample {
+    at: std::time::Instant,
+    redriven: u64,
+    discarded: u64,
+    /// Not yet handled, by dead-letter topic and reason.
+    pending: std::collections::BTreeMap<(String, String), u64>,
+}
+
+impl DeadLetterMetrics {
+    fn latest(&self) -> Option<MetricsSample> {
+        // Plain data: usable even if a holder panicked.
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The Prometheus text of the latest sample (nothing before the first), starting a
+    /// refresh when due.
+    pub fn render(self: &std::sync::Arc<Self>, kafka: Option<(KafkaSettings, String)>) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering;
+        let latest = self.latest();
+        let due = latest
+            .as_ref()
+            .is_none_or(|s| s.at.elapsed() >= METRICS_REFRESH);
+        if let Some((kafka, orders_topic)) = kafka.filter(|_| due) {
+            if !self.refreshing.swap(true, Ordering::AcqRel) {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    match sample(&kafka, &orders_topic) {
+                        Ok(s) => *this.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(s),
+                        Err(e) => tracing::warn!(error = %e, "dead-letter metrics: not sampled"),
+                    }
+                    this.refreshing.store(false, Ordering::Release);
+                });
+            }
+        }
+        let Some(s) = latest else {
+            return String::new();
+        };
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "# HELP orders_dlq_redriven_total Dead-letter records sent back to their source topic (the ledger topic).\n\
+             # TYPE orders_dlq_redriven_total counter\norders_dlq_redriven_total {}",
+            s.redriven
+        );
+        let _ = writeln!(
+            t,
+            "# HELP orders_dlq_discarded_total Dead-letter records marked handled without sending.\n\
+             # TYPE orders_dlq_discarded_total counter\norders_dlq_discarded_total {}",
+            s.discarded
+        );
+        let _ = writeln!(
+            t,
+            "# HELP orders_dlq_pending Dead letters no operator has handled yet.\n# TYPE orders_dlq_pending gauge"
+        );
+        for ((topic, reason), n) in &s.pending {
+            let _ = writeln!(
+                t,
+                "orders_dlq_pending{{topic=\"{topic}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        t
+    }
+}
+
+/// Reads the ledger and the dead letters. Blocking.
+fn sample(kafka: &KafkaSettings, orders_topic: &str) -> Result<MetricsSample, DeadLetterError> {
+    use orders_core::dead_letters::Action;
+    let reader = DeadLetterReader::new(kafka, orders_topic, READ_TIMEOUT)?;
+    let ledger = reader.ledger()?;
+    let count = |a: Action| ledger.values().filter(|h| h.action == a).count() as u64;
+    let mut pending = std::collections::BTreeMap::new();
+    for d in reader.list(&DeadLetterFilter::default())? {
+        *pending
+            .entry((d.at.topic.clone(), d.reason.clone()))
+            .or_default() += 1;
+    }
+    Ok(MetricsSample {
+        at: std::time::Instant::now(),
+        redriven: count(Action::Redriven),
+        discarded: count(Action::Discarded),
+        pending,
+    })
 }

@@ -66,6 +66,7 @@ pub struct AppState {
     cache: Arc<ResponseCache>,
     access: Access,
     limits: ClientLimits,
+    dead_letter_metrics: Arc<dead_letters::DeadLetterMetrics>,
 }
 
 impl AppState {
@@ -84,6 +85,7 @@ impl AppState {
             cache: Arc::new(ResponseCache::new(cache::DEFAULT_TTL)),
             access: Access::default(),
             limits: ClientLimits::default(),
+            dead_letter_metrics: Arc::default(),
         }
     }
 

@@ -377,9 +377,14 @@ pub async fn metrics(
     StrictQuery(_): StrictQuery<NoParams>,
 ) -> Response {
     let lag = state.lag.as_ref().and_then(|m| m.latest().ok());
-    let text = state
+    let mut text = state
         .metrics
         .render(state.progress.as_deref(), lag.as_deref());
+    let kafka = state
+        .kafka
+        .clone()
+        .zip(state.lag.as_ref().map(|m| m.orders_topic().to_owned()));
+    text.push_str(&state.dead_letter_metrics.render(kafka));
     (
         [(
             header::CONTENT_TYPE,

@@ -120,6 +120,20 @@ async fn dead_letters_with_reasons_and_the_handled_left_out_unless_asked() {
     let one = get_ok(&app, "/api/dlq?handled=true&limit=1&since=1h").await;
     assert_eq!(one["dead_letters"].as_array().unwrap().len(), 1);
 
+    // /metrics: the ledger's counts and what is pending, sampled in the background.
+    let metrics_app = app.clone();
+    eventually("dead-letter metrics", Duration::from_secs(30), || {
+        let app = metrics_app.clone();
+        async move {
+            let text = get(&app, "/metrics").await.text;
+            text.contains("orders_dlq_redriven_total 1\n")
+                && text.contains("orders_dlq_discarded_total 0\n")
+                && text.contains("orders_dlq_pending{topic=\"orders.dlq\",reason=\"not-json\"} 1\n")
+                && !text.contains("reason=\"schema\"")
+        }
+    })
+    .await;
+
     for (uri, code) in [
         ("/api/dlq?reason=bogus", "invalid_query"),
         ("/api/dlq?handled=maybe", "invalid_parameter"),
