@@ -144,7 +144,7 @@ impl AppError {
             AppError::KafkaUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "kafka_unavailable",
-                "Kafka is unavailable; consumer lag cannot be read".into(),
+                "Kafka is unavailable; consumer lag and dead letters cannot be read".into(),
             ),
             AppError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

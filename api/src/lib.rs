@@ -10,6 +10,7 @@ pub mod alb_oidc;
 pub mod auth;
 pub mod cache;
 pub mod client;
+pub mod dead_letters;
 pub mod error;
 pub mod json_cli;
 pub mod lag;
@@ -66,6 +67,7 @@ pub struct AppState {
     cache: Arc<ResponseCache>,
     access: Access,
     limits: ClientLimits,
+    dead_letter_metrics: Arc<dead_letters::DeadLetterMetrics>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             cache: Arc::new(ResponseCache::new(cache::DEFAULT_TTL)),
             access: Access::default(),
             limits: ClientLimits::default(),
+            dead_letter_metrics: Arc::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The OpenAPI document of the JSON endpoints, generated from the handlers and types.
 
-use crate::{error, lag_status, model, routes};
+use crate::{dead_letters, error, lag_status, model, routes};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -21,6 +21,7 @@ use utoipa::OpenApi;
         routes::payments,
         routes::totals,
         routes::lag,
+        dead_letters::dead_letters,
     ),
     components(schemas(
         error::ErrorBody,
@@ -47,11 +48,18 @@ use utoipa::OpenApi;
         model::GroupLagJson,
         model::LagWindowJson,
         model::LagBody,
+        dead_letters::Reason,
+        dead_letters::DeadLettersBody,
+        dead_letters::DeadLetterJson,
+        dead_letters::HeaderJson,
+        dead_letters::CoordinatesJson,
+        dead_letters::HandlingJson,
     )),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "orders", description = "Orders, alerts, payments and totals from the store"),
         (name = "lag", description = "Consumer lag from Kafka"),
+        (name = "dead letters", description = "Records the readers could not use (read-only)"),
     )
 )]
 pub struct ApiDoc;

@@ -63,6 +63,10 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (endpoint("/api/openapi.json", Private, false), get(openapi)),
         (endpoint("/api/orders/{id}", Private, false), get(order)),
         (endpoint("/api/lag", Private, false), get(lag)),
+        (
+            endpoint("/api/dlq", Private, false),
+            get(crate::dead_letters::dead_letters),
+        ),
         (endpoint("/", Private, true), get(index)),
         (endpoint("/api/analytics", Private, true), get(analytics)),
         (endpoint("/api/orders", Private, true), get(orders)),
@@ -373,9 +377,14 @@ pub async fn metrics(
     StrictQuery(_): StrictQuery<NoParams>,
 ) -> Response {
     let lag = state.lag.as_ref().and_then(|m| m.latest().ok());
-    let text = state
+    let mut text = state
         .metrics
         .render(state.progress.as_deref(), lag.as_deref());
+    let kafka = state
+        .kafka
+        .clone()
+        .zip(state.lag.as_ref().map(|m| m.orders_topic().to_owned()));
+    text.push_str(&state.dead_letter_metrics.render(kafka));
     (
         [(
             header::CONTENT_TYPE,

@@ -8,6 +8,8 @@
 mod access;
 #[path = "api/common.rs"]
 mod common;
+#[path = "api/dead_letters.rs"]
+mod dead_letters;
 #[path = "api/json_cli.rs"]
 mod json_cli;
 #[path = "api/lag_pipeline.rs"]

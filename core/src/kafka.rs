@@ -27,6 +27,18 @@ pub fn dlq_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
+/// The ledger of handled (redriven or discarded) dead letters: a compacted topic, one per
+/// pipeline, read and written by `ordersctl dlq` and read by the api and the audit.
+pub fn dlq_handled_topic(orders_topic: &str) -> String {
+    format!("{}.handled", dlq_topic(orders_topic))
+}
+
+/// The topics operators' tools use beside the pipeline's own (the daemons need none of
+/// them); the embedded broker creates them too.
+pub fn operator_topics(orders_topic: &str) -> Vec<(String, i32)> {
+    vec![(dlq_handled_topic(orders_topic), 1)]
+}
+
 /// The topics the pipeline uses and their partition counts (SPEC: `orders` has 6).
 pub fn pipeline_topics(orders_topic: &str) -> Vec<(String, i32)> {
     vec![

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod client_log;
 pub mod config;
+pub mod dead_letters;
 pub mod domain;
 pub mod fraud;
 pub mod generator;

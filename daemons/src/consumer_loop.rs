@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use orders_core::client_log::ClientLog;
+use orders_core::dead_letters;
 use orders_core::domain::{DecodeError, MAX_RECORD_BYTES};
 use orders_core::kafka::{dlq_topic, KafkaSettings};
 use rdkafka::client::ClientContext;
@@ -18,7 +19,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,10 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub timestamp_ms: Option<i64>,
+    /// The record's headers, when it has any (the pipeline's own records have none, so
+    /// this costs nothing per order): a dead letter keeps them, so a redrive sends them
+    /// back and the redrive count survives another round (the loop guard).
+    pub headers: Option<OwnedHeaders>,
 }
 
 impl Record {
@@ -55,6 +60,9 @@ impl Record {
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             timestamp_ms: m.timestamp().to_millis(),
+            headers: m
+                .headers()
+                .map(|h| h.iter().fold(OwnedHeaders::new(), |o, h| o.insert(h))),
         }
     }
 }
@@ -142,17 +150,28 @@ pub fn dead_letter(group: &str, record: &Record, error: &DecodeError) -> OutReco
     let mut payload = record.payload.clone().unwrap_or_default();
     let truncated = payload.len() > MAX_RECORD_BYTES / 2;
     payload.truncate(MAX_RECORD_BYTES / 2);
+    // The record's own headers first (without an earlier round's diagnostics), then this
+    // round's: a redrive sends the record back with its headers and provenance.
+    let own = record
+        .headers
+        .iter()
+        .flat_map(|h| h.iter())
+        .filter(|h| !dead_letters::DIAGNOSTIC_HEADERS.contains(&h.key));
+    let own = own.fold(OwnedHeaders::new(), |hs, h| hs.insert(h));
     let headers = [
-        ("dlq.reason", error.code()),
-        ("dlq.error", detail.as_str()),
-        ("dlq.topic", &*record.topic),
-        ("dlq.partition", partition.as_str()),
-        ("dlq.offset", offset.as_str()),
-        ("dlq.group", group),
-        ("dlq.truncated", if truncated { "true" } else { "false" }),
+        (dead_letters::REASON, error.code()),
+        (dead_letters::ERROR, detail.as_str()),
+        (dead_letters::SOURCE_TOPIC, &*record.topic),
+        (dead_letters::SOURCE_PARTITION, partition.as_str()),
+        (dead_letters::SOURCE_OFFSET, offset.as_str()),
+        (dead_letters::GROUP, group),
+        (
+            dead_letters::TRUNCATED,
+            if truncated { "true" } else { "false" },
+        ),
     ]
     .into_iter()
-    .fold(OwnedHeaders::new(), |h, (key, value)| {
+    .fold(own, |h, (key, value)| {
         h.insert(Header {
             key,
             value: Some(value),
@@ -582,6 +601,61 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_records_headers_but_not_an_earlier_rounds_diagnostics() {
+        let headers = [
+            ("trace-id", "t-1"),
+            ("dlq.redrive-count", "2"),
+            ("dlq.reason", "schema"),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, v)| {
+            h.insert(Header {
+                key,
+                value: Some(v),
+            })
+        });
+        let record = Record {
+            topic: Arc::from("orders"),
+            partition: 2,
+            offset: 9,
+            key: Some(b"5".to_vec()),
+            payload: Some(b"nope".to_vec()),
+            timestamp_ms: None,
+            headers: Some(headers),
+        };
+        let out = dead_letter("fraud-group", &record, &DecodeError::NotJson("x".into()));
+        let got: Vec<(String, String)> = out
+            .headers
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "trace-id",
+                "dlq.redrive-count",
+                "dlq.reason",
+                "dlq.error",
+                "dlq.topic",
+                "dlq.partition",
+                "dlq.offset",
+                "dlq.group",
+                "dlq.truncated"
+            ]
+        );
+        assert_eq!(got[1].1, "2");
+        assert_eq!(got[2].1, "not-json");
+        assert_eq!(out.topic, "orders.dlq");
     }
 
     #[test]

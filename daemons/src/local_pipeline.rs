@@ -9,7 +9,7 @@ use crate::progress::Progress;
 use crate::DaemonError;
 use orders_core::fraud::FraudRules;
 use orders_core::kafka::{
-    consumer_lag, pipeline_topics, EmbeddedBroker, KafkaSettings, ANALYTICS_GROUP,
+    consumer_lag, operator_topics, pipeline_topics, EmbeddedBroker, KafkaSettings, ANALYTICS_GROUP,
     FRAUD_ALERTS_TOPIC, FRAUD_GROUP, PAYMENTS_GROUP, PAYMENTS_TOPIC,
 };
 use orders_core::store::{OrderStore, SqliteStore};
@@ -149,6 +149,7 @@ impl LocalPipeline {
     /// store, and starts the chosen daemons.
     pub async fn start(options: LocalOptions) -> Result<Self, DaemonError> {
         let mut topics = pipeline_topics(&options.orders_topic);
+        topics.extend(operator_topics(&options.orders_topic));
         topics.extend(options.extra_topics.iter().cloned());
         let brokers = options.brokers;
         let broker =

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bench;
 pub mod chaos;
 pub mod console;
+pub mod dlq;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ pub enum Command {
     /// Reconciles the topics with the store; one JSON report (fields and exit codes:
     /// docs/audit.md).
     Audit(Box<audit::AuditArgs>),
+    /// Lists, shows, redrives and discards dead letters (docs/dlq.md).
+    #[command(subcommand_required = true)]
+    Dlq(Box<dlq::DlqArgs>),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: `default`).
@@ -57,6 +61,7 @@ pub fn main() -> ExitCode {
     let cli = match cli.command {
         Command::Json(args) => return run_json(args),
         Command::Audit(args) => return audit::run(*args),
+        Command::Dlq(args) => return dlq::run(*args),
         command => Cli { command },
     };
     let result = tokio::runtime::Runtime::new()
@@ -74,7 +79,7 @@ pub fn main() -> ExitCode {
                         Err(e) => Err(e),
                     },
                     Command::Tui(args) => console::run(args).await,
-                    Command::Json(_) | Command::Audit(_) => Ok(()),
+                    Command::Json(_) | Command::Audit(_) | Command::Dlq(_) => Ok(()),
                 }
             })
         });

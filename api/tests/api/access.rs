@@ -139,9 +139,10 @@ async fn every_configured_token_gets_in_on_every_route() {
         for token in [TOKEN, OTHER_TOKEN] {
             let u = uri(e.path);
             let a = get_with_token(&app, &u, token).await;
-            // No Kafka in this test: lag and readiness answer 503, and nothing else fails.
+            // No Kafka in this test: lag, dead letters and readiness answer 503, and
+            // nothing else fails.
             let expected = match e.path {
-                "/api/lag" | "/readyz" => StatusCode::SERVICE_UNAVAILABLE,
+                "/api/lag" | "/api/dlq" | "/readyz" => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::OK,
             };
             assert_eq!(a.status, expected, "{u}: {}", a.text);

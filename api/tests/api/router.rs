@@ -429,6 +429,7 @@ async fn openapi_covers_every_json_endpoint() {
         "/api/payments",
         "/api/totals",
         "/api/lag",
+        "/api/dlq",
     ] {
         assert!(paths[p]["get"].is_object(), "{p} missing");
         assert!(

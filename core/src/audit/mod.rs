@@ -169,7 +169,7 @@ pub async fn audit(
     let mismatches = reconcile::compare_totals(&totals_at_start, &totals_at_end, &counted);
     let mut discrepancies = ledger.discrepancies;
     discrepancies.totals_differ.count = mismatches.len() as u64;
-    discrepancies.dead_letters.count = read.dead_letters.records;
+    discrepancies.dead_letters.count = read.dead_letters.records - read.dead_letters.handled;
     for id in &read.dead_letter_ids {
         discrepancies.dead_letters.list(*id, options.max_ids);
     }

@@ -328,6 +328,9 @@ pub struct TotalsMismatch {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DeadLetters {
     pub records: u64,
+    /// Of those, records an operator redrove or discarded (`ordersctl dlq`): handled, so
+    /// not discrepancies.
+    pub handled: u64,
     /// Keyed by dead-letter topic; every one is present.
     pub topics: BTreeMap<String, DeadLetterTopic>,
 }

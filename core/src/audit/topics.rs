@@ -5,6 +5,7 @@
 
 use super::report::{DeadLetterTopic, DeadLetters, Undecodable};
 use super::{fingerprint, AuditError};
+use crate::dead_letters::{DeadLetter, DeadLetterError, DeadLetterReader};
 use crate::domain::{FraudAlert, Order, Payment, Timestamp};
 use crate::fraud::FraudRules;
 use crate::kafka::{
@@ -378,6 +379,7 @@ pub(super) fn read_all(
     let payments = read_records(&reader, &snapshot, &names.payments, timeout, |p| {
         Payment::decode(p).map(|p| p.order_id)
     })?;
+    let handled = handled_dead_letters(settings, &names.orders, timeout)?;
     let mut dead_letters = DeadLetters::default();
     let mut dead_letter_ids = Vec::new();
     for topic in &names.dead_letters {
@@ -393,7 +395,11 @@ pub(super) fn read_all(
             counts.records += 1;
             *counts.by_reason.entry(header("dlq.reason")).or_default() += 1;
             *counts.by_group.entry(header("dlq.group")).or_default() += 1;
-            dead_letter_ids.extend(key_order_id(m));
+            if handled.contains(&DeadLetter::from_message(m).ledger_key()) {
+                dead_letters.handled += 1;
+            } else {
+                dead_letter_ids.extend(key_order_id(m));
+            }
         })?;
         dead_letters.records += counts.records;
         dead_letters.topics.insert(topic.clone(), counts);
@@ -412,6 +418,21 @@ pub(super) fn read_all(
         dead_letter_ids,
     };
     Ok((clients, read))
+}
+
+/// The ledger keys of the dead letters an operator has handled; none when the ledger
+/// topic does not exist (nobody has handled any).
+fn handled_dead_letters(
+    settings: &KafkaSettings,
+    orders_topic: &str,
+    timeout: Duration,
+) -> Result<HashSet<String>, AuditError> {
+    let ledger = DeadLetterReader::new(settings, orders_topic, timeout).and_then(|r| r.ledger());
+    match ledger {
+        Ok(ledger) => Ok(ledger.into_keys().collect()),
+        Err(DeadLetterError::MissingTopic(_)) => Ok(HashSet::new()),
+        Err(e) => Err(AuditError::KafkaUnreachable(e.to_string())),
+    }
 }
 
 /// Records between the low and high watermarks of a snapshot, summed over `topic`.
