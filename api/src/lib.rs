@@ -22,6 +22,7 @@ pub mod model;
 pub mod openapi;
 pub mod ops_server;
 pub mod query;
+pub mod readiness;
 pub mod routes;
 pub mod sample_data;
 pub mod web;

@@ -6,6 +6,7 @@
 //! cancelled.
 
 use crate::metrics::render_pipeline;
+use crate::readiness;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,9 +27,6 @@ pub const DEFAULT_OPS_ADDR: &str = "0.0.0.0:9100";
 /// `/healthz` calls the daemon wedged: above librdkafka's `message.timeout.ms` (60 s), so
 /// a produce that is only being retried through a broker outage is not called wedged.
 pub const DEFAULT_WEDGED_AFTER: Duration = Duration::from_secs(120);
-/// How long each readiness check may take.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// What the ops endpoints look at. Cheap to clone.
 #[derive(Clone)]
 pub struct OpsState {
@@ -110,42 +108,18 @@ async fn healthz(State(state): State<OpsState>) -> Response {
 /// answers a ping, and its writes are not failing.
 async fn readyz(State(state): State<OpsState>) -> Response {
     let store = async {
-        let Some(store) = &state.store else {
-            return "not_used";
-        };
-        if let Some(why) = state.progress.store_failing() {
-            tracing::warn!(error = %why, "readiness: store writes failing");
-            return "write_failing";
-        }
-        match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
-            Ok(Ok(())) => "ok",
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "readiness: store failed");
-                "unavailable"
-            }
-            Err(_) => {
-                tracing::warn!("readiness: store timed out");
-                "unavailable"
-            }
+        match &state.store {
+            Some(store) => readiness::store(store.as_ref(), Some(&state.progress)).await,
+            None => "not_used",
         }
     };
     let kafka = async {
-        let Some((settings, topic)) = state.kafka.clone() else {
-            return "not_configured";
-        };
-        let check = tokio::task::spawn_blocking(move || {
-            LagReader::new(&settings)?.ping(&topic, READY_TIMEOUT)
-        });
-        match tokio::time::timeout(READY_TIMEOUT + Duration::from_secs(1), check).await {
-            Ok(Ok(Ok(()))) => "ok",
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "readiness: kafka failed");
-                "unavailable"
+        match state.kafka.clone() {
+            Some((settings, topic)) => {
+                readiness::kafka(move |timeout| LagReader::new(&settings)?.ping(&topic, timeout))
+                    .await
             }
-            _ => {
-                tracing::warn!("readiness: kafka check timed out");
-                "unavailable"
-            }
+            None => "not_configured",
         }
     };
     let (store, kafka) = tokio::join!(store, kafka);

@@ -4,6 +4,7 @@ use crate::error::{AppError, ErrorBody, ErrorDetail};
 use crate::lag::LagUnavailable;
 use crate::model::*;
 use crate::query::{self, LimitParams, NoParams, OrdersParams, StrictQuery};
+use crate::readiness;
 use crate::web;
 use crate::AppState;
 use axum::extract::rejection::PathRejection;
@@ -17,8 +18,6 @@ use orders_core::store::{OrderDocument, StoreError};
 use orders_core::Timestamp;
 use std::time::Duration;
 
-/// How long a readiness check waits for each dependency.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `/api/lag` waits for the first sample after start.
 const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -93,40 +92,13 @@ pub async fn readyz(
     State(state): State<AppState>,
     StrictQuery(_): StrictQuery<NoParams>,
 ) -> Response {
-    let store = async {
-        // In the process that also writes the store (`ordersctl up`), failing writes make
-        // it not ready even though reads still answer.
-        if let Some(why) = state.progress().and_then(|p| p.store_failing()) {
-            tracing::warn!(error = %why, "readiness: store writes failing");
-            return "write_failing";
-        }
-        match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-            Ok(Ok(())) => "ok",
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "readiness: store failed");
-                "unavailable"
-            }
-            Err(_) => {
-                tracing::warn!("readiness: store timed out");
-                "unavailable"
-            }
-        }
-    };
+    // In the process that also writes the store (`ordersctl up`), failing writes make it
+    // not ready even though reads still answer.
+    let store = readiness::store(state.store.as_ref(), state.progress().map(|p| p.as_ref()));
     let kafka = async {
-        let Some(monitor) = state.lag.clone() else {
-            return "not_configured";
-        };
-        let check = tokio::task::spawn_blocking(move || monitor.ping_blocking(READY_TIMEOUT));
-        match tokio::time::timeout(READY_TIMEOUT + Duration::from_secs(1), check).await {
-            Ok(Ok(Ok(()))) => "ok",
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "readiness: kafka failed");
-                "unavailable"
-            }
-            _ => {
-                tracing::warn!("readiness: kafka check timed out");
-                "unavailable"
-            }
+        match state.lag.clone() {
+            Some(monitor) => readiness::kafka(move |timeout| monitor.ping_blocking(timeout)).await,
+            None => "not_configured",
         }
     };
     let (store, kafka) = tokio::join!(store, kafka);

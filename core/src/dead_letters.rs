@@ -8,18 +8,17 @@
 
 use crate::domain::Timestamp;
 use crate::kafka::{
-    dlq_handled_topic, dlq_topic, KafkaSettings, KafkaSetupError, LagReader, FRAUD_ALERTS_TOPIC,
-    PAYMENTS_TOPIC,
+    dlq_handled_topic, dlq_topic, KafkaSettings, KafkaSetupError, LagReader, RangeReadError,
+    RangeReader, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The reason code (`not-json`, `schema`, `invalid-value`, `empty`, `oversized`).
 pub const REASON: &str = "dlq.reason";
@@ -82,6 +81,12 @@ impl DeadLetterError {
             self,
             DeadLetterError::Unreachable(_) | DeadLetterError::MissingTopic(_)
         )
+    }
+}
+
+impl From<RangeReadError> for DeadLetterError {
+    fn from(e: RangeReadError) -> Self {
+        DeadLetterError::Unreachable(e.to_string())
     }
 }
 
@@ -461,7 +466,7 @@ pub fn parse_since(s: &str, now_ms: i64) -> Result<i64, String> {
 
 /// Reads dead letters and the ledger. Every method blocks.
 pub struct DeadLetterReader {
-    settings: KafkaSettings,
+    reader: RangeReader,
     lag: LagReader,
     orders_topic: String,
     timeout: Duration,
@@ -474,7 +479,7 @@ impl DeadLetterReader {
         timeout: Duration,
     ) -> Result<Self, DeadLetterError> {
         Ok(DeadLetterReader {
-            settings: settings.clone(),
+            reader: RangeReader::new(settings, "orders-dlq-reader"),
             lag: LagReader::new(settings)?,
             orders_topic: orders_topic.to_owned(),
             timeout,
@@ -509,7 +514,7 @@ impl DeadLetterReader {
                 .iter()
                 .map(|((_, p), (low, high))| (*p, *low, *high))
                 .collect();
-            self.read(topic, &ranges, |m| {
+            self.reader.read(topic, &ranges, self.timeout, |m| {
                 let mut d = DeadLetter::from_message(m);
                 d.handled = ledger.get(&d.ledger_key()).cloned();
                 if filter.matches(&d) {
@@ -545,9 +550,10 @@ impl DeadLetterReader {
             return Err(DeadLetterError::NotFound(at.clone()));
         }
         let mut found = None;
-        self.read(
+        self.reader.read(
             &at.topic,
             &[(at.partition, at.offset, at.offset + 1)],
+            self.timeout,
             |m| {
                 if m.offset() == at.offset {
                     found = Some(DeadLetter::from_message(m));
@@ -571,7 +577,7 @@ impl DeadLetterReader {
             .collect();
         let mut ledger = BTreeMap::new();
         let mut bad = None;
-        self.read(&topic, &ranges, |m| {
+        self.reader.read(&topic, &ranges, self.timeout, |m| {
             let Some(key) = m.key().map(|k| String::from_utf8_lossy(k).into_owned()) else {
                 return;
             };
@@ -603,71 +609,6 @@ impl DeadLetterReader {
             Some((at, e)) => Err(DeadLetterError::Ledger(at, e)),
             None => Ok(ledger),
         }
-    }
-
-    /// Hands every record of `[from, to)` of each `(partition, from, to)` to `f`.
-    fn read(
-        &self,
-        topic: &str,
-        ranges: &[(i32, i64, i64)],
-        mut f: impl FnMut(&BorrowedMessage<'_>),
-    ) -> Result<(), DeadLetterError> {
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for &(partition, from, to) in ranges {
-            if from < to {
-                ends.insert(partition, to);
-                tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
-            }
-        }
-        if ends.is_empty() {
-            return Ok(());
-        }
-        let mut c = self
-            .settings
-            .reader_config("orders-dlq-reader", "orders-dlq-reader");
-        c.set("enable.partition.eof", "true").set(
-            "fetch.wait.max.ms",
-            self.settings.fetch_wait_max_ms.to_string(),
-        );
-        let consumer: BaseConsumer = c.create()?;
-        consumer.assign(&tpl)?;
-        let mut last_progress = Instant::now();
-        while !ends.is_empty() {
-            if last_progress.elapsed() > self.timeout {
-                return Err(DeadLetterError::Unreachable(format!(
-                    "no records from {topic} for {:?} with {} partitions still to read",
-                    self.timeout,
-                    ends.len()
-                )));
-            }
-            let finished = match consumer.poll(Duration::from_millis(100)) {
-                None => None,
-                Some(Ok(m)) => {
-                    last_progress = Instant::now();
-                    match ends.get(&m.partition()) {
-                        Some(&end) if m.offset() < end => {
-                            f(&m);
-                            (m.offset() + 1 >= end).then_some(m.partition())
-                        }
-                        Some(_) => Some(m.partition()),
-                        None => None,
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    last_progress = Instant::now();
-                    Some(partition)
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, topic, "dead-letter reader: fetch error");
-                    None
-                }
-            };
-            if let Some(p) = finished {
-                ends.remove(&p);
-            }
-        }
-        Ok(())
     }
 }
 

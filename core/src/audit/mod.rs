@@ -65,6 +65,17 @@ pub enum AuditError {
     Task(String),
 }
 
+impl From<crate::kafka::RangeReadError> for AuditError {
+    fn from(e: crate::kafka::RangeReadError) -> Self {
+        match e {
+            crate::kafka::RangeReadError::Kafka(e) => e.into(),
+            idle @ crate::kafka::RangeReadError::Idle { .. } => {
+                AuditError::KafkaUnreachable(idle.to_string())
+            }
+        }
+    }
+}
+
 impl AuditError {
     /// Kafka or the store could not be reached (or lacks a pipeline topic): nothing was
     /// audited, and trying again later may work.

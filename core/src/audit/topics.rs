@@ -9,15 +9,14 @@ use crate::dead_letters::{DeadLetter, DeadLetterError, DeadLetterReader};
 use crate::domain::{FraudAlert, Order, Payment, Timestamp};
 use crate::fraud::FraudRules;
 use crate::kafka::{
-    dlq_topic, KafkaSettings, KafkaSetupError, LagReader, TopicPartition, ANALYTICS_GROUP,
-    FRAUD_ALERTS_TOPIC, FRAUD_GROUP, PAYMENTS_GROUP, PAYMENTS_TOPIC,
+    dlq_topic, KafkaSettings, KafkaSetupError, LagReader, RangeReader, TopicPartition,
+    ANALYTICS_GROUP, FRAUD_ALERTS_TOPIC, FRAUD_GROUP, PAYMENTS_GROUP, PAYMENTS_TOPIC,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// No rule matches the order.
 pub(super) const NO_RULE: u32 = u32::MAX;
@@ -258,101 +257,8 @@ pub(super) struct KafkaRead {
 /// The clients an audit keeps for its second look at the orders topic.
 pub(super) struct KafkaClients {
     lag: LagReader,
-    reader: TopicReader,
+    reader: RangeReader,
     timeout: Duration,
-}
-
-/// Reads records of partitions up to given offsets, each read with a consumer of its own:
-/// librdkafka starts fetching a fresh assignment at once, but a consumer assigned again
-/// waits about a second before its first fetch.
-struct TopicReader {
-    config: rdkafka::ClientConfig,
-}
-
-impl TopicReader {
-    fn new(settings: &KafkaSettings) -> Self {
-        let mut c = settings.reader_config("orders-audit", "orders-audit");
-        c.set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string())
-            // A small prefetch queue and fetch responses of at most 4 MiB: the audit's
-            // memory is its compact entries, not records waiting in librdkafka.
-            .set("queued.max.messages.kbytes", "8192")
-            .set("queued.min.messages", "20000")
-            .set("fetch.max.bytes", "4194304")
-            // Fetch again soon once the small queue has room: with the default 1 s
-            // back-off, reading 1M orders took 24 s instead of 1.5 s.
-            .set("fetch.queue.backoff.ms", "5");
-        TopicReader { config: c }
-    }
-
-    /// Hands every record of `[from, to)` of each `(partition, from, to)` of `topic` to
-    /// `f`. Kafka silent for `idle` (no record, no end of partition) is an error.
-    fn read(
-        &self,
-        topic: &str,
-        ranges: &[(i32, i64, i64)],
-        idle: Duration,
-        mut f: impl FnMut(&BorrowedMessage<'_>),
-    ) -> Result<(), AuditError> {
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for &(partition, from, to) in ranges {
-            if from < to {
-                ends.insert(partition, to);
-                tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
-            }
-        }
-        if ends.is_empty() {
-            return Ok(());
-        }
-        let consumer: BaseConsumer = self.config.create()?;
-        consumer.assign(&tpl)?;
-        let mut last_progress = Instant::now();
-        let result = loop {
-            if ends.is_empty() {
-                break Ok(());
-            }
-            if last_progress.elapsed() > idle {
-                break Err(AuditError::KafkaUnreachable(format!(
-                    "no records from {topic} for {idle:?} with {} partitions still to read",
-                    ends.len()
-                )));
-            }
-            let finished = match consumer.poll(Duration::from_millis(100)) {
-                None => None,
-                Some(Ok(m)) => {
-                    last_progress = Instant::now();
-                    let partition = m.partition();
-                    match ends.get(&partition) {
-                        Some(&end) if m.offset() < end => {
-                            f(&m);
-                            (m.offset() + 1 >= end).then_some(partition)
-                        }
-                        Some(_) => Some(partition),
-                        None => None,
-                    }
-                }
-                // The end of the partition now, which is at or beyond the snapshot's.
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    last_progress = Instant::now();
-                    Some(partition)
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(topic, error = %e, "audit: fetch error");
-                    None
-                }
-            };
-            if let Some(partition) = finished {
-                if ends.remove(&partition).is_some() {
-                    // Stop fetching past the snapshot while other partitions finish.
-                    let mut done = TopicPartitionList::new();
-                    done.add_partition(topic, partition);
-                    let _ = consumer.pause(&done);
-                }
-            }
-        };
-        result
-    }
 }
 
 /// The order id a record's key names, if it is one (keys are order ids as decimal text).
@@ -370,7 +276,7 @@ pub(super) fn read_all(
     timeout: Duration,
 ) -> Result<(KafkaClients, KafkaRead), AuditError> {
     let lag = LagReader::new(settings).map_err(setup_error)?;
-    let reader = TopicReader::new(settings);
+    let reader = RangeReader::new(settings, "orders-audit");
     let snapshot = Snapshot::take(&lag, names, timeout)?;
     let orders = read_orders(&reader, &snapshot, &names.orders, rules, timeout)?;
     let alerts = read_records(&reader, &snapshot, &names.alerts, timeout, |p| {
@@ -445,7 +351,7 @@ fn records_in(snapshot: &Snapshot, topic: &str) -> usize {
 }
 
 fn read_orders(
-    reader: &TopicReader,
+    reader: &RangeReader,
     snapshot: &Snapshot,
     topic: &str,
     rules: &FraudRules,
@@ -495,7 +401,7 @@ fn read_orders(
 }
 
 fn read_records(
-    reader: &TopicReader,
+    reader: &RangeReader,
     snapshot: &Snapshot,
     topic: &str,
     timeout: Duration,
