@@ -529,3 +529,86 @@ fn up_exits_non_zero_naming_the_daemon_that_failed() {
         "{stderr}"
     );
 }
+
+/// The metric families a Prometheus exposition declares (`# TYPE` lines), with the series
+/// names a histogram or summary adds.
+fn exported_families(exposition: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            names.insert(name.to_owned());
+            let parts: &[&str] = match kind {
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "summary" => &["_sum", "_count"],
+                _ => &[],
+            };
+            names.extend(parts.iter().map(|p| format!("{name}{p}")));
+        }
+    }
+    names
+}
+
+/// The `orders_*` metric names a rule file or dashboard uses.
+fn used_metrics(text: &str) -> std::collections::BTreeSet<String> {
+    let mut used = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("orders_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        used.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    used
+}
+
+/// Every metric the alerting rules and the dashboard under `ops/observability` use is one a
+/// running pipeline exports (`ordersctl up` serves the api's, the lag monitor's and the
+/// daemons' metrics in one `/metrics`), so a renamed metric cannot leave a rule silent.
+#[test]
+fn alert_rules_and_dashboard_use_only_exported_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/observability");
+    let mut used = std::collections::BTreeSet::new();
+    for file in ["alerts.yml", "dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let names = used_metrics(&text);
+        assert!(names.len() >= 5, "{file} uses {names:?}");
+        used.extend(names);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let up = Up::start(&dir, 50);
+    let api = published_api(&dir);
+    totals_reach(&api, 50);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::new();
+    // Lag is sampled every 1.5 s: wait (bounded) for the first sample's metrics.
+    let start = Instant::now();
+    loop {
+        let text = runtime
+            .block_on(async {
+                client
+                    .get(format!("{api}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await
+            })
+            .unwrap_or_default();
+        let exported = exported_families(&text);
+        let missing: Vec<&String> = used.difference(&exported).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "used but not exported: {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    up.stop();
+}
