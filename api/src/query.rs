@@ -73,7 +73,8 @@ pub struct OrdersParams {
     /// How many, 1–1000 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// Only orders with a smaller id: the `next_before` of the previous page.
+    /// Only orders stored before the order with this id: the `next_before` of the previous
+    /// page (lists nothing when no such order is stored).
     #[param(value_type = Option<u64>, minimum = 1)]
     pub before: Option<String>,
     /// Two upper-case letters, e.g. `US`.

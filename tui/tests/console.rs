@@ -448,11 +448,16 @@ fn many_orders_held_draw_the_same_visible_rows() {
     let mut app = loaded_app(80, 24);
     let fx = fixture();
     let template = fx.orders.orders[3].clone();
+    // Stored an hour before the fixture's orders.
+    let earlier = template
+        .processed_at
+        .and_then(|t| orders_core::Timestamp::from_micros(t.micros() - 3_600_000_000));
     app.apply(Update::Orders(
         (1..=900)
             .map(|id| {
                 let mut d = template.clone();
                 d.order_id = id;
+                d.processed_at = earlier;
                 d
             })
             .collect(),
@@ -773,8 +778,9 @@ fn the_real_api_answers_in_the_shapes_the_console_reads() {
 
         let alerts = client.alerts(200).await.unwrap();
         assert_eq!(alerts.len() as u64, expected.fraud_count);
-        // Newest order first (docs/json.md), exactly the store's alerts.
-        assert!(alerts.windows(2).all(|w| w[0].order_id > w[1].order_id));
+        // Stored last first (docs/json.md), exactly the store's alerts.
+        let arrival = |a: &ordersctl::console::api::Alert| (a.stored_at, a.order_id);
+        assert!(alerts.windows(2).all(|w| arrival(&w[0]) > arrival(&w[1])));
         let want = store.latest_alerts(200).await.unwrap();
         let want_ids: Vec<u64> = want.iter().map(|a| a.alert.order_id).collect();
         let got_ids: Vec<u64> = alerts.iter().map(|a| a.order_id).collect();

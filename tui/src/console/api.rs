@@ -97,6 +97,23 @@ pub struct OrderDocument {
     pub payment_status: Option<String>,
 }
 
+/// Where an order stands in the API's "newest first": when it was stored, then its id.
+/// An order without a stored time sorts before every one that has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Arrival {
+    pub processed_at: Option<Timestamp>,
+    pub order_id: u64,
+}
+
+impl OrderDocument {
+    pub fn arrival(&self) -> Arrival {
+        Arrival {
+            processed_at: self.processed_at,
+            order_id: self.order_id,
+        }
+    }
+}
+
 /// `GET /api/orders?limit=N`: one page, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
