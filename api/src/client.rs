@@ -80,6 +80,24 @@ impl ApiResponse {
     }
 }
 
+/// The API's base URL as `--api` gives it (`http://host:port` or `https://host`, optionally
+/// with a path prefix), ending in `/`: the one check of `ordersctl json` and `tui`.
+pub fn api_base_url(base_url: &str) -> Result<reqwest::Url, ClientError> {
+    let bad = |reason: String| ClientError::BadUrl {
+        url: base_url.to_owned(),
+        reason,
+    };
+    let mut base = reqwest::Url::parse(base_url.trim()).map_err(|e| bad(e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+        return Err(bad("expected http://host:port or https://host".into()));
+    }
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     base: reqwest::Url,
@@ -90,18 +108,11 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client of the API at `base_url` (`http://host:port`, optionally with a path prefix).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let base = api_base_url(base_url)?;
         let bad = |reason: String| ClientError::BadUrl {
             url: base_url.to_owned(),
             reason,
         };
-        let mut base = reqwest::Url::parse(base_url.trim()).map_err(|e| bad(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(bad("expected http://host:port or https://host".into()));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15))

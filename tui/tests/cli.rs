@@ -529,3 +529,28 @@ fn up_exits_non_zero_naming_the_daemon_that_failed() {
         "{stderr}"
     );
 }
+
+/// A bad `--api` is a usage error before the console takes the screen: one line on stderr,
+/// exit 2, nothing on stdout (no alternate-screen switch), the same words as `json` says.
+#[test]
+fn tui_rejects_a_bad_api_url_before_taking_the_screen() {
+    for bad in ["notaurl", "ftp://example.test", "http://"] {
+        let out = ordersctl(&["tui", "--api", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(out.stdout.is_empty(), "{bad}: {:?}", out.stdout);
+        assert_eq!(err.lines().count(), 1, "{bad}: {err}");
+        assert!(
+            err.starts_with("ordersctl tui: ") && err.contains(bad),
+            "{err}"
+        );
+        let json = ordersctl(&["json", "--api", bad, "health"]);
+        let json_err = String::from_utf8_lossy(&json.stderr);
+        assert_eq!(json.status.code(), Some(2), "{json_err}");
+        assert_eq!(
+            err.trim_start_matches("ordersctl tui: "),
+            json_err.trim_start_matches("ordersctl json: "),
+            "one validation, one message"
+        );
+    }
+}
