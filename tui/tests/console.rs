@@ -239,7 +239,28 @@ fn disconnected_screen(width: u16, height: u16) -> String {
     let s = screen(&app);
     assert!(s.contains("API UNREACHABLE"), "{s}");
     assert!(s.contains("DISCONNECTED"), "{s}");
+    // Lag and rate are the last known, not live: said so, and how to retry at once.
+    assert!(s.contains("Consumer lag · STALE"), "{s}");
+    assert!(s.contains("stale"), "{s}");
+    assert!(!s.contains("10.2/s"), "no rate shown as live: {s}");
+    assert!(s.contains("r retry now"), "{s}");
     s
+}
+
+/// `r` while disconnected asks the fetcher to retry now instead of waiting out the backoff.
+#[test]
+fn r_retries_now_while_disconnected() {
+    let mut app = loaded_app(80, 24);
+    let before = app.control();
+    press(&mut app, "r");
+    assert_eq!(app.control(), before, "connected: nothing to retry");
+    app.apply(Update::Disconnected {
+        error: "cannot connect: connection refused".into(),
+        retry_at: app.now + Duration::from_secs(8),
+    });
+    press(&mut app, "r");
+    assert_ne!(app.control(), before, "the fetcher is woken");
+    assert!(screen(&app).contains("retrying now"));
 }
 
 #[test]

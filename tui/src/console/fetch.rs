@@ -50,6 +50,8 @@ pub struct Control {
     pub paused: bool,
     /// The order whose detail is open.
     pub detail: Option<u64>,
+    /// Bumped by each request to retry now; a change wakes the fetcher from its backoff.
+    pub retry: u32,
 }
 
 /// How often and how much to fetch.
@@ -119,7 +121,7 @@ pub async fn poll(
     let mut newest_seen: Option<Arrival> = None;
     let mut failures: u32 = 0;
     loop {
-        let Control { paused, detail } = *control.borrow_and_update();
+        let Control { paused, detail, .. } = *control.borrow_and_update();
         let mut news = Vec::new();
         let mut unreachable: Option<ApiError> = None;
         let mut refused: Option<ApiError> = None;

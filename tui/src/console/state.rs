@@ -292,6 +292,8 @@ pub struct App {
     /// Keep the newest order selected as orders arrive.
     pub follow: bool,
     pub paused: bool,
+    /// Requests to retry now (`r`), passed to the fetcher through [`Control`].
+    retries: u32,
     pub overlay: Overlay,
     pub quit: bool,
 }
@@ -319,14 +321,32 @@ impl App {
             alerts_scroll: Scroll::default(),
             follow: true,
             paused: false,
+            retries: 0,
             overlay: Overlay::None,
             quit: false,
         }
     }
 
     /// What the fetch tasks should do now.
+    /// The lag and rate shown are the last known, not live: the API does not answer.
+    pub fn is_stale(&self) -> bool {
+        matches!(
+            self.connection,
+            Connection::Disconnected { .. } | Connection::Unauthorised(_)
+        )
+    }
+
+    /// While the API is unreachable, retries at once instead of waiting out the backoff.
+    pub fn retry_now(&mut self) {
+        if let Connection::Disconnected { retry_at, .. } = &mut self.connection {
+            *retry_at = self.now;
+            self.retries = self.retries.wrapping_add(1);
+        }
+    }
+
     pub fn control(&self) -> Control {
         Control {
+            retry: self.retries,
             paused: self.paused,
             detail: match &self.overlay {
                 Overlay::Detail(d) => Some(d.order_id),
