@@ -452,6 +452,29 @@ async fn openapi_covers_every_json_endpoint() {
     ] {
         assert!(params.contains(&p), "{p} not documented: {params:?}");
     }
+    // A parameter that takes a fixed set of words declares them, so a schema-driven client
+    // (or fuzzer) sends only values the API accepts.
+    let schema_of = |name: &str| {
+        paths["/api/orders"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    for (name, words) in [
+        ("status", vec!["CREATED", "CONFIRMED", "CANCELLED"]),
+        ("payment_status", vec!["PAID", "FAILED"]),
+    ] {
+        let schema = schema_of(name);
+        assert_eq!(schema["enum"], serde_json::json!(words), "{name}: {schema}");
+        for w in words {
+            let a = get(&app, &format!("/api/orders?{name}={w}")).await;
+            assert_eq!(a.status, StatusCode::OK, "{name}={w}: {}", a.text);
+        }
+    }
+    assert_eq!(schema_of("fraud")["type"], "boolean");
     // Every referenced schema exists.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     let text = doc.to_string();
