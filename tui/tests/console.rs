@@ -1207,3 +1207,41 @@ fn a_panic_inside_the_console_restores_the_terminal() {
     assert!(!screen.contains("console drawn"), "{screen}");
     assert_terminal_restored(&tmux, 43);
 }
+
+/// At 120×40 the `P@OFFSET` column is narrow: a value is shown whole or cut with an
+/// ellipsis, never cut silently into another value (`3@1` for offset 121).
+#[test]
+fn main_screen_120x40_cuts_offsets_visibly() {
+    let app = loaded_app(120, 40);
+    let s = screen(&app);
+    let rows: Vec<&str> = s.lines().collect();
+    assert!(
+        s.contains(" P…│") || s.contains("P@OFFSET"),
+        "header cut visibly: {s}"
+    );
+    for doc in app.orders.newest_first() {
+        let (Some(p), Some(o)) = (doc.kafka_partition, doc.kafka_offset) else {
+            continue;
+        };
+        // The orders pane is the left one.
+        let id = format!("#{} ", doc.order_id);
+        let Some(pane) = rows
+            .iter()
+            .map(|r| r.split("││").next().unwrap())
+            .find(|pane| pane.contains(&id))
+        else {
+            continue;
+        };
+        let place = format!("{p}@{o}");
+        let last = pane
+            .trim_end_matches(['"', '│', ' '])
+            .rsplit(' ')
+            .next()
+            .unwrap();
+        assert!(
+            last == place || (last.ends_with('…') && place.starts_with(last.trim_end_matches('…'))),
+            "{place} shown as {last:?} in {pane}"
+        );
+    }
+    insta::assert_snapshot!(s);
+}

@@ -480,12 +480,24 @@ fn draw_orders(f: &mut Frame, app: &App, area: Rect, wide: bool) {
         Constraint::Length(6),
         Constraint::Fill(1),
     ];
+    // What is left for the last column (each column but the first is one space apart), so
+    // a place that does not fit is cut visibly rather than read as another offset.
+    let fixed: u16 = widths
+        .iter()
+        .map(|c| match c {
+            Constraint::Length(n) => n + 1,
+            _ => 0,
+        })
+        .sum();
+    let place_width = usize::from(inner.width.saturating_sub(fixed));
+    let last = header.len() - 1;
     let header = Row::new(
         header
             .into_iter()
             .enumerate()
             .map(|(i, h)| match i {
                 1 | 4 => Cell::from(Line::from(h).right_aligned()),
+                i if i == last => Cell::from(text::fit(h, place_width)),
                 _ => Cell::from(h),
             })
             .collect::<Vec<_>>(),
@@ -515,7 +527,7 @@ fn draw_orders(f: &mut Frame, app: &App, area: Rect, wide: bool) {
                 (true, false) => "FRAUD".to_owned(),
             };
             let place = match (doc.kafka_partition, doc.kafka_offset) {
-                (Some(p), Some(o)) => format!("{p}@{o}"),
+                (Some(p), Some(o)) => text::fit(&format!("{p}@{o}"), place_width),
                 _ => String::new(),
             };
             let cells = vec![
