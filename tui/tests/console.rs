@@ -1245,3 +1245,33 @@ fn main_screen_120x40_cuts_offsets_visibly() {
     }
     insta::assert_snapshot!(s);
 }
+
+/// The journey reads one consistent view: an offsets sample older than the order lists
+/// every group as behind, but an alert, a payment and the stored order prove their groups
+/// past it; and a pending fraud decision with fraud-group past waits on analytics, not on
+/// fraud-group.
+#[test]
+fn journey_never_contradicts_itself() {
+    let mut app = loaded_app(160, 48);
+    app.open_detail(1058);
+    let mut detail: OrderDetail = serde_json::from_value(detail_json(&order_json(1058))).unwrap();
+    detail.order.payment_status = Some("PAID".into());
+    detail.journey.payment.status = Some("PAID".into());
+    detail.journey.groups_behind = Some(
+        ["fraud-group", "payments-group", "analytics-group"]
+            .map(String::from)
+            .to_vec(),
+    );
+    app.apply(Update::Detail(1058, Ok(Some(Box::new(detail.clone())))));
+    let s = screen(&app);
+    assert!(s.contains("Every consumer group is past this order"), "{s}");
+
+    detail.order.fraud = false;
+    detail.journey.fraud.decision = FraudDecision::Pending;
+    detail.journey.fraud.at = None;
+    detail.journey.groups_behind = Some(vec![]);
+    app.apply(Update::Detail(1058, Ok(Some(Box::new(detail)))));
+    let s = screen(&app);
+    assert!(!s.contains("waiting for fraud-group"), "{s}");
+    assert!(s.contains("Every consumer group is past this order"), "{s}");
+}

@@ -776,11 +776,29 @@ fn step(
 }
 
 /// The groups that have not yet consumed the order's record: the API's word when it gives
-/// one, else what the lag figures say.
+/// one, else what the lag figures say; never a group whose effect the detail shows.
 fn groups_behind(app: &App, detail: &OrderDetail) -> Option<Vec<String>> {
-    if let Some(p) = &detail.journey.groups_behind {
-        return Some(p.clone());
-    }
+    let j = &detail.journey;
+    let seen = orders_core::lag::SeenEffects {
+        stored: j.stored.at.is_some() || detail.order.processed_at.is_some(),
+        alerted: detail.order.fraud || j.fraud.decision == FraudDecision::Alert,
+        payment_stored: j
+            .payment
+            .status
+            .as_deref()
+            .or(detail.order.payment_status.as_deref())
+            .is_some_and(|s| !s.eq_ignore_ascii_case("PENDING")),
+    };
+    let mut behind = match &j.groups_behind {
+        Some(p) => p.clone(),
+        None => lag_groups_behind(app, detail)?,
+    };
+    behind.retain(|g| !seen.prove_past(g));
+    Some(behind)
+}
+
+/// The groups the lag figures show not yet past the order's record.
+fn lag_groups_behind(app: &App, detail: &OrderDetail) -> Option<Vec<String>> {
     let (partition, offset) = (detail.order.kafka_partition?, detail.order.kafka_offset?);
     let known: Vec<(String, bool)> = app
         .lag
@@ -890,6 +908,10 @@ fn detail_lines(app: &App, detail: &OrderDetail, width: usize) -> Vec<Line<'stat
             (true, "alert raised".to_owned())
         }
         FraudDecision::Clear => (true, "clear: passed, no alert".to_owned()),
+        // fraud-group past it: its alert, if any, is on its way to the store.
+        FraudDecision::Pending if waiting_for("fraud-group") == Some(false) => {
+            (false, "waiting for analytics-group".to_owned())
+        }
         FraudDecision::Pending => (false, "waiting for fraud-group".to_owned()),
         FraudDecision::Alert | FraudDecision::Unknown => match waiting_for("fraud-group") {
             Some(true) => (false, "waiting for fraud-group".to_owned()),
