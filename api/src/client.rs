@@ -80,39 +80,114 @@ impl ApiResponse {
     }
 }
 
+/// The API's base URL as `--api` gives it (`http://host:port` or `https://host`, optionally
+/// with a path prefix), ending in `/`: the one check of `ordersctl json` and `tui`.
+pub fn api_base_url(base_url: &str) -> Result<reqwest::Url, ClientError> {
+    let bad = |reason: String| ClientError::BadUrl {
+        url: base_url.to_owned(),
+        reason,
+    };
+    let mut base = reqwest::Url::parse(base_url.trim()).map_err(|e| bad(e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+        return Err(bad("expected http://host:port or https://host".into()));
+    }
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok(base)
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     base: reqwest::Url,
     http: reqwest::Client,
     token: Option<Secret>,
+    timeout: Duration,
+}
+
+/// How long to wait for a connection, and for a whole answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .user_agent(concat!("ordersctl/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Why a request to `base` got no answer, in words an operator can act on: refused (by
+/// which address), a name that does not resolve, or a timeout (after how long); else the
+/// innermost cause.
+fn unreachable_cause(e: &reqwest::Error, base: &reqwest::Url, timeout: Duration) -> String {
+    let host = base.host_str().unwrap_or_default();
+    let addr = match base.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let mut innermost = e.to_string();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return format!("connection refused by {addr}");
+        }
+        let text = err.to_string();
+        // hyper's resolver says "dns error", the system's "failed to lookup address".
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return format!("cannot resolve {host}");
+        }
+        innermost = text;
+        source = err.source();
+    }
+    if e.is_timeout() {
+        return if e.is_connect() {
+            format!(
+                "cannot connect to {addr}: timed out after {} s",
+                CONNECT_TIMEOUT.min(timeout).as_secs()
+            )
+        } else {
+            format!(
+                "no answer from {addr}: timed out after {} s",
+                timeout.as_secs()
+            )
+        };
+    }
+    match innermost.find(" (os error") {
+        Some(i) => innermost[..i].to_owned(),
+        None => innermost,
+    }
 }
 
 impl ApiClient {
     /// A client of the API at `base_url` (`http://host:port`, optionally with a path prefix).
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let base = api_base_url(base_url)?;
         let bad = |reason: String| ClientError::BadUrl {
             url: base_url.to_owned(),
             reason,
         };
-        let mut base = reqwest::Url::parse(base_url.trim()).map_err(|e| bad(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(bad("expected http://host:port or https://host".into()));
-        }
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(15))
-            .user_agent(concat!("ordersctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
+        let http = http_client(REQUEST_TIMEOUT).map_err(|e| bad(e.to_string()))?;
         Ok(ApiClient {
             base,
             http,
             token: None,
+            timeout: REQUEST_TIMEOUT,
         })
+    }
+
+    /// Waits at most `timeout` for an answer (and for a connection, at most 3 s of it).
+    pub fn with_timeout(mut self, timeout: Duration) -> Result<Self, ClientError> {
+        self.http = http_client(timeout).map_err(|e| ClientError::BadUrl {
+            url: self.base.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.timeout = timeout;
+        Ok(self)
     }
 
     /// Sends `token` as a bearer token with every request.
@@ -146,7 +221,7 @@ impl ApiClient {
         }
         let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             url: self.base.to_string(),
-            reason: e.without_url().to_string(),
+            reason: unreachable_cause(&e, &self.base, self.timeout),
         };
         let response = with_token(self.http.get(url), self.token.as_ref())
             .send()

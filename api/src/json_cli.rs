@@ -126,7 +126,8 @@ pub struct OrdersArgs {
     /// Only this payment result.
     #[arg(long, value_parser = ["PAID", "FAILED"])]
     pub payment_status: Option<String>,
-    /// Only orders older than this id (the `next_before` of the previous page).
+    /// Only orders stored before the order with this id (the `next_before` of the previous
+    /// page).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub before: Option<u64>,
 }

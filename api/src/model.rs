@@ -98,11 +98,12 @@ pub struct AnalyticsBody {
     pub orders: Vec<OrderJson>,
 }
 
-/// A page of orders, newest first.
+/// A page of orders, newest first by arrival (stored time, then id).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrdersPage {
     pub orders: Vec<OrderJson>,
-    /// Pass as `before` for the next page; null on the last page.
+    /// The last order id of this page: pass as `before` for the next page; null on the
+    /// last page.
     pub next_before: Option<u64>,
 }
 

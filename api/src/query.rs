@@ -73,21 +73,38 @@ pub struct OrdersParams {
     /// How many, 1–1000 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// Only orders with a smaller id: the `next_before` of the previous page.
+    /// Only orders stored before the order with this id: the `next_before` of the previous
+    /// page (lists nothing when no such order is stored).
     #[param(value_type = Option<u64>, minimum = 1)]
     pub before: Option<String>,
     /// Two upper-case letters, e.g. `US`.
     #[param(value_type = Option<String>, pattern = "^[A-Z]{2}$")]
     pub country: Option<String>,
     /// `CREATED`, `CONFIRMED` or `CANCELLED`.
-    #[param(value_type = Option<String>)]
+    #[param(schema_with = order_status_schema)]
     pub status: Option<String>,
     /// `true`: only orders with a fraud alert; `false`: only those without.
     #[param(value_type = Option<bool>)]
     pub fraud: Option<String>,
     /// `PAID` or `FAILED`.
-    #[param(value_type = Option<String>)]
+    #[param(schema_with = payment_status_schema)]
     pub payment_status: Option<String>,
+}
+
+/// A string parameter that takes one of `words`, as the OpenAPI document declares it.
+fn words_schema(words: impl IntoIterator<Item = &'static str>) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(words))
+        .build()
+}
+
+fn order_status_schema() -> utoipa::openapi::Object {
+    words_schema(orders_core::domain::OrderStatus::ALL.map(|s| s.as_str()))
+}
+
+fn payment_status_schema() -> utoipa::openapi::Object {
+    words_schema(orders_core::domain::PaymentStatus::ALL.map(|s| s.as_str()))
 }
 
 pub fn limit(raw: Option<&str>, default: usize) -> Result<usize, AppError> {

@@ -222,6 +222,13 @@ fn journey(
     payment: Option<orders_core::store::StoredPayment>,
 ) -> Journey {
     let snapshot = state.lag.as_ref().and_then(|m| m.latest().ok());
+    // What the store holds proves those groups past the order even when the offsets
+    // sample predates it: the journey reads one consistent view.
+    let seen = orders_core::lag::SeenEffects {
+        stored: true,
+        alerted: alert.is_some(),
+        payment_stored: payment.is_some(),
+    };
     let fraud = match alert {
         Some(a) => FraudStep {
             decision: "alert",
@@ -256,6 +263,7 @@ fn journey(
     let groups_behind = snapshot.as_ref().zip(topic.as_deref()).map(|(s, topic)| {
         ORDER_GROUPS
             .iter()
+            .filter(|g| !seen.prove_past(g))
             .filter(|g| {
                 !s.group(g)
                     .and_then(|g| g.lag.partition(topic, doc.kafka_partition))

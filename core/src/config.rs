@@ -46,7 +46,8 @@ impl FromStr for Secret {
 /// Where Kafka is and how to authenticate.
 #[derive(Debug, Clone, Default, Args)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers (host:port,...). Unset: the embedded broker (local mode).
+    /// Kafka bootstrap servers (host:port,...). Unset: the embedded broker of a running
+    /// `ordersctl up`, whose address is read from <data-dir>/up.json; without one, an error.
     #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
 

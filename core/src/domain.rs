@@ -303,6 +303,7 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 2] = [PaymentStatus::Paid, PaymentStatus::Failed];
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentStatus::Paid => "PAID",
@@ -314,11 +315,10 @@ impl PaymentStatus {
 impl FromStr for PaymentStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "PAID" => Ok(PaymentStatus::Paid),
-            "FAILED" => Ok(PaymentStatus::Failed),
-            _ => Err(format!("unknown payment status {s:?}")),
-        }
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown payment status {s:?}"))
     }
 }
 

@@ -105,6 +105,30 @@ impl ConsumerLag {
     }
 }
 
+/// What the store already holds of one order: each is the effect of one consumer group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeenEffects {
+    /// The order is stored (analytics-group).
+    pub stored: bool,
+    /// Its fraud alert is stored (fraud-group).
+    pub alerted: bool,
+    /// Its payment result is stored (payments-group).
+    pub payment_stored: bool,
+}
+
+impl SeenEffects {
+    /// Whether `group`'s effect on the order is already seen: proof that the group is past
+    /// it, whatever an offsets sample taken before the order says.
+    pub fn prove_past(self, group: &str) -> bool {
+        match group {
+            crate::kafka::ANALYTICS_GROUP => self.stored,
+            crate::kafka::FRAUD_GROUP => self.alerted,
+            crate::kafka::PAYMENTS_GROUP => self.payment_stored,
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +201,26 @@ mod tests {
                 .unwrap();
         assert_eq!((sparse.partition, sparse.lag), (2, 5));
         assert_eq!((sparse.committed, sparse.lag_seconds), (None, None));
+    }
+
+    #[test]
+    fn a_seen_effect_proves_its_group_past() {
+        use crate::kafka::{ANALYTICS_GROUP, FRAUD_GROUP, PAYMENTS_GROUP};
+        let none = SeenEffects::default();
+        assert!(!none.prove_past(FRAUD_GROUP) && !none.prove_past(ANALYTICS_GROUP));
+        let all = SeenEffects {
+            stored: true,
+            alerted: true,
+            payment_stored: true,
+        };
+        for g in [FRAUD_GROUP, PAYMENTS_GROUP, ANALYTICS_GROUP] {
+            assert!(all.prove_past(g), "{g}");
+        }
+        assert!(!all.prove_past("another-group"));
+        let stored = SeenEffects {
+            stored: true,
+            ..none
+        };
+        assert!(stored.prove_past(ANALYTICS_GROUP) && !stored.prove_past(PAYMENTS_GROUP));
     }
 }

@@ -412,11 +412,84 @@ async fn full_scans_page_through_everything_highest_first(store: &dyn OrderStore
     assert!(store.orders_before(Some(1), 10).await.unwrap().is_empty());
 }
 
+/// Another client publishes ids far above ours; orders, alerts and payments that arrive
+/// after them still list first, and the cursor pages on in arrival order.
+async fn lists_by_arrival_not_by_id(store: &dyn OrderStore) {
+    let at = |t: Timestamp, orders: &[Order]| StoreBatch {
+        orders: orders
+            .iter()
+            .map(|o| StoredOrder {
+                processed_at: t,
+                ..stored(o.clone(), 0)
+            })
+            .collect(),
+        alerts: orders.iter().map(alert).collect(),
+        payments: orders
+            .iter()
+            .map(|o| payment(o, PaymentStatus::Paid))
+            .collect(),
+    };
+    let theirs = orders(7_000_001..=7_000_500);
+    let ours = orders(4_001..=4_005);
+    let t0 = Timestamp::now();
+    store.apply(Arc::new(at(t0, &theirs))).await.unwrap();
+    let t1 = Timestamp::from_micros(t0.micros() + 1_000).unwrap();
+    store.apply(Arc::new(at(t1, &ours))).await.unwrap();
+
+    let ids = |docs: &[orders_core::store::OrderDocument]| -> Vec<u64> {
+        docs.iter().map(|d| d.order.order_id).collect()
+    };
+    let page = store
+        .latest_orders(&OrderQuery {
+            limit: 7,
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&page),
+        vec![4_005, 4_004, 4_003, 4_002, 4_001, 7_000_500, 7_000_499]
+    );
+    let next = store
+        .latest_orders(&OrderQuery {
+            limit: 3,
+            before_id: Some(7_000_499),
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&next), vec![7_000_498, 7_000_497, 7_000_496]);
+    let filtered = store
+        .latest_orders(&OrderQuery {
+            limit: 2,
+            before_id: Some(4_001),
+            payment_status: Some(PaymentStatus::Paid),
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&filtered), vec![7_000_500, 7_000_499]);
+    let unknown = OrderQuery {
+        limit: 5,
+        before_id: Some(999_999),
+        ..OrderQuery::default()
+    };
+    assert!(store.latest_orders(&unknown).await.unwrap().is_empty());
+
+    let alerts = store.latest_alerts(2).await.unwrap();
+    let alert_ids: Vec<u64> = alerts.iter().map(|a| a.alert.order_id).collect();
+    assert_eq!(alert_ids, vec![4_005, 4_004]);
+    let payments = store.latest_payments(2).await.unwrap();
+    let payment_ids: Vec<u64> = payments.iter().map(|p| p.payment.order_id).collect();
+    assert_eq!(payment_ids, vec![4_005, 4_004]);
+}
+
 async fn contract(store: &dyn OrderStore) {
     writes_are_idempotent_and_totals_exact(store).await;
     alerts_and_payments_join_orders_in_any_order(store).await;
     lists_newest_first_with_filters_and_cursor(store).await;
     full_scans_page_through_everything_highest_first(store).await;
+    lists_by_arrival_not_by_id(store).await;
 }
 
 #[tokio::test]
@@ -504,4 +577,37 @@ async fn sqlite_open_fails_clearly_on_a_bad_path() {
         Ok(_) => panic!("opened a store under a regular file"),
     };
     assert!(err.contains("a-file"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_upgrades_a_version_2_store_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.db");
+    let old = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/resources/sqlite-schema-v2.sql"
+    ))
+    .unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&old)
+        .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let docs = store
+        .latest_orders(&OrderQuery {
+            limit: 10,
+            ..OrderQuery::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<u64> = docs.iter().map(|d| d.order.order_id).collect();
+    assert_eq!(ids, vec![5, 9_000_001], "newest arrival first");
+    drop(store);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+    // And opens again as the current version.
+    SqliteStore::open(&path).unwrap();
 }

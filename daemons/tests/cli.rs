@@ -376,3 +376,29 @@ fn a_log_file_gets_plain_text_or_only_json_with_the_cause_and_the_fatal_error_on
         "the refused connection logged with its broker and cause:\n{json}"
     );
 }
+
+/// `--help` says what an unset KAFKA_BOOTSTRAP_SERVERS does, and it does that: attach to a
+/// running `ordersctl up` through `<data-dir>/up.json`, else fail naming what to set.
+#[test]
+fn help_says_what_an_unset_bootstrap_list_does() {
+    let help = ordersd().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!help.contains("embedded broker (local mode)"), "{help}");
+    assert!(help.contains("<data-dir>/up.json"), "{help}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = ordersd()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("fraud")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("KAFKA_BOOTSTRAP_SERVERS") && err.contains("up.json"),
+        "{err}"
+    );
+}

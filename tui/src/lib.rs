@@ -62,6 +62,16 @@ pub fn main() -> ExitCode {
         Command::Json(args) => return run_json(args),
         Command::Audit(args) => return audit::run(*args),
         Command::Dlq(args) => return dlq::run(*args),
+        Command::Tui(args) => match orders_api::client::api_base_url(&args.api) {
+            // Checked before the console takes the screen: a usage error, as `json` says.
+            Err(e) => {
+                eprintln!("ordersctl tui: {e}");
+                return ExitCode::from(2);
+            }
+            Ok(_) => Cli {
+                command: Command::Tui(args),
+            },
+        },
         command => Cli { command },
     };
     let result = tokio::runtime::Runtime::new()

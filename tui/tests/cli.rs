@@ -612,3 +612,59 @@ fn alert_rules_and_dashboard_use_only_exported_metrics() {
     }
     up.stop();
 }
+
+/// A bad `--api` is a usage error before the console takes the screen: one line on stderr,
+/// exit 2, nothing on stdout (no alternate-screen switch), the same words as `json` says.
+#[test]
+fn tui_rejects_a_bad_api_url_before_taking_the_screen() {
+    for bad in ["notaurl", "ftp://example.test", "http://"] {
+        let out = ordersctl(&["tui", "--api", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(out.stdout.is_empty(), "{bad}: {:?}", out.stdout);
+        assert_eq!(err.lines().count(), 1, "{bad}: {err}");
+        assert!(
+            err.starts_with("ordersctl tui: ") && err.contains(bad),
+            "{err}"
+        );
+        let json = ordersctl(&["json", "--api", bad, "health"]);
+        let json_err = String::from_utf8_lossy(&json.stderr);
+        assert_eq!(json.status.code(), Some(2), "{json_err}");
+        assert_eq!(
+            err.trim_start_matches("ordersctl tui: "),
+            json_err.trim_start_matches("ordersctl json: "),
+            "one validation, one message"
+        );
+    }
+}
+
+/// Every environment variable `ordersctl up --help` names is in the README.
+#[test]
+fn readme_names_every_variable_up_reads() {
+    let help = String::from_utf8(ordersctl(&["up", "--help"]).stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let vars: Vec<&str> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .collect();
+    assert!(vars.contains(&"ORDERS_API_PORT"), "{help}");
+    for var in vars {
+        assert!(readme.contains(var), "README omits {var}");
+    }
+}
+
+/// docs/json.md: usage errors of the command line are prefixed `ordersctl:` (as for every
+/// command), every other diagnostic `ordersctl json:`.
+#[test]
+fn json_diagnostics_carry_the_documented_prefixes() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/json.md")).unwrap();
+    assert!(docs.contains("command-line usage errors are prefixed `ordersctl:`"));
+    let usage = ordersctl(&["json", "--no-such-flag", "health"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).starts_with("ordersctl: "));
+    let refused = ordersctl(&["json", "--api", "notaurl", "health"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).starts_with("ordersctl json: "));
+}

@@ -239,7 +239,28 @@ fn disconnected_screen(width: u16, height: u16) -> String {
     let s = screen(&app);
     assert!(s.contains("API UNREACHABLE"), "{s}");
     assert!(s.contains("DISCONNECTED"), "{s}");
+    // Lag and rate are the last known, not live: said so, and how to retry at once.
+    assert!(s.contains("Consumer lag · STALE"), "{s}");
+    assert!(s.contains("stale"), "{s}");
+    assert!(!s.contains("10.2/s"), "no rate shown as live: {s}");
+    assert!(s.contains("r retry now"), "{s}");
     s
+}
+
+/// `r` while disconnected asks the fetcher to retry now instead of waiting out the backoff.
+#[test]
+fn r_retries_now_while_disconnected() {
+    let mut app = loaded_app(80, 24);
+    let before = app.control();
+    press(&mut app, "r");
+    assert_eq!(app.control(), before, "connected: nothing to retry");
+    app.apply(Update::Disconnected {
+        error: "cannot connect: connection refused".into(),
+        retry_at: app.now + Duration::from_secs(8),
+    });
+    press(&mut app, "r");
+    assert_ne!(app.control(), before, "the fetcher is woken");
+    assert!(screen(&app).contains("retrying now"));
 }
 
 #[test]
@@ -448,11 +469,16 @@ fn many_orders_held_draw_the_same_visible_rows() {
     let mut app = loaded_app(80, 24);
     let fx = fixture();
     let template = fx.orders.orders[3].clone();
+    // Stored an hour before the fixture's orders.
+    let earlier = template
+        .processed_at
+        .and_then(|t| orders_core::Timestamp::from_micros(t.micros() - 3_600_000_000));
     app.apply(Update::Orders(
         (1..=900)
             .map(|id| {
                 let mut d = template.clone();
                 d.order_id = id;
+                d.processed_at = earlier;
                 d
             })
             .collect(),
@@ -773,8 +799,9 @@ fn the_real_api_answers_in_the_shapes_the_console_reads() {
 
         let alerts = client.alerts(200).await.unwrap();
         assert_eq!(alerts.len() as u64, expected.fraud_count);
-        // Newest order first (docs/json.md), exactly the store's alerts.
-        assert!(alerts.windows(2).all(|w| w[0].order_id > w[1].order_id));
+        // Stored last first (docs/json.md), exactly the store's alerts.
+        let arrival = |a: &ordersctl::console::api::Alert| (a.stored_at, a.order_id);
+        assert!(alerts.windows(2).all(|w| arrival(&w[0]) > arrival(&w[1])));
         let want = store.latest_alerts(200).await.unwrap();
         let want_ids: Vec<u64> = want.iter().map(|a| a.alert.order_id).collect();
         let got_ids: Vec<u64> = alerts.iter().map(|a| a.order_id).collect();
@@ -1179,4 +1206,72 @@ fn a_panic_inside_the_console_restores_the_terminal() {
     });
     assert!(!screen.contains("console drawn"), "{screen}");
     assert_terminal_restored(&tmux, 43);
+}
+
+/// At 120×40 the `P@OFFSET` column is narrow: a value is shown whole or cut with an
+/// ellipsis, never cut silently into another value (`3@1` for offset 121).
+#[test]
+fn main_screen_120x40_cuts_offsets_visibly() {
+    let app = loaded_app(120, 40);
+    let s = screen(&app);
+    let rows: Vec<&str> = s.lines().collect();
+    assert!(
+        s.contains(" P…│") || s.contains("P@OFFSET"),
+        "header cut visibly: {s}"
+    );
+    for doc in app.orders.newest_first() {
+        let (Some(p), Some(o)) = (doc.kafka_partition, doc.kafka_offset) else {
+            continue;
+        };
+        // The orders pane is the left one.
+        let id = format!("#{} ", doc.order_id);
+        let Some(pane) = rows
+            .iter()
+            .map(|r| r.split("││").next().unwrap())
+            .find(|pane| pane.contains(&id))
+        else {
+            continue;
+        };
+        let place = format!("{p}@{o}");
+        let last = pane
+            .trim_end_matches(['"', '│', ' '])
+            .rsplit(' ')
+            .next()
+            .unwrap();
+        assert!(
+            last == place || (last.ends_with('…') && place.starts_with(last.trim_end_matches('…'))),
+            "{place} shown as {last:?} in {pane}"
+        );
+    }
+    insta::assert_snapshot!(s);
+}
+
+/// The journey reads one consistent view: an offsets sample older than the order lists
+/// every group as behind, but an alert, a payment and the stored order prove their groups
+/// past it; and a pending fraud decision with fraud-group past waits on analytics, not on
+/// fraud-group.
+#[test]
+fn journey_never_contradicts_itself() {
+    let mut app = loaded_app(160, 48);
+    app.open_detail(1058);
+    let mut detail: OrderDetail = serde_json::from_value(detail_json(&order_json(1058))).unwrap();
+    detail.order.payment_status = Some("PAID".into());
+    detail.journey.payment.status = Some("PAID".into());
+    detail.journey.groups_behind = Some(
+        ["fraud-group", "payments-group", "analytics-group"]
+            .map(String::from)
+            .to_vec(),
+    );
+    app.apply(Update::Detail(1058, Ok(Some(Box::new(detail.clone())))));
+    let s = screen(&app);
+    assert!(s.contains("Every consumer group is past this order"), "{s}");
+
+    detail.order.fraud = false;
+    detail.journey.fraud.decision = FraudDecision::Pending;
+    detail.journey.fraud.at = None;
+    detail.journey.groups_behind = Some(vec![]);
+    app.apply(Update::Detail(1058, Ok(Some(Box::new(detail)))));
+    let s = screen(&app);
+    assert!(!s.contains("waiting for fraud-group"), "{s}");
+    assert!(s.contains("Every consumer group is past this order"), "{s}");
 }

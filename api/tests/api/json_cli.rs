@@ -221,10 +221,12 @@ async fn every_command_prints_its_documented_schema() {
     );
     assert_eq!(outputs["totals"]["order_count"], 60);
     assert_eq!(outputs["order"]["journey"]["fraud"]["decision"], "alert");
-    // No group has committed on the embedded broker: all are behind every order.
+    // No group has committed on the embedded broker, but this order is stored, alerted and
+    // paid: those effects prove every group past it (one consistent journey).
+    assert_ne!(outputs["order"]["journey"]["payment"]["status"], "PENDING");
     assert_eq!(
         outputs["order"]["journey"]["groups_behind"],
-        serde_json::json!(["fraud-group", "payments-group", "analytics-group"])
+        serde_json::json!([])
     );
     let groups = outputs["lag"]["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 3);
@@ -384,4 +386,41 @@ impl std::io::Write for SharedOut {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Why the API cannot be reached, named: refused, unresolvable, or silent (real sockets).
+#[tokio::test]
+async fn unreachable_names_the_cause() {
+    use orders_api::client::{ApiClient, ClientError};
+    async fn reason(url: &str) -> String {
+        let client = ApiClient::new(url)
+            .unwrap()
+            .with_timeout(std::time::Duration::from_secs(1))
+            .unwrap();
+        match client.get("api/totals", &[]).await {
+            Err(ClientError::Unreachable { reason, .. }) => reason,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    // A closed port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let r = reason(&format!("http://{closed}")).await;
+    assert_eq!(r, format!("connection refused by {closed}"));
+    // A name that cannot resolve (RFC 6761 reserves `.invalid`).
+    let r = reason("http://orders-api.invalid:8000").await;
+    assert_eq!(r, "cannot resolve orders-api.invalid");
+    // A listener that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let r = reason(&format!("http://{addr}")).await;
+    assert_eq!(r, format!("no answer from {addr}: timed out after 1 s"));
+    hold.abort();
 }

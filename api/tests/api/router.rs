@@ -453,6 +453,29 @@ async fn openapi_covers_every_json_endpoint() {
     ] {
         assert!(params.contains(&p), "{p} not documented: {params:?}");
     }
+    // A parameter that takes a fixed set of words declares them, so a schema-driven client
+    // (or fuzzer) sends only values the API accepts.
+    let schema_of = |name: &str| {
+        paths["/api/orders"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    for (name, words) in [
+        ("status", vec!["CREATED", "CONFIRMED", "CANCELLED"]),
+        ("payment_status", vec!["PAID", "FAILED"]),
+    ] {
+        let schema = schema_of(name);
+        assert_eq!(schema["enum"], serde_json::json!(words), "{name}: {schema}");
+        for w in words {
+            let a = get(&app, &format!("/api/orders?{name}={w}")).await;
+            assert_eq!(a.status, StatusCode::OK, "{name}={w}: {}", a.text);
+        }
+    }
+    assert_eq!(schema_of("fraud")["type"], "boolean");
     // Every referenced schema exists.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     let text = doc.to_string();
@@ -567,4 +590,35 @@ async fn list_answers_are_reused_within_the_cache_ttl_only() {
 
 fn app_uncached(store: Arc<orders_core::store::SqliteStore>) -> axum::Router {
     app(AppState::new(store).with_response_cache(std::time::Duration::ZERO))
+}
+
+/// Another client's orders with ids far above ours arrived first; ours, stored after them,
+/// list first in the JSON, the cursor pages on in arrival order, and the web view agrees.
+#[tokio::test]
+async fn orders_list_by_arrival_not_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(orders_core::store::SqliteStore::open(dir.path().join("o.db")).unwrap());
+    let t = |us: i64| orders_core::Timestamp::from_micros(us).unwrap();
+    // Theirs stored 1_705_307_000 s + 7_000 s (one millisecond per id), before ours.
+    let theirs =
+        orders_api::sample_data::batch(SEED, 7_000_001..=7_000_010, t(1_705_307_000_000_000));
+    store.apply(Arc::new(theirs)).await.unwrap();
+    let ours = orders_api::sample_data::batch(SEED, 1..=5, t(1_705_314_600_000_000));
+    store.apply(Arc::new(ours.clone())).await.unwrap();
+    let app = router(store.clone());
+
+    let v = get_ok(&app, "/api/orders?limit=3").await;
+    assert_eq!(ids(&v, "orders"), vec![5, 4, 3]);
+    assert_eq!(v["next_before"], 3);
+    let v = get_ok(&app, "/api/orders?limit=3&before=3").await;
+    assert_eq!(ids(&v, "orders"), vec![2, 1, 7_000_010]);
+    let v = get_ok(&app, "/api/analytics?limit=1").await;
+    assert_eq!(ids(&v, "orders"), vec![5]);
+    let payments = get_ok(&app, "/api/payments?limit=1").await;
+    let newest = ours.payments.iter().map(|p| p.order_id).max().unwrap();
+    assert_eq!(payments["payments"][0]["order_id"], newest, "{payments}");
+
+    let page = get(&app, "/").await.text;
+    let at = |id: &str| page.find(&format!("data-order-id=\"{id}\"")).unwrap();
+    assert!(at("5") < at("1") && at("1") < at("7000010"), "{page}");
 }

@@ -263,6 +263,11 @@ pub fn index_statements(bucket: &str) -> Vec<String> {
     let ks = keyspace(bucket);
     [
         ("idx_orders_latest", "ns, order_id DESC", "order"),
+        (
+            "idx_orders_arrival",
+            "ns, processed_us DESC, order_id DESC",
+            "order",
+        ),
         ("idx_orders_created", "ns, created_us DESC", "order"),
         (
             "idx_orders_by_country",
@@ -280,6 +285,16 @@ pub fn index_statements(bucket: &str) -> Vec<String> {
             "ns, order_id DESC, status",
             "payment",
         ),
+        (
+            "idx_alerts_arrival",
+            "ns, stored_us DESC, order_id DESC",
+            "alert",
+        ),
+        (
+            "idx_payments_arrival",
+            "ns, stored_us DESC, order_id DESC",
+            "payment",
+        ),
     ]
     .iter()
     .map(|(name, keys, kind)| {
@@ -292,10 +307,40 @@ const ORDER_FIELDS: &str = "o.order_id, o.customer_id, o.amount_cents, o.currenc
      o.status, o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at, \
      a.reason AS fraud_reason, p.status AS payment_status";
 
-/// Latest orders with what the pipeline learned about them. Filters are fixed fragments
-/// chosen by which fields of the query are set; every value is a named parameter
-/// (`$ns`, `$before_id`, `$country`, `$status`, `$payment_status`, `$limit`).
-pub fn latest_orders_statement(bucket: &str, q: &OrderQuery) -> String {
+/// Where a page of [`latest_orders_statement`] starts: the arrival of the cursor order
+/// (`OrderQuery::before_id`), read from its document first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrivalCursor {
+    /// A document with its arrival time (`processed_us`).
+    Stamped { processed_us: i64, order_id: u64 },
+    /// A document written before `processed_us` was: such documents list after every
+    /// stamped one (`MISSING` sorts last descending), by id.
+    Unstamped { order_id: u64 },
+}
+
+impl ArrivalCursor {
+    fn of(row: &OrderRow) -> Self {
+        match row.processed_us {
+            Some(processed_us) => ArrivalCursor::Stamped {
+                processed_us,
+                order_id: row.order_id,
+            },
+            None => ArrivalCursor::Unstamped {
+                order_id: row.order_id,
+            },
+        }
+    }
+}
+
+/// Latest orders by arrival (`idx_orders_arrival`) with what the pipeline learned about
+/// them. Filters are fixed fragments chosen by which fields of the query are set; every
+/// value is a named parameter (`$ns`, `$before_us`, `$before_id`, `$country`, `$status`,
+/// `$payment_status`, `$limit`).
+pub fn latest_orders_statement(
+    bucket: &str,
+    q: &OrderQuery,
+    cursor: Option<ArrivalCursor>,
+) -> String {
     let ks = keyspace(bucket);
     let mut s = format!(
         "SELECT {ORDER_FIELDS} FROM {ks} AS o \
@@ -303,8 +348,15 @@ pub fn latest_orders_statement(bucket: &str, q: &OrderQuery) -> String {
          LEFT JOIN {ks} AS p ON KEYS $ns || \"payment::\" || TOSTRING(o.order_id) \
          WHERE o.type = \"order\" AND o.ns = $ns"
     );
-    if q.before_id.is_some() {
-        s.push_str(" AND o.order_id < $before_id");
+    match cursor {
+        Some(ArrivalCursor::Stamped { .. }) => s.push_str(
+            " AND (o.processed_us < $before_us OR (o.processed_us = $before_us \
+             AND o.order_id < $before_id) OR o.processed_us IS MISSING)",
+        ),
+        Some(ArrivalCursor::Unstamped { .. }) => {
+            s.push_str(" AND o.processed_us IS MISSING AND o.order_id < $before_id")
+        }
+        None => {}
     }
     if q.country.is_some() {
         s.push_str(" AND o.country = $country");
@@ -320,15 +372,27 @@ pub fn latest_orders_statement(bucket: &str, q: &OrderQuery) -> String {
     if q.payment_status.is_some() {
         s.push_str(" AND p.status = $payment_status");
     }
-    s.push_str(" ORDER BY o.order_id DESC LIMIT $limit");
+    s.push_str(" ORDER BY o.processed_us DESC, o.order_id DESC LIMIT $limit");
     s
 }
 
 /// The named parameters of [`latest_orders_statement`] for `q`.
-fn latest_orders_params(ns: &str, q: &OrderQuery) -> Vec<(&'static str, Value)> {
+fn latest_orders_params(
+    ns: &str,
+    q: &OrderQuery,
+    cursor: Option<ArrivalCursor>,
+) -> Vec<(&'static str, Value)> {
     let mut p = vec![("ns", json!(ns)), ("limit", json!(q.limit))];
-    if let Some(b) = q.before_id {
-        p.push(("before_id", json!(b)));
+    match cursor {
+        Some(ArrivalCursor::Stamped {
+            processed_us,
+            order_id,
+        }) => {
+            p.push(("before_us", json!(processed_us)));
+            p.push(("before_id", json!(order_id)));
+        }
+        Some(ArrivalCursor::Unstamped { order_id }) => p.push(("before_id", json!(order_id))),
+        None => {}
     }
     if let Some(c) = q.country {
         p.push(("country", json!(c.as_str())));
@@ -379,7 +443,7 @@ pub fn latest_alerts_statement(bucket: &str) -> String {
     format!(
         "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
          a.stored_at FROM {} AS a WHERE a.type = \"alert\" AND a.ns = $ns \
-         ORDER BY a.order_id DESC LIMIT $limit",
+         ORDER BY a.stored_us DESC, a.order_id DESC LIMIT $limit",
         keyspace(bucket)
     )
 }
@@ -388,7 +452,7 @@ pub fn latest_payments_statement(bucket: &str) -> String {
     format!(
         "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
          FROM {} AS p WHERE p.type = \"payment\" AND p.ns = $ns \
-         ORDER BY p.order_id DESC LIMIT $limit",
+         ORDER BY p.stored_us DESC, p.order_id DESC LIMIT $limit",
         keyspace(bucket)
     )
 }
@@ -469,6 +533,7 @@ fn order_document(ns: &str, s: &StoredOrder) -> Value {
         "kafka_partition": s.kafka_partition,
         "kafka_offset": s.kafka_offset,
         "processed_at": s.processed_at,
+        "processed_us": s.processed_at.micros(),
     });
     if let (Some(source), Some(map)) = (&o.source, doc.as_object_mut()) {
         map.insert("source".into(), json!(source));
@@ -488,6 +553,7 @@ fn alert_document(ns: &str, a: &FraudAlert, stored_at: Timestamp) -> Value {
         "country": a.country,
         "detected_at": a.detected_at,
         "stored_at": stored_at,
+        "stored_us": stored_at.micros(),
     })
 }
 
@@ -502,6 +568,7 @@ fn payment_document(ns: &str, p: &Payment, stored_at: Timestamp) -> Value {
         "country": p.country,
         "timestamp": p.timestamp,
         "stored_at": stored_at,
+        "stored_us": stored_at.micros(),
     })
 }
 
@@ -520,6 +587,9 @@ struct OrderRow {
     kafka_partition: i32,
     kafka_offset: i64,
     processed_at: Timestamp,
+    /// Absent from documents written before arrival order was kept, and from query rows.
+    #[serde(default)]
+    processed_us: Option<i64>,
     #[serde(default)]
     fraud_reason: Option<String>,
     #[serde(default)]
@@ -1124,10 +1194,17 @@ impl OrderStore for CouchbaseStore {
     }
 
     async fn latest_orders(&self, query: &OrderQuery) -> Result<Vec<OrderDocument>, StoreError> {
+        let cursor = match query.before_id {
+            Some(id) => match self.get::<OrderRow>(order_key(self.ns(), id)).await? {
+                Some(row) => Some(ArrivalCursor::of(&row)),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
         let rows: Vec<OrderRow> = self
             .query(
-                latest_orders_statement(&self.inner.config.bucket, query),
-                latest_orders_params(self.ns(), query),
+                latest_orders_statement(&self.inner.config.bucket, query, cursor),
+                latest_orders_params(self.ns(), query, cursor),
             )
             .await?;
         Ok(rows.into_iter().map(OrderDocument::from).collect())
@@ -1296,11 +1373,14 @@ mod tests {
             ddl,
             vec![
                 "CREATE INDEX IF NOT EXISTS idx_orders_latest ON `order_analytics`(ns, order_id DESC) WHERE type = \"order\"",
+                "CREATE INDEX IF NOT EXISTS idx_orders_arrival ON `order_analytics`(ns, processed_us DESC, order_id DESC) WHERE type = \"order\"",
                 "CREATE INDEX IF NOT EXISTS idx_orders_created ON `order_analytics`(ns, created_us DESC) WHERE type = \"order\"",
                 "CREATE INDEX IF NOT EXISTS idx_orders_by_country ON `order_analytics`(ns, country, amount_cents) WHERE type = \"order\"",
                 "CREATE INDEX IF NOT EXISTS idx_orders_by_status ON `order_analytics`(ns, status, amount_cents) WHERE type = \"order\"",
                 "CREATE INDEX IF NOT EXISTS idx_alerts_latest ON `order_analytics`(ns, order_id DESC, amount_cents) WHERE type = \"alert\"",
                 "CREATE INDEX IF NOT EXISTS idx_payments_latest ON `order_analytics`(ns, order_id DESC, status) WHERE type = \"payment\"",
+                "CREATE INDEX IF NOT EXISTS idx_alerts_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) WHERE type = \"alert\"",
+                "CREATE INDEX IF NOT EXISTS idx_payments_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) WHERE type = \"payment\"",
             ]
         );
     }
@@ -1314,14 +1394,16 @@ mod tests {
                 &OrderQuery {
                     limit: 10,
                     ..OrderQuery::default()
-                }
+                },
+                None
             ),
             "SELECT o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, o.status, \
              o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at, \
              a.reason AS fraud_reason, p.status AS payment_status FROM `order_analytics` AS o \
              LEFT JOIN `order_analytics` AS a ON KEYS $ns || \"alert::\" || TOSTRING(o.order_id) \
              LEFT JOIN `order_analytics` AS p ON KEYS $ns || \"payment::\" || TOSTRING(o.order_id) \
-             WHERE o.type = \"order\" AND o.ns = $ns ORDER BY o.order_id DESC LIMIT $limit"
+             WHERE o.type = \"order\" AND o.ns = $ns \
+             ORDER BY o.processed_us DESC, o.order_id DESC LIMIT $limit"
         );
         assert_eq!(
             totals_by_statement(b, "country"),
@@ -1348,14 +1430,26 @@ mod tests {
             latest_alerts_statement(b),
             "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
              a.stored_at FROM `order_analytics` AS a WHERE a.type = \"alert\" AND a.ns = $ns \
-             ORDER BY a.order_id DESC LIMIT $limit"
+             ORDER BY a.stored_us DESC, a.order_id DESC LIMIT $limit"
         );
         assert_eq!(
             latest_payments_statement(b),
             "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
              FROM `order_analytics` AS p WHERE p.type = \"payment\" AND p.ns = $ns \
-             ORDER BY p.order_id DESC LIMIT $limit"
+             ORDER BY p.stored_us DESC, p.order_id DESC LIMIT $limit"
         );
+        // Each list is one walk of an index in its own order.
+        let ddl = index_statements(b).join("\n");
+        for keys in [
+            "idx_orders_arrival ON `order_analytics`(ns, processed_us DESC, order_id DESC) \
+             WHERE type = \"order\"",
+            "idx_alerts_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) \
+             WHERE type = \"alert\"",
+            "idx_payments_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) \
+             WHERE type = \"payment\"",
+        ] {
+            assert!(ddl.contains(keys), "{keys}");
+        }
     }
 
     #[test]
@@ -1420,17 +1514,31 @@ mod tests {
             fraud: Some(false),
             payment_status: Some(PaymentStatus::Paid),
         };
-        let s = latest_orders_statement("order_analytics", &q);
+        let cursor = Some(ArrivalCursor::Stamped {
+            processed_us: 1_705_314_600_123_456,
+            order_id: 42,
+        });
+        let s = latest_orders_statement("order_analytics", &q, cursor);
         assert!(s.ends_with(
-            "WHERE o.type = \"order\" AND o.ns = $ns AND o.order_id < $before_id \
+            "WHERE o.type = \"order\" AND o.ns = $ns AND (o.processed_us < $before_us \
+             OR (o.processed_us = $before_us AND o.order_id < $before_id) \
+             OR o.processed_us IS MISSING) \
              AND o.country = $country AND o.status = $status AND a IS MISSING \
-             AND p.status = $payment_status ORDER BY o.order_id DESC LIMIT $limit"
+             AND p.status = $payment_status \
+             ORDER BY o.processed_us DESC, o.order_id DESC LIMIT $limit"
         ));
         assert!(!s.contains("\"DE\"") && !s.contains("42") && !s.contains("CANCELLED"));
-        let params = latest_orders_params("run1:", &q);
+        let params = latest_orders_params("run1:", &q, cursor);
         let get = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
         assert_eq!(get("ns"), Some(json!("run1:")));
         assert_eq!(get("before_id"), Some(json!(42)));
+        assert_eq!(get("before_us"), Some(json!(1_705_314_600_123_456_i64)));
+        // A cursor written before arrival was stamped pages on among the unstamped.
+        let legacy = Some(ArrivalCursor::Unstamped { order_id: 42 });
+        assert!(latest_orders_statement("b", &q, legacy)
+            .contains("AND o.processed_us IS MISSING AND o.order_id < $before_id AND o.country"));
+        let params = latest_orders_params("run1:", &q, legacy);
+        assert!(params.iter().all(|(n, _)| *n != "before_us"));
         assert_eq!(get("country"), Some(json!("DE")));
         assert_eq!(get("status"), Some(json!("CANCELLED")));
         assert_eq!(get("payment_status"), Some(json!("PAID")));
@@ -1442,6 +1550,7 @@ mod tests {
                 fraud: Some(true),
                 ..OrderQuery::default()
             },
+            None,
         );
         assert!(fraud_only.contains(" AND a IS NOT MISSING ORDER BY"));
     }
@@ -1473,7 +1582,23 @@ mod tests {
         assert_eq!(doc["kafka_partition"], 4);
         assert_eq!(doc["kafka_offset"], 99);
         assert!(doc["processed_at"].is_string());
+        // The arrival key the lists sort on, and the cursor it makes.
+        assert_eq!(doc["processed_us"], stored.processed_at.micros());
         let row: OrderRow = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(
+            ArrivalCursor::of(&row),
+            ArrivalCursor::Stamped {
+                processed_us: stored.processed_at.micros(),
+                order_id: 77,
+            }
+        );
+        let mut legacy = doc.clone();
+        legacy.as_object_mut().unwrap().remove("processed_us");
+        let legacy: OrderRow = serde_json::from_value(legacy).unwrap();
+        assert_eq!(
+            ArrivalCursor::of(&legacy),
+            ArrivalCursor::Unstamped { order_id: 77 }
+        );
         let back = OrderDocument::from(row);
         let scanned: OrderRow = serde_json::from_value(doc).unwrap();
         assert_eq!(StoredOrder::from(scanned), stored, "what a full scan reads");
@@ -1489,6 +1614,7 @@ mod tests {
             detected_at: None,
         };
         let now = Timestamp::now();
+        assert_eq!(alert_document("", &alert, now)["stored_us"], now.micros());
         let back: AlertRow = serde_json::from_value(alert_document("", &alert, now)).unwrap();
         assert_eq!(StoredAlert::from(back).alert, alert);
         let payment = Payment {
@@ -1498,6 +1624,10 @@ mod tests {
             country: "US".parse().unwrap(),
             timestamp: 1705314600.123,
         };
+        assert_eq!(
+            payment_document("", &payment, now)["stored_us"],
+            now.micros()
+        );
         let back: PaymentRow = serde_json::from_value(payment_document("", &payment, now)).unwrap();
         assert_eq!(StoredPayment::from(back).payment, payment);
     }

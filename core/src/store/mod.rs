@@ -92,11 +92,14 @@ pub struct StoredPayment {
     pub stored_at: Timestamp,
 }
 
-/// Which orders to list, newest first.
+/// Which orders to list, newest first by arrival: the time analytics stored them
+/// (`processed_at`), ties by id, highest first. Not by id alone: ids are another client's
+/// to choose, and one far above ours would hold the top of the list.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OrderQuery {
     pub limit: usize,
-    /// Only orders with a smaller id (cursor paging).
+    /// Only orders that arrived before the stored order with this id (cursor paging: the
+    /// last id of the previous page). An id not stored lists nothing.
     pub before_id: Option<u64>,
     pub country: Option<Country>,
     pub status: Option<OrderStatus>,
@@ -143,11 +146,14 @@ pub trait OrderStore: Send + Sync {
     async fn totals(&self) -> Result<Totals, StoreError>;
     /// The highest order id stored, so a restarted producer continues after it.
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError>;
+    /// Orders newest first by arrival, as [`OrderQuery`] says.
     async fn latest_orders(&self, query: &OrderQuery) -> Result<Vec<OrderDocument>, StoreError>;
     async fn order(&self, order_id: u64) -> Result<Option<OrderDocument>, StoreError>;
     async fn alert(&self, order_id: u64) -> Result<Option<StoredAlert>, StoreError>;
     async fn payment(&self, order_id: u64) -> Result<Option<StoredPayment>, StoreError>;
+    /// The alerts stored last (by `stored_at`, ties by id), newest first.
     async fn latest_alerts(&self, limit: usize) -> Result<Vec<StoredAlert>, StoreError>;
+    /// The payments stored last (by `stored_at`, ties by id), newest first.
     async fn latest_payments(&self, limit: usize) -> Result<Vec<StoredPayment>, StoreError>;
     /// One page of a full scan of the stored orders, as analytics stored them: at most
     /// `limit` orders with an id below `before_id` (every id when `None`), highest id

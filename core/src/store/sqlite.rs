@@ -51,10 +51,16 @@ CREATE TABLE IF NOT EXISTS counters (
 -- Rows are only ever inserted: what the pipeline learns about an order (fraud, payment)
 -- lives in its own table keyed by order id and is joined when reading, so a write never
 -- rewrites a row and alerts or payments may arrive before their order.
--- Orders are listed newest first by scanning the primary key backwards; the filters
--- (country, status, fraud, payment) each keep a large share of orders, so a scan finds a
--- page quickly and secondary indexes would only slow every insert down.
-PRAGMA user_version = 2;
+-- Orders, alerts and payments are listed newest first by arrival (the time they were
+-- stored, then the id), not by id: another client's producer may publish ids far above
+-- ours. Each list walks its arrival index backwards (the index holds the rowid, which is
+-- the order id, so it serves the whole sort); the filters (country, status, fraud,
+-- payment) each keep a large share of orders, so a walk finds a page quickly and more
+-- indexes would only slow every insert down.
+CREATE INDEX IF NOT EXISTS orders_by_arrival ON orders(processed_us);
+CREATE INDEX IF NOT EXISTS fraud_alerts_by_arrival ON fraud_alerts(stored_us);
+CREATE INDEX IF NOT EXISTS payments_by_arrival ON payments(stored_us);
+PRAGMA user_version = 3;
 "#;
 
 /// The columns `order_row` reads, from `ORDERS_JOINED`.
@@ -83,7 +89,11 @@ const ORDERS_JOINED: &str = "orders o LEFT JOIN fraud_alerts f ON f.order_id = o
 const READERS: usize = 4;
 
 /// The schema this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// Older schemas [`SCHEMA`] upgrades in place: version 2 lacks only the arrival indexes,
+/// which its `CREATE INDEX IF NOT EXISTS` adds.
+const UPGRADABLE_VERSIONS: [i64; 1] = [2];
 
 /// How [`SqliteStore::set_write_limit`] limits writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +175,7 @@ impl SqliteStore {
         let version: i64 = writer
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(query_err)?;
-        if version != 0 && version != SCHEMA_VERSION {
+        if version != 0 && version != SCHEMA_VERSION && !UPGRADABLE_VERSIONS.contains(&version) {
             return Err(StoreError::Corrupt(format!(
                 "{} has schema version {version}, this build uses {SCHEMA_VERSION}; \
                  move the file away to start a new store",
@@ -405,6 +415,15 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
     Ok(outcome)
 }
 
+/// When the order `order_id` was stored (its place in the arrival order), if it is.
+fn arrival_of(conn: &Connection, order_id: i64) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached("SELECT processed_us FROM orders WHERE order_id = ?1")
+        .map_err(query_err)?
+        .query_row([order_id], |r| r.get(0))
+        .optional()
+        .map_err(query_err)
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
@@ -600,8 +619,14 @@ impl OrderStore for SqliteStore {
             let mut sql = format!("SELECT {ORDER_COLUMNS} FROM {ORDERS_JOINED} WHERE 1 = 1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if let Some(before) = q.before_id {
-                sql.push_str(" AND o.order_id < ?");
-                args.push((before.min(i64::MAX as u64) as i64).into());
+                // The cursor is an order: list what arrived before it. The first term is
+                // the range of the arrival index; the second orders ties by id.
+                let before = before.min(i64::MAX as u64) as i64;
+                let Some(arrived) = arrival_of(conn, before)? else {
+                    return Ok(Vec::new());
+                };
+                sql.push_str(" AND o.processed_us <= ? AND (o.processed_us < ? OR o.order_id < ?)");
+                args.extend([arrived.into(), arrived.into(), before.into()]);
             }
             if let Some(c) = q.country {
                 sql.push_str(" AND o.country = ?");
@@ -620,7 +645,7 @@ impl OrderStore for SqliteStore {
                 sql.push_str(" AND p.status = ?");
                 args.push(p.as_str().to_owned().into());
             }
-            sql.push_str(" ORDER BY o.order_id DESC LIMIT ?");
+            sql.push_str(" ORDER BY o.processed_us DESC, o.order_id DESC LIMIT ?");
             args.push((q.limit as i64).into());
             let mut stmt = conn.prepare_cached(&sql).map_err(query_err)?;
             let rows = stmt
@@ -680,7 +705,7 @@ impl OrderStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT order_id, reason, rule_id, amount_cents, country, detected_us, \
-                     stored_us FROM fraud_alerts ORDER BY order_id DESC LIMIT ?1",
+                     stored_us FROM fraud_alerts ORDER BY stored_us DESC, order_id DESC LIMIT ?1",
                 )
                 .map_err(query_err)?;
             let rows = stmt
@@ -696,7 +721,7 @@ impl OrderStore for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT order_id, status, amount_cents, country, ts, stored_us \
-                     FROM payments ORDER BY order_id DESC LIMIT ?1",
+                     FROM payments ORDER BY stored_us DESC, order_id DESC LIMIT ?1",
                 )
                 .map_err(query_err)?;
             let rows = stmt
@@ -798,6 +823,42 @@ mod tests {
             assert!(conn
                 .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
                 .unwrap());
+        }
+    }
+
+    /// Every arrival-ordered list walks an index: no sort of the whole table per page.
+    #[test]
+    fn arrival_lists_are_served_by_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.db");
+        SqliteStore::open(&path).unwrap();
+        let conn = open(&path, true).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+        };
+        for (sql, index) in [
+            (
+                format!(
+                    "SELECT {ORDER_COLUMNS} FROM {ORDERS_JOINED} WHERE 1 = 1 AND o.processed_us \
+                     <= 5 AND (o.processed_us < 5 OR o.order_id < 7) \
+                     ORDER BY o.processed_us DESC, o.order_id DESC LIMIT 10"
+                ),
+                "orders_by_arrival",
+            ),
+            (
+                "SELECT * FROM fraud_alerts ORDER BY stored_us DESC, order_id DESC LIMIT 5".into(),
+                "fraud_alerts_by_arrival",
+            ),
+            (
+                "SELECT * FROM payments ORDER BY stored_us DESC, order_id DESC LIMIT 5".into(),
+                "payments_by_arrival",
+            ),
+        ] {
+            let plan = plan(&sql);
+            assert!(plan.contains(index), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
     }
 }

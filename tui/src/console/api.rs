@@ -97,6 +97,23 @@ pub struct OrderDocument {
     pub payment_status: Option<String>,
 }
 
+/// Where an order stands in the API's "newest first": when it was stored, then its id.
+/// An order without a stored time sorts before every one that has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Arrival {
+    pub processed_at: Option<Timestamp>,
+    pub order_id: u64,
+}
+
+impl OrderDocument {
+    pub fn arrival(&self) -> Arrival {
+        Arrival {
+            processed_at: self.processed_at,
+            order_id: self.order_id,
+        }
+    }
+}
+
 /// `GET /api/orders?limit=N`: one page, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
@@ -311,6 +328,18 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// "Connection refused" → "connection refused", to read on after a colon; an acronym
+/// ("URL scheme is not allowed") keeps its capitals.
+fn lower_initial(text: &str) -> String {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(first), second) if !second.is_some_and(char::is_uppercase) => {
+            first.to_lowercase().chain(text.chars().skip(1)).collect()
+        }
+        _ => text.to_owned(),
+    }
+}
+
 fn describe(e: &reqwest::Error) -> ApiError {
     // The innermost cause says the most ("Connection refused"), the outer layers only repeat
     // the URL, which the status line already shows.
@@ -324,11 +353,7 @@ fn describe(e: &reqwest::Error) -> ApiError {
         Some(i) => detail[..i].to_owned(),
         None => detail,
     };
-    let mut chars = detail.chars();
-    let detail = match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => detail,
-    };
+    let detail = lower_initial(&detail);
     if e.is_timeout() {
         ApiError::Unreachable("timed out".to_owned())
     } else if e.is_connect() {
@@ -361,8 +386,9 @@ impl ApiClient {
             .timeout(Duration::from_secs(5))
             .user_agent(concat!("ordersctl/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let base = orders_api::client::api_base_url(base)?;
         Ok(ApiClient {
-            base: base.trim_end_matches('/').to_owned(),
+            base: base.as_str().trim_end_matches('/').to_owned(),
             http,
             token,
         })
@@ -452,6 +478,17 @@ impl ApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_read_on_after_a_colon_keeping_acronyms() {
+        assert_eq!(lower_initial("Connection refused"), "connection refused");
+        assert_eq!(
+            lower_initial("URL scheme is not allowed"),
+            "URL scheme is not allowed"
+        );
+        assert_eq!(lower_initial("A"), "a");
+        assert_eq!(lower_initial(""), "");
+    }
 
     #[test]
     fn order_document_reads_the_spec_shape_and_ignores_extras() {

@@ -77,7 +77,7 @@ fn draw_banner(f: &mut Frame, app: &App, area: Rect) {
     };
     // The retry first and the cause after, as a narrow screen cuts the end; the age of
     // the data on screen is in the status line.
-    let msg = format!(" API UNREACHABLE · {retry} · {error}");
+    let msg = format!(" API UNREACHABLE · {retry} · r retry now · {error}");
     f.render_widget(Paragraph::new(msg).style(app.theme.banner()), area);
 }
 
@@ -112,11 +112,7 @@ fn draw_totals(f: &mut Frame, app: &App, areas: &Areas, wide: bool) {
         f.render_widget(Paragraph::new(msg).style(theme.dim()), inner);
         return;
     };
-    let rate = app
-        .rate
-        .rate_now()
-        .map(text::rate)
-        .unwrap_or_else(|| "-/s".to_owned());
+    let rate = rate_now(app);
     let fraud = Line::from(vec![
         label(theme, "Fraud     "),
         value(theme, text::percent(t.fraud_share_by_count())),
@@ -234,6 +230,15 @@ fn breakdown(
     Line::from(spans)
 }
 
+/// Orders per second now; "stale" while the API does not answer (the last rate is not now).
+fn rate_now(app: &App) -> String {
+    match app.rate.rate_now() {
+        _ if app.is_stale() => "stale".to_owned(),
+        Some(rate) => text::rate(rate),
+        None => "-/s".to_owned(),
+    }
+}
+
 fn draw_rate(f: &mut Frame, app: &App, area: Rect) {
     let theme = app.theme;
     let outer = block(theme, " Orders/s · last 5 min ", false);
@@ -244,11 +249,7 @@ fn draw_rate(f: &mut Frame, app: &App, area: Rect) {
     }
     let data = spark_data(app, usize::from(inner.width));
     let peak = data.iter().flatten().max().copied().unwrap_or(0) as f64 / 10.0;
-    let now = app
-        .rate
-        .rate_now()
-        .map(text::rate)
-        .unwrap_or_else(|| "-/s".to_owned());
+    let now = rate_now(app);
     let [head, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
     f.render_widget(
         Paragraph::new(Line::from(vec![
@@ -273,7 +274,7 @@ fn group_name(group: &str, wide: bool) -> &str {
     }
 }
 
-fn lag_row(theme: Theme, g: &GroupLag, wide: bool) -> Row<'static> {
+fn lag_row(theme: Theme, g: &GroupLag, wide: bool, stale: bool) -> Row<'static> {
     let behind = g
         .max_lag_seconds
         .map(text::seconds)
@@ -282,7 +283,11 @@ fn lag_row(theme: Theme, g: &GroupLag, wide: bool) -> Row<'static> {
         Cell::from(group_name(&g.group, wide).to_owned()),
         Cell::from(Line::from(text::compact(g.total_lag)).right_aligned()),
         Cell::from(Line::from(behind).right_aligned()),
-        Cell::from(g.status.as_str()).style(theme.lag_status(g.status)),
+        Cell::from(g.status.as_str()).style(if stale {
+            theme.dim()
+        } else {
+            theme.lag_status(g.status)
+        }),
     ];
     if wide {
         // The orders topic only: analytics also reads alerts and payments, whose lag is
@@ -309,6 +314,12 @@ fn draw_lag(f: &mut Frame, app: &App, area: Rect, wide: bool) {
         LagStatus::Stop => 4,
     });
     let title = match worst {
+        // The last known statuses, not live: an OK there would be a guess.
+        _ if app.is_stale() && !app.lag.is_empty() => Line::from(vec![
+            Span::raw(" Consumer lag · "),
+            Span::styled("STALE", theme.warn()),
+            Span::raw(" "),
+        ]),
         Some(s @ (LagStatus::Warn | LagStatus::Stall | LagStatus::Stop)) => Line::from(vec![
             Span::raw(" Consumer lag · "),
             Span::styled(s.as_str(), theme.lag_status(s)),
@@ -350,7 +361,12 @@ fn draw_lag(f: &mut Frame, app: &App, area: Rect, wide: bool) {
             .collect::<Vec<_>>(),
     )
     .style(theme.header());
-    let rows: Vec<Row> = app.lag.iter().map(|g| lag_row(theme, g, wide)).collect();
+    let stale = app.is_stale();
+    let rows: Vec<Row> = app
+        .lag
+        .iter()
+        .map(|g| lag_row(theme, g, wide, stale))
+        .collect();
     let table = Table::new(rows, widths).header(header).column_spacing(1);
     f.render_widget(table, inner);
     // Wide screens have room to say why a group is not OK.
@@ -464,12 +480,24 @@ fn draw_orders(f: &mut Frame, app: &App, area: Rect, wide: bool) {
         Constraint::Length(6),
         Constraint::Fill(1),
     ];
+    // What is left for the last column (each column but the first is one space apart), so
+    // a place that does not fit is cut visibly rather than read as another offset.
+    let fixed: u16 = widths
+        .iter()
+        .map(|c| match c {
+            Constraint::Length(n) => n + 1,
+            _ => 0,
+        })
+        .sum();
+    let place_width = usize::from(inner.width.saturating_sub(fixed));
+    let last = header.len() - 1;
     let header = Row::new(
         header
             .into_iter()
             .enumerate()
             .map(|(i, h)| match i {
                 1 | 4 => Cell::from(Line::from(h).right_aligned()),
+                i if i == last => Cell::from(text::fit(h, place_width)),
                 _ => Cell::from(h),
             })
             .collect::<Vec<_>>(),
@@ -499,7 +527,7 @@ fn draw_orders(f: &mut Frame, app: &App, area: Rect, wide: bool) {
                 (true, false) => "FRAUD".to_owned(),
             };
             let place = match (doc.kafka_partition, doc.kafka_offset) {
-                (Some(p), Some(o)) => format!("{p}@{o}"),
+                (Some(p), Some(o)) => text::fit(&format!("{p}@{o}"), place_width),
                 _ => String::new(),
             };
             let cells = vec![
@@ -665,10 +693,14 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         ("f", "follow"),
         ("p", "pause"),
     ];
+    let retry: &[(&str, &str)] = match app.connection {
+        Connection::Disconnected { .. } => &[("r", "retry now")],
+        _ => &[],
+    };
     // As many hints as fit, most important first, two spaces from the left part.
     let mut right: Vec<Span> = Vec::new();
     let mut width = 0;
-    for (k, what) in hints {
+    for (k, what) in retry.iter().chain(hints) {
         let w = 2 + k.chars().count() + 1 + what.len();
         if used + width + w + 1 > usize::from(area.width) {
             break;
@@ -744,11 +776,29 @@ fn step(
 }
 
 /// The groups that have not yet consumed the order's record: the API's word when it gives
-/// one, else what the lag figures say.
+/// one, else what the lag figures say; never a group whose effect the detail shows.
 fn groups_behind(app: &App, detail: &OrderDetail) -> Option<Vec<String>> {
-    if let Some(p) = &detail.journey.groups_behind {
-        return Some(p.clone());
-    }
+    let j = &detail.journey;
+    let seen = orders_core::lag::SeenEffects {
+        stored: j.stored.at.is_some() || detail.order.processed_at.is_some(),
+        alerted: detail.order.fraud || j.fraud.decision == FraudDecision::Alert,
+        payment_stored: j
+            .payment
+            .status
+            .as_deref()
+            .or(detail.order.payment_status.as_deref())
+            .is_some_and(|s| !s.eq_ignore_ascii_case("PENDING")),
+    };
+    let mut behind = match &j.groups_behind {
+        Some(p) => p.clone(),
+        None => lag_groups_behind(app, detail)?,
+    };
+    behind.retain(|g| !seen.prove_past(g));
+    Some(behind)
+}
+
+/// The groups the lag figures show not yet past the order's record.
+fn lag_groups_behind(app: &App, detail: &OrderDetail) -> Option<Vec<String>> {
     let (partition, offset) = (detail.order.kafka_partition?, detail.order.kafka_offset?);
     let known: Vec<(String, bool)> = app
         .lag
@@ -858,6 +908,10 @@ fn detail_lines(app: &App, detail: &OrderDetail, width: usize) -> Vec<Line<'stat
             (true, "alert raised".to_owned())
         }
         FraudDecision::Clear => (true, "clear: passed, no alert".to_owned()),
+        // fraud-group past it: its alert, if any, is on its way to the store.
+        FraudDecision::Pending if waiting_for("fraud-group") == Some(false) => {
+            (false, "waiting for analytics-group".to_owned())
+        }
         FraudDecision::Pending => (false, "waiting for fraud-group".to_owned()),
         FraudDecision::Alert | FraudDecision::Unknown => match waiting_for("fraud-group") {
             Some(true) => (false, "waiting for fraud-group".to_owned()),

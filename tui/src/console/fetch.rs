@@ -5,7 +5,9 @@
 //! When the API refuses the credentials it says so once and stops: a wrong token does not
 //! become right by asking again.
 
-use super::api::{Alert, ApiClient, ApiError, GroupLag, OrderDetail, OrderDocument, Totals};
+use super::api::{
+    Alert, ApiClient, ApiError, Arrival, GroupLag, OrderDetail, OrderDocument, Totals,
+};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +50,8 @@ pub struct Control {
     pub paused: bool,
     /// The order whose detail is open.
     pub detail: Option<u64>,
+    /// Bumped by each request to retry now; a change wakes the fetcher from its backoff.
+    pub retry: u32,
 }
 
 /// How often and how much to fetch.
@@ -84,16 +88,14 @@ pub fn backoff(failures: u32, max: Duration) -> Duration {
 async fn orders_since(
     client: &ApiClient,
     settings: &FetchSettings,
-    newest_seen: Option<u64>,
+    newest_seen: Option<Arrival>,
 ) -> Result<Vec<OrderDocument>, ApiError> {
     let first = client.orders(settings.page, None).await?;
     let mut docs = first.orders;
     let mut before = first.next_before;
     let mut pages = 1;
     while let (Some(seen), Some(cursor)) = (newest_seen, before) {
-        let reached = docs
-            .last()
-            .is_none_or(|d| d.order_id <= seen.saturating_add(1));
+        let reached = docs.last().is_none_or(|d| d.arrival() <= seen);
         if reached || pages > settings.max_catch_up_pages {
             break;
         }
@@ -116,10 +118,10 @@ pub async fn poll(
     updates: mpsc::Sender<Update>,
     shutdown: CancellationToken,
 ) {
-    let mut newest_seen: Option<u64> = None;
+    let mut newest_seen: Option<Arrival> = None;
     let mut failures: u32 = 0;
     loop {
-        let Control { paused, detail } = *control.borrow_and_update();
+        let Control { paused, detail, .. } = *control.borrow_and_update();
         let mut news = Vec::new();
         let mut unreachable: Option<ApiError> = None;
         let mut refused: Option<ApiError> = None;
@@ -146,7 +148,7 @@ pub async fn poll(
             );
             let at = Instant::now();
             if let Ok(docs) = &orders {
-                if let Some(max) = docs.iter().map(|d| d.order_id).max() {
+                if let Some(max) = docs.iter().map(OrderDocument::arrival).max() {
                     newest_seen = Some(newest_seen.map_or(max, |n| n.max(max)));
                 }
             }

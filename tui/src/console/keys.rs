@@ -12,7 +12,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("j k  ↓ ↑", "move the selection"),
     ("PgDn PgUp ^D ^U", "a page, half a page"),
     ("g G  Home End", "newest, oldest"),
-    ("f  p", "follow newest on/off, pause updates"),
+    ("f  p  r", "follow newest on/off, pause updates, retry now"),
     ("/", "filter orders (Enter applies, Esc cancels)"),
     ("Enter", "detail of the selected order (or alert)"),
 ];
@@ -110,6 +110,7 @@ impl App {
                 }
             }
             KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('r') => self.retry_now(),
             KeyCode::Char('/') => {
                 self.input = Some(FilterInput {
                     text: self.filter.text().to_owned(),

@@ -3,13 +3,13 @@
 //! Changed only by [`App::apply`] (news from the fetch tasks), [`App::tick`] (time passing),
 //! [`App::resize`] and the key handling in `keys`; read by `draw`.
 
-use super::api::{Alert, GroupLag, OrderDetail, OrderDocument, Totals};
+use super::api::{Alert, Arrival, GroupLag, OrderDetail, OrderDocument, Totals};
 use super::fetch::{Control, Panel, Update};
 use super::filter::{Filter, FilterError};
 use super::layout;
 use super::theme::Theme;
 use ratatui::layout::Rect;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Orders held in memory unless told otherwise; the newest are kept.
@@ -185,10 +185,11 @@ impl RateHistory {
     }
 }
 
-/// The newest orders seen, by id, at most `cap` of them.
+/// The newest orders seen, by arrival (the order the API lists them in), at most `cap`.
 #[derive(Debug, Clone)]
 pub struct OrderBook {
-    orders: BTreeMap<u64, OrderDocument>,
+    orders: BTreeMap<Arrival, OrderDocument>,
+    arrivals: HashMap<u64, Arrival>,
     cap: usize,
 }
 
@@ -196,23 +197,35 @@ impl OrderBook {
     pub fn new(cap: usize) -> Self {
         OrderBook {
             orders: BTreeMap::new(),
+            arrivals: HashMap::new(),
             cap: cap.max(1),
         }
     }
 
     /// Adds or refreshes orders (a later fetch knows more: payment, fraud), dropping the
-    /// oldest beyond the cap.
+    /// oldest arrivals beyond the cap.
     pub fn merge(&mut self, docs: impl IntoIterator<Item = OrderDocument>) {
         for doc in docs {
-            self.orders.insert(doc.order_id, doc);
+            let arrival = doc.arrival();
+            if let Some(old) = self.arrivals.insert(doc.order_id, arrival) {
+                self.orders.remove(&old);
+            }
+            self.orders.insert(arrival, doc);
         }
         while self.orders.len() > self.cap {
-            self.orders.pop_first();
+            if let Some((oldest, _)) = self.orders.pop_first() {
+                self.arrivals.remove(&oldest.order_id);
+            }
         }
     }
 
     pub fn get(&self, id: u64) -> Option<&OrderDocument> {
-        self.orders.get(&id)
+        self.arrivals.get(&id).and_then(|a| self.orders.get(a))
+    }
+
+    /// Where the held order `id` stands in arrival order.
+    pub fn arrival(&self, id: u64) -> Option<Arrival> {
+        self.arrivals.get(&id).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -279,6 +292,8 @@ pub struct App {
     /// Keep the newest order selected as orders arrive.
     pub follow: bool,
     pub paused: bool,
+    /// Requests to retry now (`r`), passed to the fetcher through [`Control`].
+    retries: u32,
     pub overlay: Overlay,
     pub quit: bool,
 }
@@ -306,14 +321,32 @@ impl App {
             alerts_scroll: Scroll::default(),
             follow: true,
             paused: false,
+            retries: 0,
             overlay: Overlay::None,
             quit: false,
         }
     }
 
     /// What the fetch tasks should do now.
+    /// The lag and rate shown are the last known, not live: the API does not answer.
+    pub fn is_stale(&self) -> bool {
+        matches!(
+            self.connection,
+            Connection::Disconnected { .. } | Connection::Unauthorised(_)
+        )
+    }
+
+    /// While the API is unreachable, retries at once instead of waiting out the backoff.
+    pub fn retry_now(&mut self) {
+        if let Connection::Disconnected { retry_at, .. } = &mut self.connection {
+            *retry_at = self.now;
+            self.retries = self.retries.wrapping_add(1);
+        }
+    }
+
     pub fn control(&self) -> Control {
         Control {
+            retry: self.retries,
             paused: self.paused,
             detail: match &self.overlay {
                 Overlay::Detail(d) => Some(d.order_id),
@@ -453,8 +486,9 @@ impl App {
         self.rebuild_view();
         match anchor.flatten() {
             Some((id, screen_row)) => {
-                // The view is sorted newest (largest id) first.
-                let i = self.view.partition_point(|&v| v > id);
+                // The view is sorted newest arrival first.
+                let at = self.orders.arrival(id);
+                let i = self.view.partition_point(|&v| self.orders.arrival(v) > at);
                 self.orders_scroll.selected = i;
                 self.orders_scroll.offset = i.saturating_sub(screen_row);
             }
@@ -524,6 +558,48 @@ mod tests {
         book.merge([paid]);
         assert_eq!(book.len(), 3);
         assert_eq!(book.get(4).unwrap().payment_status.as_deref(), Some("PAID"));
+    }
+
+    /// Another client's ids far above ours arrived first: ours, stored later, are newest.
+    #[test]
+    fn order_book_orders_by_arrival_not_by_id() {
+        let at = |id: u64, s: i64| OrderDocument {
+            processed_at: orders_core::Timestamp::from_micros(s * 1_000_000),
+            ..doc(id)
+        };
+        let mut book = OrderBook::new(4);
+        book.merge([
+            at(7_000_001, 100),
+            at(7_000_002, 100),
+            at(10, 200),
+            at(11, 300),
+        ]);
+        let ids: Vec<u64> = book.newest_first().map(|d| d.order_id).collect();
+        assert_eq!(ids, vec![11, 10, 7_000_002, 7_000_001]);
+        // A newer arrival evicts the oldest arrival, not the smallest id.
+        book.merge([at(12, 400)]);
+        let ids: Vec<u64> = book.newest_first().map(|d| d.order_id).collect();
+        assert_eq!(ids, vec![12, 11, 10, 7_000_002]);
+        // A refreshed order keeps its place and is held once.
+        let mut paid = at(10, 200);
+        paid.payment_status = Some("PAID".into());
+        book.merge([paid]);
+        assert_eq!(book.len(), 4);
+        assert_eq!(
+            book.get(10).unwrap().payment_status.as_deref(),
+            Some("PAID")
+        );
+
+        let mut state = App::new("http://x", Theme::mono(), 4, Instant::now());
+        state.follow = false;
+        state.merge_orders([at(7_000_001, 100), at(10, 200)]);
+        state.orders_scroll.selected = 1;
+        state.merge_orders([at(11, 300)]);
+        assert_eq!(
+            state.selected_order(),
+            Some(7_000_001),
+            "selection stays put"
+        );
     }
 
     #[test]

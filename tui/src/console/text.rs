@@ -3,6 +3,17 @@
 use orders_core::{Cents, Timestamp};
 use std::time::Duration;
 
+/// `s` in at most `width` characters: whole, or cut with an ellipsis that says so.
+pub fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_owned()
+    } else if width == 0 {
+        String::new()
+    } else {
+        s.chars().take(width - 1).chain(['…']).collect()
+    }
+}
+
 /// `12345` → `12,345`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -117,6 +128,14 @@ pub fn date_time_ms(t: &Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_cuts_with_an_ellipsis() {
+        assert_eq!(fit("3@121", 5), "3@121");
+        assert_eq!(fit("3@121", 3), "3@…");
+        assert_eq!(fit("3@121", 1), "…");
+        assert_eq!(fit("3@121", 0), "");
+    }
 
     #[test]
     fn numbers() {
