@@ -2,6 +2,7 @@
 //! and `up --headless` as a developer runs it (with no token, and with one).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,6 +134,25 @@ fn json(api: &str, args: &[&str]) -> Option<serde_json::Value> {
         .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// The ids of the newest `n` orders as the API lists them (newest first by arrival),
+/// checking that each was stored no earlier than the next.
+fn newest_first(api: &str, n: u64) -> Vec<u64> {
+    let list = json(api, &["orders", "--limit", &n.to_string()]).unwrap();
+    let orders = list["orders"].as_array().unwrap();
+    let arrived: Vec<_> = orders
+        .iter()
+        .map(|o| chrono::DateTime::parse_from_rfc3339(o["processed_at"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(
+        arrived.windows(2).all(|w| w[0] >= w[1]),
+        "newest first by arrival: {arrived:?}"
+    );
+    orders
+        .iter()
+        .map(|o| o["order_id"].as_u64().unwrap())
+        .collect()
+}
+
 fn totals_reach(api: &str, n: u64) -> serde_json::Value {
     wait_until(
         &format!("{n} orders stored and paid"),
@@ -213,8 +233,11 @@ fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
     assert_eq!(t["paid_count"], 300, "{t}");
     let health = wait_until("ready", Duration::from_secs(30), || json(&api, &["health"]));
     assert_eq!(health["status"], "ready", "{health}");
-    let newest = json(&api, &["orders", "--limit", "1"]).unwrap();
-    assert_eq!(newest["orders"][0]["order_id"], 300, "{newest}");
+    let ids = newest_first(&api, 300);
+    assert_eq!(
+        ids.iter().copied().collect::<BTreeSet<_>>(),
+        (1..=300).collect()
+    );
 
     // A closed pipe ends `--watch` normally: `head` leaves after the first line, and the
     // next write (lag is sampled anew every 1.5 s) finds the pipe closed.
@@ -247,8 +270,17 @@ fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
     let api = published_api(&dir);
     let t = totals_reach(&api, 500);
     assert_eq!(t["paid_count"], 500, "{t}");
-    let newest = json(&api, &["orders", "--limit", "1"]).unwrap();
-    assert_eq!(newest["orders"][0]["order_id"], 500, "{newest}");
+    // The second run's orders arrived last, so they list first.
+    let ids = newest_first(&api, 500);
+    let (second, first) = ids.split_at(200);
+    assert_eq!(
+        second.iter().copied().collect::<BTreeSet<_>>(),
+        (301..=500).collect()
+    );
+    assert_eq!(
+        first.iter().copied().collect::<BTreeSet<_>>(),
+        (1..=300).collect()
+    );
     let first_run = json(&api, &["order", "300"]).unwrap();
     assert_eq!(first_run["order_id"], 300, "{first_run}");
     up.stop();
