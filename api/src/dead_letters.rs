@@ -49,17 +49,42 @@ impl Reason {
     }
 }
 
+/// The topics `/api/dlq` filters by, as the OpenAPI document declares them (for the
+/// default `TOPIC_NAME`); the filter itself is a plain string checked against the running
+/// pipeline's topics.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub enum DeadLetterTopicName {
+    #[schema(rename = "orders.dlq")]
+    OrdersDlq,
+    #[schema(rename = "fraud-alerts.dlq")]
+    FraudAlertsDlq,
+    #[schema(rename = "payments.dlq")]
+    PaymentsDlq,
+    #[schema(rename = "orders")]
+    Orders,
+    #[schema(rename = "fraud-alerts")]
+    FraudAlerts,
+    #[schema(rename = "payments")]
+    Payments,
+}
+
 /// Filters of `/api/dlq`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterParams {
-    /// A dead-letter topic (`orders.dlq`) or a source topic (`orders`).
+    /// A dead-letter topic (`orders.dlq`) or a source topic (`orders`). The document lists
+    /// the names for the default `TOPIC_NAME`; with another orders topic, its name and
+    /// `<name>.dlq` are accepted instead of `orders` and `orders.dlq`.
+    #[param(value_type = Option<DeadLetterTopicName>, inline)]
     pub topic: Option<String>,
     /// A reason code.
     #[param(inline)]
     pub reason: Option<Reason>,
-    /// Dead-lettered at or after: RFC 3339, or an age (`90s`, `30m`, `6h`, `2d`).
+    /// Dead-lettered at or after: an RFC 3339 time (declared), or an age (`90s`, `30m`,
+    /// `6h`, `2d`; accepted as well).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// How many, 1–1000, the oldest first (default 100).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
