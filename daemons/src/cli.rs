@@ -286,10 +286,18 @@ pub fn init_tracing(format: LogFormat) {
 
 /// The Kafka to use: the configured cluster, or the one a running `ordersctl up` published.
 pub fn kafka_settings(kafka: &KafkaArgs, store: &StoreArgs) -> anyhow::Result<KafkaSettings> {
+    kafka_settings_in(kafka, &store.data_dir)
+}
+
+/// [`kafka_settings`], for a command that has a data directory but no store.
+pub fn kafka_settings_in(
+    kafka: &KafkaArgs,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<KafkaSettings> {
     if let Some(settings) = KafkaSettings::from_args(kafka)? {
         return Ok(settings);
     }
-    match UpInfo::read(&store.data_dir) {
+    match UpInfo::read(data_dir) {
         Ok(up) => {
             tracing::info!(kafka = %up.kafka, "attaching to the embedded broker of a running `ordersctl up`");
             Ok(orders_core::kafka::embedded_settings(up.kafka))
@@ -297,7 +305,7 @@ pub fn kafka_settings(kafka: &KafkaArgs, store: &StoreArgs) -> anyhow::Result<Ka
         Err(_) => bail!(
             "no Kafka: set KAFKA_BOOTSTRAP_SERVERS, or start the local pipeline with `ordersctl up` \
              (its broker address is read from {})",
-            UpInfo::path(&store.data_dir).display()
+            UpInfo::path(data_dir).display()
         ),
     }
 }

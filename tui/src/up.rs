@@ -74,6 +74,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     });
     options.payment.delay = Duration::from_millis(args.payment_delay_ms);
     options.drain_grace = Duration::from_secs(args.drain_seconds);
+    let orders_topic = options.orders_topic.clone();
     let mut pipeline = LocalPipeline::start(options)
         .await
         .with_context(|| format!("starting the local pipeline in {}", args.data_dir.display()))?;
@@ -107,6 +108,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .with_kafka(pipeline.kafka(), "orders")
         .with_progress(pipeline.progress.clone())
         .with_access(access);
+    let console_kafka = pipeline.kafka();
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(orders_api::serve(listener, state, api_stop.clone()));
     let info = UpInfo {
@@ -169,6 +171,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut console_result = Ok(());
     let mut console = crate::console::ConsoleOptions::new(&api);
     console.token = args.tokens.tokens().into_iter().next();
+    console.dead_letter_actions = crate::console::dead_letter_actions::DeadLetterActions::new(
+        console_kafka,
+        &orders_topic,
+        &crate::dlq::operator(None),
+    );
     if args.headless {
         monitor.await;
     } else {

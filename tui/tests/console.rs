@@ -10,7 +10,8 @@ use orders_core::store::{OrderQuery, OrderStore};
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use ordersctl::console::api::{
-    Alert, ApiClient, FraudDecision, GroupLag, LagStatus, OrderDetail, OrdersPage, Totals,
+    Alert, ApiClient, DeadLetter, FraudDecision, GroupLag, LagStatus, OrderDetail, OrdersPage,
+    Totals,
 };
 use ordersctl::console::draw;
 use ordersctl::console::fetch::Update;
@@ -219,6 +220,58 @@ fn order_detail_of_a_paid_order_160x48() {
     let detail: OrderDetail = serde_json::from_value(detail_json(&order_json(1057))).unwrap();
     app.apply(Update::Detail(1057, Ok(Some(Box::new(detail)))));
     insta::assert_snapshot!(screen(&app));
+}
+
+#[derive(Deserialize)]
+struct DeadLettersBody {
+    dead_letters: Vec<DeadLetter>,
+}
+
+/// The fixture console with its dead-letter pane focused and loaded.
+fn dead_letter_app(width: u16, height: u16) -> App {
+    let mut app = loaded_app(width, height);
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    let body: DeadLettersBody = serde_json::from_str(&resource("dead_letters.json")).unwrap();
+    app.apply(Update::DeadLetters(body.dead_letters));
+    app
+}
+
+#[test]
+fn dead_letter_pane_160x48() {
+    let app = dead_letter_app(160, 48);
+    assert!(app.control().dead_letters, "fetched only while shown");
+    insta::assert_snapshot!(screen(&app));
+}
+
+#[test]
+fn dead_letter_pane_80x24_record_and_confirmation() {
+    let mut app = dead_letter_app(80, 24);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!("dead_letter_record", screen(&app));
+    press(&mut app, "R");
+    insta::assert_snapshot!("dead_letter_redrive_confirmation", screen(&app));
+    press(&mut app, "y");
+    let request = app.take_request().unwrap();
+    assert_eq!(request.at.to_string(), "orders.dlq/2/5");
+    insta::assert_snapshot!("dead_letter_redriving", screen(&app));
+    app.apply(Update::DeadLetterActed(Err(
+        "redrive orders.dlq/2/5 refused: redriven 3 times already (the loop guard)".into(),
+    )));
+    insta::assert_snapshot!("dead_letter_refused", screen(&app));
+}
+
+#[test]
+fn dead_letters_unavailable_say_why() {
+    let mut app = loaded_app(80, 24);
+    key(&mut app, KeyCode::BackTab);
+    app.apply(Update::Failed(
+        ordersctl::console::fetch::Panel::DeadLetters,
+        "HTTP 503 Kafka not available: no Kafka configured".into(),
+    ));
+    let s = screen(&app);
+    assert!(s.contains("dead letters unavailable: HTTP 503"), "{s}");
 }
 
 #[test]

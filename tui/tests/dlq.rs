@@ -363,3 +363,139 @@ fn bad_flags_are_one_line_and_exit_2_and_no_kafka_exits_4() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("up.json"));
     assert!(out.stdout.is_empty());
 }
+
+/// The console's dead-letter pane end to end: the list through the real API (`/api/dlq`),
+/// the keys that select, confirm and redrive or discard, the action carried out on the real
+/// broker with the operator's name in the ledger, and refused when done already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_lists_redrives_and_discards_dead_letters() {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use ordersctl::console::api::ApiClient;
+    use ordersctl::console::dead_letter_actions::DeadLetterActions;
+    use ordersctl::console::fetch::Update;
+    use ordersctl::console::state::{App, Overlay, Pane};
+    use ordersctl::console::theme::Theme;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = LocalPipeline::start(LocalOptions::new(dir.path().join("orders.db")))
+        .await
+        .unwrap();
+    let kafka = pipeline.kafka();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_url = format!("http://{}", listener.local_addr().unwrap());
+    let state =
+        orders_api::AppState::new(pipeline.store.clone()).with_kafka(kafka.clone(), "orders");
+    let api_stop = tokio_util::sync::CancellationToken::new();
+    let api = tokio::spawn(orders_api::serve(listener, state, api_stop.clone()));
+    UpInfo {
+        api: api_url.clone(),
+        kafka: pipeline.bootstrap_servers().to_owned(),
+    }
+    .write(dir.path())
+    .unwrap();
+
+    produce(&kafka, "9000003", "not json", &[]).await;
+    produce(&kafka, "9000004", "{also not json", &[]).await;
+    wait_for_records(&kafka, "orders.dlq", 6).await;
+
+    // What the pane shows is what the API lists.
+    let client = ApiClient::new(&api_url, None).unwrap();
+    let letters = client.dead_letters(100).await.unwrap();
+    assert_eq!(letters.len(), 6, "{letters:?}");
+    assert!(letters
+        .iter()
+        .all(|d| d.reason == "not-json" && d.handled.is_none() && d.source.is_some()));
+
+    let mut app = App::new(&api_url, Theme::mono(), 100, Instant::now());
+    app.resize(120, 40);
+    let press = |app: &mut App, code: KeyCode| app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus, Pane::DeadLetters);
+    assert!(app.control().dead_letters, "the pane asks for dead letters");
+    app.apply(Update::DeadLetters(letters.clone()));
+    let redriven = letters
+        .iter()
+        .position(|d| d.key.as_deref() == Some("9000003"))
+        .unwrap();
+    app.dead_letters_scroll.selected = redriven;
+
+    // A no leaves everything as it was; a yes hands over one request.
+    press(&mut app, KeyCode::Char('R'));
+    assert!(matches!(app.overlay, Overlay::Confirm(_)));
+    press(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.overlay, Overlay::None);
+    assert!(app.take_request().is_none());
+    press(&mut app, KeyCode::Char('R'));
+    press(&mut app, KeyCode::Char('y'));
+    let request = app.take_request().expect("a confirmed redrive");
+    assert_eq!(request.at, letters[redriven].coordinates());
+    assert!(app.take_request().is_none(), "handed over once");
+
+    let orders_before = records_on(&kafka, "orders").await;
+    let actions = DeadLetterActions::new(kafka.clone(), "orders", "console-op");
+    let done = actions.act(&request).await;
+    assert!(
+        done.as_ref()
+            .is_ok_and(|s| s.starts_with("redrove") && s.contains("to orders")),
+        "{done:?}"
+    );
+    assert_eq!(records_on(&kafka, "orders").await, orders_before + 1);
+    app.apply(Update::DeadLetterActed(done));
+    assert!(app.acting.is_none());
+    assert!(app.current_notice().is_some_and(|n| n.ok));
+
+    // Done already: refused, nothing sent again.
+    let again = actions.act(&request).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("already redriven")),
+        "{again:?}"
+    );
+    assert_eq!(records_on(&kafka, "orders").await, orders_before + 1);
+
+    // The other record, discarded from the record's own overlay.
+    let discarded = letters
+        .iter()
+        .position(|d| d.key.as_deref() == Some("9000004"))
+        .unwrap();
+    app.dead_letters_scroll.selected = discarded;
+    press(&mut app, KeyCode::Enter);
+    assert!(matches!(app.overlay, Overlay::DeadLetter { .. }));
+    press(&mut app, KeyCode::Char('D'));
+    press(&mut app, KeyCode::Char('y'));
+    let request = app.take_request().expect("a confirmed discard");
+    let done = actions.act(&request).await;
+    assert_eq!(done, Ok(format!("discarded {}", request.at)));
+    assert_eq!(records_on(&kafka, "orders").await, orders_before + 1);
+
+    // The ledger names the operator; the redriven record came back as a dead letter again
+    // (it is still not JSON), counted.
+    wait_for_records(&kafka, "orders.dlq", 9).await;
+    let (_, all) = dlq(dir.path(), &["list", "--handled"]).await;
+    let all = all["dead_letters"].as_array().unwrap().clone();
+    let by_console: Vec<&Value> = all
+        .iter()
+        .filter(|d| d["handled"]["by"] == "console-op")
+        .collect();
+    assert_eq!(
+        by_console.len(),
+        6,
+        "both records, each in three groups: {all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|d| d["redrive_count"] == 1).count(),
+        3,
+        "{all:?}"
+    );
+
+    // A console without Kafka says so and what to run instead.
+    let none = DeadLetterActions::Unavailable("no Kafka configured".into());
+    let why = none.act(&request).await.unwrap_err();
+    assert!(why.contains("ordersctl dlq discard orders.dlq"), "{why}");
+
+    api_stop.cancel();
+    api.await.unwrap().unwrap();
+    pipeline.stop().await.unwrap();
+}

@@ -136,6 +136,72 @@ pub struct Alert {
     pub stored_at: Option<Timestamp>,
 }
 
+/// A header of a dead letter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DeadLetterHeader {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// What an operator did with a dead letter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DeadLetterHandling {
+    pub action: String,
+    pub by: String,
+    pub at: String,
+    pub sent_to: Option<String>,
+}
+
+/// Where a dead letter was read before it was dead-lettered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct SourceCoordinates {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A dead letter (`GET /api/dlq`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<String>,
+    pub key: Option<String>,
+    pub value: String,
+    pub value_bytes: usize,
+    pub reason: String,
+    pub error: Option<String>,
+    pub group: Option<String>,
+    pub source: Option<SourceCoordinates>,
+    pub truncated: bool,
+    pub redrive_count: u32,
+    pub redriven_from: Option<String>,
+    pub headers: Vec<DeadLetterHeader>,
+    pub handled: Option<DeadLetterHandling>,
+}
+
+impl DeadLetter {
+    /// Where it is: printed `topic/partition/offset`, as `ordersctl dlq` prints it.
+    pub fn coordinates(&self) -> orders_core::dead_letters::Coordinates {
+        orders_core::dead_letters::Coordinates {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct DeadLetters {
+    dead_letters: Vec<DeadLetter>,
+}
+
 /// How a consumer group is doing, as the API judges it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LagStatus {
@@ -466,6 +532,13 @@ impl ApiClient {
         self.get_found::<ListOr<Alert>>(&format!("/api/alerts?limit={limit}"))
             .await
             .map(ListOr::into_vec)
+    }
+
+    /// Dead letters not yet handled, the oldest first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, ApiError> {
+        self.get_found::<DeadLetters>(&format!("/api/dlq?limit={limit}"))
+            .await
+            .map(|d| d.dead_letters)
     }
 
     pub async fn lag(&self) -> Result<Vec<GroupLag>, ApiError> {

@@ -3,10 +3,14 @@
 //! Only the rows on screen are built, so a frame costs the same with 100 or 100,000 orders
 //! held.
 
-use super::api::{FraudDecision, GroupLag, LagStatus, OrderDetail, OrderDocument, Totals};
+use super::api::{
+    DeadLetter, FraudDecision, GroupLag, LagStatus, OrderDetail, OrderDocument, Totals,
+};
 use super::keys::{FILTER_HELP, HELP};
 use super::layout::{self, Areas};
-use super::state::{App, Connection, DetailData, DetailView, Overlay, Pane};
+use super::state::{
+    App, Connection, DeadLetterActionKind, DeadLetterRequest, DetailData, DetailView, Overlay, Pane,
+};
 use super::text;
 use super::theme::Theme;
 use orders_core::Timestamp;
@@ -44,13 +48,19 @@ pub fn render(f: &mut Frame, app: &App) {
         draw_rate(f, app, rate);
     }
     draw_lag(f, app, areas.lag, wide);
-    draw_orders(f, app, areas.orders, wide);
-    draw_alerts(f, app, areas.alerts);
+    if app.focus == Pane::DeadLetters {
+        draw_dead_letters(f, app, areas.orders.union(areas.alerts));
+    } else {
+        draw_orders(f, app, areas.orders, wide);
+        draw_alerts(f, app, areas.alerts);
+    }
     draw_status(f, app, areas.status);
     match &app.overlay {
         Overlay::None => {}
         Overlay::Help => draw_help(f, app.theme, area),
         Overlay::Detail(view) => draw_detail(f, app, view, area),
+        Overlay::DeadLetter { letter, scroll } => draw_dead_letter(f, app, letter, *scroll, area),
+        Overlay::Confirm(request) => draw_confirm(f, app.theme, request, area),
     }
 }
 
@@ -667,11 +677,19 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         Connection::Disconnected { .. } => ("DISCONNECTED", theme.bad()),
         Connection::Unauthorised(_) => ("NOT AUTHORISED", theme.bad()),
     };
-    let mut left = vec![
-        Span::styled(format!(" {word} "), style),
-        Span::raw(app.api_url.clone()),
-    ];
+    let mut left = vec![Span::styled(format!(" {word} "), style)];
+    // An operator's action was answered: say how, in place of where and when.
+    if let Some(notice) = app.current_notice() {
+        let room = usize::from(area.width).saturating_sub(word.chars().count() + 3);
+        left.push(Span::styled(
+            text::fit(&notice.text, room),
+            if notice.ok { theme.good() } else { theme.bad() },
+        ));
+    } else {
+        left.push(Span::raw(app.api_url.clone()));
+    }
     match app.last_ok {
+        _ if app.current_notice().is_some() => {}
         Some(t) => left.push(Span::raw(format!(
             " · updated {} ago",
             text::age(app.now.saturating_duration_since(t))
@@ -684,15 +702,27 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     }
     let left = Line::from(left);
     let used = left.width();
-    let hints: &[(&str, &str)] = &[
-        ("q", "quit"),
-        ("?", "help"),
-        ("/", "filter"),
+    let dead_letter_hints: &[(&str, &str)] = &[
+        ("R", "redrive"),
+        ("D", "discard"),
+        ("Enter", "record"),
         ("Tab", "pane"),
-        ("Enter", "detail"),
-        ("f", "follow"),
-        ("p", "pause"),
+        ("?", "help"),
+        ("q", "quit"),
     ];
+    let hints: &[(&str, &str)] = if app.focus == Pane::DeadLetters {
+        dead_letter_hints
+    } else {
+        &[
+            ("q", "quit"),
+            ("?", "help"),
+            ("/", "filter"),
+            ("Tab", "pane"),
+            ("Enter", "detail"),
+            ("f", "follow"),
+            ("p", "pause"),
+        ]
+    };
     let retry: &[(&str, &str)] = match app.connection {
         Connection::Disconnected { .. } => &[("r", "retry now")],
         _ => &[],
@@ -1013,6 +1043,281 @@ fn draw_detail(f: &mut Frame, app: &App, view: &DetailView, area: Rect) {
         Paragraph::new(lines)
             .block(block(theme, title, true))
             .scroll((view.scroll, 0)),
+        rect,
+    );
+}
+
+/// The dead-letter pane: what the pipeline could not use, not yet handled, oldest first.
+fn draw_dead_letters(f: &mut Frame, app: &App, area: Rect) {
+    let theme = app.theme;
+    let focused = matches!(app.overlay, Overlay::None);
+    let mut title = vec![Span::raw(" Dead letters · not handled · oldest first")];
+    if let Some(letters) = &app.dead_letters {
+        title.push(Span::raw(format!(
+            " · {}",
+            text::thousands(letters.len() as u64)
+        )));
+    }
+    if let Some(acting) = &app.acting {
+        title.push(Span::styled(
+            format!(" · {} {}…", acting.kind.doing(), acting.at),
+            theme.warn(),
+        ));
+    }
+    title.push(Span::raw(" "));
+    let outer = block(theme, Line::from(title), focused);
+    let inner = outer.inner(area);
+    f.render_widget(outer, area);
+    let letters = match (&app.dead_letters, &app.errors.dead_letters) {
+        (_, Some(e)) => {
+            let msg = format!("dead letters unavailable: {e}");
+            f.render_widget(
+                Paragraph::new(msg)
+                    .style(theme.warn())
+                    .wrap(Wrap { trim: true }),
+                inner,
+            );
+            return;
+        }
+        (None, None) => {
+            f.render_widget(
+                Paragraph::new("reading the dead-letter topics…").style(theme.dim()),
+                inner,
+            );
+            return;
+        }
+        (Some(l), None) if l.is_empty() => {
+            f.render_widget(
+                Paragraph::new("no dead letters waiting: every record was used or handled")
+                    .style(theme.dim()),
+                inner,
+            );
+            return;
+        }
+        (Some(l), None) => l,
+    };
+    let scroll = app.dead_letters_scroll;
+    let coordinates = letters
+        .iter()
+        .map(|d| d.coordinates().to_string().chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(11, 28);
+    const KEY_WIDTH: usize = 9;
+    const FROM_WIDTH: usize = 16;
+    const REASON_WIDTH: usize = 16;
+    let error_width = usize::from(inner.width)
+        .saturating_sub(8 + coordinates + REASON_WIDTH + KEY_WIDTH + FROM_WIDTH + 5);
+    let header = Row::new(vec![
+        "when",
+        "dead letter",
+        "reason",
+        "key",
+        "from",
+        "error",
+    ])
+    .style(theme.header());
+    let rows: Vec<Row> = letters
+        .iter()
+        .enumerate()
+        .skip(scroll.offset)
+        .take(usize::from(inner.height.saturating_sub(1)))
+        .map(|(i, d)| {
+            let style = if focused && i == scroll.selected {
+                theme.selected()
+            } else {
+                Style::new()
+            };
+            let when = d
+                .timestamp
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(|t| text::time_of_day(&t))
+                .unwrap_or_default();
+            let from = match (&d.group, &d.source) {
+                (Some(g), _) => g.clone(),
+                (None, Some(s)) => s.topic.clone(),
+                (None, None) => String::new(),
+            };
+            // ↻N: redriven N times already and back again.
+            let mut reason = d.reason.clone();
+            if d.redrive_count > 0 {
+                reason.push_str(&format!(" ↻{}", d.redrive_count));
+            }
+            Row::new(vec![
+                Cell::from(when),
+                Cell::from(text::fit(&d.coordinates().to_string(), coordinates)),
+                Cell::from(text::fit(&reason, REASON_WIDTH)).style(theme.fraud()),
+                Cell::from(text::fit(d.key.as_deref().unwrap_or("—"), KEY_WIDTH)),
+                Cell::from(text::fit(&from, FROM_WIDTH)),
+                Cell::from(text::fit(
+                    d.error.as_deref().unwrap_or_default(),
+                    error_width,
+                ))
+                .style(theme.dim()),
+            ])
+            .style(style)
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Length(coordinates as u16),
+        Constraint::Length(REASON_WIDTH as u16),
+        Constraint::Length(KEY_WIDTH as u16),
+        Constraint::Length(FROM_WIDTH as u16),
+        Constraint::Fill(1),
+    ];
+    f.render_widget(
+        Table::new(rows, widths).header(header).column_spacing(1),
+        inner,
+    );
+}
+
+/// One dead letter: where it is, why it is there, what was done with it, its headers and
+/// its value.
+fn dead_letter_lines(theme: Theme, d: &DeadLetter) -> Vec<Line<'static>> {
+    let field = |name: &'static str, v: String| {
+        Line::from(vec![
+            Span::styled(format!("{name:<14}"), theme.label()),
+            Span::raw(v),
+        ])
+    };
+    let mut lines = vec![
+        field("dead letter", d.coordinates().to_string()),
+        field(
+            "reason",
+            match &d.error {
+                Some(e) => format!("{} — {e}", d.reason),
+                None => d.reason.clone(),
+            },
+        ),
+        field("key", d.key.clone().unwrap_or_else(|| "(none)".to_owned())),
+    ];
+    if let Some(t) = &d.timestamp {
+        lines.push(field("dead-lettered", t.clone()));
+    }
+    if let Some(g) = &d.group {
+        lines.push(field("by group", g.clone()));
+    }
+    match &d.source {
+        Some(s) => lines.push(field(
+            "read from",
+            format!("{} partition {} offset {}", s.topic, s.partition, s.offset),
+        )),
+        None => lines.push(Line::from(Span::styled(
+            "no source header: it cannot be redriven, only discarded",
+            theme.warn(),
+        ))),
+    }
+    if d.redrive_count > 0 {
+        lines.push(field(
+            "redriven",
+            format!(
+                "{} time(s) before, last from {}",
+                d.redrive_count,
+                d.redriven_from.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    match &d.handled {
+        Some(h) => lines.push(Line::from(Span::styled(
+            format!(
+                "{} by {} at {}{}",
+                h.action,
+                h.by,
+                h.at,
+                h.sent_to
+                    .as_deref()
+                    .map(|t| format!(" to {t}"))
+                    .unwrap_or_default()
+            ),
+            theme.good(),
+        ))),
+        None => lines.push(Line::from(vec![
+            Span::styled("not handled", theme.warn()),
+            Span::styled(" · R redrives it, D discards it", theme.dim()),
+        ])),
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(Span::styled("Headers", theme.title())));
+    for h in &d.headers {
+        lines.push(Line::from(vec![
+            Span::styled(format!("  {:<20}", h.key), theme.key()),
+            Span::raw(h.value.clone().unwrap_or_else(|| "(null)".to_owned())),
+        ]));
+    }
+    lines.push(Line::from(""));
+    let mut value_title = format!("Value · {} bytes", d.value_bytes);
+    if d.truncated {
+        value_title.push_str(" · cut to fit the dead-letter topic");
+    }
+    lines.push(Line::from(Span::styled(value_title, theme.title())));
+    if d.value.is_empty() {
+        lines.push(Line::from(Span::styled("(empty)", theme.dim())));
+    }
+    lines.extend(d.value.lines().map(|l| Line::from(l.to_owned())));
+    lines
+}
+
+fn draw_dead_letter(f: &mut Frame, app: &App, d: &DeadLetter, scroll: u16, area: Rect) {
+    let theme = app.theme;
+    let lines = dead_letter_lines(theme, d);
+    let rect = layout::overlay(area, 96, lines.len() as u16 + 2);
+    f.render_widget(Clear, rect);
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block(
+                theme,
+                format!(" Dead letter {} · Esc closes ", d.coordinates()),
+                true,
+            ))
+            .scroll((scroll, 0)),
+        rect,
+    );
+}
+
+fn draw_confirm(f: &mut Frame, theme: Theme, r: &DeadLetterRequest, area: Rect) {
+    let what = match r.kind {
+        DeadLetterActionKind::Redrive => format!(
+            "Send {} back to {}?",
+            r.at,
+            r.to.as_deref().unwrap_or("its source topic")
+        ),
+        DeadLetterActionKind::Discard => format!("Mark {} handled without sending it?", r.at),
+    };
+    let lines = vec![
+        Line::from(what),
+        Line::from(Span::styled(
+            format!(
+                "reason {} · key {}",
+                r.reason,
+                r.key.as_deref().unwrap_or("(none)")
+            ),
+            theme.dim(),
+        )),
+        Line::from(Span::styled(
+            "It is recorded with your name in the dead-letter ledger.",
+            theme.dim(),
+        )),
+        Line::from(""),
+        Line::from(vec![
+            Span::styled("y", theme.key()),
+            Span::raw(format!(" {}  ", r.kind.verb())),
+            Span::styled("any other key", theme.key()),
+            Span::raw(" cancel"),
+        ]),
+    ];
+    let rect = layout::overlay(area, 72, lines.len() as u16 + 2);
+    f.render_widget(Clear, rect);
+    let title = match r.kind {
+        DeadLetterActionKind::Redrive => " Redrive? ",
+        DeadLetterActionKind::Discard => " Discard? ",
+    };
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(block(theme, title, true)),
         rect,
     );
 }

@@ -6,7 +6,7 @@
 //! become right by asking again.
 
 use super::api::{
-    Alert, ApiClient, ApiError, Arrival, GroupLag, OrderDetail, OrderDocument, Totals,
+    Alert, ApiClient, ApiError, Arrival, DeadLetter, GroupLag, OrderDetail, OrderDocument, Totals,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -19,6 +19,7 @@ pub enum Panel {
     Orders,
     Alerts,
     Lag,
+    DeadLetters,
 }
 
 /// News from the fetch task.
@@ -41,6 +42,10 @@ pub enum Update {
     Alerts(Vec<Alert>),
     Lag(Vec<GroupLag>),
     Detail(u64, Result<Option<Box<OrderDetail>>, String>),
+    /// Dead letters not yet handled, the oldest first.
+    DeadLetters(Vec<DeadLetter>),
+    /// An operator's redrive or discard finished: what happened, or why it failed.
+    DeadLetterActed(Result<String, String>),
 }
 
 /// What the screen wants fetched.
@@ -50,6 +55,9 @@ pub struct Control {
     pub paused: bool,
     /// The order whose detail is open.
     pub detail: Option<u64>,
+    /// The dead-letter pane is shown: fetch dead letters too (they are read from Kafka by
+    /// the API, so only while someone looks).
+    pub dead_letters: bool,
     /// Bumped by each request to retry now; a change wakes the fetcher from its backoff.
     pub retry: u32,
 }
@@ -63,6 +71,8 @@ pub struct FetchSettings {
     /// After a gap (a pause, an outage, a burst), how many older pages to fetch to close it.
     pub max_catch_up_pages: usize,
     pub alerts: usize,
+    /// Dead letters per request.
+    pub dead_letters: usize,
     pub max_backoff: Duration,
 }
 
@@ -73,6 +83,7 @@ impl Default for FetchSettings {
             page: 500,
             max_catch_up_pages: 10,
             alerts: 200,
+            dead_letters: 500,
             max_backoff: Duration::from_secs(10),
         }
     }
@@ -121,7 +132,12 @@ pub async fn poll(
     let mut newest_seen: Option<Arrival> = None;
     let mut failures: u32 = 0;
     loop {
-        let Control { paused, detail, .. } = *control.borrow_and_update();
+        let Control {
+            paused,
+            detail,
+            dead_letters,
+            ..
+        } = *control.borrow_and_update();
         let mut news = Vec::new();
         let mut unreachable: Option<ApiError> = None;
         let mut refused: Option<ApiError> = None;
@@ -167,6 +183,16 @@ pub async fn poll(
                 &mut news,
             );
             note(lag.map(Update::Lag).map_err(|e| (Panel::Lag, e)), &mut news);
+            if dead_letters {
+                note(
+                    client
+                        .dead_letters(settings.dead_letters)
+                        .await
+                        .map(Update::DeadLetters)
+                        .map_err(|e| (Panel::DeadLetters, e)),
+                    &mut news,
+                );
+            }
         }
         if let Some(id) = detail {
             match client.order(id).await {

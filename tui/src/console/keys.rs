@@ -1,20 +1,27 @@
 //! What each key does: the console's update function, over [`App`] alone (no terminal).
 
 use super::filter::Filter;
-use super::state::{App, FilterInput, Overlay, Pane};
+use super::state::{App, DeadLetterActionKind, FilterInput, Overlay, Pane};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 /// One line per key, for the help overlay.
 pub const HELP: &[(&str, &str)] = &[
     ("q  Ctrl-C", "quit"),
     ("?  Esc", "this help; Esc closes overlays, then the filter"),
-    ("Tab", "next pane (orders, alerts)"),
+    ("Tab", "next pane (orders, alerts, dead letters)"),
     ("j k  ↓ ↑", "move the selection"),
     ("PgDn PgUp ^D ^U", "a page, half a page"),
     ("g G  Home End", "newest, oldest"),
     ("f  p  r", "follow newest on/off, pause updates, retry now"),
     ("/", "filter orders (Enter applies, Esc cancels)"),
-    ("Enter", "detail of the selected order (or alert)"),
+    (
+        "Enter",
+        "detail of the selected order, alert or dead letter",
+    ),
+    (
+        "R  D",
+        "dead letters: redrive, discard the selected one (asks first)",
+    ),
 ];
 
 /// The filter grammar, for the help overlay.
@@ -64,6 +71,27 @@ impl App {
                 KeyCode::Char('?') => self.overlay = Overlay::Help,
                 _ => {}
             },
+            Overlay::DeadLetter { scroll, .. } => match key.code {
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Backspace => {
+                    self.overlay = Overlay::None;
+                }
+                KeyCode::Char('q') => self.quit = true,
+                KeyCode::Char('j') | KeyCode::Down => *scroll = scroll.saturating_add(1),
+                KeyCode::Char('k') | KeyCode::Up => *scroll = scroll.saturating_sub(1),
+                KeyCode::Char('g') | KeyCode::Home => *scroll = 0,
+                KeyCode::Char('R') => {
+                    self.confirm_dead_letter_action(DeadLetterActionKind::Redrive)
+                }
+                KeyCode::Char('D') => {
+                    self.confirm_dead_letter_action(DeadLetterActionKind::Discard)
+                }
+                _ => {}
+            },
+            // Only y goes ahead; anything else is a no.
+            Overlay::Confirm(_) => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => self.confirm(),
+                _ => self.overlay = Overlay::None,
+            },
             Overlay::None => self.on_main_key(key),
         }
     }
@@ -72,6 +100,7 @@ impl App {
         let rows = match self.focus {
             Pane::Orders => self.order_rows(),
             Pane::Alerts => self.alert_rows(),
+            Pane::DeadLetters => self.dead_letter_rows(),
         };
         let page = rows as isize;
         let half = (page / 2).max(1);
@@ -82,11 +111,13 @@ impl App {
             KeyCode::Char('b') if ctrl(&key, 'b') => self.move_selection(-page),
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => self.overlay = Overlay::Help,
-            KeyCode::Tab | KeyCode::BackTab => {
-                self.focus = match self.focus {
-                    Pane::Orders => Pane::Alerts,
-                    Pane::Alerts => Pane::Orders,
-                }
+            KeyCode::Tab => self.focus = self.focus.next(),
+            KeyCode::BackTab => self.focus = self.focus.previous(),
+            KeyCode::Char('R') if self.focus == Pane::DeadLetters => {
+                self.confirm_dead_letter_action(DeadLetterActionKind::Redrive)
+            }
+            KeyCode::Char('D') if self.focus == Pane::DeadLetters => {
+                self.confirm_dead_letter_action(DeadLetterActionKind::Discard)
             }
             KeyCode::Char('j') | KeyCode::Down => self.move_selection(1),
             KeyCode::Char('k') | KeyCode::Up => self.move_selection(-1),
@@ -95,6 +126,7 @@ impl App {
             KeyCode::Char('g') | KeyCode::Home => match self.focus {
                 Pane::Orders => self.orders_scroll.top(),
                 Pane::Alerts => self.alerts_scroll.top(),
+                Pane::DeadLetters => self.dead_letters_scroll.top(),
             },
             KeyCode::Char('G') | KeyCode::End => match self.focus {
                 Pane::Orders => {
@@ -102,6 +134,10 @@ impl App {
                     self.orders_scroll.bottom(self.view().len(), rows);
                 }
                 Pane::Alerts => self.alerts_scroll.bottom(self.alerts.len(), rows),
+                Pane::DeadLetters => {
+                    let len = self.dead_letters.as_ref().map_or(0, Vec::len);
+                    self.dead_letters_scroll.bottom(len, rows)
+                }
             },
             KeyCode::Char('f') => {
                 self.follow = !self.follow;
@@ -122,6 +158,15 @@ impl App {
                 let id = match self.focus {
                     Pane::Orders => self.selected_order(),
                     Pane::Alerts => self.selected_alert().map(|a| a.order_id),
+                    Pane::DeadLetters => {
+                        if let Some(letter) = self.selected_dead_letter() {
+                            self.overlay = Overlay::DeadLetter {
+                                letter: Box::new(letter.clone()),
+                                scroll: 0,
+                            };
+                        }
+                        None
+                    }
                 };
                 if let Some(id) = id {
                     self.open_detail(id);
@@ -145,6 +190,11 @@ impl App {
             Pane::Alerts => {
                 let (len, rows) = (self.alerts.len(), self.alert_rows());
                 self.alerts_scroll.move_by(delta, len, rows);
+            }
+            Pane::DeadLetters => {
+                let len = self.dead_letters.as_ref().map_or(0, Vec::len);
+                let rows = self.dead_letter_rows();
+                self.dead_letters_scroll.move_by(delta, len, rows);
             }
         }
     }

@@ -88,6 +88,13 @@ pub fn alert_rows(area: Rect, banner: bool) -> usize {
     usize::from(areas(area, banner).alerts.height.saturating_sub(2)).max(1)
 }
 
+/// Dead letters visible at once: their pane takes the orders' and alerts' place (a border
+/// and a header row).
+pub fn dead_letter_rows(area: Rect, banner: bool) -> usize {
+    let a = areas(area, banner);
+    usize::from(a.orders.union(a.alerts).height.saturating_sub(3)).max(1)
+}
+
 /// The rectangle of a centred overlay.
 pub fn overlay(area: Rect, max_width: u16, max_height: u16) -> Rect {
     let width = max_width

@@ -6,6 +6,7 @@
 //! channel, so drawing never waits on the API.
 
 pub mod api;
+pub mod dead_letter_actions;
 pub mod draw;
 pub mod fetch;
 pub mod filter;
@@ -48,6 +49,16 @@ pub struct TuiArgs {
     /// How often to poll the API, in milliseconds.
     #[arg(long, env = "ORDERS_TUI_REFRESH_MS", default_value_t = 1000)]
     pub refresh_ms: u64,
+    /// Kafka for redriving and discarding dead letters from the console (the API only reads
+    /// them): the task's own settings, or the broker of a local `ordersctl up`.
+    #[command(flatten)]
+    pub kafka: orders_core::config::KafkaArgs,
+    /// Where a local `ordersctl up` publishes its broker's address (`up.json`).
+    #[arg(long, env = "ORDERS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Who acts on dead letters, as the ledger and the log record it [default: the login name].
+    #[arg(long, env = "ORDERS_OPERATOR")]
+    pub operator: Option<String>,
 }
 
 /// How the console runs.
@@ -58,6 +69,8 @@ pub struct ConsoleOptions {
     pub token: Option<orders_core::config::Secret>,
     pub max_orders: usize,
     pub fetch: fetch::FetchSettings,
+    /// How the dead-letter pane's redrive and discard reach Kafka.
+    pub dead_letter_actions: dead_letter_actions::DeadLetterActions,
 }
 
 impl ConsoleOptions {
@@ -67,6 +80,9 @@ impl ConsoleOptions {
             token: None,
             max_orders: state::DEFAULT_MAX_ORDERS,
             fetch: fetch::FetchSettings::default(),
+            dead_letter_actions: dead_letter_actions::DeadLetterActions::Unavailable(
+                "no Kafka configured".to_owned(),
+            ),
         }
     }
 }
@@ -104,6 +120,15 @@ pub async fn run(args: TuiArgs) -> anyhow::Result<()> {
     options.token = args.auth.token();
     options.max_orders = args.max_orders.max(1);
     options.fetch.interval = Duration::from_millis(args.refresh_ms.clamp(100, 60_000));
+    options.dead_letter_actions =
+        match orders_daemons::cli::kafka_settings_in(&args.kafka, &args.data_dir) {
+            Ok(kafka) => dead_letter_actions::DeadLetterActions::new(
+                kafka,
+                &args.kafka.topic_name,
+                &crate::dlq::operator(args.operator.as_deref()),
+            ),
+            Err(e) => dead_letter_actions::DeadLetterActions::Unavailable(format!("{e:#}")),
+        };
     tracing::info!(api = %options.api_url, log = %log_file.display(), "console starting");
     let result = run_console_with(options, shutdown).await;
     tracing::info!(ok = result.is_ok(), "console stopped");
@@ -136,6 +161,7 @@ pub async fn run_console_with(
     let _stop_fetch_on_exit = stop_fetch.clone().drop_guard();
     let (control_tx, control_rx) = watch::channel(app.control());
     let (updates_tx, mut updates) = mpsc::channel(256);
+    let acted = updates_tx.clone();
     let fetcher = tokio::spawn(fetch::poll(
         client,
         options.fetch.clone(),
@@ -171,6 +197,13 @@ pub async fn run_console_with(
         }
         if app.quit {
             break;
+        }
+        if let Some(request) = app.take_request() {
+            let (actions, acted) = (options.dead_letter_actions.clone(), acted.clone());
+            tokio::spawn(async move {
+                let result = actions.act(&request).await;
+                let _ = acted.send(fetch::Update::DeadLetterActed(result)).await;
+            });
         }
         control_tx.send_if_modified(|c| {
             let wanted = app.control();

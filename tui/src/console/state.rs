@@ -3,11 +3,12 @@
 //! Changed only by [`App::apply`] (news from the fetch tasks), [`App::tick`] (time passing),
 //! [`App::resize`] and the key handling in `keys`; read by `draw`.
 
-use super::api::{Alert, Arrival, GroupLag, OrderDetail, OrderDocument, Totals};
+use super::api::{Alert, Arrival, DeadLetter, GroupLag, OrderDetail, OrderDocument, Totals};
 use super::fetch::{Control, Panel, Update};
 use super::filter::{Filter, FilterError};
 use super::layout;
 use super::theme::Theme;
+use orders_core::dead_letters::Coordinates;
 use ratatui::layout::Rect;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -24,6 +25,28 @@ const RATE_SPAN: Duration = Duration::from_secs(5);
 pub enum Pane {
     Orders,
     Alerts,
+    /// Takes the whole middle of the screen (orders and alerts) while focused.
+    DeadLetters,
+}
+
+impl Pane {
+    /// The pane `Tab` moves to.
+    pub fn next(self) -> Pane {
+        match self {
+            Pane::Orders => Pane::Alerts,
+            Pane::Alerts => Pane::DeadLetters,
+            Pane::DeadLetters => Pane::Orders,
+        }
+    }
+
+    /// The pane `Shift-Tab` moves to.
+    pub fn previous(self) -> Pane {
+        match self {
+            Pane::Orders => Pane::DeadLetters,
+            Pane::Alerts => Pane::Orders,
+            Pane::DeadLetters => Pane::Alerts,
+        }
+    }
 }
 
 /// Whether the API answers.
@@ -57,11 +80,65 @@ pub struct DetailView {
     pub scroll: u16,
 }
 
+/// What an operator can do with a dead letter from the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterActionKind {
+    /// Send it back to its source topic.
+    Redrive,
+    /// Mark it handled without sending it.
+    Discard,
+}
+
+impl DeadLetterActionKind {
+    pub fn verb(self) -> &'static str {
+        match self {
+            DeadLetterActionKind::Redrive => "redrive",
+            DeadLetterActionKind::Discard => "discard",
+        }
+    }
+
+    pub fn doing(self) -> &'static str {
+        match self {
+            DeadLetterActionKind::Redrive => "redriving",
+            DeadLetterActionKind::Discard => "discarding",
+        }
+    }
+}
+
+/// An action on one dead letter, asked for by the operator (after a confirmation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRequest {
+    pub kind: DeadLetterActionKind,
+    pub at: Coordinates,
+    /// Where a redrive sends it (the `dlq.topic` header), for the confirmation.
+    pub to: Option<String>,
+    pub reason: String,
+    pub key: Option<String>,
+}
+
+/// A line the status bar shows for a while: the outcome of an operator's action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub text: String,
+    pub ok: bool,
+    pub at: Instant,
+}
+
+/// How long a [`Notice`] stays on the status line.
+pub const NOTICE_FOR: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
     None,
     Help,
     Detail(DetailView),
+    /// One dead letter: its value and every header.
+    DeadLetter {
+        letter: Box<DeadLetter>,
+        scroll: u16,
+    },
+    /// "Redrive …? y/n".
+    Confirm(DeadLetterRequest),
 }
 
 /// The filter being typed after `/`.
@@ -253,6 +330,7 @@ pub struct PanelErrors {
     pub orders: Option<String>,
     pub alerts: Option<String>,
     pub lag: Option<String>,
+    pub dead_letters: Option<String>,
 }
 
 impl PanelErrors {
@@ -262,6 +340,7 @@ impl PanelErrors {
             Panel::Orders => &mut self.orders,
             Panel::Alerts => &mut self.alerts,
             Panel::Lag => &mut self.lag,
+            Panel::DeadLetters => &mut self.dead_letters,
         }
     }
 }
@@ -281,6 +360,8 @@ pub struct App {
     pub lag: Vec<GroupLag>,
     pub orders: OrderBook,
     pub alerts: Vec<Alert>,
+    /// Dead letters not yet handled, the oldest first; fetched while their pane is focused.
+    pub dead_letters: Option<Vec<DeadLetter>>,
     pub errors: PanelErrors,
     pub filter: Filter,
     pub input: Option<FilterInput>,
@@ -289,12 +370,20 @@ pub struct App {
     pub focus: Pane,
     pub orders_scroll: Scroll,
     pub alerts_scroll: Scroll,
+    pub dead_letters_scroll: Scroll,
     /// Keep the newest order selected as orders arrive.
     pub follow: bool,
     pub paused: bool,
     /// Requests to retry now (`r`), passed to the fetcher through [`Control`].
     retries: u32,
+    /// Bumped to fetch again at once (after a dead letter was acted on).
+    refreshes: u32,
     pub overlay: Overlay,
+    /// Confirmed and not yet taken by the screen loop.
+    requested: Option<DeadLetterRequest>,
+    /// The action being carried out, if any (one at a time).
+    pub acting: Option<DeadLetterRequest>,
+    pub notice: Option<Notice>,
     pub quit: bool,
 }
 
@@ -312,6 +401,7 @@ impl App {
             lag: Vec::new(),
             orders: OrderBook::new(max_orders),
             alerts: Vec::new(),
+            dead_letters: None,
             errors: PanelErrors::default(),
             filter: Filter::default(),
             input: None,
@@ -319,10 +409,15 @@ impl App {
             focus: Pane::Orders,
             orders_scroll: Scroll::default(),
             alerts_scroll: Scroll::default(),
+            dead_letters_scroll: Scroll::default(),
             follow: true,
             paused: false,
             retries: 0,
+            refreshes: 0,
             overlay: Overlay::None,
+            requested: None,
+            acting: None,
+            notice: None,
             quit: false,
         }
     }
@@ -346,8 +441,9 @@ impl App {
 
     pub fn control(&self) -> Control {
         Control {
-            retry: self.retries,
+            retry: self.retries.wrapping_add(self.refreshes),
             paused: self.paused,
+            dead_letters: self.focus == Pane::DeadLetters,
             detail: match &self.overlay {
                 Overlay::Detail(d) => Some(d.order_id),
                 _ => None,
@@ -378,6 +474,83 @@ impl App {
 
     pub fn alert_rows(&self) -> usize {
         layout::alert_rows(self.size, self.banner_shown())
+    }
+
+    pub fn dead_letter_rows(&self) -> usize {
+        layout::dead_letter_rows(self.size, self.banner_shown())
+    }
+
+    pub fn selected_dead_letter(&self) -> Option<&DeadLetter> {
+        self.dead_letters
+            .as_ref()?
+            .get(self.dead_letters_scroll.selected)
+    }
+
+    /// Asks to confirm `kind` on the selected dead letter (or the one open), unless it is
+    /// already handled or another action is under way.
+    pub fn confirm_dead_letter_action(&mut self, kind: DeadLetterActionKind) {
+        let letter = match &self.overlay {
+            Overlay::DeadLetter { letter, .. } => Some(letter.as_ref().clone()),
+            _ => self.selected_dead_letter().cloned(),
+        };
+        let Some(letter) = letter else {
+            return;
+        };
+        if let Some(busy) = &self.acting {
+            self.notify(
+                format!("wait: {} of {} under way", busy.kind.verb(), busy.at),
+                false,
+            );
+            return;
+        }
+        if let Some(h) = &letter.handled {
+            self.notify(
+                format!(
+                    "{} is already {} (by {})",
+                    letter.coordinates(),
+                    h.action,
+                    h.by
+                ),
+                false,
+            );
+            return;
+        }
+        self.overlay = Overlay::Confirm(DeadLetterRequest {
+            kind,
+            at: letter.coordinates(),
+            to: letter.source.as_ref().map(|s| s.topic.clone()),
+            reason: letter.reason.clone(),
+            key: letter.key.clone(),
+        });
+    }
+
+    /// The operator said yes: the request waits for the screen loop to take it.
+    pub fn confirm(&mut self) {
+        if let Overlay::Confirm(request) = std::mem::replace(&mut self.overlay, Overlay::None) {
+            self.notify(format!("{} {}…", request.kind.doing(), request.at), true);
+            self.acting = Some(request.clone());
+            self.requested = Some(request);
+        }
+    }
+
+    /// The confirmed action, once: the screen loop hands it to whoever carries it out.
+    pub fn take_request(&mut self) -> Option<DeadLetterRequest> {
+        self.requested.take()
+    }
+
+    pub fn notify(&mut self, text: String, ok: bool) {
+        self.notice = Some(Notice {
+            text,
+            ok,
+            at: self.now,
+        });
+    }
+
+    /// The notice to show now, if one is recent.
+    pub fn current_notice(&self) -> Option<&Notice> {
+        self.notice
+            .as_ref()
+            .filter(|n| self.now.saturating_duration_since(n.at) < NOTICE_FOR)
     }
 
     /// Ids of the orders shown, newest first.
@@ -447,6 +620,30 @@ impl App {
             Update::Lag(lag) => {
                 self.errors.lag = None;
                 self.lag = lag;
+            }
+            Update::DeadLetters(letters) => {
+                self.errors.dead_letters = None;
+                let keep = self.selected_dead_letter().map(DeadLetter::coordinates);
+                self.dead_letters = Some(letters);
+                if let Some(at) = keep {
+                    if let Some(i) = self
+                        .dead_letters
+                        .iter()
+                        .flatten()
+                        .position(|d| d.coordinates() == at)
+                    {
+                        self.dead_letters_scroll.selected = i;
+                    }
+                }
+                self.clamp_scrolls();
+            }
+            Update::DeadLetterActed(result) => {
+                self.acting = None;
+                match result {
+                    Ok(text) => self.notify(text, true),
+                    Err(text) => self.notify(text, false),
+                }
+                self.refreshes = self.refreshes.wrapping_add(1);
             }
             Update::Detail(id, result) => {
                 if let Ok(Some(detail)) = &result {
@@ -523,6 +720,9 @@ impl App {
         let (orders, alerts) = (self.order_rows(), self.alert_rows());
         self.orders_scroll.clamp(self.view.len(), orders);
         self.alerts_scroll.clamp(self.alerts.len(), alerts);
+        let dead = self.dead_letters.as_ref().map_or(0, Vec::len);
+        self.dead_letters_scroll
+            .clamp(dead, self.dead_letter_rows());
     }
 
     pub fn open_detail(&mut self, order_id: u64) {

@@ -206,7 +206,7 @@ fn filter(select: &Selection, default_limit: Option<usize>) -> Result<DeadLetter
 }
 
 /// Who acts: `--operator`/`ORDERS_OPERATOR`, else the login name.
-fn operator(given: Option<&str>) -> String {
+pub(crate) fn operator(given: Option<&str>) -> String {
     given
         .map(str::to_owned)
         .into_iter()
