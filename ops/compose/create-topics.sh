@@ -10,7 +10,8 @@
 #
 # Environment:
 #   BOOTSTRAP_SERVERS   broker to talk to (kafka:9092)
-#   TOPICS              "name:partitions" words, e.g. "orders:6 orders.dlq:1"
+#   TOPICS              "name:partitions[:compact]" words, e.g. "orders:6 orders.dlq:1
+#                       orders.dlq.handled:1:compact" (compact: cleanup.policy=compact)
 #   REPLICATION_FACTOR  1 on a single local broker
 set -euo pipefail
 
@@ -21,16 +22,17 @@ KAFKA_TOPICS=${KAFKA_TOPICS:-/opt/kafka/bin/kafka-topics.sh}
 
 log() { echo "kafka-init: $*"; }
 
-declare -A wanted=()
+declare -A wanted=() compact=()
 order=()
 for spec in $TOPICS; do
-    name=${spec%%:*}
-    partitions=${spec##*:}
-    if [[ -z $name || $name == "$spec" || ! $partitions =~ ^[1-9][0-9]*$ ]]; then
-        log "bad TOPICS entry '$spec' (want name:partitions)" >&2
+    IFS=: read -r name partitions policy extra <<<"$spec"
+    if [[ -z $name || -n ${extra:-} || ! ${partitions:-} =~ ^[1-9][0-9]*$ \
+        || ! ${policy:-} =~ ^(compact)?$ ]]; then
+        log "bad TOPICS entry '$spec' (want name:partitions or name:partitions:compact)" >&2
         exit 2
     fi
     wanted[$name]=$partitions
+    compact[$name]=${policy:-}
     order+=("$name")
 done
 
@@ -52,10 +54,14 @@ for name in "${order[@]}"; do
         log "topic $name exists"
         continue
     fi
-    log "creating $name (${wanted[$name]} partitions, replication factor $REPLICATION_FACTOR)"
+    config=()
+    if [[ -n ${compact[$name]} ]]; then
+        config=(--config cleanup.policy=compact)
+    fi
+    log "creating $name (${wanted[$name]} partitions, replication factor $REPLICATION_FACTOR${compact[$name]:+, compacted})"
     "$KAFKA_TOPICS" --bootstrap-server "$BOOTSTRAP_SERVERS" --create --if-not-exists \
         --topic "$name" --partitions "${wanted[$name]}" \
-        --replication-factor "$REPLICATION_FACTOR"
+        --replication-factor "$REPLICATION_FACTOR" "${config[@]}"
 done
 
 # One describe for all topics; summary lines look like

@@ -110,7 +110,8 @@ cfg = yaml.safe_load(open(sys.argv[2])) if sys.argv[2] != "-" else None
 services = (cfg or {}).get("services", {})
 
 TOPICS = {"orders": 6, "fraud-alerts": 6, "payments": 6, "order-analytics": 1,
-          "orders.dlq": 1, "fraud-alerts.dlq": 1, "payments.dlq": 1}
+          "orders.dlq": 1, "fraud-alerts.dlq": 1, "payments.dlq": 1,
+          "orders.dlq.handled": "1:compact"}
 PROJECT = ["producer", "fraud", "payment", "analytics", "api"]
 USES_STORE = {"producer", "analytics", "api"}
 INFRA = ["kafka", "kafka-init", "couchbase", "couchbase-init"]
@@ -226,7 +227,7 @@ def _():
     return need_compose() or ([] if str(v).lower() == "false" else [f"KAFKA_AUTO_CREATE_TOPICS_ENABLE is {v!r}"])
 
 
-@check("compose: kafka-init creates the 7 topics with the SPEC's partition counts (RF 1)")
+@check("compose: kafka-init creates the 8 topics with the SPEC's partition counts (RF 1), the dead-letter ledger compacted")
 def _():
     bad = need_compose()
     e = env("kafka-init")
@@ -428,7 +429,7 @@ def _():
     return bad
 
 
-@check("Dockerfile: bookworm-slim runtime, non-root, binaries in /usr/local/bin, EXPOSE 8000, SIGTERM, no ENTRYPOINT")
+@check("Dockerfile: bookworm-slim runtime, non-root, binaries in /usr/local/bin, EXPOSE 8000 and 9100, SIGTERM, no ENTRYPOINT")
 def _():
     text, stages = dockerfile()
     if not stages:
@@ -451,8 +452,10 @@ def _():
         bad.append(f"runs as {users[-1] if users else 'root'}")
     if "ENTRYPOINT" in words:
         bad.append("has an ENTRYPOINT (ECS gives full commands)")
-    if ("EXPOSE", "8000") not in ins:
-        bad.append("no EXPOSE 8000")
+    exposed = [p for w, r in ins if w == "EXPOSE" for p in r.split()]
+    for port in ("8000", "9100"):
+        if port not in exposed:
+            bad.append(f"no EXPOSE {port}")
     if ("STOPSIGNAL", "SIGTERM") not in ins:
         bad.append("no STOPSIGNAL SIGTERM")
     if "WORKDIR" not in words:
@@ -542,6 +545,8 @@ while [[ $# -gt 0 ]]; do
         --list | --create | --describe) mode=${1#--} ;;
         --topic) topic=$2; shift ;;
         --partitions) parts=$2; shift ;;
+        --config) [[ $2 == cleanup.policy=compact ]] || { echo "fake kafka-topics: unexpected config $2" >&2; exit 2; }
+                  parts="$parts compact"; shift ;;
         --bootstrap-server | --replication-factor) shift ;;
         --if-not-exists) ;;
         *) echo "fake kafka-topics: unexpected argument $1" >&2; exit 2 ;;
@@ -554,7 +559,7 @@ case $mode in
         echo "$topic $parts" >>"$FAKE_STATE/calls"
         awk -v t="$topic" '$1 == t { found = 1 } END { exit !found }' "$db" || echo "$topic $parts" >>"$db" ;;
     describe)
-        while read -r t p; do
+        while read -r t p _; do
             printf 'Topic: %s\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: %s\tReplicationFactor: 1\tConfigs: \n' "$t" "$p"
             for ((i = 0; i < p; i++)); do
                 printf '\tTopic: %s\tPartition: %d\tLeader: 1\tReplicas: 1\tIsr: 1\n' "$t" "$i"
@@ -660,6 +665,7 @@ fraud-alerts.dlq 1
 order-analytics 1
 orders 6
 orders.dlq 1
+orders.dlq.handled 1 compact
 payments 6
 payments.dlq 1"
     if [[ $(sort "$state/calls") != "$want" ]]; then
@@ -672,9 +678,9 @@ payments.dlq 1"
     if out=$(run_topics); then echo "a 3-partition orders topic was accepted:"; echo "$out"; return 1; fi
 }
 if out=$(topics_check 2>&1); then
-    pass "kafka-init script: creates the 7 topics once, again changes nothing, a wrong layout fails"
+    pass "kafka-init script: creates the 8 topics once (the ledger compacted), again changes nothing, a wrong layout fails"
 else
-    fail "kafka-init script: creates the 7 topics once, again changes nothing, a wrong layout fails" "$out"
+    fail "kafka-init script: creates the 8 topics once (the ledger compacted), again changes nothing, a wrong layout fails" "$out"
 fi
 
 # couchbase-init

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - the shell wrapper installs it
 ROLES = ["producer", "fraud", "payment", "analytics", "api"]
 STORE_ROLES = {"producer", "analytics", "api"}
 API_PORT = 8000
+OPS_PORT = 9100
 
 SECRETS = {  # secret name => {json key: variable}
     "confluent-credentials": {
@@ -884,15 +885,34 @@ def check_security_groups(cfg, r, lb, svc_body):
         f"default {cfg.var_default('ingress_cidrs')}",
     )
     task_in = [x for x in ingress if sg_of(x) in task_sgs]
-    r.check(
-        task_in
-        and all(
+
+    def from_alb(x):
+        return (
             ports(x) == (API_PORT, API_PORT)
             and expr(x.get("referenced_security_group_id")) == f"aws_security_group.{alb_sg}.id"
             and "cidr_ipv4" not in x
-            for x in task_in
-        ),
-        f"task security groups: ingress only {API_PORT} from the ALB's group",
+        )
+
+    def from_scraper(x):
+        each = str(expr(x.get("for_each", "")))
+        by_group = "var.metrics_scraper_security_group_ids" in each and unquote(
+            x.get("referenced_security_group_id")
+        ) == "${each.value}"
+        by_cidr = "var.metrics_scraper_cidrs" in each and unquote(x.get("cidr_ipv4")) == "${each.value}"
+        return ports(x) == (OPS_PORT, OPS_PORT) and (by_group or by_cidr)
+
+    r.check(
+        task_in
+        and any(from_alb(x) for x in task_in)
+        and all(from_alb(x) or from_scraper(x) for x in task_in),
+        f"task security groups: ingress only {API_PORT} from the ALB's group, and {OPS_PORT} "
+        "(ops port) from each of var.metrics_scraper_security_group_ids / _cidrs",
+        f"got {[(sg_of(x), ports(x)) for x in task_in]}",
+    )
+    r.check(
+        cfg.var_default("metrics_scraper_security_group_ids") == []
+        and cfg.var_default("metrics_scraper_cidrs") == [],
+        "the ops port is closed by default (no scraper groups or ranges)",
     )
     r.check(
         any(

@@ -1,5 +1,7 @@
 locals {
   api_port = 8000
+  # Every role's ops server: /healthz, /readyz, /metrics (ORDERS_OPS_ADDR).
+  ops_port = 9100
 
   # The five services, all from var.image. Each becomes one task definition, one ECS
   # service and one log group (for_each over this map).

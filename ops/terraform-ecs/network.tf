@@ -2,7 +2,9 @@
 #
 #   alb:   80 (and 443 with a certificate) from var.ingress_cidrs; out only to the api tasks.
 #   api:   8000 from the ALB's group only.
-#   tasks: every task (daemons and api); no ingress; all egress, since the tasks reach
+#   tasks: every task (daemons and api); ingress only to the ops port 9100 (/metrics,
+#          /healthz, /readyz) from var.metrics_scraper_security_group_ids and
+#          var.metrics_scraper_cidrs, none by default; all egress, since the tasks reach
 #          Confluent Cloud and Couchbase Capella on the internet (plus the registry,
 #          Secrets Manager, CloudWatch Logs and the SSM endpoints for ECS exec).
 #
@@ -77,6 +79,26 @@ resource "aws_security_group" "tasks" {
   lifecycle {
     create_before_destroy = true
   }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "ops_from_scraper_groups" {
+  for_each                     = toset(var.metrics_scraper_security_group_ids)
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "Ops port (metrics, health) from a scraper"
+  referenced_security_group_id = each.value
+  ip_protocol                  = "tcp"
+  from_port                    = local.ops_port
+  to_port                      = local.ops_port
+}
+
+resource "aws_vpc_security_group_ingress_rule" "ops_from_scraper_cidrs" {
+  for_each          = toset(var.metrics_scraper_cidrs)
+  security_group_id = aws_security_group.tasks.id
+  description       = "Ops port (metrics, health) from a scraper range"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = local.ops_port
+  to_port           = local.ops_port
 }
 
 resource "aws_vpc_security_group_egress_rule" "tasks_all" {

@@ -109,6 +109,23 @@ variable "ingress_cidrs" {
   }
 }
 
+variable "metrics_scraper_security_group_ids" {
+  type        = list(string)
+  description = "Security groups of what scrapes the tasks' ops port 9100 (/metrics, /healthz, /readyz): an Amazon Managed Prometheus scraper's, or a Prometheus task's. Empty: nothing can reach the port (see docs/deploy.md)."
+  default     = []
+}
+
+variable "metrics_scraper_cidrs" {
+  type        = list(string)
+  description = "IPv4 CIDR blocks (inside the VPC) allowed to scrape the tasks' ops port 9100, for a scraper without a security group of its own."
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.metrics_scraper_cidrs : can(cidrhost(c, 0))])
+    error_message = "metrics_scraper_cidrs takes IPv4 CIDR blocks, e.g. \"10.0.0.0/16\"."
+  }
+}
+
 variable "oidc_sign_in" {
   type = object({
     issuer                 = string
