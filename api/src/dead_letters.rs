@@ -32,6 +32,8 @@ pub enum Reason {
     InvalidValue,
     Empty,
     Oversized,
+    /// An order id stored already with different content (analytics).
+    IdConflict,
     /// No `dlq.reason` header.
     Unknown,
 }
@@ -44,6 +46,7 @@ impl Reason {
             Reason::InvalidValue => "invalid-value",
             Reason::Empty => "empty",
             Reason::Oversized => "oversized",
+            Reason::IdConflict => "id-conflict",
             Reason::Unknown => "unknown",
         }
     }

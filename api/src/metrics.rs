@@ -489,7 +489,8 @@ mod tests {
         assert!(text.contains("orders_api_auth_failures_total{reason=\"missing\"} 1"));
         assert!(text.contains("orders_api_rate_limited_total 0"));
         assert!(text.contains("orders_pipeline_consumed_total{group=\"fraud-group\"} 7"));
-        p.payments.dead_lettered(DecodeError::CODES.len() - 1, 2);
+        let invalid = DecodeError::Invalid(String::new()).code_index();
+        p.payments.dead_lettered(invalid, 2);
         p.store_write_seconds
             .observe(std::time::Duration::from_millis(3));
         let text = render_pipeline(&p);

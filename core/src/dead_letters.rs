@@ -20,7 +20,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The reason code (`not-json`, `schema`, `invalid-value`, `empty`, `oversized`).
+/// The reason code (`not-json`, `schema`, `invalid-value`, `empty`, `oversized`,
+/// `id-conflict`).
 pub const REASON: &str = "dlq.reason";
 /// The reader's error message.
 pub const ERROR: &str = "dlq.error";

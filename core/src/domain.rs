@@ -173,12 +173,22 @@ pub enum DecodeError {
     Schema(String),
     #[error("invalid value: {0}")]
     Invalid(String),
+    /// The order id is stored already with different content: two sources gave one id to
+    /// two orders. Never a redelivery (a redelivered record has the same content).
+    #[error("id conflict: {0}")]
+    IdConflict(String),
 }
 
 impl DecodeError {
     /// Every [`code`](Self::code), in a fixed order: the reasons metrics count by.
-    pub const CODES: [&'static str; 5] =
-        ["oversized", "empty", "not-json", "schema", "invalid-value"];
+    pub const CODES: [&'static str; 6] = [
+        "oversized",
+        "empty",
+        "not-json",
+        "schema",
+        "invalid-value",
+        "id-conflict",
+    ];
 
     /// A short stable code for headers and metrics.
     pub fn code(&self) -> &'static str {
@@ -193,6 +203,7 @@ impl DecodeError {
             DecodeError::NotJson(_) => 2,
             DecodeError::Schema(_) => 3,
             DecodeError::Invalid(_) => 4,
+            DecodeError::IdConflict(_) => 5,
         }
     }
 }

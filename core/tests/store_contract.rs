@@ -484,8 +484,45 @@ async fn lists_by_arrival_not_by_id(store: &dyn OrderStore) {
     assert_eq!(payment_ids, vec![4_005, 4_004]);
 }
 
+/// An id stored already, arriving with other content, is refused and named — never taken
+/// for a redelivery; a redelivery (same content, to the microsecond) is no conflict.
+async fn an_id_with_other_content_is_a_conflict(store: &dyn OrderStore) {
+    let before = store.totals().await.unwrap();
+    let first = orders(8_800_001..=8_800_002);
+    assert_eq!(store.apply(batch_of(&first)).await.unwrap().new_orders, 2);
+    let redelivered = store.apply(batch_of(&first)).await.unwrap();
+    assert_eq!(
+        (redelivered.new_orders, redelivered.conflicts.len()),
+        (0, 0)
+    );
+
+    let mut other = first[0].clone();
+    other.amount = Cents(other.amount.0 + 1);
+    other.source = Some("another-service".into());
+    let mut batch = (*batch_of(&[other.clone(), first[1].clone()])).clone();
+    batch.orders[0].kafka_partition = 4;
+    batch.orders[0].kafka_offset = 77;
+    let outcome = store.apply(Arc::new(batch)).await.unwrap();
+    assert_eq!(outcome.new_orders, 0);
+    assert_eq!(outcome.conflicts.len(), 1, "{:?}", outcome.conflicts);
+    let c = &outcome.conflicts[0];
+    assert_eq!(
+        (c.order_id, c.kafka_partition, c.kafka_offset),
+        (8_800_001, 4, 77)
+    );
+    assert_eq!(c.differing, vec!["amount", "source"]);
+    // The first stays, counted once.
+    let kept = store.order(8_800_001).await.unwrap().unwrap();
+    assert_eq!(kept.order, first[0]);
+    let after = store.totals().await.unwrap();
+    assert_eq!(after.order_count, before.order_count + 2);
+    let sum: Cents = first.iter().map(|o| o.amount).sum();
+    assert_eq!(after.total_sales.0, before.total_sales.0 + sum.0);
+}
+
 async fn contract(store: &dyn OrderStore) {
     writes_are_idempotent_and_totals_exact(store).await;
+    an_id_with_other_content_is_a_conflict(store).await;
     alerts_and_payments_join_orders_in_any_order(store).await;
     lists_newest_first_with_filters_and_cursor(store).await;
     full_scans_page_through_everything_highest_first(store).await;

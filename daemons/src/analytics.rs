@@ -13,12 +13,12 @@ use crate::progress::Progress;
 use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use orders_core::domain::{AnalyticsTotals, FraudAlert, Order, Payment, Timestamp};
+use orders_core::domain::{AnalyticsTotals, DecodeError, FraudAlert, Order, Payment, Timestamp};
 use orders_core::kafka::{
     KafkaSettings, ANALYTICS_GROUP, ANALYTICS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
 };
 use orders_core::liveness::Wait;
-use orders_core::store::{OrderStore, StoreBatch, StoredOrder};
+use orders_core::store::{OrderConflict, OrderStore, StoreBatch, StoredOrder};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +41,9 @@ pub struct AnalyticsDeps {
 
 struct WriteRequest {
     batch: StoreBatch,
-    done: oneshot::Sender<Result<(), ProduceError>>,
+    /// Written: the orders of the transaction that were refused as id conflicts (of every
+    /// request in it; each processor picks its own records).
+    done: oneshot::Sender<Result<Vec<OrderConflict>, ProduceError>>,
 }
 
 struct AnalyticsProcessor {
@@ -91,11 +93,12 @@ impl ChunkProcessor for AnalyticsProcessor {
         let writes = self.writes.clone();
         let output = self.output.clone();
         let shutdown = self.shutdown.clone();
+        let orders_topic = self.orders_topic.clone();
         async move {
             let dlq = output.send_all(&dead, &shutdown);
             let write = async {
                 if batch.is_empty() {
-                    return Ok::<(), ChunkError>(());
+                    return Ok::<Vec<OrderConflict>, ChunkError>(Vec::new());
                 }
                 let (tx, rx) = oneshot::channel();
                 let gone = || ChunkError::Stopped("the analytics store writer stopped".into());
@@ -105,9 +108,26 @@ impl ChunkProcessor for AnalyticsProcessor {
                     .map_err(|_| gone())?;
                 Ok(rx.await.map_err(|_| gone())??)
             };
-            let (dlq, write) = futures::join!(dlq, write);
+            let (dlq, conflicts) = futures::join!(dlq, write);
             dlq?;
-            write?;
+            // An order whose id is stored with other content was not stored: it goes to the
+            // dead-letter topic, acknowledged before this chunk's offsets are stored.
+            let conflicts = conflicts?;
+            let refused: Vec<_> = chunk
+                .iter()
+                .filter(|r| *r.topic == *orders_topic)
+                .filter_map(|r| {
+                    let c = conflicts
+                        .iter()
+                        .find(|c| c.kafka_partition == r.partition && c.kafka_offset == r.offset)?;
+                    let e = DecodeError::IdConflict(c.describe());
+                    outcome.dead_letter(&e);
+                    Some(dead_letter(ANALYTICS_GROUP, r, &e))
+                })
+                .collect();
+            if !refused.is_empty() {
+                output.send_all(&refused, &shutdown).await?;
+            }
             Ok(outcome)
         }
         .boxed()
@@ -246,7 +266,7 @@ async fn store_writer(
             .payments_stored
             .fetch_add(outcome.new_payments as u64, Ordering::Relaxed);
         for w in waiting {
-            let _ = w.send(Ok(()));
+            let _ = w.send(Ok(outcome.conflicts.clone()));
         }
         if outcome.new_orders > 0 {
             publish_totals(store.as_ref(), &output, &progress, &shutdown).await;

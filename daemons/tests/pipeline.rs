@@ -2,7 +2,7 @@
 //! over TCP) and a real SQLite file: exact counts, crash and restart, poison records.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use orders_core::domain::{Order, Timestamp};
+use orders_core::domain::{DecodeError, Order, Timestamp};
 use orders_core::fraud::FraudRules;
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::{
@@ -552,3 +552,114 @@ async fn analytics_waits_for_an_unreachable_couchbase_without_committing() {
 
 #[path = "pipeline/faults.rs"]
 mod faults;
+
+/// Two sources give one order id to two different orders: the second is not stored, not
+/// counted, and not taken for a redelivery — analytics dead-letters it with reason
+/// `id-conflict`, counted, and the audit names the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_id_arriving_with_other_content_is_dead_lettered_as_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pipeline = LocalPipeline::start(LocalOptions::new(dir.path().join("orders.db")))
+        .await
+        .unwrap();
+    let kafka = pipeline.bootstrap_servers().to_owned();
+    let raw: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .create()
+        .unwrap();
+    let generator = OrderGenerator::new(SEED);
+    let first = generator.order(9_100_001, Timestamp::now());
+    let mut second = first.clone();
+    second.amount = Cents(first.amount.0 + 100);
+    second.source = Some("another-service".into());
+    let send = |o: &Order| {
+        raw.send(
+            BaseRecord::to("orders")
+                .key(&o.order_id.to_string())
+                .payload(&o.to_json()),
+        )
+        .unwrap();
+    };
+    // The same record twice is a redelivery, then the other order under the same id.
+    send(&first);
+    send(&first);
+    send(&second);
+    raw.flush(Duration::from_secs(10)).unwrap();
+    let conflicts = DecodeError::CODES
+        .iter()
+        .position(|c| *c == "id-conflict")
+        .unwrap();
+    let progress = pipeline.progress.clone();
+    eventually(
+        "the conflict dead-lettered",
+        Duration::from_secs(60),
+        || {
+            let p = progress.clone();
+            async move {
+                p.orders_done_by_all() >= 3
+                    && p.analytics.dead_lettered_by_reason[conflicts]
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        == 1
+            }
+        },
+    )
+    .await;
+
+    // The first order stands, counted once.
+    let stored = pipeline.store.order(9_100_001).await.unwrap().unwrap();
+    assert_eq!(stored.order, first);
+    let totals = pipeline.store.totals().await.unwrap();
+    assert_eq!((totals.order_count, totals.total_sales), (1, first.amount));
+
+    // On orders.dlq from analytics-group, with the record as it came and what differs.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka)
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("orders.dlq", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        assert!(Instant::now() < deadline, "nothing on orders.dlq");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            break m;
+        }
+    };
+    assert_eq!(header(&m, "dlq.reason"), "id-conflict");
+    assert_eq!(header(&m, "dlq.group"), ANALYTICS_GROUP);
+    let error = header(&m, "dlq.error");
+    assert!(
+        error.contains("9100001") && error.contains("amount, source"),
+        "{error}"
+    );
+    assert_eq!(m.payload().unwrap(), second.to_json().as_slice());
+    assert_eq!(m.key().unwrap(), b"9100001");
+    assert!(
+        consumer.poll(Duration::from_secs(2)).is_none(),
+        "one dead letter: the redelivery is none"
+    );
+
+    // The audit sees the id given twice, and the dead letter.
+    let report = orders_core::audit::audit(
+        &pipeline.kafka(),
+        pipeline.store.as_ref(),
+        &FraudRules::default(),
+        &orders_core::audit::AuditOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(
+        report
+            .discrepancies
+            .orders_conflicting
+            .order_ids
+            .iter()
+            .collect::<Vec<_>>(),
+        vec![&9_100_001]
+    );
+    pipeline.stop().await.unwrap();
+}

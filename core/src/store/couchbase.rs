@@ -1138,6 +1138,7 @@ impl OrderStore for CouchbaseStore {
             new_orders,
             new_alerts,
             new_payments,
+            conflicts: Vec::new(),
         })
     }
 

@@ -52,12 +52,65 @@ impl StoreBatch {
     }
 }
 
-/// How many records of a batch were new (the rest were redeliveries).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How many records of a batch were new (the rest were redeliveries), and the orders that
+/// were not stored because their id is stored with different content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub new_orders: usize,
     pub new_alerts: usize,
     pub new_payments: usize,
+    pub conflicts: Vec<OrderConflict>,
+}
+
+/// An order of a batch whose id is stored already with different content. The stored order
+/// stays as it is; the new one is not stored and counts nowhere (the writer dead-letters it
+/// with reason `id-conflict`). Same content is a redelivery, never a conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderConflict {
+    pub order_id: u64,
+    /// Where the refused record was read.
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    /// Which fields differ from the stored order.
+    pub differing: Vec<&'static str>,
+}
+
+impl OrderConflict {
+    /// The conflict of `incoming` with `stored`, or `None` when they are the same order
+    /// (times compared to the microsecond, the precision the stores keep).
+    pub fn between(stored: &Order, incoming: &StoredOrder) -> Option<OrderConflict> {
+        let o = &incoming.order;
+        let differing: Vec<&'static str> = [
+            ("customer_id", stored.customer_id != o.customer_id),
+            ("amount", stored.amount != o.amount),
+            ("currency", stored.currency != o.currency),
+            ("country", stored.country != o.country),
+            ("status", stored.status != o.status),
+            (
+                "created_at",
+                stored.created_at.micros() != o.created_at.micros(),
+            ),
+            ("source", stored.source != o.source),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect();
+        (!differing.is_empty()).then_some(OrderConflict {
+            order_id: o.order_id,
+            kafka_partition: incoming.kafka_partition,
+            kafka_offset: incoming.kafka_offset,
+            differing,
+        })
+    }
+
+    /// The dead-letter message: which order, and what differs.
+    pub fn describe(&self) -> String {
+        format!(
+            "order {} is stored already with a different {}; this record was not stored",
+            self.order_id,
+            self.differing.join(", ")
+        )
+    }
 }
 
 /// The stored order document: the order's fields, where it came from, and what the

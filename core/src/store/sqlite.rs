@@ -332,6 +332,11 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                  ON CONFLICT(order_id) DO NOTHING",
             )
             .map_err(query_err)?;
+        let mut stored_order = tx
+            .prepare_cached(&format!(
+                "SELECT {STORED_ORDER_COLUMNS} FROM orders WHERE order_id = ?1"
+            ))
+            .map_err(query_err)?;
         for s in &batch.orders {
             let o = &s.order;
             let inserted = insert_order
@@ -349,6 +354,15 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                     s.processed_at.micros(),
                 ])
                 .map_err(query_err)?;
+            if inserted == 0 {
+                // Stored already: a redelivery, or another order under the same id.
+                let stored = stored_order
+                    .query_row(params![o.order_id as i64], stored_order_row)
+                    .map_err(query_err)??;
+                outcome
+                    .conflicts
+                    .extend(OrderConflict::between(&stored.order, s));
+            }
             if inserted == 1 {
                 outcome.new_orders += 1;
                 let c = delta.by_country.entry(o.country).or_default();

@@ -100,7 +100,7 @@ pub struct Selection {
     /// A dead-letter topic (`orders.dlq`) or the source topic (`orders`).
     #[arg(long)]
     pub topic: Option<String>,
-    /// A reason code: not-json, schema, invalid-value, empty, oversized.
+    /// A reason code: not-json, schema, invalid-value, empty, oversized, id-conflict.
     #[arg(long)]
     pub reason: Option<String>,
     /// Dead-lettered at or after: RFC 3339 or an age (`90s`, `30m`, `6h`, `2d`).
