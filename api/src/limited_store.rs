@@ -46,6 +46,13 @@ impl OrderStore for LimitedStore {
     async fn totals(&self) -> Result<Totals, StoreError> {
         limited!(self, self.inner.totals())
     }
+    async fn minute_windows(
+        &self,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<Vec<MinuteWindow>, StoreError> {
+        limited!(self, self.inner.minute_windows(from_us, to_us))
+    }
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {
         limited!(self, self.inner.max_order_id())
     }
@@ -117,6 +124,9 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             self.now.fetch_sub(1, Ordering::SeqCst);
             Ok(Totals::default())
+        }
+        async fn minute_windows(&self, _: i64, _: i64) -> Result<Vec<MinuteWindow>, StoreError> {
+            Ok(vec![])
         }
         async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {
             Ok(None)

@@ -174,6 +174,25 @@ pub struct PaymentsBody {
     pub payments: Vec<PaymentJson>,
 }
 
+/// One minute of orders by creation time (a tumbling window).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MinuteWindowBody {
+    /// The minute's first instant, RFC 3339 UTC.
+    #[schema(example = "2024-01-15T10:30:00Z")]
+    pub minute: String,
+    pub order_count: u64,
+    pub total_sales: f64,
+    /// Only the countries with orders in that minute.
+    pub by_country: BTreeMap<String, CountSales>,
+}
+
+/// `GET /api/totals/windows`: every minute of the span, oldest first, empty ones included.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WindowsBody {
+    pub minutes: usize,
+    pub windows: Vec<MinuteWindowBody>,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CountSales {
     pub order_count: u64,

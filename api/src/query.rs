@@ -60,6 +60,31 @@ pub struct LimitParams {
     pub limit: Option<String>,
 }
 
+/// The span of `/api/totals/windows`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WindowParams {
+    /// How many minutes back from the current one (included), 1–1440 (default 60).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1440)]
+    pub minutes: Option<String>,
+}
+
+/// Most minutes `/api/totals/windows` answers at once: a day.
+pub const MAX_WINDOW_MINUTES: usize = 1440;
+
+/// `minutes` of `/api/totals/windows`.
+pub fn window_minutes(raw: Option<&str>) -> Result<usize, AppError> {
+    let Some(raw) = raw else { return Ok(60) };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=MAX_WINDOW_MINUTES).contains(&n) => Ok(n),
+        _ => Err(AppError::invalid(format!(
+            "minutes must be an integer from 1 to {MAX_WINDOW_MINUTES}, not {:?}",
+            shorten(raw)
+        ))),
+    }
+}
+
 /// No parameter at all.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

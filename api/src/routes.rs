@@ -3,7 +3,7 @@
 use crate::error::{AppError, ErrorBody, ErrorDetail};
 use crate::lag::LagUnavailable;
 use crate::model::*;
-use crate::query::{self, LimitParams, NoParams, OrdersParams, StrictQuery};
+use crate::query::{self, LimitParams, NoParams, OrdersParams, StrictQuery, WindowParams};
 use crate::readiness;
 use crate::web;
 use crate::AppState;
@@ -14,7 +14,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Json;
 use orders_core::kafka::ORDER_GROUPS;
-use orders_core::store::{OrderDocument, StoreError};
+use orders_core::store::{minute_of, OrderDocument, StoreError, WINDOW_MICROS};
 use orders_core::Timestamp;
 use std::time::Duration;
 
@@ -72,6 +72,7 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (endpoint("/api/alerts", Private, true), get(alerts)),
         (endpoint("/api/payments", Private, true), get(payments)),
         (endpoint("/api/totals", Private, true), get(totals)),
+        (endpoint("/api/totals/windows", Private, true), get(windows)),
     ]
 }
 
@@ -314,6 +315,50 @@ pub async fn payments(
     Ok(Json(PaymentsBody {
         payments: payments.iter().map(Into::into).collect(),
     }))
+}
+
+/// Orders per minute of creation time over the last `minutes` (the current minute last, so
+/// far), each with its sales and countries: tumbling windows kept exact by the store like
+/// the totals, so they survive restarts and redelivery.
+#[utoipa::path(get, path = "/api/totals/windows", tag = "orders", params(WindowParams),
+    responses((status = 200, body = WindowsBody), (status = 400, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub async fn windows(
+    State(state): State<AppState>,
+    StrictQuery(p): StrictQuery<WindowParams>,
+) -> Result<Json<WindowsBody>, AppError> {
+    let minutes = query::window_minutes(p.minutes.as_deref())?;
+    let current = minute_of(Timestamp::now().micros());
+    let from = current - (minutes as i64 - 1) * WINDOW_MICROS;
+    let to = current + WINDOW_MICROS;
+    let mut stored = state
+        .store
+        .minute_windows(from, to)
+        .await?
+        .into_iter()
+        .peekable();
+    let mut windows = Vec::with_capacity(minutes);
+    for i in 0..minutes as i64 {
+        let minute = from + i * WINDOW_MICROS;
+        let at = Timestamp::from_micros(minute)
+            .ok_or_else(|| AppError::Internal(format!("minute {minute} out of range")))?;
+        let w = stored.next_if(|w| w.minute.micros() == minute);
+        windows.push(MinuteWindowBody {
+            minute: at.to_string(),
+            order_count: w.as_ref().map_or(0, |w| w.order_count),
+            total_sales: w.as_ref().map_or(0.0, |w| w.total_sales.dollars()),
+            by_country: w
+                .as_ref()
+                .map(|w| {
+                    w.by_country
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.into()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    Ok(Json(WindowsBody { minutes, windows }))
 }
 
 /// Totals over every stored order (kept by the store as orders arrive; never a scan).

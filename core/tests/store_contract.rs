@@ -520,6 +520,49 @@ async fn an_id_with_other_content_is_a_conflict(store: &dyn OrderStore) {
     assert_eq!(after.total_sales.0, before.total_sales.0 + sum.0);
 }
 
+/// Per-minute windows by creation time: each new order once, in its minute and country;
+/// redelivery changes nothing; the range is of minutes, start included, end excluded.
+async fn minute_windows_are_exact(store: &dyn OrderStore) {
+    use orders_core::store::{minute_of, WINDOW_MICROS};
+    // Far from every other test's creation times (those use "now").
+    let base = minute_of(Timestamp::now().micros()) - 1000 * WINDOW_MICROS;
+    let at = |m: i64, s: i64| Timestamp::from_micros(base + m * WINDOW_MICROS + s).unwrap();
+    let mut list = orders(8_900_001..=8_900_005);
+    let spec = [
+        (0, 0, "DE"),
+        (0, 59_999_999, "DE"),
+        (0, 30_000_000, "US"),
+        (2, 1, "FR"),
+        (3, 0, "FR"),
+    ];
+    for (o, (m, s, c)) in list.iter_mut().zip(spec) {
+        o.created_at = at(m, s);
+        o.country = c.parse().unwrap();
+    }
+    store.apply(batch_of(&list)).await.unwrap();
+    store.apply(batch_of(&list[..3])).await.unwrap();
+    let w = store
+        .minute_windows(base, base + 3 * WINDOW_MICROS)
+        .await
+        .unwrap();
+    assert_eq!(w.len(), 2, "minutes 0 and 2, not the empty 1 nor 3: {w:?}");
+    assert_eq!(w[0].minute, at(0, 0));
+    assert_eq!(w[0].order_count, 3);
+    let cents = |i: usize| list[i].amount.0;
+    assert_eq!(w[0].total_sales.0, cents(0) + cents(1) + cents(2));
+    assert_eq!(w[0].by_country["DE"].count, 2);
+    assert_eq!(w[0].by_country["DE"].sales.0, cents(0) + cents(1));
+    assert_eq!(w[0].by_country["US"].count, 1);
+    assert_eq!(w[1].minute, at(2, 0));
+    assert_eq!((w[1].order_count, w[1].total_sales.0), (1, cents(3)));
+    let later = store
+        .minute_windows(base + 3 * WINDOW_MICROS, base + 4 * WINDOW_MICROS)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].by_country["FR"].sales.0, cents(4));
+}
+
 async fn contract(store: &dyn OrderStore) {
     writes_are_idempotent_and_totals_exact(store).await;
     an_id_with_other_content_is_a_conflict(store).await;
@@ -527,6 +570,7 @@ async fn contract(store: &dyn OrderStore) {
     lists_newest_first_with_filters_and_cursor(store).await;
     full_scans_page_through_everything_highest_first(store).await;
     lists_by_arrival_not_by_id(store).await;
+    minute_windows_are_exact(store).await;
 }
 
 #[tokio::test]
@@ -644,7 +688,15 @@ async fn sqlite_upgrades_a_version_2_store_in_place() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
-    // And opens again as the current version.
-    SqliteStore::open(&path).unwrap();
+    assert_eq!(version, 4);
+    // And opens again as the current version, with the per-minute windows of the orders
+    // written before they existed.
+    let store = SqliteStore::open(&path).unwrap();
+    let w = store
+        .minute_windows(1_705_314_600_000_000, 1_705_314_660_000_000)
+        .await
+        .unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].order_count, w[0].total_sales), (2, Cents(4998)));
+    assert_eq!(w[0].by_country["DE"].sales, Cents(2999));
 }

@@ -7,6 +7,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use orders_api::{AppState, LagOptions};
 use orders_core::store::{OrderQuery, OrderStore};
+use orders_core::Timestamp;
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use ordersctl::console::api::{
@@ -272,6 +273,45 @@ fn dead_letters_unavailable_say_why() {
     ));
     let s = screen(&app);
     assert!(s.contains("dead letters unavailable: HTTP 503"), "{s}");
+}
+
+/// A console started a moment ago draws the last hours' orders per minute at once: the
+/// history is the store's (`/api/totals/windows`), not what this console happened to see.
+#[test]
+fn a_fresh_console_draws_the_stored_per_minute_history() {
+    let t0 = Instant::now();
+    let mut app = App::new("http://127.0.0.1:8000", Theme::mono(), 10_000, t0);
+    app.resize(160, 48);
+    let start = Timestamp::from_micros(1_705_314_600_000_000)
+        .unwrap()
+        .micros();
+    let windows = (0..180i64)
+        .map(|m| ordersctl::console::api::MinuteWindow {
+            minute: Timestamp::from_micros(start + m * 60_000_000),
+            order_count: (300 + (m % 30) * 10) as u64,
+            total_sales: orders_core::Cents(0),
+        })
+        .collect();
+    app.apply(Update::Windows(windows));
+    app.apply(Update::Totals(t0, fixture().totals));
+    app.apply(Update::Connected(t0));
+    let s = screen(&app);
+    let rows: Vec<&str> = s.lines().collect();
+    let title = rows.iter().find(|r| r.contains("Orders/min")).unwrap();
+    assert!(title.contains("Orders/min · last 32 min"), "{title}");
+    assert!(s.contains("peak 590/min"), "{s}");
+    let (x, y) = find(&rows_of(render(&app).backend().buffer()), "Orders/min");
+    // The chart's bottom row, just above the pane's border: a bar for every minute.
+    let bars: String = rows_of(render(&app).backend().buffer())[usize::from(y) + 7]
+        .chars()
+        .skip(usize::from(x))
+        .take(30)
+        .collect();
+    assert_eq!(
+        bars.chars().filter(|c| "▁▂▃▄▅▆▇█".contains(*c)).count(),
+        30,
+        "the sparkline is drawn: {bars:?}"
+    );
 }
 
 #[test]
@@ -806,6 +846,14 @@ fn the_real_api_answers_in_the_shapes_the_console_reads() {
         assert_eq!(t.failed(), N - expected.paid_count);
         let de = t.by_country.get("DE").map(|c| c.order_count);
         assert_eq!(de, expected.by_country.get("DE").map(|c| c.count));
+        // The per-minute history: every order of the pipeline (created just now) is in it.
+        let windows = client.windows(10).await.unwrap();
+        assert_eq!(windows.len(), 10);
+        assert_eq!(windows.iter().map(|w| w.order_count).sum::<u64>(), N);
+        assert_eq!(
+            windows.iter().map(|w| w.total_sales.0).sum::<i64>(),
+            expected.total_sales.0
+        );
 
         let stored = store
             .latest_orders(&OrderQuery {

@@ -626,6 +626,9 @@ impl OrderStore for HeldStore {
         self.release.notified().await;
         self.inner.totals().await
     }
+    async fn minute_windows(&self, from: i64, to: i64) -> Result<Vec<MinuteWindow>, StoreError> {
+        self.inner.minute_windows(from, to).await
+    }
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {
         self.inner.max_order_id().await
     }

@@ -57,6 +57,9 @@ impl OrderStore for DownStore {
     async fn totals(&self) -> Result<Totals, StoreError> {
         down()
     }
+    async fn minute_windows(&self, _: i64, _: i64) -> Result<Vec<MinuteWindow>, StoreError> {
+        down()
+    }
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {
         down()
     }

@@ -415,6 +415,20 @@ pub fn totals_by_statement(bucket: &str, field: &str) -> String {
     )
 }
 
+/// Orders created in `[$from, $to)` (microseconds) by minute and country: the per-minute
+/// windows, one range of the creation index — as many entries as orders in the span asked
+/// for, never the whole store.
+pub fn minute_windows_statement(bucket: &str) -> String {
+    format!(
+        "SELECT IDIV(o.created_us, {WINDOW_MICROS}) * {WINDOW_MICROS} AS m, o.country AS k, \
+         COUNT(1) AS n, SUM(o.amount_cents) AS cents FROM {} AS o \
+         WHERE o.type = \"order\" AND o.ns = $ns AND o.created_us >= $from \
+         AND o.created_us < $to \
+         GROUP BY IDIV(o.created_us, {WINDOW_MICROS}) * {WINDOW_MICROS}, o.country",
+        keyspace(bucket)
+    )
+}
+
 pub fn fraud_totals_statement(bucket: &str) -> String {
     format!(
         "SELECT COUNT(1) AS n, SUM(a.amount_cents) AS cents FROM {} AS a \
@@ -689,6 +703,9 @@ impl From<PaymentRow> for StoredPayment {
 /// read from either form and anything else is corrupt.
 #[derive(Debug, Deserialize)]
 struct AggregateRow {
+    /// The minute, in the per-minute windows.
+    #[serde(default)]
+    m: Option<Value>,
     #[serde(default)]
     k: Option<String>,
     #[serde(default)]
@@ -1140,6 +1157,51 @@ impl OrderStore for CouchbaseStore {
             new_payments,
             conflicts: Vec::new(),
         })
+    }
+
+    async fn minute_windows(
+        &self,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<Vec<MinuteWindow>, StoreError> {
+        let rows = self
+            .query::<AggregateRow>(
+                minute_windows_statement(&self.inner.config.bucket),
+                vec![
+                    ("ns", json!(self.ns())),
+                    ("from", json!(from_us)),
+                    ("to", json!(to_us)),
+                ],
+            )
+            .await?;
+        let mut by_minute: BTreeMap<i64, MinuteWindow> = BTreeMap::new();
+        for row in rows {
+            let (Some(m), Some(country)) = (row.m.as_ref(), row.k.clone()) else {
+                return Err(StoreError::Corrupt(format!(
+                    "a per-minute window row without its minute or country: {row:?}"
+                )));
+            };
+            let m = whole(Some(m))?;
+            let minute = Timestamp::from_micros(m)
+                .ok_or_else(|| StoreError::Corrupt(format!("window minute {m}")))?;
+            let (n, cents) = (whole(row.n.as_ref())? as u64, whole(row.cents.as_ref())?);
+            let w = by_minute.entry(m).or_insert_with(|| MinuteWindow {
+                minute,
+                order_count: 0,
+                total_sales: Cents(0),
+                by_country: BTreeMap::new(),
+            });
+            w.order_count += n;
+            w.total_sales.0 += cents;
+            w.by_country.insert(
+                country,
+                CountAndSum {
+                    count: n,
+                    sales: Cents(cents),
+                },
+            );
+        }
+        Ok(by_minute.into_values().collect())
     }
 
     async fn totals(&self) -> Result<Totals, StoreError> {

@@ -180,6 +180,26 @@ pub struct Totals {
     pub paid_count: u64,
 }
 
+/// One minute of orders by creation time (`created_at`): a tumbling window of the totals,
+/// kept exact like them (an order counts once, in the minute it was created, when it is
+/// first stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MinuteWindow {
+    /// The minute's first instant (UTC, whole minute).
+    pub minute: Timestamp,
+    pub order_count: u64,
+    pub total_sales: Cents,
+    pub by_country: BTreeMap<String, CountAndSum>,
+}
+
+/// Microseconds in a window.
+pub const WINDOW_MICROS: i64 = 60_000_000;
+
+/// The start of the minute `t` falls in, in microseconds since the epoch.
+pub fn minute_of(micros: i64) -> i64 {
+    micros.div_euclid(WINDOW_MICROS) * WINDOW_MICROS
+}
+
 impl Totals {
     /// The average order value in cents, rounded down.
     pub fn average(&self) -> Cents {
@@ -197,6 +217,13 @@ pub trait OrderStore: Send + Sync {
     /// Writes a batch in one transaction. Records already present are left as they are.
     async fn apply(&self, batch: Arc<StoreBatch>) -> Result<BatchOutcome, StoreError>;
     async fn totals(&self) -> Result<Totals, StoreError>;
+    /// The minutes whose first instant is in `[from, to)` (microseconds, whole minutes)
+    /// and that hold at least one order, oldest first.
+    async fn minute_windows(
+        &self,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<Vec<MinuteWindow>, StoreError>;
     /// The highest order id stored, so a restarted producer continues after it.
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError>;
     /// Orders newest first by arrival, as [`OrderQuery`] says.

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS totals_by_status (
     status TEXT PRIMARY KEY, order_count INTEGER NOT NULL, sales_cents INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Orders by the minute they were created in, by country: the per-minute tumbling windows,
+-- updated with the totals (the overall figure of a minute is the sum of its countries).
+CREATE TABLE IF NOT EXISTS order_minutes (
+    minute_us INTEGER NOT NULL, country TEXT NOT NULL,
+    order_count INTEGER NOT NULL, sales_cents INTEGER NOT NULL,
+    PRIMARY KEY (minute_us, country)) WITHOUT ROWID;
 
 -- Rows are only ever inserted: what the pipeline learns about an order (fraud, payment)
 -- lives in its own table keyed by order id and is joined when reading, so a write never
@@ -60,8 +66,14 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE INDEX IF NOT EXISTS orders_by_arrival ON orders(processed_us);
 CREATE INDEX IF NOT EXISTS fraud_alerts_by_arrival ON fraud_alerts(stored_us);
 CREATE INDEX IF NOT EXISTS payments_by_arrival ON payments(stored_us);
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 "#;
+
+/// Fills the per-minute windows of a store written before they existed (schema 2 or 3),
+/// in the transaction that creates them.
+const BACKFILL_MINUTES: &str = "INSERT INTO order_minutes \
+     SELECT (created_us / 60000000) * 60000000, country, COUNT(*), SUM(amount_cents) \
+     FROM orders GROUP BY 1, 2";
 
 /// The columns `order_row` reads, from `ORDERS_JOINED`.
 const ORDER_COLUMNS: &str = "o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, \
@@ -89,11 +101,12 @@ const ORDERS_JOINED: &str = "orders o LEFT JOIN fraud_alerts f ON f.order_id = o
 const READERS: usize = 4;
 
 /// The schema this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
-/// Older schemas [`SCHEMA`] upgrades in place: version 2 lacks only the arrival indexes,
-/// which its `CREATE INDEX IF NOT EXISTS` adds.
-const UPGRADABLE_VERSIONS: [i64; 1] = [2];
+/// Older schemas [`SCHEMA`] upgrades in place: version 2 lacks the arrival indexes, which
+/// its `CREATE INDEX IF NOT EXISTS` adds, and versions 2 and 3 the per-minute windows,
+/// created and filled from the stored orders in one transaction.
+const UPGRADABLE_VERSIONS: [i64; 2] = [2, 3];
 
 /// How [`SqliteStore::set_write_limit`] limits writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +195,14 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        writer.execute_batch(SCHEMA).map_err(query_err)?;
+        let backfill = if version != 0 && version < 4 {
+            BACKFILL_MINUTES
+        } else {
+            ""
+        };
+        writer
+            .execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA}; {backfill}; COMMIT;"))
+            .map_err(query_err)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(open(&path, true)?);
@@ -271,6 +291,7 @@ impl SqliteStore {
 #[derive(Default)]
 struct TotalsDelta {
     by_country: BTreeMap<Country, (i64, i64)>,
+    by_minute: BTreeMap<(i64, Country), (i64, i64)>,
     by_status: BTreeMap<OrderStatus, (i64, i64)>,
     counters: BTreeMap<&'static str, i64>,
 }
@@ -305,6 +326,18 @@ impl TotalsDelta {
                 .map(|(s, (n, v))| (s.as_str(), *n, *v))
                 .collect(),
         )?;
+        let mut minute = tx
+            .prepare_cached(
+                "INSERT INTO order_minutes VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(minute_us, country) DO UPDATE \
+                 SET order_count = order_count + ?3, sales_cents = sales_cents + ?4",
+            )
+            .map_err(query_err)?;
+        for ((m, country), (n, cents)) in &self.by_minute {
+            minute
+                .execute(params![m, country.as_str(), n, cents])
+                .map_err(query_err)?;
+        }
         let mut counter = tx
             .prepare_cached(
                 "INSERT INTO counters VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE \
@@ -371,6 +404,12 @@ fn apply_batch(conn: &mut Connection, batch: &StoreBatch) -> Result<BatchOutcome
                 let st = delta.by_status.entry(o.status).or_default();
                 st.0 += 1;
                 st.1 += o.amount.0;
+                let m = delta
+                    .by_minute
+                    .entry((minute_of(o.created_at.micros()), o.country))
+                    .or_default();
+                m.0 += 1;
+                m.1 += o.amount.0;
             }
         }
         let mut insert_alert = tx
@@ -614,6 +653,56 @@ impl OrderStore for SqliteStore {
 
     async fn totals(&self) -> Result<Totals, StoreError> {
         self.read(read_totals).await
+    }
+
+    async fn minute_windows(
+        &self,
+        from_us: i64,
+        to_us: i64,
+    ) -> Result<Vec<MinuteWindow>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT minute_us, country, order_count, sales_cents FROM order_minutes \
+                     WHERE minute_us >= ?1 AND minute_us < ?2 ORDER BY minute_us",
+                )
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map(params![from_us, to_us], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(query_err)?;
+            let mut windows: Vec<MinuteWindow> = Vec::new();
+            for row in rows {
+                let (minute, country, n, cents) = row.map_err(query_err)?;
+                if windows.last().is_none_or(|w| w.minute.micros() != minute) {
+                    windows.push(MinuteWindow {
+                        minute: ts_from_us(minute)?,
+                        order_count: 0,
+                        total_sales: Cents(0),
+                        by_country: BTreeMap::new(),
+                    });
+                }
+                if let Some(w) = windows.last_mut() {
+                    w.order_count += n as u64;
+                    w.total_sales.0 += cents;
+                    w.by_country.insert(
+                        country,
+                        CountAndSum {
+                            count: n as u64,
+                            sales: Cents(cents),
+                        },
+                    );
+                }
+            }
+            Ok(windows)
+        })
+        .await
     }
 
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {

@@ -136,6 +136,21 @@ pub struct Alert {
     pub stored_at: Option<Timestamp>,
 }
 
+/// One minute of orders by creation time (`GET /api/totals/windows`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MinuteWindow {
+    pub minute: Option<Timestamp>,
+    pub order_count: u64,
+    pub total_sales: Cents,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct WindowsBody {
+    windows: Vec<MinuteWindow>,
+}
+
 /// A header of a dead letter.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -532,6 +547,13 @@ impl ApiClient {
         self.get_found::<ListOr<Alert>>(&format!("/api/alerts?limit={limit}"))
             .await
             .map(ListOr::into_vec)
+    }
+
+    /// Orders per minute over the last `minutes`, oldest first (empty minutes included).
+    pub async fn windows(&self, minutes: usize) -> Result<Vec<MinuteWindow>, ApiError> {
+        self.get_found::<WindowsBody>(&format!("/api/totals/windows?minutes={minutes}"))
+            .await
+            .map(|b| b.windows)
     }
 
     /// Dead letters not yet handled, the oldest first.

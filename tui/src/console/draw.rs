@@ -99,13 +99,41 @@ fn value(theme: Theme, s: String) -> Span<'static> {
     Span::styled(s, theme.value())
 }
 
-/// The orders/s history as sparkline bars, scaled so small rates still show.
+/// The history the sparkline draws: orders per minute from the store (one bar a minute,
+/// the current one last; it survives a console restart), or, from an API without them,
+/// the orders/s this console has seen over the last five minutes.
+enum Spark {
+    PerMinute(Vec<Option<u64>>),
+    /// Tenths of orders per second.
+    PerSecond(Vec<Option<u64>>),
+}
+
+impl Spark {
+    fn of(app: &App, width: usize) -> Spark {
+        if app.windows.is_empty() {
+            return Spark::PerSecond(
+                app.rate
+                    .buckets(app.now, SPARK_WINDOW, width)
+                    .into_iter()
+                    .map(|b| b.map(|r| (r * 10.0).round() as u64))
+                    .collect(),
+            );
+        }
+        let skip = app.windows.len().saturating_sub(width);
+        let mut bars: Vec<Option<u64>> = vec![None; width.saturating_sub(app.windows.len())];
+        bars.extend(app.windows[skip..].iter().map(|w| Some(w.order_count)));
+        Spark::PerMinute(bars)
+    }
+
+    fn bars(self) -> Vec<Option<u64>> {
+        match self {
+            Spark::PerMinute(b) | Spark::PerSecond(b) => b,
+        }
+    }
+}
+
 fn spark_data(app: &App, width: usize) -> Vec<Option<u64>> {
-    app.rate
-        .buckets(app.now, SPARK_WINDOW, width)
-        .into_iter()
-        .map(|b| b.map(|r| (r * 10.0).round() as u64))
-        .collect()
+    Spark::of(app, width).bars()
 }
 
 fn draw_totals(f: &mut Frame, app: &App, areas: &Areas, wide: bool) {
@@ -251,14 +279,27 @@ fn rate_now(app: &App) -> String {
 
 fn draw_rate(f: &mut Frame, app: &App, area: Rect) {
     let theme = app.theme;
-    let outer = block(theme, " Orders/s · last 5 min ", false);
+    let width = usize::from(area.width.saturating_sub(2));
+    let (title, peak, data) = match Spark::of(app, width) {
+        Spark::PerMinute(bars) => {
+            let peak = bars.iter().flatten().max().copied().unwrap_or(0);
+            (
+                format!(" Orders/min · last {} min ", bars.len()),
+                format!("{}/min", text::thousands(peak)),
+                bars,
+            )
+        }
+        Spark::PerSecond(bars) => {
+            let peak = bars.iter().flatten().max().copied().unwrap_or(0) as f64 / 10.0;
+            (" Orders/s · last 5 min ".to_owned(), text::rate(peak), bars)
+        }
+    };
+    let outer = block(theme, title, false);
     let inner = outer.inner(area);
     f.render_widget(outer, area);
     if inner.height < 2 {
         return;
     }
-    let data = spark_data(app, usize::from(inner.width));
-    let peak = data.iter().flatten().max().copied().unwrap_or(0) as f64 / 10.0;
     let now = rate_now(app);
     let [head, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
     f.render_widget(
@@ -266,7 +307,7 @@ fn draw_rate(f: &mut Frame, app: &App, area: Rect) {
             label(theme, "now "),
             value(theme, now),
             label(theme, "   peak "),
-            value(theme, text::rate(peak)),
+            value(theme, peak),
         ])),
         head,
     );

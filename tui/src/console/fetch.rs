@@ -6,7 +6,8 @@
 //! become right by asking again.
 
 use super::api::{
-    Alert, ApiClient, ApiError, Arrival, DeadLetter, GroupLag, OrderDetail, OrderDocument, Totals,
+    Alert, ApiClient, ApiError, Arrival, DeadLetter, GroupLag, MinuteWindow, OrderDetail,
+    OrderDocument, Totals,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -44,6 +45,9 @@ pub enum Update {
     Detail(u64, Result<Option<Box<OrderDetail>>, String>),
     /// Dead letters not yet handled, the oldest first.
     DeadLetters(Vec<DeadLetter>),
+    /// Orders per minute from the store, oldest first: the history the sparkline draws,
+    /// which a console restart does not lose.
+    Windows(Vec<MinuteWindow>),
     /// An operator's redrive or discard finished: what happened, or why it failed.
     DeadLetterActed(Result<String, String>),
 }
@@ -71,6 +75,9 @@ pub struct FetchSettings {
     /// After a gap (a pause, an outage, a burst), how many older pages to fetch to close it.
     pub max_catch_up_pages: usize,
     pub alerts: usize,
+    /// Minutes of orders-per-minute history, refreshed every `windows_every`.
+    pub windows: usize,
+    pub windows_every: Duration,
     /// Dead letters per request.
     pub dead_letters: usize,
     pub max_backoff: Duration,
@@ -83,6 +90,8 @@ impl Default for FetchSettings {
             page: 500,
             max_catch_up_pages: 10,
             alerts: 200,
+            windows: 180,
+            windows_every: Duration::from_secs(10),
             dead_letters: 500,
             max_backoff: Duration::from_secs(10),
         }
@@ -131,6 +140,7 @@ pub async fn poll(
 ) {
     let mut newest_seen: Option<Arrival> = None;
     let mut failures: u32 = 0;
+    let mut windows_at: Option<Instant> = None;
     loop {
         let Control {
             paused,
@@ -192,6 +202,19 @@ pub async fn poll(
                         .map_err(|e| (Panel::DeadLetters, e)),
                     &mut news,
                 );
+            }
+            // The history changes once a minute: asked for now and then, not every poll.
+            // Not after a refusal or while unreachable: one failed round asks once each.
+            let due = windows_at.is_none_or(|t| t.elapsed() >= settings.windows_every);
+            if due && refused.is_none() && unreachable.is_none() {
+                match client.windows(settings.windows).await {
+                    Ok(w) => {
+                        windows_at = Some(Instant::now());
+                        news.push(Update::Windows(w));
+                    }
+                    // An older API without windows: the sparkline keeps its own history.
+                    Err(e) => tracing::debug!(error = %e, "no per-minute windows"),
+                }
             }
         }
         if let Some(id) = detail {

@@ -3,7 +3,9 @@
 //! Changed only by [`App::apply`] (news from the fetch tasks), [`App::tick`] (time passing),
 //! [`App::resize`] and the key handling in `keys`; read by `draw`.
 
-use super::api::{Alert, Arrival, DeadLetter, GroupLag, OrderDetail, OrderDocument, Totals};
+use super::api::{
+    Alert, Arrival, DeadLetter, GroupLag, MinuteWindow, OrderDetail, OrderDocument, Totals,
+};
 use super::fetch::{Control, Panel, Update};
 use super::filter::{Filter, FilterError};
 use super::layout;
@@ -357,6 +359,8 @@ pub struct App {
     pub last_ok: Option<Instant>,
     pub totals: Option<Totals>,
     pub rate: RateHistory,
+    /// Orders per minute from the store, oldest first (empty until the API answers).
+    pub windows: Vec<MinuteWindow>,
     pub lag: Vec<GroupLag>,
     pub orders: OrderBook,
     pub alerts: Vec<Alert>,
@@ -398,6 +402,7 @@ impl App {
             last_ok: None,
             totals: None,
             rate: RateHistory::default(),
+            windows: Vec::new(),
             lag: Vec::new(),
             orders: OrderBook::new(max_orders),
             alerts: Vec::new(),
@@ -637,6 +642,7 @@ impl App {
                 }
                 self.clamp_scrolls();
             }
+            Update::Windows(windows) => self.windows = windows,
             Update::DeadLetterActed(result) => {
                 self.acting = None;
                 match result {
