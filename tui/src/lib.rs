@@ -6,6 +6,7 @@ pub mod bench;
 pub mod chaos;
 pub mod console;
 pub mod dlq;
+pub mod store_init;
 pub mod up;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,9 @@ pub enum Command {
     /// Lists, shows, redrives and discards dead letters (docs/dlq.md).
     #[command(subcommand_required = true)]
     Dlq(Box<dlq::DlqArgs>),
+    /// Prepares the Couchbase store: `store init` creates, builds and waits for its
+    /// indexes (once per deploy; docs/deploy.md).
+    Store(Box<store_init::StoreCommandArgs>),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: `default`).
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Json(args) => return run_json(args),
         Command::Audit(args) => return audit::run(*args),
         Command::Dlq(args) => return dlq::run(*args),
+        Command::Store(args) => return store_init::run(*args),
         Command::Tui(args) => match orders_api::client::api_base_url(&args.api) {
             // Checked before the console takes the screen: a usage error, as `json` says.
             Err(e) => {
@@ -89,7 +94,9 @@ pub fn main() -> ExitCode {
                         Err(e) => Err(e),
                     },
                     Command::Tui(args) => console::run(args).await,
-                    Command::Json(_) | Command::Audit(_) | Command::Dlq(_) => Ok(()),
+                    Command::Json(_) | Command::Audit(_) | Command::Dlq(_) | Command::Store(_) => {
+                        Ok(())
+                    }
                 }
             })
         });

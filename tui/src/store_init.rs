@@ -1,0 +1,87 @@
+//! `ordersctl store init`: creates and builds the Couchbase indexes every list of the
+//! store needs, drops obsolete ones, and waits until all are online. Run once per deploy
+//! by a user with Query Manage Index on the bucket (docs/deploy.md); the daemons and the
+//! api only check the indexes, and wait while they are not online.
+
+use clap::{Args, Subcommand};
+use orders_core::config::StoreArgs;
+use orders_core::store::couchbase::init_indexes;
+use orders_core::store::CouchbaseConfig;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreCommandArgs {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum StoreCommand {
+    /// Creates, builds and waits for the Couchbase indexes (idempotent; exits 0 when every
+    /// index is online, 2 on a bad setting, 4 when Couchbase is unreachable or the indexes
+    /// are not online in time).
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Longest wait for the indexes to be built, in seconds.
+    #[arg(long, env = "ORDERS_STORE_INIT_TIMEOUT_SECONDS", default_value_t = 1_800,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_seconds: u64,
+}
+
+pub fn run(args: StoreCommandArgs) -> ExitCode {
+    crate::init_logging("warn");
+    let StoreCommand::Init(args) = args.command;
+    let config = match CouchbaseConfig::from_store_args(&args.store) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            eprintln!(
+                "ordersctl store init: COUCHBASE_HOST is not set; the embedded store needs no \
+                 init"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("ordersctl store init: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordersctl store init: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = Duration::from_secs(args.timeout_seconds);
+    match runtime.block_on(init_indexes(&config, limit)) {
+        Ok(report) => {
+            eprintln!(
+                "ordersctl store init: every index online on bucket {} after {:.0?} (built: \
+                 {}; dropped: {})",
+                config.bucket,
+                report.waited,
+                list(&report.built),
+                list(&report.dropped)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ordersctl store init: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
