@@ -29,6 +29,7 @@ fn producer(n: u64, rate: f64) -> ProducerConfig {
         pace: Pace::Rate(rate),
         max_orders: Some(n),
         seed: SEED,
+        canary_interval: None,
     }
 }
 
@@ -552,3 +553,6 @@ async fn analytics_waits_for_an_unreachable_couchbase_without_committing() {
 
 #[path = "pipeline/faults.rs"]
 mod faults;
+
+#[path = "pipeline/canary.rs"]
+mod canary;

@@ -516,6 +516,7 @@ impl RealApi {
             pace: Pace::Rate(0.0),
             max_orders: Some(orders),
             seed: 42,
+            canary_interval: None,
         });
         options.payment.delay = Duration::from_millis(5);
         let pipeline = LocalPipeline::start(options).await.unwrap();
