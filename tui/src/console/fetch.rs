@@ -6,7 +6,7 @@
 //! become right by asking again.
 
 use super::api::{
-    Alert, ApiClient, ApiError, Arrival, GroupLag, OrderDetail, OrderDocument, Totals,
+    Alert, ApiClient, ApiError, Arrival, CanaryStatus, GroupLag, OrderDetail, OrderDocument, Totals,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -19,6 +19,7 @@ pub enum Panel {
     Orders,
     Alerts,
     Lag,
+    Canary,
 }
 
 /// News from the fetch task.
@@ -40,6 +41,8 @@ pub enum Update {
     Orders(Vec<OrderDocument>),
     Alerts(Vec<Alert>),
     Lag(Vec<GroupLag>),
+    /// `None`: the API has no canary endpoint.
+    Canary(Option<CanaryStatus>),
     Detail(u64, Result<Option<Box<OrderDetail>>, String>),
 }
 
@@ -140,11 +143,12 @@ pub async fn poll(
                 }
             };
         if !paused {
-            let (totals, orders, alerts, lag) = tokio::join!(
+            let (totals, orders, alerts, lag, canary) = tokio::join!(
                 client.totals(),
                 orders_since(&client, &settings, newest_seen),
                 client.alerts(settings.alerts),
                 client.lag(),
+                client.canary(),
             );
             let at = Instant::now();
             if let Ok(docs) = &orders {
@@ -167,6 +171,10 @@ pub async fn poll(
                 &mut news,
             );
             note(lag.map(Update::Lag).map_err(|e| (Panel::Lag, e)), &mut news);
+            note(
+                canary.map(Update::Canary).map_err(|e| (Panel::Canary, e)),
+                &mut news,
+            );
         }
         if let Some(id) = detail {
             match client.order(id).await {

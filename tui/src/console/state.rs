@@ -3,7 +3,7 @@
 //! Changed only by [`App::apply`] (news from the fetch tasks), [`App::tick`] (time passing),
 //! [`App::resize`] and the key handling in `keys`; read by `draw`.
 
-use super::api::{Alert, Arrival, GroupLag, OrderDetail, OrderDocument, Totals};
+use super::api::{Alert, Arrival, CanaryStatus, GroupLag, OrderDetail, OrderDocument, Totals};
 use super::fetch::{Control, Panel, Update};
 use super::filter::{Filter, FilterError};
 use super::layout;
@@ -253,6 +253,7 @@ pub struct PanelErrors {
     pub orders: Option<String>,
     pub alerts: Option<String>,
     pub lag: Option<String>,
+    pub canary: Option<String>,
 }
 
 impl PanelErrors {
@@ -262,6 +263,7 @@ impl PanelErrors {
             Panel::Orders => &mut self.orders,
             Panel::Alerts => &mut self.alerts,
             Panel::Lag => &mut self.lag,
+            Panel::Canary => &mut self.canary,
         }
     }
 }
@@ -279,6 +281,8 @@ pub struct App {
     pub totals: Option<Totals>,
     pub rate: RateHistory,
     pub lag: Vec<GroupLag>,
+    /// The canaries' journeys (`None` before the first answer, or from an API without them).
+    pub canary: Option<CanaryStatus>,
     pub orders: OrderBook,
     pub alerts: Vec<Alert>,
     pub errors: PanelErrors,
@@ -310,6 +314,7 @@ impl App {
             totals: None,
             rate: RateHistory::default(),
             lag: Vec::new(),
+            canary: None,
             orders: OrderBook::new(max_orders),
             alerts: Vec::new(),
             errors: PanelErrors::default(),
@@ -447,6 +452,10 @@ impl App {
             Update::Lag(lag) => {
                 self.errors.lag = None;
                 self.lag = lag;
+            }
+            Update::Canary(canary) => {
+                self.errors.canary = None;
+                self.canary = canary;
             }
             Update::Detail(id, result) => {
                 if let Ok(Some(detail)) = &result {
