@@ -3,12 +3,13 @@
 //! JSON client that scripts use (`ordersctl json`).
 //!
 //! `app(state)` builds the router; `serve(listener, state, shutdown)` runs it until the
-//! token is cancelled, with the lag sampler beside it. Who may call which route: [`auth`]
+//! token is cancelled, with the lag sampler and the canary monitor beside it. Who may call which route: [`auth`]
 //! and `docs/security.md`; how much: [`limits`].
 
 pub mod alb_oidc;
 pub mod auth;
 pub mod cache;
+pub mod canary;
 pub mod client;
 pub mod dead_letters;
 pub mod error;
@@ -69,6 +70,7 @@ pub struct AppState {
     access: Access,
     limits: ClientLimits,
     dead_letter_metrics: Arc<dead_letters::DeadLetterMetrics>,
+    canary: Arc<canary::CanaryMonitor>,
 }
 
 impl AppState {
@@ -88,7 +90,25 @@ impl AppState {
             access: Access::default(),
             limits: ClientLimits::default(),
             dead_letter_metrics: Arc::default(),
+            canary: Arc::default(),
         }
+    }
+
+    /// Canaries not complete within `sla` are lost (default
+    /// [`canary::DEFAULT_CANARY_SLA`]).
+    pub fn with_canary_sla(mut self, sla: Duration) -> Self {
+        self.canary = Arc::new(canary::CanaryMonitor::new(sla));
+        self
+    }
+
+    pub fn canary_monitor(&self) -> &Arc<canary::CanaryMonitor> {
+        &self.canary
+    }
+
+    /// Starts polling the canary journeys; it stops with `shutdown`. [`serve`] does this
+    /// itself; tests that drive [`app`] directly call it.
+    pub fn spawn_canary_monitor(&self, shutdown: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(self.canary.clone().run(self.store.clone(), shutdown))
     }
 
     /// Who may call (default [`Access::Local`]: anyone, and [`serve`] then only listens on
@@ -259,6 +279,7 @@ pub async fn serve(
     }
     let sampler_stop = shutdown.child_token();
     let sampler = state.spawn_lag_sampler(sampler_stop.clone());
+    let canaries = state.spawn_canary_monitor(sampler_stop.clone());
     tracing::info!(%addr, "api listening");
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         // Small responses go out at once rather than waiting on Nagle.
@@ -274,6 +295,7 @@ pub async fn serve(
     if let Some(s) = sampler {
         let _ = s.await;
     }
+    let _ = canaries.await;
     tracing::info!(%addr, "api stopped");
     result.map_err(ApiError::Io)
 }

@@ -98,6 +98,19 @@ impl OrderStore for LimitedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         limited!(self, self.inner.ping())
     }
+    async fn record_canary_stages(
+        &self,
+        stages: Arc<Vec<orders_core::canary::CanaryStage>>,
+    ) -> Result<(), StoreError> {
+        limited!(self, self.inner.record_canary_stages(stages))
+    }
+    async fn canaries_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<orders_core::canary::CanaryJourney>, StoreError> {
+        limited!(self, self.inner.canaries_before(before_id, limit))
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +182,19 @@ mod tests {
             _: usize,
         ) -> Result<Vec<StoredPayment>, StoreError> {
             Ok(vec![])
+        }
+        async fn record_canary_stages(
+            &self,
+            _: Arc<Vec<orders_core::canary::CanaryStage>>,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn canaries_before(
+            &self,
+            _: Option<u64>,
+            _: usize,
+        ) -> Result<Vec<orders_core::canary::CanaryJourney>, StoreError> {
+            Ok(Vec::new())
         }
         async fn ping(&self) -> Result<(), StoreError> {
             Ok(())

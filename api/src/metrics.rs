@@ -215,7 +215,7 @@ pub fn render_pipeline(p: &Progress) -> String {
     out
 }
 
-fn render_histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+pub(crate) fn render_histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
     let sep = if labels.is_empty() { "" } else { "," };
     for (bound, n) in DURATION_BUCKETS.iter().zip(&h.cumulative) {
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");

@@ -5,8 +5,10 @@
 
 use crate::lag::{GroupLagSample, LagSnapshot};
 use crate::lag_status::LagStatus;
+use orders_core::canary::{CanaryJourney, CanaryLeg};
 use orders_core::lag::PartitionLag;
 use orders_core::store::{CountAndSum, OrderDocument, StoredAlert, StoredPayment, Totals};
+use orders_core::Timestamp;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -434,11 +436,98 @@ pub struct OrderDetail {
     pub journey: Journey,
 }
 
+/// One canary's journey: when it was created and reached each stage, the seconds each
+/// leg took from creation, and its state under the SLA.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CanaryJson {
+    pub order_id: u64,
+    /// `complete` (every stage within the SLA), `pending` (not yet, SLA not passed) or
+    /// `lost` (not complete within the SLA); null when nothing dates it yet.
+    #[schema(example = "complete")]
+    pub state: Option<&'static str>,
+    /// The canary order's `created_at`; null until analytics has read the order.
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    /// When the fraud service decided.
+    #[schema(format = DateTime)]
+    pub decided_at: Option<String>,
+    /// The fraud verdict: whether a rule matched.
+    pub flagged: Option<bool>,
+    /// The payment's `timestamp`.
+    #[schema(format = DateTime)]
+    pub paid_at: Option<String>,
+    /// When analytics recorded the canary.
+    #[schema(format = DateTime)]
+    pub stored_at: Option<String>,
+    pub decision_seconds: Option<f64>,
+    pub paid_seconds: Option<f64>,
+    pub stored_seconds: Option<f64>,
+}
+
+impl CanaryJson {
+    pub fn new(j: &CanaryJourney, state: Option<crate::canary::CanaryState>) -> Self {
+        let time = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339());
+        CanaryJson {
+            order_id: j.order_id,
+            state: state.map(|s| s.as_str()),
+            created_at: time(j.created_at),
+            decided_at: time(j.decided_at),
+            flagged: j.flagged,
+            paid_at: time(j.paid_at),
+            stored_at: time(j.stored_at),
+            decision_seconds: j.seconds(CanaryLeg::Decision),
+            paid_seconds: j.seconds(CanaryLeg::Paid),
+            stored_seconds: j.seconds(CanaryLeg::Stored),
+        }
+    }
+}
+
+/// The median and 99th percentile (nearest rank) of one leg; null without samples.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LegPercentiles {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// Percentiles of each leg, in seconds from creation, over the complete canaries among
+/// the last `window`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CanaryPercentiles {
+    pub decision: LegPercentiles,
+    pub paid: LegPercentiles,
+    pub stored: LegPercentiles,
+}
+
+/// `/api/canary`: the canary orders' journeys through the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CanaryBody {
+    /// `ORDERS_CANARY_SLA_SECONDS`.
+    pub sla_seconds: f64,
+    /// How many of the newest canaries are read (and the percentiles cover).
+    pub window: usize,
+    /// When the store was last read.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub polled_at: Option<Timestamp>,
+    /// The newest canary that is complete or lost; null when there is none.
+    pub last: Option<CanaryJson>,
+    /// Canaries on their way, within the SLA.
+    pub pending: usize,
+    /// Lost canaries among the window.
+    pub lost_in_window: usize,
+    /// Canaries this api process counted lost (`orders_canary_lost_total`).
+    pub lost_total: u64,
+    /// Complete canaries the percentiles are over.
+    pub samples: usize,
+    pub percentiles: CanaryPercentiles,
+    /// The newest canaries (at most 20), highest id first.
+    pub canaries: Vec<CanaryJson>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use orders_core::store::OrderDocument;
-    use orders_core::{Cents, Order, OrderStatus, PaymentStatus, Timestamp};
+    use orders_core::{Cents, Order, OrderStatus, PaymentStatus};
 
     #[test]
     fn order_json_keeps_the_store_document_fields_and_values() {

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
     info(
         title = "orders API",
         description = "The read side of the orders pipeline: orders, fraud alerts, payments, \
-                       totals and consumer lag. Errors answer `{\"error\": {\"code\", \"message\"}}`."
+                       totals, consumer lag and canary journeys. Errors answer `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
         routes::healthz,
@@ -22,6 +22,7 @@ use utoipa::OpenApi;
         routes::totals,
         routes::windows,
         routes::lag,
+        routes::canary,
         dead_letters::dead_letters,
     ),
     components(schemas(
@@ -51,6 +52,10 @@ use utoipa::OpenApi;
         model::GroupLagJson,
         model::LagWindowJson,
         model::LagBody,
+        model::CanaryBody,
+        model::CanaryJson,
+        model::CanaryPercentiles,
+        model::LegPercentiles,
         dead_letters::Reason,
         dead_letters::DeadLettersBody,
         dead_letters::DeadLetterJson,
@@ -62,6 +67,7 @@ use utoipa::OpenApi;
         (name = "health", description = "Liveness and readiness"),
         (name = "orders", description = "Orders, alerts, payments and totals from the store"),
         (name = "lag", description = "Consumer lag from Kafka"),
+        (name = "canary", description = "Canary orders' journeys through the pipeline"),
         (name = "dead letters", description = "Records the readers could not use (read-only)"),
     )
 )]

@@ -62,6 +62,7 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (endpoint("/api/openapi.json", Private, false), get(openapi)),
         (endpoint("/api/orders/{id}", Private, false), get(order)),
         (endpoint("/api/lag", Private, false), get(lag)),
+        (endpoint("/api/canary", Private, false), get(canary)),
         (
             endpoint("/api/dlq", Private, false),
             get(crate::dead_letters::dead_letters),
@@ -396,6 +397,38 @@ pub async fn lag(
     Ok(Json(LagBody::new(&snapshot, monitor.options().interval)))
 }
 
+/// The canary orders' journeys: the last one, percentiles over the last
+/// [`crate::canary::CANARY_WINDOW`], and the newest canaries. Canaries never count in the
+/// orders, alerts, payments or totals; this is where they show.
+#[utoipa::path(get, path = "/api/canary", tag = "canary",
+    responses(
+        (status = 200, description = "Canary journeys", body = CanaryBody),
+        (status = 503, description = "The store cannot be read", body = ErrorBody),
+    ))]
+pub async fn canary(
+    State(state): State<AppState>,
+    StrictQuery(_): StrictQuery<NoParams>,
+) -> Result<Json<CanaryBody>, AppError> {
+    // Fresh enough when the monitor polls; read now when it has not (yet).
+    let stale = state
+        .canary
+        .report()
+        .ok()
+        .and_then(|b| b.polled_at)
+        .is_none_or(|t| {
+            Timestamp::now().micros() - t.micros()
+                > 2 * crate::canary::CANARY_POLL_INTERVAL.as_micros() as i64
+        });
+    if stale {
+        state.canary.poll(state.store.as_ref()).await?;
+    }
+    state
+        .canary
+        .report()
+        .map(Json)
+        .map_err(|e| AppError::Store(StoreError::Unavailable(e)))
+}
+
 /// Prometheus metrics.
 pub async fn metrics(
     State(state): State<AppState>,
@@ -410,6 +443,7 @@ pub async fn metrics(
         .clone()
         .zip(state.lag.as_ref().map(|m| m.orders_topic().to_owned()));
     text.push_str(&state.dead_letter_metrics.render(kafka));
+    state.canary.render(&mut text);
     (
         [(
             header::CONTENT_TYPE,

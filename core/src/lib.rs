@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP or terminals.
 
 pub mod audit;
+pub mod canary;
 pub mod client_log;
 pub mod config;
 pub mod dead_letters;

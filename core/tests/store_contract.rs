@@ -2,6 +2,7 @@
 //! Couchbase joins when `COUCHBASE_CONNSTR` points at a cluster (and says so when it does not).
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use orders_core::canary::{CanaryJourney, CanaryLeg, CanaryStage};
 use orders_core::config::{couchbase_connection_string, Secret};
 use orders_core::domain::{FraudAlert, Order, OrderStatus, Payment, PaymentStatus, Timestamp};
 use orders_core::generator::OrderGenerator;
@@ -571,6 +572,90 @@ async fn contract(store: &dyn OrderStore) {
     full_scans_page_through_everything_highest_first(store).await;
     lists_by_arrival_not_by_id(store).await;
     minute_windows_are_exact(store).await;
+    canary_journeys_merge_stages_apart_from_the_orders(store).await;
+}
+
+/// Canary stages arrive from three topics in any order, possibly redelivered: each
+/// journey keeps the first time of each stage, lists highest id first in pages, and
+/// nothing of it shows in the orders, alerts, payments or totals.
+async fn canary_journeys_merge_stages_apart_from_the_orders(store: &dyn OrderStore) {
+    let before = store.totals().await.unwrap();
+    let t = |ms: i64| Timestamp::from_micros(1_700_000_000_000_000 + ms * 1_000).unwrap();
+    let base = 8_000_000_000u64;
+    let stages = |id: u64, shift: i64| {
+        vec![
+            CanaryStage::Paid {
+                order_id: id,
+                at: t(300 + shift),
+            },
+            CanaryStage::Stored {
+                order_id: id,
+                created_at: t(0),
+                stored_at: t(400 + shift),
+            },
+            CanaryStage::Decided {
+                order_id: id,
+                at: t(100 + shift),
+                flagged: shift == 0,
+            },
+        ]
+    };
+    // Canary 1 arrives whole; 2 only partly; then everything is redelivered later.
+    let mut first = stages(base + 1, 0);
+    first.push(stages(base + 2, 0)[0]);
+    store.record_canary_stages(Arc::new(first)).await.unwrap();
+    store
+        .record_canary_stages(Arc::new(stages(base + 3, 0)[1..2].to_vec()))
+        .await
+        .unwrap();
+    let mut again = stages(base + 1, 5_000);
+    again.extend(stages(base + 2, 0)[1..].to_vec());
+    store.record_canary_stages(Arc::new(again)).await.unwrap();
+    store
+        .record_canary_stages(Arc::new(Vec::new()))
+        .await
+        .unwrap();
+
+    let all = store.canaries_before(None, 10).await.unwrap();
+    let ids: Vec<u64> = all.iter().map(|j| j.order_id).collect();
+    assert_eq!(ids, vec![base + 3, base + 2, base + 1]);
+    let one = &all[2];
+    assert_eq!(
+        *one,
+        CanaryJourney {
+            order_id: base + 1,
+            created_at: Some(t(0)),
+            decided_at: Some(t(100)),
+            flagged: Some(true),
+            paid_at: Some(t(300)),
+            stored_at: Some(t(400)),
+        },
+        "the first time of each stage is kept"
+    );
+    assert!(one.is_complete());
+    assert_eq!(one.seconds(CanaryLeg::Paid), Some(0.3));
+    assert!(all[1].is_complete(), "stages from separate writes merge");
+    assert_eq!(all[1].flagged, Some(true));
+    let three = &all[0];
+    assert!(!three.is_complete());
+    assert_eq!((three.decided_at, three.paid_at), (None, None));
+    assert_eq!(three.stored_at, Some(t(400)));
+    // Pages.
+    let page = store.canaries_before(Some(base + 3), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].order_id, base + 2);
+    assert!(store
+        .canaries_before(Some(base + 1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Never an order, alert, payment or total.
+    for id in base + 1..=base + 3 {
+        assert!(store.order(id).await.unwrap().is_none());
+        assert!(store.alert(id).await.unwrap().is_none());
+        assert!(store.payment(id).await.unwrap().is_none());
+    }
+    assert_eq!(store.totals().await.unwrap(), before);
 }
 
 #[tokio::test]
@@ -699,4 +784,5 @@ async fn sqlite_upgrades_a_version_2_store_in_place() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!((w[0].order_count, w[0].total_sales), (2, Cents(4998)));
     assert_eq!(w[0].by_country["DE"].sales, Cents(2999));
+    assert!(store.canaries_before(None, 10).await.unwrap().is_empty());
 }

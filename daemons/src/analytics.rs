@@ -2,6 +2,10 @@
 //! about them) in the order store, idempotently by order id, and publishes running totals
 //! to `order-analytics`.
 //!
+//! Canary orders (`orders_core::canary`) and what fraud and payment publish about them are
+//! not stored as orders, alerts or payments: they become stages of the canary's journey,
+//! written with the batch before its offsets are stored, so they never count in totals.
+//!
 //! Writes from many chunks are gathered into one transaction (group commit), so the store
 //! sees few large transactions under load and small quick ones when the stream is light.
 
@@ -13,6 +17,7 @@ use crate::progress::Progress;
 use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use orders_core::canary::{self, CanaryMark, CanaryStage};
 use orders_core::domain::{AnalyticsTotals, DecodeError, FraudAlert, Order, Payment, Timestamp};
 use orders_core::kafka::{
     KafkaSettings, ANALYTICS_GROUP, ANALYTICS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
@@ -41,6 +46,8 @@ pub struct AnalyticsDeps {
 
 struct WriteRequest {
     batch: StoreBatch,
+    /// Stages of canary journeys: written with the batch, never as orders.
+    canaries: Vec<CanaryStage>,
     /// Written: the orders of the transaction that were refused as id conflicts (of every
     /// request in it; each processor picks its own records).
     done: oneshot::Sender<Result<Vec<OrderConflict>, ProduceError>>,
@@ -61,23 +68,53 @@ impl ChunkProcessor for AnalyticsProcessor {
     ) -> BoxFuture<'static, Result<ChunkOutcome, ChunkError>> {
         let now = Timestamp::now();
         let mut batch = StoreBatch::default();
+        let mut canaries = Vec::new();
         let mut dead = Vec::new();
         let mut outcome = ChunkOutcome::default();
         for r in &chunk {
             let payload = r.payload.as_deref();
+            // When the record says its stage ended: its own time, else Kafka's.
+            let record_time = || {
+                r.timestamp_ms
+                    .and_then(|ms| Timestamp::from_micros(ms.saturating_mul(1_000)))
+                    .unwrap_or(now)
+            };
             let decoded = if *r.topic == *self.orders_topic {
                 Order::decode(payload).map(|order| {
-                    batch.orders.push(StoredOrder {
-                        order,
-                        kafka_partition: r.partition,
-                        kafka_offset: r.offset,
-                        processed_at: now,
-                    })
+                    if canary::is_canary(&order) {
+                        // `stored_at` is set again when the writer records it.
+                        canaries.push(CanaryStage::Stored {
+                            order_id: order.order_id,
+                            created_at: order.created_at,
+                            stored_at: now,
+                        });
+                    } else {
+                        batch.orders.push(StoredOrder {
+                            order,
+                            kafka_partition: r.partition,
+                            kafka_offset: r.offset,
+                            processed_at: now,
+                        })
+                    }
                 })
             } else if &*r.topic == FRAUD_ALERTS_TOPIC {
-                FraudAlert::decode(payload).map(|a| batch.alerts.push(a))
+                FraudAlert::decode(payload).map(|a| match CanaryMark::of(payload) {
+                    Some(mark) => canaries.push(CanaryStage::Decided {
+                        order_id: a.order_id,
+                        at: a.detected_at.unwrap_or_else(record_time),
+                        flagged: mark.flagged.unwrap_or(a.reason != canary::NOT_FLAGGED),
+                    }),
+                    None => batch.alerts.push(a),
+                })
             } else if &*r.topic == PAYMENTS_TOPIC {
-                Payment::decode(payload).map(|p| batch.payments.push(p))
+                Payment::decode(payload).map(|p| match CanaryMark::of(payload) {
+                    Some(_) => canaries.push(CanaryStage::Paid {
+                        order_id: p.order_id,
+                        at: Timestamp::from_micros((p.timestamp * 1e6) as i64)
+                            .unwrap_or_else(record_time),
+                    }),
+                    None => batch.payments.push(p),
+                })
             } else {
                 Ok(())
             };
@@ -97,13 +134,17 @@ impl ChunkProcessor for AnalyticsProcessor {
         async move {
             let dlq = output.send_all(&dead, &shutdown);
             let write = async {
-                if batch.is_empty() {
+                if batch.is_empty() && canaries.is_empty() {
                     return Ok::<Vec<OrderConflict>, ChunkError>(Vec::new());
                 }
                 let (tx, rx) = oneshot::channel();
                 let gone = || ChunkError::Stopped("the analytics store writer stopped".into());
                 writes
-                    .send(WriteRequest { batch, done: tx })
+                    .send(WriteRequest {
+                        batch,
+                        canaries,
+                        done: tx,
+                    })
                     .await
                     .map_err(|_| gone())?;
                 Ok(rx.await.map_err(|_| gone())??)
@@ -192,11 +233,17 @@ async fn store_writer(
     while let Some(first) = requests.recv().await {
         let mut waiting = Vec::new();
         let mut batch = StoreBatch::default();
+        let mut canaries = Vec::new();
         let mut add = |req: WriteRequest, batch: &mut StoreBatch| {
-            let WriteRequest { batch: part, done } = req;
+            let WriteRequest {
+                batch: part,
+                canaries: stages,
+                done,
+            } = req;
             batch.orders.extend(part.orders);
             batch.alerts.extend(part.alerts);
             batch.payments.extend(part.payments);
+            canaries.extend(stages);
             waiting.push(done);
         };
         add(first, &mut batch);
@@ -207,13 +254,24 @@ async fn store_writer(
             }
         }
         let batch = Arc::new(batch);
+        let mut canaries = Arc::new(canaries);
         let mut backoff = Duration::from_millis(50);
         let mut outage: Option<StoreOutage> = None;
         let result = loop {
             let attempt = {
                 let _writing = progress.liveness.begin(Wait::StoreWrite);
                 let started = std::time::Instant::now();
-                let attempt = store.apply(batch.clone()).await;
+                // The canary stages after the batch, both before any offset is stored.
+                let attempt = match store.apply(batch.clone()).await {
+                    Ok(outcome) if !canaries.is_empty() => {
+                        stamp_stored(&mut canaries);
+                        store
+                            .record_canary_stages(canaries.clone())
+                            .await
+                            .map(|()| outcome)
+                    }
+                    other => other,
+                };
                 progress.store_write_seconds.observe(started.elapsed());
                 attempt
             };
@@ -270,6 +328,17 @@ async fn store_writer(
         }
         if outcome.new_orders > 0 {
             publish_totals(store.as_ref(), &output, &progress, &shutdown).await;
+        }
+    }
+}
+
+/// Marks when the canaries among `stages` are recorded: now (the stored leg ends when
+/// analytics writes, as an order's does).
+fn stamp_stored(stages: &mut Arc<Vec<CanaryStage>>) {
+    let now = Timestamp::now();
+    for stage in Arc::make_mut(stages) {
+        if let CanaryStage::Stored { stored_at, .. } = stage {
+            *stored_at = now;
         }
     }
 }

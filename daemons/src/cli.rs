@@ -85,6 +85,43 @@ pub struct ApiArgs {
     pub auth: orders_api::auth::AuthArgs,
     #[command(flatten)]
     pub limits: orders_api::limits::LimitArgs,
+    #[command(flatten)]
+    pub canary: CanarySlaArgs,
+}
+
+/// When the api counts a canary lost.
+#[derive(Debug, Clone, Args)]
+pub struct CanarySlaArgs {
+    /// A canary order not through fraud, payment and analytics within this many seconds
+    /// is lost (orders_canary_lost_total).
+    #[arg(long, env = "ORDERS_CANARY_SLA_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub canary_sla_seconds: u64,
+}
+
+impl CanarySlaArgs {
+    pub fn sla(&self) -> Duration {
+        Duration::from_secs(self.canary_sla_seconds)
+    }
+}
+
+/// How often the producer emits a canary order.
+#[derive(Debug, Clone, Args)]
+pub struct CanaryIntervalArgs {
+    /// Seconds between canary orders (0 = no canaries; at most 86400). A canary flows
+    /// through fraud, payment and analytics like any order but never counts in totals.
+    #[arg(long, env = "ORDERS_CANARY_INTERVAL_SECONDS", default_value_t = 5.0,
+          value_parser = parse_sleep_seconds)]
+    pub canary_interval_seconds: f64,
+}
+
+impl CanaryIntervalArgs {
+    /// `None` when canaries are off.
+    pub fn interval(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(self.canary_interval_seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
 }
 
 /// The longest pause between two orders: a day. Beyond it a pause is a typo, not a pace.
@@ -138,6 +175,8 @@ pub struct ProducerArgs {
     /// Seed of the order generator (same seed, same orders).
     #[arg(long, env = "ORDERS_SEED")]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub canary: CanaryIntervalArgs,
 }
 
 impl ProducerArgs {
@@ -162,6 +201,7 @@ impl ProducerArgs {
             seed: self
                 .seed
                 .unwrap_or_else(|| chrono::Utc::now().timestamp_micros() as u64),
+            canary_interval: self.canary.interval(),
         })
     }
 }
@@ -507,7 +547,8 @@ async fn serve_api(cli: &Cli, args: &ApiArgs, shutdown: CancellationToken) -> an
     let store = open_store(&cli.store)?;
     let mut state = orders_api::AppState::new(store)
         .with_access(access)
-        .with_limits(orders_api::limits::ClientLimits::new(&args.limits));
+        .with_limits(orders_api::limits::ClientLimits::new(&args.limits))
+        .with_canary_sla(args.canary.sla());
     match kafka_settings(&cli.kafka, &cli.store) {
         Ok(kafka) => state = state.with_kafka(kafka, cli.kafka.topic_name.clone()),
         Err(e) => {

@@ -1,5 +1,6 @@
 //! The fraud daemon: reads every order in `fraud-group` and publishes an alert, keyed by
-//! order id, for each order a rule matches.
+//! order id, for each order a rule matches, and its verdict on every canary order (marked
+//! `"canary": true`, see `orders_core::canary`).
 
 use crate::confirmed_producer::{ConfirmedProducer, OutRecord};
 use crate::consumer_loop::{
@@ -9,6 +10,7 @@ use crate::progress::Progress;
 use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use orders_core::canary;
 use orders_core::domain::Order;
 use orders_core::fraud::FraudRules;
 use orders_core::kafka::{KafkaSettings, FRAUD_ALERTS_TOPIC, FRAUD_GROUP};
@@ -43,6 +45,17 @@ impl ChunkProcessor for FraudProcessor {
         let mut outcome = ChunkOutcome::default();
         for r in &chunk {
             match Order::decode(r.payload.as_deref()) {
+                Ok(order) if canary::is_canary(&order) => {
+                    // A canary's verdict is published whatever it is, marked, so its
+                    // decision time is observable downstream.
+                    out.push(OutRecord {
+                        topic: FRAUD_ALERTS_TOPIC.to_owned(),
+                        key: order.key(),
+                        payload: canary::fraud_verdict(&self.rules, &order),
+                        headers: None,
+                    });
+                    outcome.produced += 1;
+                }
                 Ok(order) => {
                     if let Some(alert) = self.rules.evaluate(&order) {
                         tracing::debug!(order_id = order.order_id, reason = %alert.reason, "fraud alert");

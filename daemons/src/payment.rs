@@ -9,6 +9,7 @@ use crate::progress::Progress;
 use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use orders_core::canary;
 use orders_core::domain::{Order, Payment, PaymentStatus};
 use orders_core::kafka::{KafkaSettings, PAYMENTS_GROUP, PAYMENTS_TOPIC};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -101,7 +102,11 @@ impl ChunkProcessor for PaymentSimulator {
                 out.push(OutRecord {
                     topic: PAYMENTS_TOPIC.to_owned(),
                     key: order.key(),
-                    payload: Self::settle(order).to_json(),
+                    payload: if canary::is_canary(order) {
+                        canary::marked_json(&Self::settle(order))
+                    } else {
+                        Self::settle(order).to_json()
+                    },
                     headers: None,
                 });
             }

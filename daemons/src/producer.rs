@@ -1,5 +1,6 @@
 //! The producer daemon: generates the SPEC's orders onto the orders topic, paced by
-//! `SLEEP_SECONDS` or a rate, with ids that continue after any already stored or published.
+//! `SLEEP_SECONDS` or a rate, with ids that continue after any already stored or published,
+//! and a canary order (`source: "canary"`) every `ORDERS_CANARY_INTERVAL_SECONDS`.
 
 use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
 use crate::progress::Progress;
@@ -7,7 +8,8 @@ use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use orders_core::domain::{Timestamp, MAX_ORDER_ID, ORDER_IDS};
+use orders_core::canary;
+use orders_core::domain::{Order, Timestamp, MAX_ORDER_ID, ORDER_IDS};
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::{KafkaSettings, KafkaSetupError};
 use orders_core::store::{OrderStore, StoreError};
@@ -35,6 +37,9 @@ pub struct ProducerConfig {
     /// Stop after this many orders.
     pub max_orders: Option<u64>,
     pub seed: u64,
+    /// A canary order (`orders_core::canary`) this often, the first at start; `None`: none.
+    /// Canaries take ids from the same sequence and never count as orders produced.
+    pub canary_interval: Option<Duration>,
 }
 
 pub struct ProducerDeps {
@@ -115,7 +120,16 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
     })
     .await
     .map_err(|e| DaemonError::Task(e.to_string()))??;
-    let next = stored.max(published).unwrap_or(0) + 1;
+    // Canaries are not stored as orders; their journeys keep their ids.
+    let canary = match &deps.store {
+        Some(store) => store
+            .canaries_before(None, 1)
+            .await?
+            .first()
+            .map(|j| j.order_id),
+        None => None,
+    };
+    let next = stored.max(published).max(canary).unwrap_or(0) + 1;
     if !ORDER_IDS.contains(&next) {
         return Err(DaemonError::IdsExhausted(MAX_ORDER_ID));
     }
@@ -198,6 +212,40 @@ fn settle(
     Ok(())
 }
 
+/// Canary orders sent and not yet answered for. Apart from the orders: a canary never counts
+/// as an order produced, and one the broker refuses is not sent again (the next comes soon).
+#[derive(Default)]
+struct Canaries {
+    sent: u64,
+    acked: u64,
+    pending: FuturesUnordered<BoxFuture<'static, Result<Vec<OutRecord>, ProduceError>>>,
+}
+
+impl Canaries {
+    fn settle(&mut self, answer: Result<Vec<OutRecord>, ProduceError>) {
+        match answer {
+            Ok(refused) if refused.is_empty() => self.acked += 1,
+            Ok(_) => tracing::warn!("a canary order was refused by the broker; not sent again"),
+            Err(e) => tracing::warn!(error = %e, "a canary order was not delivered"),
+        }
+    }
+}
+
+/// The canary order with id `order_id`: an ordinary generated order marked as a canary.
+pub fn canary_order(generator: &OrderGenerator, order_id: u64) -> Order {
+    let mut order = generator.order(order_id, Timestamp::now());
+    order.source = Some(canary::CANARY_SOURCE.to_owned());
+    order
+}
+
+/// Resolves when the next canary is due; never when there are none.
+async fn canary_due(next: Option<Instant>) {
+    match next {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the producer until `shutdown` or until `max_orders` are acknowledged.
 /// Returns the number of orders produced.
 pub async fn run(
@@ -221,14 +269,45 @@ pub async fn run(
     let gate_base = progress.orders_done_by_all();
     let log_each = matches!(config.pace, Pace::Sleep(d) if d >= Duration::from_millis(100));
     let mut retries: Vec<OutRecord> = Vec::new();
+    let mut next_canary = config.canary_interval.map(|_| Instant::now());
+    let mut canaries = Canaries::default();
+    // When the last order was sent (the `SLEEP_SECONDS` pause runs from it).
+    let mut last_order_at = Instant::now();
 
     'produce: loop {
         // Collect what has been answered so far.
         while let Some(Some(done)) = batches.next().now_or_never() {
             settle(done, &mut acked, &progress, &mut retries)?;
         }
+        while let Some(Some(done)) = canaries.pending.next().now_or_never() {
+            canaries.settle(done);
+        }
         if shutdown.is_cancelled() {
             break;
+        }
+        if let (Some(due), Some(interval)) = (next_canary, config.canary_interval) {
+            if due <= Instant::now() && !ORDER_IDS.contains(&next_id) {
+                next_canary = None;
+            } else if due <= Instant::now() {
+                let order = canary_order(&generator, next_id);
+                next_id += 1;
+                canaries.sent += 1;
+                tracing::info!(order_id = order.order_id, "canary order produced");
+                let record = OutRecord {
+                    topic: config.topic.clone(),
+                    key: order.key(),
+                    payload: order.to_json(),
+                    headers: None,
+                };
+                match output.send(std::slice::from_ref(&record), &shutdown).await {
+                    Ok(pending) => canaries.pending.push(pending.refused().boxed()),
+                    Err(ProduceError::Cancelled) => break,
+                    Err(e) => return Err(e.into()),
+                }
+                // A producer that fell behind skips the canaries it missed.
+                next_canary = Some((due + interval).max(Instant::now()));
+                continue;
+            }
         }
         let records = if !retries.is_empty() {
             std::mem::take(&mut retries)
@@ -252,7 +331,8 @@ pub async fn run(
                     if sent > 0 {
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'produce,
-                            _ = tokio::time::sleep(pause) => {}
+                            _ = canary_due(next_canary) => continue 'produce,
+                            _ = tokio::time::sleep_until(last_order_at + pause) => {}
                         }
                     }
                     1
@@ -267,6 +347,7 @@ pub async fn run(
                     if next_due > Instant::now() {
                         tokio::select! {
                             _ = shutdown.cancelled() => break 'produce,
+                            _ = canary_due(next_canary) => continue 'produce,
                             _ = tokio::time::sleep_until(next_due) => {}
                         }
                     }
@@ -281,7 +362,9 @@ pub async fn run(
             let mut room = u64::MAX;
             if let Some(window) = deps.flow_window {
                 loop {
-                    let ahead = sent.saturating_sub(progress.orders_done_by_all() - gate_base);
+                    // The consumers count canaries among the records they are done with.
+                    let ahead = (sent + canaries.sent)
+                        .saturating_sub(progress.orders_done_by_all() - gate_base);
                     if ahead < window {
                         room = window - ahead;
                         break;
@@ -309,6 +392,7 @@ pub async fn run(
                 });
             }
             sent += count;
+            last_order_at = Instant::now();
             progress.orders_sent.fetch_add(count, Ordering::Relaxed);
             records
         };
@@ -347,8 +431,24 @@ pub async fn run(
             "orders refused by the broker and not sent again before shutdown; never published"
         );
     }
+    let drain_canaries = async {
+        while let Some(done) = canaries.pending.next().await {
+            canaries.settle(done);
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drain_canaries)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopped before every canary was acknowledged");
+    }
     output.flush(Duration::from_secs(5));
-    tracing::info!(orders = acked, next_order_id = next_id, "producer stopped");
+    tracing::info!(
+        orders = acked,
+        canaries = canaries.acked,
+        next_order_id = next_id,
+        "producer stopped"
+    );
     match rejected {
         Some(e) => Err(e.into()),
         None => Ok(acked),

@@ -29,6 +29,7 @@ fn producer(n: u64, rate: f64) -> ProducerConfig {
         pace: Pace::Rate(rate),
         max_orders: Some(n),
         seed: SEED,
+        canary_interval: None,
     }
 }
 
@@ -663,3 +664,5 @@ async fn an_order_id_arriving_with_other_content_is_dead_lettered_as_a_conflict(
     );
     pipeline.stop().await.unwrap();
 }
+#[path = "pipeline/canary.rs"]
+mod canary;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use orders_core::kafka::{consumer_lag, BrokerFault, RDKafkaApiKey, RDKafkaRespErr, ORDER_GROUPS};
 use orders_core::store::OrderStore;
-use orders_daemons::cli::parse_rate;
+use orders_daemons::cli::{parse_rate, CanaryIntervalArgs};
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use rand::rngs::StdRng;
@@ -43,6 +43,8 @@ pub struct ChaosArgs {
     /// Only these kinds of fault (comma-separated; default: every kind).
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(KINDS))]
     pub faults: Vec<String>,
+    #[command(flatten)]
+    pub canary: CanaryIntervalArgs,
 }
 
 fn parse_minutes(s: &str) -> Result<f64, String> {
@@ -237,6 +239,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         pace: Pace::Rate(args.rate),
         max_orders: None,
         seed,
+        canary_interval: args.canary.interval(),
     });
     let mut pipeline = LocalPipeline::start(options).await?;
     let mut members = Members {

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use orders_core::config::{DataDirLock, UpInfo};
-use orders_daemons::cli::{parse_rate, MAX_PAYMENT_DELAY_MS};
+use orders_daemons::cli::{parse_rate, CanaryIntervalArgs, CanarySlaArgs, MAX_PAYMENT_DELAY_MS};
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, RoleFailed};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use orders_daemons::signals::cancel_on_signals_then_hurry;
@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// these tokens, and the console sends the first.
     #[command(flatten)]
     pub tokens: orders_api::auth::TokensArgs,
+    #[command(flatten)]
+    pub canary: CanaryIntervalArgs,
+    #[command(flatten)]
+    pub canary_sla: CanarySlaArgs,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         seed: args
             .seed
             .unwrap_or_else(|| orders_core::domain::Timestamp::now().micros() as u64),
+        canary_interval: args.canary.interval(),
     });
     options.payment.delay = Duration::from_millis(args.payment_delay_ms);
     options.drain_grace = Duration::from_secs(args.drain_seconds);
@@ -107,7 +112,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state = orders_api::AppState::new(pipeline.store.clone())
         .with_kafka(pipeline.kafka(), "orders")
         .with_progress(pipeline.progress.clone())
-        .with_access(access);
+        .with_access(access)
+        .with_canary_sla(args.canary_sla.sla());
     let console_kafka = pipeline.kafka();
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(orders_api::serve(listener, state, api_stop.clone()));

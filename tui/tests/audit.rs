@@ -76,6 +76,7 @@ async fn start(
             pace: Pace::Rate(rate),
             max_orders: Some(orders),
             seed: SEED,
+            canary_interval: None,
         });
     }
     (dir, LocalPipeline::start(options).await.unwrap())

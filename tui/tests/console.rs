@@ -11,8 +11,8 @@ use orders_core::Timestamp;
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use ordersctl::console::api::{
-    Alert, ApiClient, DeadLetter, FraudDecision, GroupLag, LagStatus, OrderDetail, OrdersPage,
-    Totals,
+    Alert, ApiClient, CanaryStatus, DeadLetter, FraudDecision, GroupLag, LagStatus, OrderDetail,
+    OrdersPage, Totals,
 };
 use ordersctl::console::draw;
 use ordersctl::console::fetch::Update;
@@ -188,6 +188,58 @@ fn main_screen_160x48() {
     let s = screen(&app);
     assert!(s.contains("payments-group"), "{s}");
     insta::assert_snapshot!(s);
+}
+
+/// `/api/canary` as the API answers it: the last canary in `state`, with its legs.
+fn canary_status(state: &str, paid_seconds: Option<f64>) -> CanaryStatus {
+    serde_json::from_value(json!({
+        "sla_seconds": 30.0, "window": 100, "polled_at": "2024-01-15T10:31:00Z",
+        "last": {"order_id": 1061, "state": state, "created_at": "2024-01-15T10:30:00Z",
+                 "decided_at": "2024-01-15T10:30:00.012Z", "flagged": false,
+                 "paid_at": null, "stored_at": "2024-01-15T10:30:00.031Z",
+                 "decision_seconds": 0.012, "paid_seconds": paid_seconds, "stored_seconds": 0.031},
+        "pending": 1, "lost_in_window": if state == "lost" { 1 } else { 0 },
+        "lost_total": if state == "lost" { 1 } else { 0 }, "samples": 40,
+        "percentiles": {"decision": {"p50": 0.011, "p99": 0.02},
+                        "paid": {"p50": 0.118, "p99": 0.241},
+                        "stored": {"p50": 0.03, "p99": 0.06}},
+        "canaries": []
+    }))
+    .unwrap()
+}
+
+#[test]
+fn canary_journey_in_the_status_line_160x48() {
+    let mut app = loaded_app(160, 48);
+    app.apply(Update::Canary(Some(canary_status("complete", Some(0.123)))));
+    let s = screen(&app);
+    assert!(s.contains(" connected "), "{s}");
+    assert!(s.contains("canary 0.12s p50 0.12s p99 0.24s"), "{s}");
+    insta::assert_snapshot!(s);
+}
+
+#[test]
+fn a_lost_canary_turns_the_status_red_160x48() {
+    let mut app = loaded_app(160, 48);
+    app.apply(Update::Canary(Some(canary_status("lost", None))));
+    let s = screen(&app);
+    assert!(s.contains(" CANARY LOST "), "{s}");
+    assert!(s.contains("canary #1061 lost"), "{s}");
+    insta::assert_snapshot!(s);
+    app.theme = Theme { color: true };
+    let terminal = render(&app);
+    let buffer = terminal.backend().buffer();
+    let rows = rows_of(buffer);
+    assert_eq!(buffer[find(&rows, "CANARY LOST")].fg, Color::LightRed);
+    assert_eq!(buffer[find(&rows, "#1061 lost")].fg, Color::LightRed);
+    // Back to green once a canary completes again.
+    app.apply(Update::Canary(Some(canary_status("complete", Some(0.2)))));
+    let terminal = render(&app);
+    let buffer = terminal.backend().buffer();
+    assert_eq!(
+        buffer[find(&rows_of(buffer), "connected ")].fg,
+        Color::Green
+    );
 }
 
 #[test]
@@ -458,9 +510,9 @@ async fn a_refused_token_is_reported_once_and_not_retried() {
         .text()
         .await
         .unwrap();
-    // One round (totals, orders, alerts, lag) and the two refused calls above.
+    // One round (totals, orders, alerts, lag, canary) and the two refused calls above.
     assert!(
-        metrics.contains("orders_api_auth_failures_total{reason=\"bad_token\"} 5"),
+        metrics.contains("orders_api_auth_failures_total{reason=\"bad_token\"} 6"),
         "{metrics}"
     );
     stop.cancel();
@@ -609,6 +661,7 @@ impl RealApi {
             pace: Pace::Rate(0.0),
             max_orders: Some(orders),
             seed: 42,
+            canary_interval: None,
         });
         options.payment.delay = Duration::from_millis(5);
         let pipeline = LocalPipeline::start(options).await.unwrap();
@@ -1217,7 +1270,9 @@ fn up_opens_the_console_and_quitting_it_stops_everything() {
         true,
     );
     let screen = tmux.wait_for("the console with every order", |_, s| {
-        s.contains(&format!("Orders    {N}")) && table_ids(s).first().map(|(id, _)| *id) == Some(N)
+        // Canary orders take ids from the same sequence, so the newest id may be above N.
+        s.contains(&format!("Orders    {N}"))
+            && table_ids(s).first().is_some_and(|(id, _)| *id >= N)
     });
     assert!(tmux.alternate_screen_on(), "{screen}");
     assert!(screen.contains(" connected "), "{screen}");

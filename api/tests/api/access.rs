@@ -674,6 +674,19 @@ impl OrderStore for HeldStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn record_canary_stages(
+        &self,
+        stages: Arc<Vec<orders_core::canary::CanaryStage>>,
+    ) -> Result<(), StoreError> {
+        self.inner.record_canary_stages(stages).await
+    }
+    async fn canaries_before(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<orders_core::canary::CanaryJourney>, StoreError> {
+        self.inner.canaries_before(before, limit).await
+    }
 }
 
 #[tokio::test]

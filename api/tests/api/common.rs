@@ -105,6 +105,19 @@ impl OrderStore for DownStore {
     async fn ping(&self) -> Result<(), StoreError> {
         down()
     }
+    async fn record_canary_stages(
+        &self,
+        _: Arc<Vec<orders_core::canary::CanaryStage>>,
+    ) -> Result<(), StoreError> {
+        down()
+    }
+    async fn canaries_before(
+        &self,
+        _: Option<u64>,
+        _: usize,
+    ) -> Result<Vec<orders_core::canary::CanaryJourney>, StoreError> {
+        down()
+    }
 }
 
 /// An answer read whole.

@@ -16,6 +16,7 @@ fn producer(n: u64) -> ProducerConfig {
         pace: Pace::Rate(0.0),
         max_orders: Some(n),
         seed: 42,
+        canary_interval: None,
     }
 }
 

@@ -13,9 +13,9 @@ mod report;
 mod topics;
 
 pub use report::{
-    AuditReport, DeadLetterTopic, DeadLetters, Discrepancies, Finding, FraudSummary, InFlight,
-    OrdersSummary, PartitionSnapshot, PaymentsSummary, SnapshotReport, TotalsCheck, TotalsMismatch,
-    Undecodable,
+    AuditReport, CanarySummary, DeadLetterTopic, DeadLetters, Discrepancies, Finding, FraudSummary,
+    InFlight, OrdersSummary, PartitionSnapshot, PaymentsSummary, SnapshotReport, TotalsCheck,
+    TotalsMismatch, Undecodable,
 };
 
 use crate::domain::{Order, Timestamp};
@@ -159,6 +159,7 @@ pub async fn audit(
     let mut ledger = reconcile::Ledger::new(rules, &read, options.max_ids);
     ledger.run(store, &read, options.page_size).await?;
     let totals_at_end = store.totals().await?;
+    let canaries = canary_summary(store, &read, options).await?;
 
     let wanted: HashSet<u64> = ledger
         .unknown_alert_orders
@@ -202,8 +203,58 @@ pub async fn audit(
             mismatches,
         },
         dead_letters: read.dead_letters.clone(),
+        canaries,
         snapshot: snapshot_report(&read.snapshot),
     })
+}
+
+/// The canaries on the orders topic against the store's journeys: each one analytics has
+/// committed past must have its stored stage recorded.
+async fn canary_summary(
+    store: &dyn OrderStore,
+    read: &topics::KafkaRead,
+    options: &AuditOptions,
+) -> Result<CanarySummary, AuditError> {
+    let mut summary = CanarySummary {
+        fraud_verdicts_on_topic: read.alerts.canary_records,
+        payments_on_topic: read.payments.canary_records,
+        ..CanarySummary::default()
+    };
+    let on_topic: BTreeMap<u64, &topics::TopicRecord> = read
+        .orders
+        .canaries
+        .iter()
+        .map(|c| (c.order_id, c))
+        .collect();
+    summary.on_topic = on_topic.len() as u64;
+    if on_topic.is_empty() {
+        return Ok(summary);
+    }
+    let mut recorded = HashSet::new();
+    let mut before = None;
+    loop {
+        let page = store.canaries_before(before, options.page_size).await?;
+        before = page.last().map(|j| j.order_id);
+        let done = page.len() < options.page_size;
+        recorded.extend(
+            page.into_iter()
+                .filter(|j| j.stored_at.is_some())
+                .map(|j| j.order_id),
+        );
+        if done || before.is_none() {
+            break;
+        }
+    }
+    for (id, c) in on_topic {
+        if recorded.contains(&id) {
+            summary.journeys += 1;
+        } else if c.offset >= read.snapshot.analytics_orders.at(c.partition) {
+            summary.not_yet_recorded += 1;
+        } else {
+            summary.journeys_missing.add(id, options.max_ids);
+        }
+    }
+    Ok(summary)
 }
 
 fn snapshot_report(snapshot: &topics::Snapshot) -> SnapshotReport {

@@ -24,7 +24,27 @@ pub struct AuditReport {
     pub payments: PaymentsSummary,
     pub totals: TotalsCheck,
     pub dead_letters: DeadLetters,
+    /// Canary orders: not orders of the business, so not among the figures above nor a
+    /// discrepancy; a missing journey is reported here.
+    pub canaries: CanarySummary,
     pub snapshot: SnapshotReport,
+}
+
+/// The canary orders on the topic against the journeys the store recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CanarySummary {
+    /// Canary orders on the orders topic (up to the snapshot).
+    pub on_topic: u64,
+    /// Fraud verdicts and payments about canaries on their topics.
+    pub fraud_verdicts_on_topic: u64,
+    pub payments_on_topic: u64,
+    /// Canaries with a journey in the store.
+    pub journeys: u64,
+    /// Canaries analytics-group has not committed past yet.
+    pub not_yet_recorded: u64,
+    /// Canaries analytics-group has committed past with no journey (or no stored stage)
+    /// in the store: a canary lost on the way to the store, not an order lost.
+    pub journeys_missing: Finding,
 }
 
 impl AuditReport {
@@ -75,6 +95,14 @@ impl AuditReport {
             "             stored after the snapshot: {} orders, {} alerts, {} payments",
             i.orders_after_snapshot, i.alerts_after_snapshot, i.payments_after_snapshot
         );
+        let c = &self.canaries;
+        if c.on_topic > 0 {
+            let _ = writeln!(
+                s,
+                "  canaries:  {} on the topic, {} journeys recorded, {} not yet, {} missing (not counted as orders)",
+                c.on_topic, c.journeys, c.not_yet_recorded, c.journeys_missing.count
+            );
+        }
         if self.totals.changed_during_audit {
             let _ = writeln!(s, "  totals changed during the audit: checked as bounds");
         }

@@ -5,6 +5,7 @@
 
 use super::report::{DeadLetterTopic, DeadLetters, Undecodable};
 use super::{fingerprint, AuditError};
+use crate::canary::{self, CanaryMark};
 use crate::dead_letters::{DeadLetter, DeadLetterError, DeadLetterReader};
 use crate::domain::{FraudAlert, Order, Payment, Timestamp};
 use crate::fraud::FraudRules;
@@ -229,6 +230,8 @@ pub(super) struct OrdersPartition {
 pub(super) struct OrdersTopic {
     /// Sorted by order id, highest first.
     pub entries: Vec<TopicOrder>,
+    /// The canary orders (never stored as orders), apart from the entries and the records.
+    pub canaries: Vec<TopicRecord>,
     pub records: u64,
     pub undecodable: Undecodable,
     pub partitions: BTreeMap<i32, OrdersPartition>,
@@ -240,6 +243,8 @@ pub(super) struct RecordsTopic {
     /// Sorted by order id, highest first.
     pub entries: Vec<TopicRecord>,
     pub records: u64,
+    /// Records about canaries (marked `"canary": true`), apart from the entries and records.
+    pub canary_records: u64,
     pub undecodable: Undecodable,
 }
 
@@ -374,14 +379,23 @@ fn read_orders(
         ..OrdersTopic::default()
     };
     reader.read(topic, &ranges, timeout, |m| {
-        read.records += 1;
         if let Some(p) = read.partitions.get_mut(&m.partition()) {
             if m.offset() < p.low {
                 p.low = m.offset();
                 p.first_timestamp_ms = m.timestamp().to_millis();
             }
         }
-        match Order::decode(m.payload()) {
+        let decoded = Order::decode(m.payload());
+        if let Some(order) = decoded.as_ref().ok().filter(|o| canary::is_canary(o)) {
+            read.canaries.push(TopicRecord {
+                order_id: order.order_id,
+                offset: m.offset(),
+                partition: m.partition(),
+            });
+            return;
+        }
+        read.records += 1;
+        match decoded {
             Ok(order) => read.entries.push(TopicOrder {
                 order_id: order.order_id,
                 fingerprint: fingerprint(&order),
@@ -412,6 +426,10 @@ fn read_records(
         ..RecordsTopic::default()
     };
     reader.read(topic, &snapshot.ranges(topic), timeout, |m| {
+        if CanaryMark::of(m.payload()).is_some() {
+            read.canary_records += 1;
+            return;
+        }
         read.records += 1;
         match decode(m.payload()) {
             Ok(order_id) => read.entries.push(TopicRecord {

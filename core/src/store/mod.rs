@@ -6,6 +6,7 @@
 pub mod couchbase;
 pub mod sqlite;
 
+use crate::canary::{CanaryJourney, CanaryStage};
 use crate::domain::{Country, FraudAlert, Order, OrderStatus, Payment, PaymentStatus, Timestamp};
 use crate::money::Cents;
 use async_trait::async_trait;
@@ -259,4 +260,15 @@ pub trait OrderStore: Send + Sync {
     ) -> Result<Vec<StoredPayment>, StoreError>;
     /// Answers when the store is reachable.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Records stages of canary journeys, apart from the orders, alerts and payments (a
+    /// canary never counts in them). The first time recorded for a stage is kept, so a
+    /// redelivery changes nothing.
+    async fn record_canary_stages(&self, stages: Arc<Vec<CanaryStage>>) -> Result<(), StoreError>;
+    /// One page of the canary journeys, like [`Self::orders_before`]: at most `limit` with
+    /// an id below `before_id` (every id when `None`), highest id first.
+    async fn canaries_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CanaryJourney>, StoreError>;
 }

@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS order_minutes (
 CREATE INDEX IF NOT EXISTS orders_by_arrival ON orders(processed_us);
 CREATE INDEX IF NOT EXISTS fraud_alerts_by_arrival ON fraud_alerts(stored_us);
 CREATE INDEX IF NOT EXISTS payments_by_arrival ON payments(stored_us);
+-- Canary journeys: one row per canary, each stage's time set once (first wins).
+CREATE TABLE IF NOT EXISTS canaries (
+    order_id   INTEGER PRIMARY KEY,
+    created_us INTEGER,
+    stored_us  INTEGER,
+    decided_us INTEGER,
+    flagged    INTEGER,
+    paid_us    INTEGER
+);
 PRAGMA user_version = 4;
 "#;
 
@@ -104,8 +113,9 @@ const READERS: usize = 4;
 const SCHEMA_VERSION: i64 = 4;
 
 /// Older schemas [`SCHEMA`] upgrades in place: version 2 lacks the arrival indexes, which
-/// its `CREATE INDEX IF NOT EXISTS` adds, and versions 2 and 3 the per-minute windows,
-/// created and filled from the stored orders in one transaction.
+/// its `CREATE INDEX IF NOT EXISTS` adds; versions 2 and 3 lack the canaries table, added
+/// the same way, and the per-minute windows, created and filled from the stored orders in
+/// one transaction.
 const UPGRADABLE_VERSIONS: [i64; 2] = [2, 3];
 
 /// How [`SqliteStore::set_write_limit`] limits writes.
@@ -909,6 +919,101 @@ impl OrderStore for SqliteStore {
         })
         .await
     }
+
+    async fn record_canary_stages(&self, stages: Arc<Vec<CanaryStage>>) -> Result<(), StoreError> {
+        if stages.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| record_canary_stages(conn, &stages))
+            .await
+    }
+
+    async fn canaries_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CanaryJourney>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT order_id, created_us, stored_us, decided_us, flagged, paid_us \
+                     FROM canaries WHERE order_id < ?1 ORDER BY order_id DESC LIMIT ?2",
+                )
+                .map_err(query_err)?;
+            let rows = stmt
+                .query_map(
+                    params![scan_bound(before_id), scan_limit(limit)],
+                    canary_row,
+                )
+                .map_err(query_err)?;
+            collect(rows)
+        })
+        .await
+    }
+}
+
+/// Each stage sets its columns only where they are still empty: the first time wins.
+fn record_canary_stages(conn: &mut Connection, stages: &[CanaryStage]) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(query_err)?;
+    {
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO canaries (order_id, created_us, stored_us, decided_us, flagged, \
+                 paid_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(order_id) DO UPDATE SET \
+                 created_us = COALESCE(created_us, excluded.created_us), \
+                 stored_us = COALESCE(stored_us, excluded.stored_us), \
+                 flagged = CASE WHEN decided_us IS NULL THEN excluded.flagged ELSE flagged END, \
+                 decided_us = COALESCE(decided_us, excluded.decided_us), \
+                 paid_us = COALESCE(paid_us, excluded.paid_us)",
+            )
+            .map_err(query_err)?;
+        for stage in stages {
+            let id = stage.order_id().min(i64::MAX as u64) as i64;
+            let none: Option<i64> = None;
+            let result = match *stage {
+                CanaryStage::Stored {
+                    created_at,
+                    stored_at,
+                    ..
+                } => upsert.execute(params![
+                    id,
+                    created_at.micros(),
+                    stored_at.micros(),
+                    none,
+                    none,
+                    none
+                ]),
+                CanaryStage::Decided { at, flagged, .. } => {
+                    upsert.execute(params![id, none, none, at.micros(), flagged, none])
+                }
+                CanaryStage::Paid { at, .. } => {
+                    upsert.execute(params![id, none, none, none, none, at.micros()])
+                }
+            };
+            result.map_err(query_err)?;
+        }
+    }
+    tx.commit().map_err(query_err)
+}
+
+fn canary_row(row: &Row<'_>) -> rusqlite::Result<Result<CanaryJourney, StoreError>> {
+    let at = |i: usize| -> rusqlite::Result<Result<Option<Timestamp>, StoreError>> {
+        Ok(row.get::<_, Option<i64>>(i)?.map(ts_from_us).transpose())
+    };
+    let (created, stored, decided, paid) = (at(1)?, at(2)?, at(3)?, at(5)?);
+    let order_id = row.get::<_, i64>(0)? as u64;
+    let flagged: Option<bool> = row.get(4)?;
+    let build = || -> Result<CanaryJourney, StoreError> {
+        Ok(CanaryJourney {
+            order_id,
+            created_at: created?,
+            decided_at: decided?,
+            flagged,
+            paid_at: paid?,
+            stored_at: stored?,
+        })
+    };
+    Ok(build())
 }
 
 #[cfg(test)]

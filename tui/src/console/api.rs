@@ -217,6 +217,74 @@ struct DeadLetters {
     dead_letters: Vec<DeadLetter>,
 }
 
+/// One canary's journey (`GET /api/canary`), as much as the status line shows.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CanaryJourney {
+    pub order_id: u64,
+    /// `complete`, `pending` or `lost`.
+    pub state: Option<String>,
+    pub decision_seconds: Option<f64>,
+    pub paid_seconds: Option<f64>,
+    pub stored_seconds: Option<f64>,
+}
+
+impl CanaryJourney {
+    /// The slowest leg: the whole journey, once complete.
+    pub fn seconds(&self) -> Option<f64> {
+        [
+            self.decision_seconds,
+            self.paid_seconds,
+            self.stored_seconds,
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::max)
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.state.as_deref() == Some("lost")
+    }
+}
+
+/// The median and 99th percentile of one leg.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct LegPercentiles {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CanaryPercentiles {
+    pub decision: LegPercentiles,
+    pub paid: LegPercentiles,
+    pub stored: LegPercentiles,
+}
+
+impl CanaryPercentiles {
+    /// The slowest leg's percentile `pick`.
+    pub fn slowest(&self, pick: fn(&LegPercentiles) -> Option<f64>) -> Option<f64> {
+        [&self.decision, &self.paid, &self.stored]
+            .into_iter()
+            .filter_map(pick)
+            .reduce(f64::max)
+    }
+}
+
+/// `GET /api/canary`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CanaryStatus {
+    pub last: Option<CanaryJourney>,
+    pub pending: u64,
+    pub lost_in_window: u64,
+    pub samples: u64,
+    pub window: u64,
+    pub percentiles: CanaryPercentiles,
+}
+
 /// How a consumer group is doing, as the API judges it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LagStatus {
@@ -561,6 +629,11 @@ impl ApiClient {
         self.get_found::<DeadLetters>(&format!("/api/dlq?limit={limit}"))
             .await
             .map(|d| d.dead_letters)
+    }
+
+    /// The canaries' journeys; `None` from an API without them.
+    pub async fn canary(&self) -> Result<Option<CanaryStatus>, ApiError> {
+        self.get("/api/canary").await
     }
 
     pub async fn lag(&self) -> Result<Vec<GroupLag>, ApiError> {

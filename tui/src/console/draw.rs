@@ -4,7 +4,8 @@
 //! held.
 
 use super::api::{
-    DeadLetter, FraudDecision, GroupLag, LagStatus, OrderDetail, OrderDocument, Totals,
+    CanaryStatus, DeadLetter, FraudDecision, GroupLag, LagStatus, OrderDetail, OrderDocument,
+    Totals,
 };
 use super::keys::{FILTER_HELP, HELP};
 use super::layout::{self, Areas};
@@ -712,8 +713,15 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         f.render_widget(Paragraph::new(Line::from(spans)), area);
         return;
     }
+    let canary_lost = app
+        .canary
+        .as_ref()
+        .and_then(|c| c.last.as_ref())
+        .is_some_and(|l| l.is_lost());
     let (word, style) = match app.connection {
         Connection::Connecting => ("connecting", theme.warn()),
+        // A lost canary: something in the pipeline does not answer in time.
+        Connection::Connected if canary_lost => ("CANARY LOST", theme.bad()),
         Connection::Connected => ("connected", theme.good()),
         Connection::Disconnected { .. } => ("DISCONNECTED", theme.bad()),
         Connection::Unauthorised(_) => ("NOT AUTHORISED", theme.bad()),
@@ -740,6 +748,9 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
     if app.paused {
         left.push(Span::raw(" · "));
         left.push(Span::styled("PAUSED", theme.warn()));
+    }
+    if let Some(canary) = &app.canary {
+        left.extend(canary_spans(theme, canary));
     }
     let left = Line::from(left);
     let used = left.width();
@@ -785,6 +796,33 @@ fn draw_status(f: &mut Frame, app: &App, area: Rect) {
         Layout::horizontal([Constraint::Fill(1), Constraint::Length(width as u16 + 1)]).areas(area);
     f.render_widget(Paragraph::new(left), l);
     f.render_widget(Paragraph::new(Line::from(right)), r);
+}
+
+/// ` · canary 0.42s p50 0.40s p99 0.95s`: the last canary's journey (its slowest leg) and
+/// the percentiles of the slowest leg over the API's window; `lost` in red.
+fn canary_spans(theme: Theme, canary: &CanaryStatus) -> Vec<Span<'static>> {
+    let secs = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}s"));
+    let mut spans = vec![Span::raw(" · canary ")];
+    match &canary.last {
+        None => spans.push(Span::styled("none yet", theme.dim())),
+        Some(last) if last.is_lost() => spans.push(Span::styled(
+            format!("#{} lost", last.order_id),
+            theme.bad(),
+        )),
+        Some(last) => spans.push(Span::raw(secs(last.seconds()))),
+    }
+    let p = &canary.percentiles;
+    if canary.samples > 0 {
+        spans.push(Span::styled(
+            format!(
+                " p50 {} p99 {}",
+                secs(p.slowest(|l| l.p50)),
+                secs(p.slowest(|l| l.p99))
+            ),
+            theme.dim(),
+        ));
+    }
+    spans
 }
 
 fn draw_help(f: &mut Frame, theme: Theme, area: Rect) {

@@ -6,8 +6,8 @@
 //! become right by asking again.
 
 use super::api::{
-    Alert, ApiClient, ApiError, Arrival, DeadLetter, GroupLag, MinuteWindow, OrderDetail,
-    OrderDocument, Totals,
+    Alert, ApiClient, ApiError, Arrival, CanaryStatus, DeadLetter, GroupLag, MinuteWindow,
+    OrderDetail, OrderDocument, Totals,
 };
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -21,6 +21,7 @@ pub enum Panel {
     Alerts,
     Lag,
     DeadLetters,
+    Canary,
 }
 
 /// News from the fetch task.
@@ -42,6 +43,8 @@ pub enum Update {
     Orders(Vec<OrderDocument>),
     Alerts(Vec<Alert>),
     Lag(Vec<GroupLag>),
+    /// `None`: the API has no canary endpoint.
+    Canary(Option<CanaryStatus>),
     Detail(u64, Result<Option<Box<OrderDetail>>, String>),
     /// Dead letters not yet handled, the oldest first.
     DeadLetters(Vec<DeadLetter>),
@@ -166,11 +169,12 @@ pub async fn poll(
                 }
             };
         if !paused {
-            let (totals, orders, alerts, lag) = tokio::join!(
+            let (totals, orders, alerts, lag, canary) = tokio::join!(
                 client.totals(),
                 orders_since(&client, &settings, newest_seen),
                 client.alerts(settings.alerts),
                 client.lag(),
+                client.canary(),
             );
             let at = Instant::now();
             if let Ok(docs) = &orders {
@@ -193,6 +197,10 @@ pub async fn poll(
                 &mut news,
             );
             note(lag.map(Update::Lag).map_err(|e| (Panel::Lag, e)), &mut news);
+            note(
+                canary.map(Update::Canary).map_err(|e| (Panel::Canary, e)),
+                &mut news,
+            );
             if dead_letters {
                 note(
                     client

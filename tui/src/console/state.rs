@@ -4,7 +4,8 @@
 //! [`App::resize`] and the key handling in `keys`; read by `draw`.
 
 use super::api::{
-    Alert, Arrival, DeadLetter, GroupLag, MinuteWindow, OrderDetail, OrderDocument, Totals,
+    Alert, Arrival, CanaryStatus, DeadLetter, GroupLag, MinuteWindow, OrderDetail, OrderDocument,
+    Totals,
 };
 use super::fetch::{Control, Panel, Update};
 use super::filter::{Filter, FilterError};
@@ -333,6 +334,7 @@ pub struct PanelErrors {
     pub alerts: Option<String>,
     pub lag: Option<String>,
     pub dead_letters: Option<String>,
+    pub canary: Option<String>,
 }
 
 impl PanelErrors {
@@ -343,6 +345,7 @@ impl PanelErrors {
             Panel::Alerts => &mut self.alerts,
             Panel::Lag => &mut self.lag,
             Panel::DeadLetters => &mut self.dead_letters,
+            Panel::Canary => &mut self.canary,
         }
     }
 }
@@ -362,6 +365,8 @@ pub struct App {
     /// Orders per minute from the store, oldest first (empty until the API answers).
     pub windows: Vec<MinuteWindow>,
     pub lag: Vec<GroupLag>,
+    /// The canaries' journeys (`None` before the first answer, or from an API without them).
+    pub canary: Option<CanaryStatus>,
     pub orders: OrderBook,
     pub alerts: Vec<Alert>,
     /// Dead letters not yet handled, the oldest first; fetched while their pane is focused.
@@ -404,6 +409,7 @@ impl App {
             rate: RateHistory::default(),
             windows: Vec::new(),
             lag: Vec::new(),
+            canary: None,
             orders: OrderBook::new(max_orders),
             alerts: Vec::new(),
             dead_letters: None,
@@ -650,6 +656,10 @@ impl App {
                     Err(text) => self.notify(text, false),
                 }
                 self.refreshes = self.refreshes.wrapping_add(1);
+            }
+            Update::Canary(canary) => {
+                self.errors.canary = None;
+                self.canary = canary;
             }
             Update::Detail(id, result) => {
                 if let Ok(Some(detail)) = &result {

@@ -84,6 +84,20 @@ pub const INDEXES: &[IndexDefinition] = &[
         kind: "payment",
         keys: &["ns", "stored_us DESC", "order_id DESC"],
     },
+    // Canary journeys: every stage document of a canary, grouped by id, highest first
+    // (covering: the stages' times are read from the index).
+    IndexDefinition {
+        name: "idx_canary_stages",
+        kind: "canary_stage",
+        keys: &[
+            "ns",
+            "order_id DESC",
+            "stage",
+            "at_us",
+            "created_us",
+            "flagged",
+        ],
+    },
 ];
 
 /// Indexes earlier versions created that no statement uses any more (the aggregates

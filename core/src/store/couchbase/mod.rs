@@ -1407,6 +1407,143 @@ impl OrderStore for CouchbaseStore {
         .map_err(|e| self.sdk_error(&e))?;
         ping_verdict(&endpoints(&report))
     }
+
+    async fn record_canary_stages(&self, stages: Arc<Vec<CanaryStage>>) -> Result<(), StoreError> {
+        self.insert_canary_stages(&stages).await
+    }
+
+    async fn canaries_before(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CanaryJourney>, StoreError> {
+        self.canary_journeys(before_id, limit).await
+    }
+}
+
+// Canary journeys. Each stage of a canary is its own document, `canary::<id>::<stage>`,
+// inserted like the other documents (with the same durability): the first write of a
+// stage wins and a redelivery finds it there, with no read-modify-write between the
+// three topics' records. A journey is the stages of one id, grouped by one query over
+// `idx_canary_stages`.
+
+/// The journeys of the canaries below `$before_id`, highest id first.
+pub fn canary_journeys_statement(bucket: &str) -> String {
+    format!(
+        "SELECT c.order_id, MIN(c.created_us) AS created_us, \
+         MIN(CASE WHEN c.stage = \"stored\" THEN c.at_us END) AS stored_us, \
+         MIN(CASE WHEN c.stage = \"decided\" THEN c.at_us END) AS decided_us, \
+         MIN(CASE WHEN c.stage = \"decided\" THEN c.flagged END) AS flagged, \
+         MIN(CASE WHEN c.stage = \"paid\" THEN c.at_us END) AS paid_us \
+         FROM {} AS c WHERE c.type = \"canary_stage\" AND c.ns = $ns \
+         AND c.order_id < $before_id GROUP BY c.order_id ORDER BY c.order_id DESC LIMIT $limit",
+        keyspace(bucket)
+    )
+}
+
+/// The key and document of one canary stage.
+fn canary_stage_document(ns: &str, stage: &CanaryStage) -> (String, Value) {
+    let id = stage.order_id();
+    let (name, at, created, flagged) = match *stage {
+        CanaryStage::Stored {
+            created_at,
+            stored_at,
+            ..
+        } => ("stored", stored_at, Some(created_at.micros()), None),
+        CanaryStage::Decided { at, flagged, .. } => ("decided", at, None, Some(flagged)),
+        CanaryStage::Paid { at, .. } => ("paid", at, None, None),
+    };
+    let mut doc = json!({
+        "type": "canary_stage",
+        "ns": ns,
+        "order_id": id,
+        "stage": name,
+        "at": at,
+        "at_us": at.micros(),
+    });
+    if let Some(map) = doc.as_object_mut() {
+        if let Some(created) = created {
+            map.insert("created_us".into(), json!(created));
+        }
+        if let Some(flagged) = flagged {
+            map.insert("flagged".into(), json!(flagged));
+        }
+    }
+    (format!("{ns}canary::{id}::{name}"), doc)
+}
+
+/// One row of [`canary_journeys_statement`].
+#[derive(Debug, Deserialize)]
+struct CanaryRow {
+    order_id: u64,
+    #[serde(default)]
+    created_us: Option<Value>,
+    #[serde(default)]
+    stored_us: Option<Value>,
+    #[serde(default)]
+    decided_us: Option<Value>,
+    #[serde(default)]
+    flagged: Option<bool>,
+    #[serde(default)]
+    paid_us: Option<Value>,
+}
+
+impl CanaryRow {
+    fn journey(self) -> Result<CanaryJourney, StoreError> {
+        let at = |v: Option<Value>| -> Result<Option<Timestamp>, StoreError> {
+            match v {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => {
+                    let us = whole(Some(&v))?;
+                    Timestamp::from_micros(us)
+                        .map(Some)
+                        .ok_or_else(|| StoreError::Corrupt(format!("canary time {us}")))
+                }
+            }
+        };
+        Ok(CanaryJourney {
+            order_id: self.order_id,
+            created_at: at(self.created_us)?,
+            decided_at: at(self.decided_us)?,
+            flagged: self.flagged,
+            paid_at: at(self.paid_us)?,
+            stored_at: at(self.stored_us)?,
+        })
+    }
+}
+
+impl CouchbaseStore {
+    async fn insert_canary_stages(&self, stages: &[CanaryStage]) -> Result<(), StoreError> {
+        if stages.is_empty() {
+            return Ok(());
+        }
+        let conn = self.connected()?;
+        let map_error = |e: &CbError| self.sdk_error(e);
+        let docs = self.documents(&conn, &map_error);
+        // A stage already stored (a redelivery) keeps its first time: insert, never replace.
+        let stages: Vec<(String, Value)> = stages
+            .iter()
+            .map(|s| canary_stage_document(self.ns(), s))
+            .collect();
+        use documents::Documents;
+        futures::future::try_join_all(stages.iter().map(|(key, doc)| docs.insert(key, doc)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn canary_journeys(
+        &self,
+        before_id: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CanaryJourney>, StoreError> {
+        let rows: Vec<CanaryRow> = self
+            .query(
+                canary_journeys_statement(&self.inner.config.bucket),
+                scan_params(self.ns(), before_id, limit),
+            )
+            .await?;
+        rows.into_iter().map(CanaryRow::journey).collect()
+    }
 }
 
 #[cfg(test)]
@@ -2013,5 +2150,54 @@ mod tests {
         let e = store.ping().await.unwrap_err();
         assert!(e.to_string().contains("not connected"), "{e}");
         assert!(e.to_string().contains(&port.to_string()), "{e}");
+    }
+
+    #[test]
+    fn canary_stages_are_documents_of_their_own_grouped_by_one_indexed_query() {
+        let t = Timestamp::from_micros(1_700_000_000_000_000).unwrap();
+        let (key, doc) = canary_stage_document(
+            "run1:",
+            &CanaryStage::Decided {
+                order_id: 42,
+                at: t,
+                flagged: true,
+            },
+        );
+        assert_eq!(key, "run1:canary::42::decided");
+        assert_eq!(doc["type"], "canary_stage");
+        assert_eq!(doc["at_us"], json!(1_700_000_000_000_000_i64));
+        assert_eq!(doc["flagged"], json!(true));
+        let (key, doc) = canary_stage_document(
+            "",
+            &CanaryStage::Stored {
+                order_id: 7,
+                created_at: t,
+                stored_at: t,
+            },
+        );
+        assert_eq!(key, "canary::7::stored");
+        assert_eq!(doc["created_us"], json!(1_700_000_000_000_000_i64));
+        let index = indexes::definition("idx_canary_stages").unwrap();
+        assert_eq!(index.keys[..3], ["ns", "order_id DESC", "stage"]);
+        assert_eq!(index.kind, "canary_stage");
+        let statement = canary_journeys_statement("order_analytics");
+        assert!(statement.contains("c.type = \"canary_stage\" AND c.ns = $ns"));
+        assert!(statement.contains("ORDER BY c.order_id DESC LIMIT $limit"));
+        // Aggregates may come back as floats; a missing stage is null.
+        let row: CanaryRow = serde_json::from_value(json!({
+            "order_id": 7, "created_us": 1.7e15, "stored_us": 1_700_000_000_500_000_i64,
+            "decided_us": null, "flagged": null
+        }))
+        .unwrap();
+        let journey = row.journey().unwrap();
+        assert_eq!(
+            journey.created_at,
+            Timestamp::from_micros(1_700_000_000_000_000)
+        );
+        assert_eq!(
+            journey.stored_at,
+            Timestamp::from_micros(1_700_000_000_500_000)
+        );
+        assert_eq!((journey.decided_at, journey.paid_at), (None, None));
     }
 }
