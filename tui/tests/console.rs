@@ -1181,7 +1181,13 @@ fn smoke_in_tmux_against_the_real_api() {
     tmux.type_text(&country, false);
     tmux.key("Enter");
     let title = format!("{} of {N} match “{country}”", same_country.len());
-    let screen = tmux.wait_for("the filter to apply", |_, s| s.contains(&title));
+    // The whole table, not only its title: a capture can land mid-frame.
+    let screen = tmux.wait_for("the filter to apply", |_, s| {
+        s.contains(&title)
+            && table_ids(s)
+                .iter()
+                .all(|(_, r)| r.contains(&format!(" {country} ")))
+    });
     let rows = table_ids(&screen);
     assert!(!rows.is_empty(), "{screen}");
     assert!(
