@@ -708,6 +708,12 @@ async fn couchbase_passes_the_contract() {
         .as_nanos();
     config.key_prefix = format!("contract-{}-{nanos}:", std::process::id());
     eprintln!("couchbase contract: key prefix {}", config.key_prefix);
+    // The store only checks its indexes; the test user creates them, as `store init` does
+    // (it needs Query Manage Index on the bucket).
+    let init = orders_core::store::couchbase::init_indexes(&config, Duration::from_secs(900))
+        .await
+        .unwrap();
+    eprintln!("couchbase contract: indexes online ({init:?})");
     let store = CouchbaseStore::connect(config).unwrap();
     store.wait_ready(Duration::from_secs(180)).await.unwrap();
     contract(&store).await;

@@ -5,8 +5,9 @@
 # queries with. Idempotent: every step first looks whether it is done already, so running
 # it again (each `docker compose up`) changes nothing.
 #
-# The store also creates these indexes itself at start (IF NOT EXISTS); creating them here
-# means the first daemons find them built.
+# The daemons only check these indexes (they wait while one is not online); in production
+# `ordersctl store init` creates them. This image has no ordersctl, so the same
+# definitions are here (a test in the store's index module checks they match).
 #
 # Environment (defaults are for the local stack only; never use them elsewhere):
 #   CB_HOST              the Couchbase node (couchbase)
@@ -112,14 +113,21 @@ run_statement() {
 B="\`$BUCKET\`"
 statements=(
     "CREATE INDEX IF NOT EXISTS idx_orders_latest ON $B(ns, order_id DESC) WHERE type = \"order\""
-    "CREATE INDEX IF NOT EXISTS idx_orders_created ON $B(ns, created_us DESC) WHERE type = \"order\""
-    "CREATE INDEX IF NOT EXISTS idx_orders_by_country ON $B(ns, country, amount_cents) WHERE type = \"order\""
-    "CREATE INDEX IF NOT EXISTS idx_orders_by_status ON $B(ns, status, amount_cents) WHERE type = \"order\""
-    "CREATE INDEX IF NOT EXISTS idx_alerts_latest ON $B(ns, order_id DESC, amount_cents) WHERE type = \"alert\""
-    "CREATE INDEX IF NOT EXISTS idx_payments_latest ON $B(ns, order_id DESC, status) WHERE type = \"payment\""
+    "CREATE INDEX IF NOT EXISTS idx_orders_arrival ON $B(ns, processed_us DESC, order_id DESC) WHERE type = \"order\""
+    "CREATE INDEX IF NOT EXISTS idx_orders_country_arrival ON $B(ns, country, processed_us DESC, order_id DESC) WHERE type = \"order\""
+    "CREATE INDEX IF NOT EXISTS idx_orders_status_arrival ON $B(ns, status, processed_us DESC, order_id DESC) WHERE type = \"order\""
+    "CREATE INDEX IF NOT EXISTS idx_orders_fraud_arrival ON $B(ns, fraud, processed_us DESC, order_id DESC) WHERE type = \"order\""
+    "CREATE INDEX IF NOT EXISTS idx_orders_payment_arrival ON $B(ns, payment_status, processed_us DESC, order_id DESC) WHERE type = \"order\""
+    "CREATE INDEX IF NOT EXISTS idx_alerts_latest ON $B(ns, order_id DESC) WHERE type = \"alert\""
+    "CREATE INDEX IF NOT EXISTS idx_alerts_arrival ON $B(ns, stored_us DESC, order_id DESC) WHERE type = \"alert\""
+    "CREATE INDEX IF NOT EXISTS idx_payments_latest ON $B(ns, order_id DESC) WHERE type = \"payment\""
+    "CREATE INDEX IF NOT EXISTS idx_payments_arrival ON $B(ns, stored_us DESC, order_id DESC) WHERE type = \"payment\""
+    "DROP INDEX IF EXISTS idx_orders_created ON $B"
+    "DROP INDEX IF EXISTS idx_orders_by_country ON $B"
+    "DROP INDEX IF EXISTS idx_orders_by_status ON $B"
 )
 for statement in "${statements[@]}"; do
-    name=$(awk '{ print $6 }' <<<"$statement")
+    if [[ $statement == DROP* ]]; then name=$(awk '{ print $5 }' <<<"$statement"); else name=$(awk '{ print $6 }' <<<"$statement"); fi
     for attempt in $(seq 1 30); do
         if run_statement "$statement"; then
             log "index $name ready"

@@ -335,6 +335,36 @@ mod tests {
         }
     }
 
+    /// The compose stack's init script (its image has no `ordersctl`) creates exactly
+    /// these indexes and drops the obsolete ones.
+    #[test]
+    fn the_compose_init_script_creates_the_same_indexes() {
+        let script = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ops/compose/couchbase-init.sh"
+        ))
+        .unwrap();
+        for d in INDEXES {
+            let ddl = format!(
+                "CREATE INDEX IF NOT EXISTS {} ON $B({}) WHERE type = \\\"{}\\\"\"",
+                d.name,
+                d.keys.join(", "),
+                d.kind
+            );
+            assert!(script.contains(&ddl), "{ddl}");
+        }
+        assert_eq!(
+            script.matches("\"CREATE INDEX IF NOT EXISTS").count(),
+            INDEXES.len()
+        );
+        for name in OBSOLETE_INDEXES {
+            assert!(
+                script.contains(&format!("DROP INDEX IF EXISTS {name} ON $B")),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn indexes_not_online_are_named_with_their_state() {
         let states = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
