@@ -420,9 +420,7 @@ impl Prepared {
             RoleCommand::Analytics => Prepared::Analytics(AnalyticsConfig {
                 orders_topic: topic.clone(),
             }),
-            RoleCommand::Ingest(args) => {
-                Prepared::Ingest(Box::new(args.prepare(topic)?))
-            }
+            RoleCommand::Ingest(args) => Prepared::Ingest(Box::new(args.prepare(topic)?)),
             RoleCommand::Api(_) | RoleCommand::Healthcheck => return Ok(None),
         }))
     }

@@ -350,8 +350,9 @@ impl Session<'_> {
         }
         let published = client
             .query_opt(
-                "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 \
-                 AND format('%I.%I', schemaname, tablename)::regclass = $2::text::regclass",
+                "SELECT 1 FROM pg_publication_tables p JOIN pg_class c ON c.relname = p.tablename \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = p.schemaname \
+                 WHERE p.pubname = $1 AND c.oid = $2::text::regclass",
                 &[&c.publication, &c.table],
             )
             .await

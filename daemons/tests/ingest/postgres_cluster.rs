@@ -61,7 +61,10 @@ impl PgCluster {
     /// `shop` as the ingest role (REPLICATION, owner of the table).
     pub fn start() -> PgCluster {
         let bin = server_bin();
-        let dir = tempfile::Builder::new().prefix("orders-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("orders-pg-")
+            .tempdir()
+            .unwrap();
         if is_root() {
             std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
         }
@@ -110,10 +113,11 @@ impl PgCluster {
         cluster.start_server();
         cluster.psql(
             "postgres",
-            &format!(
-                "CREATE ROLE {INGEST_USER} LOGIN REPLICATION PASSWORD '{INGEST_PASSWORD}'; \
-                 CREATE DATABASE shop OWNER {INGEST_USER};"
-            ),
+            &format!("CREATE ROLE {INGEST_USER} LOGIN REPLICATION PASSWORD '{INGEST_PASSWORD}'"),
+        );
+        cluster.psql(
+            "postgres",
+            &format!("CREATE DATABASE shop OWNER {INGEST_USER}"),
         );
         let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/postgres/orders.sql");
         let out = Command::new(cluster.bin.join("psql"))
@@ -141,7 +145,10 @@ impl PgCluster {
             Command::new(&path)
         };
         // A directory nobody can read makes initdb's `cd` fail; the temp dir is fine.
-        cmd.current_dir(self.dir.path()).args(args).output().unwrap()
+        cmd.current_dir(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     fn run_checked(&self, program: &str, args: &[&str]) {
@@ -175,12 +182,18 @@ impl PgCluster {
     /// Stops the server (fast: sessions are cut, as in an outage or a failover).
     pub fn stop_server(&self) {
         let data = self.data();
-        self.run_checked("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        self.run_checked(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
     }
 
     /// `postgresql://user:password@127.0.0.1:port/db`.
     pub fn url_for(&self, user: &str, password: &str, db: &str) -> String {
-        format!("postgresql://{user}:{password}@127.0.0.1:{}/{db}", self.port)
+        format!(
+            "postgresql://{user}:{password}@127.0.0.1:{}/{db}",
+            self.port
+        )
     }
 
     /// The ingest's URL to database `shop`.
@@ -209,11 +222,6 @@ impl PgCluster {
         });
         client
     }
-
-    /// The server's own log, for failures.
-    pub fn server_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
-    }
 }
 
 impl Drop for PgCluster {
@@ -221,7 +229,14 @@ impl Drop for PgCluster {
         let data = self.data();
         let _ = self.run(
             "pg_ctl",
-            &["-D", data.to_str().unwrap_or_default(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         );
     }
 }
