@@ -232,7 +232,56 @@ pub(crate) fn render_histogram(out: &mut String, name: &str, labels: &str, h: &H
     );
 }
 
+/// The ingest role's metrics, when this process runs it.
+fn render_ingest(out: &mut String, p: &Progress) {
+    let i = &p.ingest;
+    if !i.active.load(Ordering::Relaxed) {
+        return;
+    }
+    let get = GroupCounters::get;
+    let _ = writeln!(
+        out,
+        "# HELP orders_ingest_rows_published_total Rows of the orders table published to the orders topic and acknowledged by Kafka.\n\
+         # TYPE orders_ingest_rows_published_total counter\n\
+         orders_ingest_rows_published_total {}\n\
+         # HELP orders_ingest_transactions_total Committed transactions published and confirmed on the replication slot.\n\
+         # TYPE orders_ingest_transactions_total counter\n\
+         orders_ingest_transactions_total {}",
+        get(&i.rows_published),
+        get(&i.transactions)
+    );
+    out.push_str(
+        "# HELP orders_ingest_dead_lettered_total Rows sent to the dead-letter topic, by reason.\n\
+         # TYPE orders_ingest_dead_lettered_total counter\n",
+    );
+    for (reason, n) in DecodeError::CODES.iter().zip(&i.dead_lettered_by_reason) {
+        let _ = writeln!(
+            out,
+            "orders_ingest_dead_lettered_total{{reason=\"{reason}\"}} {}",
+            get(n)
+        );
+    }
+    let (state, _) = i.postgres_state();
+    let _ = writeln!(
+        out,
+        "# HELP orders_ingest_postgres_up 1 while the database answers the ingest role.\n\
+         # TYPE orders_ingest_postgres_up gauge\n\
+         orders_ingest_postgres_up {}",
+        u8::from(state == "ok")
+    );
+    let lag = i.lag_bytes.load(Ordering::Relaxed);
+    if lag >= 0 {
+        let _ = writeln!(
+            out,
+            "# HELP orders_ingest_lag_bytes Bytes of the database's log not yet published (the slot's confirmed position to the current one).\n\
+             # TYPE orders_ingest_lag_bytes gauge\n\
+             orders_ingest_lag_bytes {lag}"
+        );
+    }
+}
+
 fn render_progress(out: &mut String, p: &Progress) {
+    render_ingest(out, p);
     let get = GroupCounters::get;
     let _ = writeln!(
         out,

@@ -123,10 +123,25 @@ async fn readyz(State(state): State<OpsState>) -> Response {
         }
     };
     let (store, kafka) = tokio::join!(store, kafka);
-    let ready = matches!(store, "ok" | "not_used") && kafka == "ok";
+    let mut ready = matches!(store, "ok" | "not_used") && kafka == "ok";
+    let mut checks = json!({"store": store, "kafka": kafka});
+    // The ingest role's database, as its loop last found it (it tries at least every 5 s).
+    if state
+        .progress
+        .ingest
+        .active
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let (postgres, why) = state.progress.ingest.postgres_state();
+        if let Some(why) = why {
+            tracing::warn!(error = %why, "readiness: postgres unavailable");
+        }
+        ready &= postgres == "ok";
+        checks["postgres"] = json!(postgres);
+    }
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": {"store": store, "kafka": kafka},
+        "checks": checks,
     });
     let status = if ready {
         StatusCode::OK

@@ -216,6 +216,19 @@ pub const MAX_ORDER_ID: u64 = (1 << 53) - 1;
 /// Every order id a record may carry: positive, at most [`MAX_ORDER_ID`].
 pub const ORDER_IDS: std::ops::RangeInclusive<u64> = 1..=MAX_ORDER_ID;
 
+/// The first id of the database's range: 2^52. Orders come from two sources that share one
+/// id space, and each keeps to its own half of it, so they can never collide: the producer
+/// daemon's ids ([`PRODUCER_ORDER_IDS`], continuing after the highest it finds there) and the
+/// ids a database assigns to rows the ingest role publishes ([`DATABASE_ORDER_IDS`], an
+/// identity column starting here; docs/ingest.md).
+pub const DATABASE_ORDER_ID_BASE: u64 = 1 << 52;
+
+/// The producer daemon's ids: 1 up to [`DATABASE_ORDER_ID_BASE`] (4.5 × 10^15 of them).
+pub const PRODUCER_ORDER_IDS: std::ops::Range<u64> = 1..DATABASE_ORDER_ID_BASE;
+
+/// The ids of orders published from a database by the ingest role.
+pub const DATABASE_ORDER_IDS: std::ops::RangeInclusive<u64> = DATABASE_ORDER_ID_BASE..=MAX_ORDER_ID;
+
 /// The largest amount a record may carry: $10,000,000.00, far above any real order, and
 /// small enough that the totals (i64 cents) of nearly a billion of them cannot overflow.
 /// Without a bound, one absurd amount would make every later total fail to add up.

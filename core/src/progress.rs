@@ -129,6 +129,64 @@ impl GroupCounters {
     }
 }
 
+/// What the ingest role (rows of a Postgres table → the orders topic) counts.
+#[derive(Debug)]
+pub struct IngestCounters {
+    /// Whether this process runs the ingest role (its metrics are exported only then).
+    pub active: std::sync::atomic::AtomicBool,
+    /// Rows published to the orders topic and acknowledged by Kafka.
+    pub rows_published: AtomicU64,
+    /// Rows sent to the dead-letter topic, by reason, in the order of [`DecodeError::CODES`].
+    pub dead_lettered_by_reason: [AtomicU64; DecodeError::CODES.len()],
+    /// Committed transactions whose rows were published and past which the slot was
+    /// advanced (heartbeats included).
+    pub transactions: AtomicU64,
+    /// Bytes of the log between the slot's confirmed position and the server's current
+    /// position, as last measured; -1 before the first measurement.
+    pub lag_bytes: AtomicI64,
+    /// The database: `None` before the first connection, else why it is failing (`Some`
+    /// of a reason) or that it answers (`Some("")`).
+    postgres: Mutex<Option<String>>,
+}
+
+impl Default for IngestCounters {
+    fn default() -> Self {
+        IngestCounters {
+            active: std::sync::atomic::AtomicBool::new(false),
+            rows_published: AtomicU64::new(0),
+            dead_lettered_by_reason: Default::default(),
+            transactions: AtomicU64::new(0),
+            lag_bytes: AtomicI64::new(-1),
+            postgres: Mutex::new(None),
+        }
+    }
+}
+
+impl IngestCounters {
+    /// Records that the database answers (`None`) or why it does not.
+    pub fn set_postgres_failing(&self, why: Option<String>) {
+        *self.postgres.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.unwrap_or_default());
+    }
+
+    /// For readiness: `ok`, `unavailable` (with why), or `connecting` before the first
+    /// connection.
+    pub fn postgres_state(&self) -> (&'static str, Option<String>) {
+        match &*self.postgres.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => ("connecting", None),
+            Some(why) if why.is_empty() => ("ok", None),
+            Some(why) => ("unavailable", Some(why.clone())),
+        }
+    }
+
+    /// All rows dead-lettered.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered_by_reason
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// Everything one process counts about the pipeline.
 #[derive(Debug)]
 pub struct Progress {
@@ -138,6 +196,8 @@ pub struct Progress {
     pub fraud: GroupCounters,
     pub payments: GroupCounters,
     pub analytics: GroupCounters,
+    /// The ingest role's counters (zero in processes that do not run it).
+    pub ingest: IngestCounters,
     /// Orders newly written to the store (redeliveries excluded).
     pub orders_stored: AtomicU64,
     pub alerts_stored: AtomicU64,
@@ -169,6 +229,7 @@ impl Default for Progress {
             fraud: GroupCounters::default(),
             payments: GroupCounters::default(),
             analytics: GroupCounters::default(),
+            ingest: IngestCounters::default(),
             orders_stored: AtomicU64::new(0),
             alerts_stored: AtomicU64::new(0),
             payments_stored: AtomicU64::new(0),

@@ -2,13 +2,15 @@
 
 use crate::analytics::{self, AnalyticsConfig, AnalyticsDeps};
 use crate::fraud::{self, FraudConfig, FraudDeps};
+use crate::ingest::postgres::PostgresSource;
+use crate::ingest::{self, IngestConfig, IngestDeps};
 use crate::payment::{self, PaymentConfig, PaymentDeps};
 use crate::producer::{self, Pace, ProducerConfig, ProducerDeps};
 use crate::progress::Progress;
 use crate::signals::cancel_on_signals;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use orders_core::config::{DataDirLock, KafkaArgs, StoreArgs, UpInfo};
+use orders_core::config::{DataDirLock, KafkaArgs, Secret, StoreArgs, UpInfo};
 use orders_core::domain::Country;
 use orders_core::fraud::{FraudRule, FraudRules};
 use orders_core::kafka::{pipeline_topics, KafkaSettings};
@@ -57,6 +59,9 @@ pub enum RoleCommand {
     Analytics,
     /// Serves the HTTP API, the web view and /healthz over the store.
     Api(ApiArgs),
+    /// Publishes the rows inserted into an orders table in PostgreSQL to the orders topic
+    /// (logical decoding; docs/ingest.md).
+    Ingest(IngestArgs),
     /// Asks the /healthz of the daemon on this machine's ops port (--ops-addr): exit 0
     /// when it is live, 1 otherwise. For container health checks (no curl in the image).
     Healthcheck,
@@ -74,6 +79,49 @@ pub struct OpsArgs {
     #[arg(long, env = "ORDERS_WEDGED_AFTER_SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub wedged_after_seconds: u64,
+}
+
+/// Where the ingest role reads orders from.
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// The database: a libpq URL (`postgresql://user:password@host:5432/db?sslmode=require`)
+    /// or `key=value` string; libpq's PG* variables (PGHOST, PGUSER, PGPASSWORD, ...) fill
+    /// in what it leaves out.
+    #[arg(long, env = "POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<Secret>,
+    /// The orders table (`name` or `schema.name`).
+    #[arg(long, env = "ORDERS_INGEST_TABLE", default_value = "orders")]
+    pub ingest_table: String,
+    /// The logical replication slot (pgoutput) the ingest reads and advances.
+    #[arg(long, env = "ORDERS_INGEST_SLOT", default_value = "orders_ingest")]
+    pub ingest_slot: String,
+    /// The publication that publishes the table's inserts.
+    #[arg(
+        long,
+        env = "ORDERS_INGEST_PUBLICATION",
+        default_value = "orders_ingest"
+    )]
+    pub ingest_publication: String,
+    /// Most changes read from the slot at once (a chunk always ends at a commit).
+    #[arg(long, env = "ORDERS_INGEST_CHUNK", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ingest_chunk: u32,
+}
+
+impl IngestArgs {
+    /// The settings and the database, checked without connecting.
+    pub fn prepare(&self, topic: &str) -> anyhow::Result<(IngestConfig, PostgresSource)> {
+        let config = IngestConfig {
+            table: self.ingest_table.clone(),
+            slot: self.ingest_slot.clone(),
+            publication: self.ingest_publication.clone(),
+            chunk_changes: self.ingest_chunk,
+            ..IngestConfig::new(topic)
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        let postgres = PostgresSource::new(self.postgres_url.as_ref(), &|k| std::env::var(k).ok())?;
+        Ok((config, postgres))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -401,6 +449,7 @@ enum Prepared {
     Fraud(FraudConfig),
     Payment(PaymentConfig),
     Analytics(AnalyticsConfig),
+    Ingest(Box<(IngestConfig, PostgresSource)>),
 }
 
 impl Prepared {
@@ -419,6 +468,7 @@ impl Prepared {
             RoleCommand::Analytics => Prepared::Analytics(AnalyticsConfig {
                 orders_topic: topic.clone(),
             }),
+            RoleCommand::Ingest(args) => Prepared::Ingest(Box::new(args.prepare(topic)?)),
             RoleCommand::Api(_) | RoleCommand::Healthcheck => return Ok(None),
         }))
     }
@@ -455,6 +505,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_wedged_after(Duration::from_secs(cli.ops.wedged_after_seconds));
     if let Some(store) = &store {
         ops = ops.with_store(store.clone());
+    }
+    if matches!(prepared, Prepared::Ingest(_)) {
+        // Readiness covers the database from the start.
+        progress
+            .ingest
+            .active
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let ops_listener = tokio::net::TcpListener::bind(cli.ops.ops_addr)
         .await
@@ -519,6 +576,15 @@ async fn run_role(
         }
         Prepared::Payment(config) => {
             payment::run(config, PaymentDeps { kafka, progress }, shutdown).await?;
+        }
+        Prepared::Ingest(ingest) => {
+            let (config, postgres) = *ingest;
+            let deps = IngestDeps {
+                postgres,
+                kafka,
+                progress,
+            };
+            ingest::run(config, deps, shutdown).await?;
         }
         Prepared::Analytics(config) => {
             let store = match store {

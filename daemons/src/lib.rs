@@ -8,6 +8,7 @@ pub mod confirmed_producer;
 pub mod consumer_loop;
 pub mod fraud;
 pub mod healthcheck;
+pub mod ingest;
 pub mod local_pipeline;
 pub mod payment;
 pub mod producer;

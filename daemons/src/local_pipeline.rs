@@ -3,6 +3,8 @@
 
 use crate::analytics::{self, AnalyticsConfig, AnalyticsDeps};
 use crate::fraud::{self, FraudConfig, FraudDeps};
+use crate::ingest::postgres::PostgresSource;
+use crate::ingest::{self, IngestConfig, IngestDeps};
 use crate::payment::{self, PaymentConfig, PaymentDeps};
 use crate::producer::{self, ProducerConfig, ProducerDeps};
 use crate::progress::Progress;
@@ -27,6 +29,8 @@ pub enum Role {
     Fraud,
     Payment,
     Analytics,
+    /// Orders from a Postgres table (`ordersctl up --postgres`).
+    Ingest,
 }
 
 impl Role {
@@ -36,13 +40,14 @@ impl Role {
             Role::Fraud => "fraud",
             Role::Payment => "payment",
             Role::Analytics => "analytics",
+            Role::Ingest => "ingest",
         }
     }
 
     /// The consumer group of a consuming role and the topics it reads.
     fn group(self, orders_topic: &str) -> Option<(&'static str, Vec<String>)> {
         match self {
-            Role::Producer => None,
+            Role::Producer | Role::Ingest => None,
             Role::Fraud => Some((FRAUD_GROUP, vec![orders_topic.to_owned()])),
             Role::Payment => Some((PAYMENTS_GROUP, vec![orders_topic.to_owned()])),
             Role::Analytics => Some((
@@ -70,6 +75,8 @@ pub struct LocalOptions {
     pub orders_topic: String,
     /// `None`: no producer (orders come from elsewhere).
     pub producer: Option<ProducerConfig>,
+    /// Orders from a Postgres table too (or instead), when set.
+    pub ingest: Option<(IngestConfig, PostgresSource)>,
     pub payment: PaymentConfig,
     pub fraud_rules: FraudRules,
     /// How far the producer may run ahead of the slowest group.
@@ -90,6 +97,7 @@ impl LocalOptions {
             store_path,
             orders_topic: "orders".into(),
             producer: None,
+            ingest: None,
             payment: PaymentConfig::new("orders"),
             fraud_rules: FraudRules::default(),
             flow_window: 50_000,
@@ -174,6 +182,9 @@ impl LocalPipeline {
         if options.producer.is_some() {
             pipeline.spawn(Role::Producer, &options);
         }
+        if options.ingest.is_some() {
+            pipeline.spawn(Role::Ingest, &options);
+        }
         Ok(pipeline)
     }
 
@@ -233,12 +244,24 @@ impl LocalPipeline {
                 };
                 self.track(role, analytics::run(config, deps, shutdown));
             }
+            Role::Ingest => {
+                let Some((mut config, postgres)) = options.ingest.clone() else {
+                    return;
+                };
+                config.orders_topic = topic;
+                let deps = IngestDeps {
+                    postgres,
+                    kafka,
+                    progress,
+                };
+                self.track(role, ingest::run(config, deps, shutdown));
+            }
         }
     }
 
     fn spawn(&mut self, role: Role, options: &LocalOptions) {
         let token = match role {
-            Role::Producer => self.producer_shutdown.clone(),
+            Role::Producer | Role::Ingest => self.producer_shutdown.clone(),
             _ => self.shutdown.child_token(),
         };
         self.spawn_with(role, options, token);
@@ -309,9 +332,13 @@ impl LocalPipeline {
                 failure.get_or_insert(RoleFailed { role, error });
             }
         };
-        // 1. The producer, so nothing new arrives.
+        // 1. The producer and the ingest, so nothing new arrives.
         self.producer_shutdown.cancel();
-        while self.roles.values().any(|r| *r == Role::Producer) {
+        while self
+            .roles
+            .values()
+            .any(|r| matches!(r, Role::Producer | Role::Ingest))
+        {
             match self.tasks.join_next_with_id().await {
                 Some(joined) => note(self.settle(joined)),
                 None => break,

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use orders_core::canary;
-use orders_core::domain::{Order, Timestamp, MAX_ORDER_ID, ORDER_IDS};
+use orders_core::domain::{Order, Timestamp, DATABASE_ORDER_ID_BASE, PRODUCER_ORDER_IDS};
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::{KafkaSettings, KafkaSetupError};
 use orders_core::store::{OrderStore, StoreError};
@@ -52,7 +52,11 @@ pub struct ProducerDeps {
     pub flow_window: Option<u64>,
 }
 
-/// The highest order id on the topic: the last record of every partition (ids only grow).
+/// The highest order id of the producer's range ([`PRODUCER_ORDER_IDS`]) on the topic.
+/// The producer's ids only grow, so on each partition it is in the last record of that
+/// range: the last record, unless records from the database's range (published by the
+/// ingest role) came after it, in which case the scan looks further back, in windows 16
+/// times larger each time, until it finds one or reaches the start of the partition.
 /// Blocking: call from a blocking context.
 pub fn max_order_id_on_topic(
     settings: &KafkaSettings,
@@ -61,26 +65,63 @@ pub fn max_order_id_on_topic(
 ) -> Result<Option<u64>, DaemonError> {
     let consumer = settings.admin_consumer("orders-producer-scan", "orders-producer-scan")?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let mut tpl = TopicPartitionList::new();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut max = None;
+    let mut unread = 0;
     for t in metadata.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-            if high > low {
-                tpl.add_partition_offset(topic, p.id(), Offset::Offset(high - 1))?;
+            let mut window: i64 = 1;
+            let mut end = high;
+            while end > low {
+                let from = end.saturating_sub(window).max(low);
+                match read_max_producer_id(&consumer, topic, p.id(), from, end, deadline)? {
+                    Some(Some(id)) => {
+                        max = max.max(Some(id));
+                        break;
+                    }
+                    Some(None) => {}
+                    None => {
+                        unread += 1;
+                        break;
+                    }
+                }
+                end = from;
+                window = window.saturating_mul(16);
             }
         }
     }
-    let mut remaining = tpl.count();
-    if remaining == 0 {
-        return Ok(None);
+    if unread > 0 {
+        tracing::warn!(
+            partitions = unread,
+            "could not read the last records of every partition"
+        );
     }
+    Ok(max)
+}
+
+/// The highest id of the producer's range among the records `from..end` of one partition:
+/// `Some(None)` when there is none, `None` when the records could not all be read in time.
+fn read_max_producer_id(
+    consumer: &rdkafka::consumer::BaseConsumer<orders_core::client_log::ClientLog>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    end: i64,
+    deadline: std::time::Instant,
+) -> Result<Option<Option<u64>>, DaemonError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + timeout;
     let mut max = None;
-    while remaining > 0 && std::time::Instant::now() < deadline {
+    let mut next = from;
+    while next < end {
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                remaining -= 1;
+                next = m.offset() + 1;
                 let from_key = m
                     .key()
                     .and_then(|k| std::str::from_utf8(k).ok())
@@ -90,27 +131,28 @@ pub fn max_order_id_on_topic(
                         .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
                         .and_then(|v| v.get("order_id").and_then(serde_json::Value::as_u64))
                 });
-                // An id out of range was dead-lettered by every reader; it must not
-                // push the next id past what the store and JSON readers hold.
-                max = max.max(id.filter(|id| ORDER_IDS.contains(id)));
+                // An id out of range was dead-lettered by every reader (it must not push
+                // the next id past what the store and JSON readers hold), and one of the
+                // database's range is not the producer's to continue after.
+                max = max.max(id.filter(|id| PRODUCER_ORDER_IDS.contains(id)));
             }
             Some(Err(e)) => tracing::warn!(error = %e, "scanning the orders topic"),
             None => {}
         }
     }
-    if remaining > 0 {
-        tracing::warn!(
-            partitions = remaining,
-            "could not read the last record of every partition"
-        );
-    }
-    Ok(max)
+    Ok(Some(max))
 }
 
-/// The first id to use: one past the highest stored or published.
+/// The first id to use: one past the highest of the producer's range stored or published.
 pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, DaemonError> {
+    // The highest stored id of the producer's range: ids of the database's range (orders
+    // the ingest role published) are not the producer's to continue after.
     let stored = match &deps.store {
-        Some(store) => store.max_order_id().await?,
+        Some(store) => store
+            .orders_before(Some(DATABASE_ORDER_ID_BASE), 1)
+            .await?
+            .first()
+            .map(|o| o.order.order_id),
         None => None,
     };
     let settings = deps.kafka.clone();
@@ -130,8 +172,8 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
         None => None,
     };
     let next = stored.max(published).max(canary).unwrap_or(0) + 1;
-    if !ORDER_IDS.contains(&next) {
-        return Err(DaemonError::IdsExhausted(MAX_ORDER_ID));
+    if !PRODUCER_ORDER_IDS.contains(&next) {
+        return Err(DaemonError::IdsExhausted(PRODUCER_ORDER_IDS.end - 1));
     }
     Ok(next)
 }
@@ -286,7 +328,7 @@ pub async fn run(
             break;
         }
         if let (Some(due), Some(interval)) = (next_canary, config.canary_interval) {
-            if due <= Instant::now() && !ORDER_IDS.contains(&next_id) {
+            if due <= Instant::now() && !PRODUCER_ORDER_IDS.contains(&next_id) {
                 next_canary = None;
             } else if due <= Instant::now() {
                 let order = canary_order(&generator, next_id);

@@ -2,8 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use orders_core::config::{DataDirLock, UpInfo};
+use orders_core::config::{DataDirLock, Secret, UpInfo};
 use orders_daemons::cli::{parse_rate, CanaryIntervalArgs, CanarySlaArgs, MAX_PAYMENT_DELAY_MS};
+use orders_daemons::ingest::postgres::PostgresSource;
+use orders_daemons::ingest::IngestConfig;
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, RoleFailed};
 use orders_daemons::producer::{Pace, ProducerConfig};
 use orders_daemons::signals::cancel_on_signals_then_hurry;
@@ -48,6 +50,11 @@ pub struct UpArgs {
     pub canary: CanaryIntervalArgs,
     #[command(flatten)]
     pub canary_sla: CanarySlaArgs,
+    /// Also publish the orders inserted into this PostgreSQL database's orders table (a
+    /// libpq URL; PG* variables fill in; docs/ingest.md). The table, publication and slot
+    /// must exist (ops/postgres/orders.sql).
+    #[arg(long = "postgres", env = "POSTGRES_URL", hide_env_values = true)]
+    pub postgres: Option<Secret>,
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -78,6 +85,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         canary_interval: args.canary.interval(),
     });
     options.payment.delay = Duration::from_millis(args.payment_delay_ms);
+    if let Some(url) = &args.postgres {
+        let source = PostgresSource::new(Some(url), &|k| std::env::var(k).ok())?;
+        options.ingest = Some((IngestConfig::new(&options.orders_topic), source));
+    }
+    let ingest_from = options
+        .ingest
+        .as_ref()
+        .map(|(_, source)| source.describe().to_owned());
     options.drain_grace = Duration::from_secs(args.drain_seconds);
     let orders_topic = options.orders_topic.clone();
     let mut pipeline = LocalPipeline::start(options)
@@ -129,6 +144,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  kafka bootstrap servers: {}", info.kafka);
     if !args.tokens.tokens().is_empty() {
         println!("  api authentication:      a bearer token from ORDERS_API_TOKENS");
+    }
+    if let Some(db) = &ingest_from {
+        println!("  orders from postgres:    {db}");
     }
     println!(
         "  store:                   {}",

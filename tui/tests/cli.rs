@@ -526,13 +526,14 @@ fn up_exits_non_zero_naming_the_daemon_that_failed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     std::fs::create_dir_all(&dir).unwrap();
-    // The highest id in use: the producer has no id left to give and fails at start.
+    // The highest id of the producer's range in use: the producer has no id left to give
+    // and fails at start (the ids above belong to the database, docs/ingest.md).
     {
         use orders_core::store::{OrderStore, SqliteStore, StoreBatch, StoredOrder};
         let store = SqliteStore::open(dir.join("orders.db")).unwrap();
         let now = orders_core::domain::Timestamp::now();
         let order = orders_core::generator::OrderGenerator::new(1)
-            .order(orders_core::domain::MAX_ORDER_ID, now);
+            .order(orders_core::domain::PRODUCER_ORDER_IDS.end - 1, now);
         let batch = StoreBatch {
             orders: vec![StoredOrder {
                 order,

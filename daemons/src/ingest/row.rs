@@ -1,0 +1,315 @@
+//! A row of the orders table as an order of the SPEC, or the reason it cannot be one.
+//!
+//! The ingest role is a source of orders, so it holds rows to what the SPEC says an order
+//! is (readers downstream are more lenient): customer 1000–9999, amount 10.00–500.00 with
+//! at most two decimals, one of the eight countries, a known status, a time, and an id of
+//! the database's range. A row that breaks a rule goes to the dead-letter topic instead.
+
+use super::pgoutput::InsertedRow;
+use orders_core::domain::{
+    DecodeError, Order, OrderStatus, Timestamp, COUNTRIES, DATABASE_ORDER_IDS,
+};
+use orders_core::money::Cents;
+
+/// The columns the table must have: the SPEC's order field names.
+pub const COLUMNS: [&str; 7] = [
+    "order_id",
+    "customer_id",
+    "amount",
+    "currency",
+    "country",
+    "status",
+    "created_at",
+];
+
+/// What every published order says it came from (the SPEC's `source` field).
+pub const SOURCE: &str = "postgres";
+
+const CUSTOMER_IDS: std::ops::RangeInclusive<u32> = 1000..=9999;
+const AMOUNTS: std::ops::RangeInclusive<i64> = 1_000..=50_000;
+
+/// The row's value of `column`: `Err(schema)` when the column is absent or NULL.
+fn required<'a>(row: &'a InsertedRow, column: &str) -> Result<&'a str, DecodeError> {
+    match row.columns.iter().find(|(name, _)| name == column) {
+        None => Err(DecodeError::Schema(format!(
+            "the table has no column {column}"
+        ))),
+        Some((_, None)) => Err(DecodeError::Schema(format!("{column} is null"))),
+        Some((_, Some(v))) => Ok(v.as_str()),
+    }
+}
+
+/// The order id the row carries, when it has one (the dead letter's key).
+pub fn order_id_text(row: &InsertedRow) -> Option<&str> {
+    required(row, "order_id").ok()
+}
+
+/// The row as an order, or why it is not one.
+pub fn to_order(row: &InsertedRow) -> Result<Order, DecodeError> {
+    let order_id_text = required(row, "order_id")?;
+    let order_id: u64 = order_id_text
+        .parse()
+        .map_err(|_| DecodeError::Schema(format!("order_id {order_id_text:?} is not an id")))?;
+    if !DATABASE_ORDER_IDS.contains(&order_id) {
+        return Err(DecodeError::Invalid(format!(
+            "order_id {order_id} is outside the database's id range {}..={} (the producer's \
+             ids are below it; docs/ingest.md)",
+            DATABASE_ORDER_IDS.start(),
+            DATABASE_ORDER_IDS.end()
+        )));
+    }
+    let customer = required(row, "customer_id")?;
+    let customer_id: u32 = customer
+        .parse()
+        .map_err(|_| DecodeError::Schema(format!("customer_id {customer:?} is not an integer")))
+        .and_then(|c| {
+            if CUSTOMER_IDS.contains(&c) {
+                Ok(c)
+            } else {
+                Err(DecodeError::Invalid(format!(
+                    "customer_id {c} is outside 1000-9999"
+                )))
+            }
+        })?;
+    let amount_text = required(row, "amount")?;
+    let amount = parse_amount(amount_text)?;
+    if !AMOUNTS.contains(&amount.0) {
+        return Err(DecodeError::Invalid(format!(
+            "amount {amount} is outside 10.00-500.00"
+        )));
+    }
+    let currency = required(row, "currency")?.trim();
+    if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(DecodeError::Invalid(format!(
+            "currency {currency:?} is not a three-letter code"
+        )));
+    }
+    let country_text = required(row, "country")?.trim();
+    if !COUNTRIES.contains(&country_text) {
+        return Err(DecodeError::Invalid(format!(
+            "country {country_text:?} is not one of {}",
+            COUNTRIES.join(" ")
+        )));
+    }
+    let country = country_text.parse().map_err(DecodeError::Invalid)?;
+    let status_text = required(row, "status")?.trim();
+    let status: OrderStatus = status_text.parse().map_err(DecodeError::Invalid)?;
+    let created_text = required(row, "created_at")?;
+    let created_at = parse_timestamp(created_text)?;
+    Ok(Order {
+        order_id,
+        customer_id,
+        amount,
+        currency: currency.to_owned(),
+        country,
+        status,
+        created_at,
+        source: Some(SOURCE.to_owned()),
+    })
+}
+
+/// A decimal as PostgreSQL prints it (`249.99`, `10`, `12.500`) in exact cents; more than
+/// two decimals is an error unless the rest are zeros.
+pub fn parse_amount(text: &str) -> Result<Cents, DecodeError> {
+    let bad = || DecodeError::Schema(format!("amount {text:?} is not a decimal number"));
+    let t = text.trim();
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    let (whole, fraction) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let (cents_digits, rest) = fraction.split_at(fraction.len().min(2));
+    if rest.bytes().any(|b| b != b'0') {
+        return Err(DecodeError::Invalid(format!(
+            "amount {text} has more than two decimals"
+        )));
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    let cents: i64 = format!("{cents_digits:0<2}").parse().map_err(|_| bad())?;
+    let value = whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(cents))
+        .ok_or_else(bad)?;
+    Ok(Cents(if negative { -value } else { value }))
+}
+
+/// A time as PostgreSQL prints it with `DateStyle = ISO` (`2024-01-15 10:30:00.5+00`; a
+/// `timestamp` without time zone is taken as UTC), or RFC 3339 (a text column).
+pub fn parse_timestamp(text: &str) -> Result<Timestamp, DecodeError> {
+    use chrono::{DateTime, NaiveDateTime, Utc};
+    let t = text.trim();
+    let parsed = DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .map(|d| d.with_timezone(&Utc))
+        .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").map(|n| n.and_utc()))
+        .or_else(|_| DateTime::parse_from_rfc3339(t).map(|d| d.with_timezone(&Utc)))
+        .map_err(|_| DecodeError::Schema(format!("created_at {t:?} is not a time")))?;
+    // The wire and the store keep microseconds.
+    Timestamp::from_micros(parsed.timestamp_micros())
+        .ok_or_else(|| DecodeError::Invalid(format!("created_at {t:?} is out of range")))
+}
+
+/// The row as the dead letter's value: a JSON object of its columns as PostgreSQL printed
+/// them (text, or null), plus where it was in the log.
+pub fn dead_letter_value(row: &InsertedRow) -> Vec<u8> {
+    let columns: serde_json::Map<String, serde_json::Value> = row
+        .columns
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.clone(),
+                value.as_ref().map_or(serde_json::Value::Null, |v| {
+                    serde_json::Value::from(v.as_str())
+                }),
+            )
+        })
+        .collect();
+    serde_json::to_vec(&columns).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ingest::pgoutput::Lsn;
+
+    fn row(overrides: &[(&str, Option<&str>)]) -> InsertedRow {
+        let mut columns: Vec<(String, Option<String>)> = [
+            ("order_id", Some("4503599627370496")),
+            ("customer_id", Some("5678")),
+            ("amount", Some("249.99")),
+            ("currency", Some("USD")),
+            ("country", Some("US")),
+            ("status", Some("CREATED")),
+            ("created_at", Some("2024-01-15 10:30:00+00")),
+            ("note", Some("extra columns are ignored")),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+        .collect();
+        for (k, v) in overrides {
+            match columns.iter_mut().find(|(name, _)| name == k) {
+                Some(c) => c.1 = v.map(str::to_owned),
+                None => panic!("no column {k}"),
+            }
+        }
+        InsertedRow {
+            table: "public.orders".into(),
+            lsn: Lsn(1),
+            columns,
+        }
+    }
+
+    #[test]
+    fn a_good_row_is_the_specs_order() {
+        let order = to_order(&row(&[])).unwrap();
+        assert_eq!(
+            String::from_utf8(order.to_json()).unwrap(),
+            r#"{"order_id":4503599627370496,"customer_id":5678,"amount":249.99,"currency":"USD","country":"US","status":"CREATED","created_at":"2024-01-15T10:30:00Z","source":"postgres"}"#
+        );
+        assert_eq!(order.key(), "4503599627370496");
+    }
+
+    #[test]
+    fn times_in_every_form_postgres_prints_them() {
+        for (text, want) in [
+            ("2024-01-15 10:30:00+00", "2024-01-15T10:30:00Z"),
+            (
+                "2024-01-15 10:30:00.123456+00",
+                "2024-01-15T10:30:00.123456Z",
+            ),
+            ("2024-01-15 12:30:00.5+02", "2024-01-15T10:30:00.500Z"),
+            ("2024-01-15 16:00:00+05:30", "2024-01-15T10:30:00Z"),
+            ("2024-01-15 10:30:00", "2024-01-15T10:30:00Z"),
+            ("2024-01-15T10:30:00Z", "2024-01-15T10:30:00Z"),
+        ] {
+            assert_eq!(parse_timestamp(text).unwrap().to_rfc3339(), want, "{text}");
+        }
+        assert!(parse_timestamp("infinity").is_err());
+    }
+
+    #[test]
+    fn amounts_are_exact_cents() {
+        assert_eq!(parse_amount("249.99").unwrap(), Cents(24_999));
+        assert_eq!(parse_amount("10").unwrap(), Cents(1_000));
+        assert_eq!(parse_amount("10.5").unwrap(), Cents(1_050));
+        assert_eq!(parse_amount("12.500").unwrap(), Cents(1_250));
+        assert_eq!(parse_amount("-3.10").unwrap(), Cents(-310));
+        assert_eq!(parse_amount("12.345").unwrap_err().code(), "invalid-value");
+        for bad in ["", ".5", "1e3", "NaN", "12.3.4", "9999999999999999999"] {
+            assert_eq!(parse_amount(bad).unwrap_err().code(), "schema", "{bad}");
+        }
+    }
+
+    #[test]
+    fn rows_the_spec_forbids_are_refused_with_the_reason() {
+        for (overrides, code, says) in [
+            (
+                vec![("amount", Some("600.00"))],
+                "invalid-value",
+                "amount 600.00",
+            ),
+            (
+                vec![("amount", Some("9.99"))],
+                "invalid-value",
+                "outside 10.00-500.00",
+            ),
+            (
+                vec![("amount", Some("-20"))],
+                "invalid-value",
+                "amount -20.00",
+            ),
+            (
+                vec![("country", Some("XX"))],
+                "invalid-value",
+                "country \"XX\"",
+            ),
+            (vec![("customer_id", None)], "schema", "customer_id is null"),
+            (
+                vec![("customer_id", Some("999"))],
+                "invalid-value",
+                "customer_id 999",
+            ),
+            (
+                vec![("status", Some("SHIPPED"))],
+                "invalid-value",
+                "SHIPPED",
+            ),
+            (
+                vec![("currency", Some("dollars"))],
+                "invalid-value",
+                "currency",
+            ),
+            (vec![("created_at", None)], "schema", "created_at is null"),
+            (
+                vec![("order_id", Some("42"))],
+                "invalid-value",
+                "outside the database's id range",
+            ),
+        ] {
+            let err = to_order(&row(&overrides)).unwrap_err();
+            assert_eq!(err.code(), code, "{overrides:?}: {err}");
+            assert!(err.to_string().contains(says), "{overrides:?}: {err}");
+        }
+        let mut missing = row(&[]);
+        missing.columns.retain(|(name, _)| name != "status");
+        assert_eq!(
+            to_order(&missing).unwrap_err().to_string(),
+            "schema: the table has no column status"
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_row_as_printed() {
+        let value = dead_letter_value(&row(&[("customer_id", None)]));
+        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        assert_eq!(v["customer_id"], serde_json::Value::Null);
+        assert_eq!(v["amount"], "249.99");
+        assert_eq!(v["order_id"], "4503599627370496");
+    }
+}
