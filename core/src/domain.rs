@@ -364,3 +364,24 @@ impl AnalyticsTotals {
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
+
+/// One country's running figures on the `order-analytics` topic, keyed by the country
+/// code (the totals record has no key): the table the seed's ksqlDB `GROUP BY country`
+/// kept. The latest record per key is the country's current figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountryTotals {
+    pub country: Country,
+    pub order_count: u64,
+    pub total_sales: Cents,
+}
+
+impl CountryTotals {
+    /// The record key: the country code.
+    pub fn key(&self) -> String {
+        self.country.to_string()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
