@@ -1,6 +1,6 @@
 //! The OpenAPI document of the JSON endpoints, generated from the handlers and types.
 
-use crate::{dead_letters, error, lag_status, model, routes};
+use crate::{dead_letters, error, lag_status, model, routes, schemas};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -9,7 +9,7 @@ use utoipa::OpenApi;
     info(
         title = "orders API",
         description = "The read side of the orders pipeline: orders, fraud alerts, payments, \
-                       totals and consumer lag. Errors answer `{\"error\": {\"code\", \"message\"}}`."
+                       totals, consumer lag and the JSON Schemas of the topics' records. Errors answer `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
         routes::healthz,
@@ -22,6 +22,8 @@ use utoipa::OpenApi;
         routes::totals,
         routes::lag,
         dead_letters::dead_letters,
+        schemas::list,
+        schemas::document,
     ),
     components(schemas(
         error::ErrorBody,
@@ -54,12 +56,16 @@ use utoipa::OpenApi;
         dead_letters::HeaderJson,
         dead_letters::CoordinatesJson,
         dead_letters::HandlingJson,
+        schemas::SchemaName,
+        schemas::SchemaEntry,
+        schemas::SchemasBody,
     )),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "orders", description = "Orders, alerts, payments and totals from the store"),
         (name = "lag", description = "Consumer lag from Kafka"),
         (name = "dead letters", description = "Records the readers could not use (read-only)"),
+        (name = "schemas", description = "JSON Schemas of the topics' records"),
     )
 )]
 pub struct ApiDoc;

@@ -14,6 +14,7 @@ pub mod lag;
 pub mod liveness;
 pub mod money;
 pub mod progress;
+pub mod schemas;
 pub mod store;
 
 pub use domain::{

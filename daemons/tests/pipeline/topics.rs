@@ -1,5 +1,6 @@
 //! What the daemons left on the topics, read back to the end: the `order-analytics` records
-//! (the totals record and the per-country table).
+//! (the totals record and the per-country table), and every record checked against the
+//! published JSON Schemas (docs/schemas/).
 
 use super::*;
 use orders_core::domain::CountryTotals;
@@ -133,4 +134,69 @@ pub async fn assert_analytics_topic(kafka: &KafkaSettings, n: u64) {
         .map(|(k, c)| (k, (c.order_count, c.total_sales)))
         .collect();
     assert_eq!(got, expected, "last per-country record per key");
+}
+
+/// A published schema, compiled with format assertions on (`date-time` is checked).
+pub struct Checker {
+    schemas: boon::Schemas,
+    index: boon::SchemaIndex,
+    name: &'static str,
+}
+
+impl Checker {
+    pub fn named(name: &'static str) -> Self {
+        let s = orders_core::schemas::by_name(name).unwrap();
+        let mut schemas = boon::Schemas::new();
+        let mut compiler = boon::Compiler::new();
+        compiler.enable_format_assertions();
+        let url = format!("urn:orders:{name}");
+        compiler
+            .add_resource(&url, serde_json::from_str(s.document).unwrap())
+            .unwrap();
+        let index = compiler.compile(&url, &mut schemas).unwrap();
+        Checker {
+            schemas,
+            index,
+            name,
+        }
+    }
+
+    pub fn check(&self, v: &serde_json::Value, context: &str) {
+        if let Err(e) = self.schemas.validate(v, self.index) {
+            panic!("{context}: {} refused {v}: {e:#}", self.name);
+        }
+    }
+}
+
+/// Every record the daemons produced on the pipeline's topics is valid against its
+/// published schema; returns how many records each topic had.
+pub async fn assert_records_match_schemas(kafka: &KafkaSettings) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for (topic, name) in [
+        ("orders", "order"),
+        (FRAUD_ALERTS_TOPIC, "fraud-alert"),
+        (PAYMENTS_TOPIC, "payment"),
+    ] {
+        let checker = Checker::named(name);
+        let records = read_to_end(kafka, topic).await;
+        for r in &records {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            checker.check(&v, topic);
+        }
+        counts.insert(topic, records.len());
+    }
+    let (totals, country) = (
+        Checker::named("analytics-totals"),
+        Checker::named("analytics-country"),
+    );
+    let records = read_to_end(kafka, orders_core::kafka::ANALYTICS_TOPIC).await;
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        match r.key {
+            None => totals.check(&v, "order-analytics, no key"),
+            Some(_) => country.check(&v, "order-analytics, keyed"),
+        }
+    }
+    counts.insert(orders_core::kafka::ANALYTICS_TOPIC, records.len());
+    counts
 }
