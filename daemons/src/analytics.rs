@@ -13,6 +13,7 @@ use crate::progress::Progress;
 use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use orders_core::client_log::ClientLog;
 use orders_core::domain::{AnalyticsTotals, CountryTotals, FraudAlert, Order, Payment, Timestamp};
 use orders_core::kafka::{
     KafkaSettings, ANALYTICS_GROUP, ANALYTICS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
@@ -329,17 +330,18 @@ async fn publish_analytics(
     shutdown: CancellationToken,
 ) {
     let mut published = Published::default();
+    // Failures are logged once per 30 s per kind: a refusal would otherwise repeat every
+    // round.
+    let log = ClientLog::new("orders-analytics");
     loop {
         let writer_running = stored_orders.changed().await.is_ok();
-        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Duration::from_millis(100);
         let totals = loop {
             match store.totals().await {
                 Ok(t) => break Some(t),
                 Err(e) => {
-                    if backoff == FIRST_BACKOFF {
-                        // Once per round: the store writer logs the outage as it lasts.
-                        tracing::warn!(error = %e, "could not read the totals to publish; retrying");
+                    if let Some(repeated) = log.admit("totals-unreadable") {
+                        tracing::warn!(error = %e, repeated, "could not read the totals to publish; retrying");
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => break None,
@@ -359,8 +361,15 @@ async fn publish_analytics(
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     published.sent(totals);
                 }
-                // Sent again with the next round (a refused record is logged by the producer).
-                Err(e) => tracing::warn!(error = %e, "could not publish the totals"),
+                Err(e) => {
+                    if let Some(repeated) = log.admit("publish-failed") {
+                        tracing::warn!(
+                            error = %e,
+                            repeated,
+                            "could not publish to order-analytics; sent again with the next round"
+                        );
+                    }
+                }
             }
         }
         if !writer_running {
