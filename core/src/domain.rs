@@ -1,4 +1,5 @@
-//! The business records that travel on the topics: orders, fraud alerts, payments, totals.
+//! The business records that travel on the topics: orders, fraud alerts, payments, totals
+//! and per-country figures.
 //!
 //! Field names and types follow the SPEC exactly; readers accept unknown extra fields.
 
