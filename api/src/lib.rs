@@ -26,6 +26,7 @@ pub mod query;
 pub mod readiness;
 pub mod routes;
 pub mod sample_data;
+pub mod schemas;
 pub mod web;
 
 pub use error::{ApiError, AppError};

@@ -1,6 +1,6 @@
 //! The OpenAPI document of the JSON endpoints, generated from the handlers and types.
 
-use crate::{dead_letters, error, lag_status, model, routes};
+use crate::{dead_letters, error, lag_status, model, routes, schemas};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -9,7 +9,7 @@ use utoipa::OpenApi;
     info(
         title = "orders API",
         description = "The read side of the orders pipeline: orders, fraud alerts, payments, \
-                       totals, consumer lag and canary journeys. Errors answer `{\"error\": {\"code\", \"message\"}}`."
+                       totals, consumer lag, canary journeys and the JSON Schemas of the topics' records. Errors answer `{\"error\": {\"code\", \"message\"}}`."
     ),
     paths(
         routes::healthz,
@@ -24,6 +24,8 @@ use utoipa::OpenApi;
         routes::lag,
         routes::canary,
         dead_letters::dead_letters,
+        schemas::list,
+        schemas::document,
     ),
     components(schemas(
         error::ErrorBody,
@@ -62,6 +64,9 @@ use utoipa::OpenApi;
         dead_letters::HeaderJson,
         dead_letters::CoordinatesJson,
         dead_letters::HandlingJson,
+        schemas::SchemaName,
+        schemas::SchemaEntry,
+        schemas::SchemasBody,
     )),
     tags(
         (name = "health", description = "Liveness and readiness"),
@@ -69,6 +74,7 @@ use utoipa::OpenApi;
         (name = "lag", description = "Consumer lag from Kafka"),
         (name = "canary", description = "Canary orders' journeys through the pipeline"),
         (name = "dead letters", description = "Records the readers could not use (read-only)"),
+        (name = "schemas", description = "JSON Schemas of the topics' records"),
     )
 )]
 pub struct ApiDoc;

@@ -60,6 +60,14 @@ pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
         (endpoint("/readyz", Probe, false), get(readyz)),
         (endpoint("/metrics", Private, false), get(metrics)),
         (endpoint("/api/openapi.json", Private, false), get(openapi)),
+        (
+            endpoint("/api/schemas", Private, false),
+            get(crate::schemas::list),
+        ),
+        (
+            endpoint("/api/schemas/{name}", Private, false),
+            get(crate::schemas::document),
+        ),
         (endpoint("/api/orders/{id}", Private, false), get(order)),
         (endpoint("/api/lag", Private, false), get(lag)),
         (endpoint("/api/canary", Private, false), get(canary)),

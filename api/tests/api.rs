@@ -16,5 +16,7 @@ mod json_cli;
 mod lag_pipeline;
 #[path = "api/router.rs"]
 mod router;
+#[path = "api/schemas.rs"]
+mod schemas;
 #[path = "api/web_view.rs"]
 mod web_view;

@@ -1,4 +1,5 @@
-//! The business records that travel on the topics: orders, fraud alerts, payments, totals.
+//! The business records that travel on the topics: orders, fraud alerts, payments, totals
+//! and per-country figures.
 //!
 //! Field names and types follow the SPEC exactly; readers accept unknown extra fields.
 
@@ -384,6 +385,27 @@ pub struct AnalyticsTotals {
 }
 
 impl AnalyticsTotals {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// One country's running figures on the `order-analytics` topic, keyed by the country
+/// code (the totals record has no key): the table the seed's ksqlDB `GROUP BY country`
+/// kept. The latest record per key is the country's current figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountryTotals {
+    pub country: Country,
+    pub order_count: u64,
+    pub total_sales: Cents,
+}
+
+impl CountryTotals {
+    /// The record key: the country code.
+    pub fn key(&self) -> String {
+        self.country.to_string()
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

@@ -15,6 +15,7 @@ pub mod lag;
 pub mod liveness;
 pub mod money;
 pub mod progress;
+pub mod schemas;
 pub mod store;
 
 pub use domain::{

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use orders_core::domain::{
-    AnalyticsTotals, DecodeError, FraudAlert, Order, Payment, MAX_AMOUNT, MAX_ORDER_ID,
+    AnalyticsTotals, CountryTotals, DecodeError, FraudAlert, Order, Payment, MAX_AMOUNT,
+    MAX_ORDER_ID,
 };
 use orders_core::money::Cents;
 use serde_json::Value;
@@ -54,6 +55,15 @@ fn analytics_example() {
     let totals: AnalyticsTotals = round_trip(&resource("analytics.json"));
     assert_eq!(totals.total_sales, Cents(1_234_567));
     assert_eq!(totals.order_count, 89);
+}
+
+#[test]
+fn analytics_country_example() {
+    let country: CountryTotals = round_trip(&resource("analytics_country.json"));
+    assert_eq!(country.country.as_str(), "DE");
+    assert_eq!(country.key(), "DE");
+    assert_eq!(country.order_count, 12);
+    assert_eq!(country.total_sales, Cents(345_678));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The analytics daemon: stores every order (and the fraud alerts and payments published
 //! about them) in the order store, idempotently by order id, and publishes running totals
-//! to `order-analytics`.
+//! and per-country figures to `order-analytics`.
 //!
 //! Canary orders (`orders_core::canary`) and what fraud and payment publish about them are
 //! not stored as orders, alerts or payments: they become stages of the canary's journey,
@@ -18,16 +18,20 @@ use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use orders_core::canary::{self, CanaryMark, CanaryStage};
-use orders_core::domain::{AnalyticsTotals, DecodeError, FraudAlert, Order, Payment, Timestamp};
+use orders_core::client_log::ClientLog;
+use orders_core::domain::{
+    AnalyticsTotals, CountryTotals, DecodeError, FraudAlert, Order, Payment, Timestamp,
+};
 use orders_core::kafka::{
     KafkaSettings, ANALYTICS_GROUP, ANALYTICS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
 };
 use orders_core::liveness::Wait;
-use orders_core::store::{OrderConflict, OrderStore, StoreBatch, StoredOrder};
+use orders_core::store::{CountAndSum, OrderConflict, OrderStore, StoreBatch, StoredOrder, Totals};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Most records written in one transaction.
@@ -226,7 +230,7 @@ impl StoreOutage {
 async fn store_writer(
     store: Arc<dyn OrderStore>,
     mut requests: mpsc::Receiver<WriteRequest>,
-    output: ConfirmedProducer,
+    stored_orders: watch::Sender<()>,
     progress: Arc<Progress>,
     shutdown: CancellationToken,
 ) {
@@ -327,7 +331,8 @@ async fn store_writer(
             let _ = w.send(Ok(outcome.conflicts.clone()));
         }
         if outcome.new_orders > 0 {
-            publish_totals(store.as_ref(), &output, &progress, &shutdown).await;
+            // Nobody listening only when the publisher is gone, which leaves nothing to do.
+            let _ = stored_orders.send(());
         }
     }
 }
@@ -343,37 +348,124 @@ fn stamp_stored(stages: &mut Arc<Vec<CanaryStage>>) {
     }
 }
 
-/// Publishes the running totals; they are derived from the store, so a lost update is
-/// repaired by the next one.
-async fn publish_totals(
-    store: &dyn OrderStore,
-    output: &ConfirmedProducer,
-    progress: &Progress,
-    shutdown: &CancellationToken,
+/// What was last published to `order-analytics` (confirmed by the broker).
+#[derive(Debug, Default)]
+struct Published {
+    totals: Option<(u64, orders_core::Cents)>,
+    by_country: BTreeMap<String, CountAndSum>,
+}
+
+impl Published {
+    /// The records that bring the topic to `totals`: the totals record (no key) when the
+    /// totals changed, and one record per country whose figures changed (key = country).
+    fn records_for(&self, totals: &Totals) -> Vec<OutRecord> {
+        let mut records = Vec::new();
+        if self.totals != Some((totals.order_count, totals.total_sales)) {
+            records.push(OutRecord {
+                topic: ANALYTICS_TOPIC.to_owned(),
+                // No key, as the SPEC has it: readers of the totals record take the
+                // records without a key.
+                key: String::new(),
+                payload: AnalyticsTotals {
+                    total_sales: totals.total_sales,
+                    order_count: totals.order_count,
+                }
+                .to_json(),
+                headers: None,
+            });
+        }
+        for (code, figures) in &totals.by_country {
+            if self.by_country.get(code) == Some(figures) {
+                continue;
+            }
+            let country = match code.parse() {
+                Ok(c) => c,
+                Err(e) => {
+                    // Readers store only valid codes, so this is a store fault; skip it.
+                    tracing::warn!(error = %e, "stored totals hold a bad country code");
+                    continue;
+                }
+            };
+            let record = CountryTotals {
+                country,
+                order_count: figures.count,
+                total_sales: figures.sales,
+            };
+            records.push(OutRecord {
+                topic: ANALYTICS_TOPIC.to_owned(),
+                key: record.key(),
+                payload: record.to_json(),
+                headers: None,
+            });
+        }
+        records
+    }
+
+    fn sent(&mut self, totals: Totals) {
+        self.totals = Some((totals.order_count, totals.total_sales));
+        self.by_country = totals.by_country;
+    }
+}
+
+/// Publishes the running figures each time the store writer made new orders durable: the
+/// totals record and the per-country records whose figures changed. They are read from the
+/// store (exact, and kept across restarts; after a restart every country is published
+/// once), one snapshot at a time, each confirmed by the broker before the next, so the last
+/// record per key on the topic is always the latest figure. Ends, after a last round, when
+/// the writer has stopped.
+async fn publish_analytics(
+    store: Arc<dyn OrderStore>,
+    output: ConfirmedProducer,
+    progress: Arc<Progress>,
+    mut stored_orders: watch::Receiver<()>,
+    shutdown: CancellationToken,
 ) {
-    let totals = match store.totals().await {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read totals");
+    let mut published = Published::default();
+    // Failures are logged once per 30 s per kind: a refusal would otherwise repeat every
+    // round.
+    let log = ClientLog::new("orders-analytics");
+    loop {
+        let writer_running = stored_orders.changed().await.is_ok();
+        let mut backoff = Duration::from_millis(100);
+        let totals = loop {
+            match store.totals().await {
+                Ok(t) => break Some(t),
+                Err(e) => {
+                    if let Some(repeated) = log.admit("totals-unreadable") {
+                        tracing::warn!(error = %e, repeated, "could not read the totals to publish; retrying");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        if let Some(totals) = totals {
+            let records = published.records_for(&totals);
+            match output.send_all(&records, &shutdown).await {
+                Ok(()) => {
+                    progress
+                        .analytics
+                        .produced
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    published.sent(totals);
+                }
+                Err(e) => {
+                    if let Some(repeated) = log.admit("publish-failed") {
+                        tracing::warn!(
+                            error = %e,
+                            repeated,
+                            "could not publish to order-analytics; sent again with the next round"
+                        );
+                    }
+                }
+            }
+        }
+        if !writer_running {
             return;
         }
-    };
-    let record = OutRecord {
-        topic: ANALYTICS_TOPIC.to_owned(),
-        key: "totals".to_owned(),
-        payload: AnalyticsTotals {
-            total_sales: totals.total_sales,
-            order_count: totals.order_count,
-        }
-        .to_json(),
-        headers: None,
-    };
-    // Not awaited: a lost update is repaired by the next one.
-    match output.send(std::slice::from_ref(&record), shutdown).await {
-        Ok(_unawaited) => {
-            progress.analytics.produced.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(e) => tracing::warn!(error = %e, "could not publish totals"),
     }
 }
 
@@ -386,11 +478,22 @@ pub async fn run(
     let output = ConfirmedProducer::new(&deps.kafka, "orders-analytics")?
         .with_progress(deps.progress.clone());
     let (tx, rx) = mpsc::channel(64);
+    let (stored_orders, mut stored_orders_rx) = watch::channel(());
+    // A first round at start: a crash may have come between a write and its publication,
+    // and the redelivered orders are not new, so nothing else would publish them.
+    stored_orders_rx.mark_changed();
+    let publisher = tokio::spawn(publish_analytics(
+        deps.store.clone(),
+        output.clone(),
+        deps.progress.clone(),
+        stored_orders_rx,
+        shutdown.clone(),
+    ));
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(store_writer(
         deps.store.clone(),
         rx,
-        output.clone(),
+        stored_orders,
         deps.progress.clone(),
         writer_stop.clone(),
     ));
@@ -410,7 +513,14 @@ pub async fn run(
     // The processor (and with it the last sender) is gone: the writer drains and ends.
     writer_stop.cancel();
     let writer = writer.await;
+    // The writer is gone: the publisher publishes what it left and ends.
+    let publisher = publisher.await;
     output.flush(Duration::from_secs(5));
+    if let Err(e) = publisher {
+        return Err(DaemonError::Task(format!(
+            "the analytics publisher failed: {e}"
+        )));
+    }
     if let Err(e) = writer {
         return Err(DaemonError::Task(format!(
             "the analytics store writer failed: {e}"

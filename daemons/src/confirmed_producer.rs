@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct OutRecord {
     pub topic: String,
+    /// Empty means no key (Kafka's null key), as the totals record on `order-analytics`
+    /// has, and a dead letter of a record that had none.
     pub key: String,
     pub payload: Vec<u8>,
     pub headers: Option<OwnedHeaders>,
@@ -250,9 +252,12 @@ impl ConfirmedProducer {
             progress: self.progress.clone(),
         };
         for record in records {
-            let mut base = BaseRecord::with_opaque_to(&record.topic, batch.clone())
-                .key(record.key.as_bytes())
-                .payload(record.payload.as_slice());
+            let mut base =
+                BaseRecord::<[u8], [u8], _>::with_opaque_to(&record.topic, batch.clone())
+                    .payload(record.payload.as_slice());
+            if !record.key.is_empty() {
+                base = base.key(record.key.as_bytes());
+            }
             if let Some(h) = &record.headers {
                 base = base.headers(h.clone());
             }

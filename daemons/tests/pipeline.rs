@@ -153,6 +153,21 @@ async fn ten_thousand_orders_end_to_end() {
         0,
         "lag after the final commit"
     );
+    topics::assert_analytics_topic(&pipeline.kafka(), 10_000).await;
+    let counts = topics::assert_records_match_schemas(&pipeline.kafka()).await;
+    assert_eq!(
+        counts["orders"], 10_000,
+        "orders checked against the schema"
+    );
+    assert!(
+        counts[PAYMENTS_TOPIC] >= 10_000,
+        "payments checked: {counts:?}"
+    );
+    assert!(counts[FRAUD_ALERTS_TOPIC] > 0, "alerts checked: {counts:?}");
+    assert!(
+        counts["order-analytics"] > 8,
+        "analytics checked: {counts:?}"
+    );
 }
 
 /// A daemon process that is killed if the test ends early (a failed assertion included).
@@ -284,6 +299,9 @@ async fn crash_and_restart(role: Role, name: &str) {
     assert!(before.order_count < 10_000 || before.payment_count < 10_000);
     assert_exact(store.as_ref(), 10_000).await;
     assert_eq!(total_lag(&pipeline.kafka()).await, 0);
+    // The figures published across the crash are exact too: after the restart the
+    // redelivered orders were not counted again, nothing was reset.
+    topics::assert_analytics_topic(&kafka_settings, 10_000).await;
     if role == Role::Payment {
         // The redelivered orders were paid again on the topic; the store kept one each.
         let (_, published) =
@@ -312,6 +330,21 @@ fn header(m: &impl Message, key: &str) -> String {
         .and_then(|h| h.value)
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_else(|| panic!("no header {key}"))
+}
+
+/// A record's headers as a JSON object (name to value, null without one), the shape the
+/// dead-letter headers' schema describes.
+fn headers_json(m: &impl Message) -> serde_json::Value {
+    let headers = m.headers().unwrap();
+    serde_json::Value::Object(
+        headers
+            .iter()
+            .map(|h| {
+                let v = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                (h.key.to_owned(), serde_json::json!(v))
+            })
+            .collect(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -439,10 +472,12 @@ async fn poison_records_go_to_the_dead_letter_topic() {
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut reasons = Vec::new();
+    let dlq_headers = topics::Checker::named("dead-letter-headers");
     let deadline = Instant::now() + Duration::from_secs(30);
     while reasons.len() < poison.len() * 3 && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let get = |k: &str| header(&m, k);
+            dlq_headers.check(&headers_json(&m), "orders.dlq");
             assert_eq!(get("dlq.topic"), "orders");
             assert!(!get("dlq.error").is_empty());
             reasons.push((get("dlq.group"), get("dlq.reason")));
@@ -473,6 +508,7 @@ async fn poison_records_go_to_the_dead_letter_topic() {
             }
         };
         let get = |k: &str| header(&m, k);
+        dlq_headers.check(&headers_json(&m), topic);
         assert_eq!(get("dlq.topic"), *topic);
         assert_eq!(get("dlq.reason"), *reason);
         assert_eq!(get("dlq.group"), ANALYTICS_GROUP);
@@ -666,3 +702,5 @@ async fn an_order_id_arriving_with_other_content_is_dead_lettered_as_a_conflict(
 }
 #[path = "pipeline/canary.rs"]
 mod canary;
+#[path = "pipeline/topics.rs"]
+mod topics;

@@ -47,7 +47,7 @@ fn guarded(store: Arc<dyn OrderStore>, access: Access) -> Router {
 
 /// A concrete URI for a route template.
 fn uri(path: &str) -> String {
-    path.replace("{id}", "1")
+    path.replace("{id}", "1").replace("{name}", "order")
 }
 
 fn bearer(token: &str) -> String {
