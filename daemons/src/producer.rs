@@ -264,12 +264,15 @@ struct Canaries {
 }
 
 impl Canaries {
-    fn settle(&mut self, answer: Result<Vec<OutRecord>, ProduceError>) {
+    /// A refusal for good stops the producer as it does for an order.
+    fn settle(&mut self, answer: Result<Vec<OutRecord>, ProduceError>) -> Result<(), ProduceError> {
         match answer {
             Ok(refused) if refused.is_empty() => self.acked += 1,
             Ok(_) => tracing::warn!("a canary order was refused by the broker; not sent again"),
-            Err(e) => tracing::warn!(error = %e, "a canary order was not delivered"),
+            Err(ProduceError::Cancelled) => {}
+            Err(e) => return Err(e),
         }
+        Ok(())
     }
 }
 
@@ -322,7 +325,7 @@ pub async fn run(
             settle(done, &mut acked, &progress, &mut retries)?;
         }
         while let Some(Some(done)) = canaries.pending.next().now_or_never() {
-            canaries.settle(done);
+            canaries.settle(done)?;
         }
         if shutdown.is_cancelled() {
             break;
@@ -474,16 +477,21 @@ pub async fn run(
         );
     }
     let drain_canaries = async {
+        let mut rejected = None;
         while let Some(done) = canaries.pending.next().await {
-            canaries.settle(done);
+            if let Err(e) = canaries.settle(done) {
+                rejected.get_or_insert(e);
+            }
+        }
+        rejected
+    };
+    let canary_rejected = match tokio::time::timeout(Duration::from_secs(5), drain_canaries).await {
+        Ok(rejected) => rejected,
+        Err(_) => {
+            tracing::warn!("stopped before every canary was acknowledged");
+            None
         }
     };
-    if tokio::time::timeout(Duration::from_secs(5), drain_canaries)
-        .await
-        .is_err()
-    {
-        tracing::warn!("stopped before every canary was acknowledged");
-    }
     output.flush(Duration::from_secs(5));
     tracing::info!(
         orders = acked,
@@ -491,7 +499,7 @@ pub async fn run(
         next_order_id = next_id,
         "producer stopped"
     );
-    match rejected {
+    match rejected.or(canary_rejected) {
         Some(e) => Err(e.into()),
         None => Ok(acked),
     }

@@ -145,7 +145,16 @@ fn fraud_metrics_count_what_the_producer_sent_and_an_idle_loop_stays_live() {
         &kafka,
         producer_dir.path(),
         "127.0.0.1:0".parse().unwrap(),
-        &["producer", "--rate", "0", "--orders", &ORDERS.to_string()],
+        // Without canaries: fraud counts exactly the orders sent.
+        &[
+            "producer",
+            "--rate",
+            "0",
+            "--orders",
+            &ORDERS.to_string(),
+            "--canary-interval-seconds",
+            "0",
+        ],
     );
     let status = wait_until("the producer to finish", Duration::from_secs(60), || {
         producer.0.try_wait().unwrap()

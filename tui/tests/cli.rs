@@ -74,6 +74,9 @@ impl Up {
         let child = command
             .args(["up", "--headless", "--rate", "0", "--port", "0"])
             .args(["--orders", &orders.to_string(), "--payment-delay-ms", "5"])
+            // Without canaries, whose ids would interleave with the orders' the checks
+            // below count exactly (the pipeline tests cover canaries sharing the ids).
+            .args(["--canary-interval-seconds", "0"])
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
@@ -369,6 +372,8 @@ fn stored(data_dir: &Path) -> (u64, u64) {
 fn up_logged(data_dir: &Path, logs: &Path, args: &[&str]) -> Up {
     let child = Command::new(env!("CARGO_BIN_EXE_ordersctl"))
         .args(["up", "--headless", "--port", "0", "--payment-delay-ms", "5"])
+        // The ids stored are checked to be exactly 1..=N: no canaries among them.
+        .args(["--canary-interval-seconds", "0"])
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
