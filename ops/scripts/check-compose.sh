@@ -709,10 +709,12 @@ CREATE INDEX IF NOT EXISTS idx_orders_country_arrival ON `order_analytics`(ns, c
 CREATE INDEX IF NOT EXISTS idx_orders_status_arrival ON `order_analytics`(ns, status, processed_us DESC, order_id DESC) WHERE type = "order"
 CREATE INDEX IF NOT EXISTS idx_orders_fraud_arrival ON `order_analytics`(ns, fraud, processed_us DESC, order_id DESC) WHERE type = "order"
 CREATE INDEX IF NOT EXISTS idx_orders_payment_arrival ON `order_analytics`(ns, payment_status, processed_us DESC, order_id DESC) WHERE type = "order"
+CREATE INDEX IF NOT EXISTS idx_orders_created_minute ON `order_analytics`(ns, created_us, country, amount_cents) WHERE type = "order"
 CREATE INDEX IF NOT EXISTS idx_alerts_latest ON `order_analytics`(ns, order_id DESC) WHERE type = "alert"
 CREATE INDEX IF NOT EXISTS idx_alerts_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) WHERE type = "alert"
 CREATE INDEX IF NOT EXISTS idx_payments_latest ON `order_analytics`(ns, order_id DESC) WHERE type = "payment"
 CREATE INDEX IF NOT EXISTS idx_payments_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) WHERE type = "payment"
+CREATE INDEX IF NOT EXISTS idx_canary_stages ON `order_analytics`(ns, order_id DESC, stage, at_us, created_us, flagged) WHERE type = "canary_stage"
 DROP INDEX IF EXISTS idx_orders_created ON `order_analytics`
 DROP INDEX IF EXISTS idx_orders_by_country ON `order_analytics`
 DROP INDEX IF EXISTS idx_orders_by_status ON `order_analytics`'
@@ -725,9 +727,9 @@ DROP INDEX IF EXISTS idx_orders_by_status ON `order_analytics`'
     if out=$(run_init "not-$pass"); then echo "a wrong password was accepted:"; echo "$out"; return 1; fi
 }
 if out=$(couchbase_check 2>&1); then
-    pass "couchbase-init script: cluster, bucket and the store's 10 indexes once, again changes nothing, a wrong password fails"
+    pass "couchbase-init script: cluster, bucket and the store's 12 indexes once, again changes nothing, a wrong password fails"
 else
-    fail "couchbase-init script: cluster, bucket and the store's 10 indexes once, again changes nothing, a wrong password fails" "$out"
+    fail "couchbase-init script: cluster, bucket and the store's 12 indexes once, again changes nothing, a wrong password fails" "$out"
 fi
 
 # --- 4. linters -----------------------------------------------------------------------------
