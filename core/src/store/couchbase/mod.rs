@@ -1727,10 +1727,25 @@ mod tests {
                 window_index.keys
             );
         }
-        // Every index serves a list (or the windows), and none is left over.
+        // The canary journeys: an equality on ns, ids walked highest first, every stage
+        // field read from the index.
+        let canaries = canary_journeys_statement("order_analytics");
+        let canary_index = indexes::definition("idx_canary_stages").unwrap();
+        assert_eq!(canary_index.keys[..2], ["ns", "order_id DESC"]);
+        for part in [
+            "c.type = \"canary_stage\" AND c.ns = $ns",
+            "ORDER BY c.order_id DESC LIMIT $limit",
+        ] {
+            assert!(canaries.contains(part), "{part}: {canaries}");
+        }
+        for field in ["stage", "at_us", "created_us", "flagged"] {
+            assert!(canary_index.keys.contains(&field), "{field}");
+        }
+        // Every index serves a list (or the windows, or the canaries), none left over.
         for index in indexes::INDEXES {
             assert!(
-                lists.iter().any(|l| l.index == index.name) || index.name == window_index.name,
+                lists.iter().any(|l| l.index == index.name)
+                    || [window_index.name, canary_index.name].contains(&index.name),
                 "{} serves no list",
                 index.name
             );
