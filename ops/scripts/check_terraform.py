@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - the shell wrapper installs it
     sys.exit("check_terraform.py: python-hcl2 is not installed (run ops/scripts/check-terraform.sh)")
 
-ROLES = ["producer", "fraud", "payment", "analytics", "api"]
+ROLES = ["producer", "fraud", "payment", "analytics", "api", "ingest"]
 STORE_ROLES = {"producer", "analytics", "api"}
 API_PORT = 8000
 OPS_PORT = 9100
@@ -50,6 +50,9 @@ SECRETS = {  # secret name => {json key: variable}
         "tokens": "api_tokens",
         "console_token": "api_console_token",
     },
+    "postgres-credentials": {
+        "url": "postgres_url",
+    },
 }
 KAFKA_ENV = {  # env var => (secret name, json key); every service
     "KAFKA_BOOTSTRAP_SERVERS": ("confluent-credentials", "bootstrap_servers"),
@@ -65,6 +68,9 @@ STORE_ENV = {  # env var => (secret name, json key); producer, analytics, api
 API_ENV = {  # env var => (secret name, json key); the api only
     "ORDERS_API_TOKENS": ("orders-api-tokens", "tokens"),
     "ORDERS_API_TOKEN": ("orders-api-tokens", "console_token"),
+}
+INGEST_ENV = {  # env var => (secret name, json key); the ingest only
+    "POSTGRES_URL": ("postgres-credentials", "url"),
 }
 EXEC_ACTIONS = {
     "ssmmessages:CreateControlChannel",
@@ -341,7 +347,7 @@ def secret_resources(cfg, r):
         names[cfg.resolve(body.get("name", ""))] = rname
     r.check(
         set(names) == set(SECRETS),
-        "exactly the secrets confluent-credentials, couchbase-credentials and orders-api-tokens",
+        "exactly the secrets confluent-credentials, couchbase-credentials, orders-api-tokens and postgres-credentials",
         f"got {sorted(map(str, names))}",
     )
     return names
@@ -427,7 +433,7 @@ def check_container_secrets(cfg, r, names, roles, defs_expr):
     by_resource = {v: k for k, v in names.items()}
     maps = secret_maps(cfg)
     found = {env: (lname, ref) for lname, refs in maps.items() for env, ref in refs.items()}
-    for env, (secret, key) in {**KAFKA_ENV, **STORE_ENV, **API_ENV}.items():
+    for env, (secret, key) in {**KAFKA_ENV, **STORE_ENV, **API_ENV, **INGEST_ENV}.items():
         lname, (rname, got_key) = found.get(env, (None, (None, None)))
         r.check(
             lname is not None and by_resource.get(rname) == secret and got_key == key,
@@ -466,6 +472,15 @@ def check_container_secrets(cfg, r, names, roles, defs_expr):
         "the api tokens (ORDERS_API_TOKENS, ORDERS_API_TOKEN) are a locals map of their own, given to the api only",
         f"maps {api_maps}",
     )
+    ingest_maps = {found[e][0] for e in INGEST_ENV if e in found}
+    ingest_map = next(iter(ingest_maps), None)
+    r.check(
+        len(ingest_maps) == 1
+        and ingest_map not in (kafka_map, store_map, api_map)
+        and re.search(r'\b\w+\s*==\s*"ingest"\s*\?\s*local\.' + str(ingest_map) + r"\b", defs_expr) is not None,
+        "the database URL (POSTGRES_URL) is a locals map of its own, given to the ingest only",
+        f"maps {ingest_maps}",
+    )
 
 
 def check_environment(cfg, r, roles, defs_expr):
@@ -498,7 +513,7 @@ def check_environment(cfg, r, roles, defs_expr):
             f"got {bad}",
         )
     plain = {k for s in roles.values() for k in s.get("env", {})} | set(common)
-    leaked = plain & (set(KAFKA_ENV) | set(STORE_ENV) | set(API_ENV) | {"ORDERS_API_AUTH"})
+    leaked = plain & (set(KAFKA_ENV) | set(STORE_ENV) | set(API_ENV) | set(INGEST_ENV) | {"ORDERS_API_AUTH"})
     r.check(
         not leaked,
         "no credential is a plain environment variable, and nothing opens the api (ORDERS_API_AUTH)",
@@ -519,7 +534,7 @@ def check_ecs(cfg, r):
     roles = cfg.services_map(svc) or {}
     r.check(
         len(services) == 1 and sorted(roles) == sorted(ROLES),
-        "aws_ecs_service for_each over a locals map of exactly producer, fraud, payment, analytics, api",
+        "aws_ecs_service for_each over a locals map of exactly producer, fraud, payment, analytics, api, ingest",
         f"got {sorted(roles)}",
     )
     bad_cmd = {
@@ -595,9 +610,16 @@ def check_ecs(cfg, r):
     ok = (
         defaults.get("producer") == "1"
         and defaults.get("api") == "2"
+        and defaults.get("ingest") == "0"
         and all(defaults.get(k) in ("1", "2") for k in ("fraud", "payment", "analytics"))
     )
-    r.check(ok, "desired count defaults: producer 1, api 2, consumers 1 or 2", f"got {defaults}")
+    r.check(ok, "desired count defaults: producer 1, api 2, consumers 1 or 2, ingest 0 (off)", f"got {defaults}")
+    ingest = roles.get("ingest", {})
+    r.check(
+        (ingest.get("min_healthy_percent"), ingest.get("max_percent")) == (0, 100),
+        "the ingest's old task stops before the new one starts (one reader per slot)",
+        f"got {ingest.get('min_healthy_percent')}/{ingest.get('max_percent')}",
+    )
     return roles, defs_expr, td
 
 

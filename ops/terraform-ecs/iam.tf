@@ -35,7 +35,7 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
-# Exactly the three secrets, nothing else. They use the account's default
+# Exactly the four secrets, nothing else. They use the account's default
 # aws/secretsmanager KMS key, which needs no extra kms:Decrypt grant.
 resource "aws_iam_role_policy" "execution_secrets" {
   name = "read-orders-credentials"
@@ -50,6 +50,7 @@ resource "aws_iam_role_policy" "execution_secrets" {
         aws_secretsmanager_secret.confluent.arn,
         aws_secretsmanager_secret.couchbase.arn,
         aws_secretsmanager_secret.api_tokens.arn,
+        aws_secretsmanager_secret.postgres.arn,
       ]
     }]
   })

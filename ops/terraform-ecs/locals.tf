@@ -3,7 +3,8 @@ locals {
   # Every role's ops server: /healthz, /readyz, /metrics (ORDERS_OPS_ADDR).
   ops_port = 9100
 
-  # The five services, all from var.image. Each becomes one task definition, one ECS
+  # The six services, all from var.image (ingest runs only when given a task and a
+  # postgres_url). Each becomes one task definition, one ECS
   # service and one log group (for_each over this map).
   #   command:  the full command (the image sets no entrypoint).
   #   store:    whether the container gets the Couchbase secrets.
@@ -47,6 +48,16 @@ locals {
       min_healthy_percent = 100
       max_percent         = 200
     }
+    # Orders from PostgreSQL by logical decoding (docs/ingest.md). One task: a replication
+    # slot has one reader, so the old task stops before the new one starts.
+    ingest = {
+      command             = ["ordersd", "ingest"]
+      store               = false
+      env                 = {}
+      port                = null
+      min_healthy_percent = 0
+      max_percent         = 100
+    }
     api = {
       command = ["ordersd", "api"]
       store   = true
@@ -86,6 +97,10 @@ locals {
   api_secrets = {
     ORDERS_API_TOKENS = "${aws_secretsmanager_secret.api_tokens.arn}:tokens::"
     ORDERS_API_TOKEN  = "${aws_secretsmanager_secret.api_tokens.arn}:console_token::"
+  }
+  # The ingest only: its database URL.
+  ingest_secrets = {
+    POSTGRES_URL = "${aws_secretsmanager_secret.postgres.arn}:url::"
   }
   store_secrets = {
     COUCHBASE_HOST     = "${aws_secretsmanager_secret.couchbase.arn}:host::"
@@ -136,7 +151,7 @@ locals {
           for env_name, value in merge(local.common_env, svc.env) : { name = env_name, value = value }
         ]
         secrets = [
-          for env_name, value_from in merge(local.kafka_secrets, svc.store ? local.store_secrets : {}, name == "api" ? local.api_secrets : {}) :
+          for env_name, value_from in merge(local.kafka_secrets, svc.store ? local.store_secrets : {}, name == "api" ? local.api_secrets : {}, name == "ingest" ? local.ingest_secrets : {}) :
           { name = env_name, valueFrom = value_from }
         ]
 

@@ -37,6 +37,28 @@ resource "aws_secretsmanager_secret_version" "couchbase" {
   })
 }
 
+# The ingest service's database URL (with its password). Created empty when there is no
+# ingest, so the task definitions stay the same whether it runs or not.
+resource "aws_secretsmanager_secret" "postgres" {
+  name                    = "${var.credentials_name_prefix}postgres-credentials"
+  description             = "PostgreSQL URL the ${var.name} ingest service reads orders from"
+  recovery_window_in_days = var.credentials_recovery_window_days
+}
+
+resource "aws_secretsmanager_secret_version" "postgres" {
+  secret_id = aws_secretsmanager_secret.postgres.id
+  secret_string = jsonencode({
+    url = var.postgres_url
+  })
+
+  lifecycle {
+    precondition {
+      condition     = var.desired_count.ingest == 0 || var.postgres_url != ""
+      error_message = "desired_count.ingest > 0 needs postgres_url."
+    }
+  }
+}
+
 resource "aws_secretsmanager_secret" "api_tokens" {
   name                    = "${var.credentials_name_prefix}orders-api-tokens"
   description             = "Bearer tokens the ${var.name} api accepts, and the one its console sends"

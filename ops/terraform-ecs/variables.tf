@@ -196,8 +196,9 @@ variable "desired_count" {
     payment   = optional(number, 1)
     analytics = optional(number, 1)
     api       = optional(number, 2)
+    ingest    = optional(number, 0)
   })
-  description = "Number of tasks per service. Consumer tasks of one service share the 6 partitions of the orders topic through their consumer group, so more than 6 leaves the extra ones idle. Give only the ones to change, e.g. { fraud = 3 }."
+  description = "Number of tasks per service. ingest (orders from PostgreSQL, docs/ingest.md) is off (0) unless postgres_url is set and it is given 1. Consumer tasks of one service share the 6 partitions of the orders topic through their consumer group, so more than 6 leaves the extra ones idle. Give only the ones to change, e.g. { fraud = 3 }."
   default     = {}
 
   validation {
@@ -205,6 +206,12 @@ variable "desired_count" {
     # write the same ids: the SPEC requires unique order ids.
     condition     = var.desired_count.producer <= 1
     error_message = "The producer runs as one task (0 to pause it): two producers would emit the same order ids."
+  }
+
+  validation {
+    # A replication slot has one reader.
+    condition     = var.desired_count.ingest <= 1
+    error_message = "The ingest runs as one task (0 = off): its replication slot has one reader."
   }
 
   validation {
@@ -220,6 +227,7 @@ variable "task_cpu" {
     payment   = optional(number, 256)
     analytics = optional(number, 256)
     api       = optional(number, 256)
+    ingest    = optional(number, 256)
   })
   description = "Fargate CPU units per task (256 = 0.25 vCPU). Must be a valid Fargate CPU/memory pair with task_memory."
   default     = {}
@@ -232,6 +240,7 @@ variable "task_memory" {
     payment   = optional(number, 512)
     analytics = optional(number, 512)
     api       = optional(number, 512)
+    ingest    = optional(number, 512)
   })
   description = "Fargate memory per task, in MiB."
   default     = {}
@@ -360,6 +369,13 @@ variable "couchbase_password" {
   type        = string
   description = "Couchbase database user's password."
   sensitive   = true
+}
+
+variable "postgres_url" {
+  type        = string
+  description = "POSTGRES_URL of the ingest service (libpq URL with its password, e.g. postgresql://orders_ingest:...@<rds endpoint>:5432/shop?sslmode=verify-full; docs/deploy.md). Empty: no ingest (desired_count.ingest must stay 0)."
+  sensitive   = true
+  default     = ""
 }
 
 variable "api_tokens" {
