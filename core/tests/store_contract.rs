@@ -714,9 +714,105 @@ async fn couchbase_passes_the_contract() {
         .await
         .unwrap();
     eprintln!("couchbase contract: indexes online ({init:?})");
+    let (bucket, ns) = (config.bucket.clone(), config.key_prefix.clone());
     let store = CouchbaseStore::connect(config).unwrap();
     store.wait_ready(Duration::from_secs(180)).await.unwrap();
     contract(&store).await;
+    explain_and_time_every_list(&store, &bucket, &ns).await;
+}
+
+/// Every list the API serves walks its own index with filter, order and limit pushed
+/// down (no sort), read from the planner (`EXPLAIN`); then each is timed at 100k orders.
+async fn explain_and_time_every_list(store: &CouchbaseStore, bucket: &str, ns: &str) {
+    use orders_core::store::couchbase::{list_statements, PlanSummary};
+    for list in list_statements(bucket, ns) {
+        let plan = store
+            .explain(&list.statement, list.params.clone())
+            .await
+            .unwrap();
+        let summary = PlanSummary::of(&plan);
+        assert_eq!(
+            summary.problem(list.index),
+            None,
+            "{}: {}",
+            list.name,
+            serde_json::to_string_pretty(&plan).unwrap()
+        );
+        eprintln!(
+            "couchbase contract: {} uses {} (limit pushed, no sort)",
+            list.name, list.index
+        );
+    }
+    // 100k orders, then each list's time.
+    let total = 100_000u64;
+    let g = OrderGenerator::new(17);
+    let started = std::time::Instant::now();
+    for chunk in (9_000_001..9_000_001 + total)
+        .collect::<Vec<_>>()
+        .chunks(5_000)
+    {
+        let orders: Vec<Order> = chunk
+            .iter()
+            .map(|id| g.order(*id, Timestamp::now()))
+            .collect();
+        store.apply(batch_of(&orders)).await.unwrap();
+    }
+    eprintln!(
+        "couchbase contract: {total} orders stored in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let queries = [
+        OrderQuery {
+            limit: 50,
+            ..OrderQuery::default()
+        },
+        OrderQuery {
+            limit: 50,
+            country: "DE".parse().ok(),
+            ..OrderQuery::default()
+        },
+        OrderQuery {
+            limit: 50,
+            status: Some(OrderStatus::Cancelled),
+            ..OrderQuery::default()
+        },
+        OrderQuery {
+            limit: 50,
+            fraud: Some(true),
+            ..OrderQuery::default()
+        },
+        OrderQuery {
+            limit: 50,
+            payment_status: Some(PaymentStatus::Failed),
+            ..OrderQuery::default()
+        },
+    ];
+    for q in &queries {
+        let t = std::time::Instant::now();
+        let page = store.latest_orders(q).await.unwrap();
+        eprintln!(
+            "couchbase contract: {q:?}: {} orders in {:.1} ms",
+            page.len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    for (name, t) in [
+        ("alerts", {
+            let t = std::time::Instant::now();
+            store.latest_alerts(50).await.unwrap();
+            t.elapsed()
+        }),
+        ("payments", {
+            let t = std::time::Instant::now();
+            store.latest_payments(50).await.unwrap();
+            t.elapsed()
+        }),
+    ] {
+        eprintln!(
+            "couchbase contract: latest {name}: {:.1} ms",
+            t.as_secs_f64() * 1e3
+        );
+    }
 }
 
 #[tokio::test]
@@ -791,4 +887,40 @@ async fn sqlite_upgrades_a_version_2_store_in_place() {
     assert_eq!((w[0].order_count, w[0].total_sales), (2, Cents(4998)));
     assert_eq!(w[0].by_country["DE"].sales, Cents(2999));
     assert!(store.canaries_before(None, 10).await.unwrap().is_empty());
+}
+
+/// A bucket that does not exist is named as such (not blamed on the host or the password),
+/// when a cluster is configured.
+#[tokio::test]
+async fn couchbase_names_a_missing_bucket() {
+    let Some(host) = std::env::var("COUCHBASE_CONNSTR")
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED couchbase missing-bucket check: set COUCHBASE_CONNSTR to run it"
+        );
+        return;
+    };
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let missing = format!("orders_missing_{}", std::process::id());
+    let config = CouchbaseConfig::new(
+        couchbase_connection_string(&host),
+        missing.clone(),
+        var("COUCHBASE_USERNAME"),
+        Secret::new(var("COUCHBASE_PASSWORD")),
+    );
+    let store = CouchbaseStore::connect(config).unwrap();
+    let e = store
+        .wait_ready(Duration::from_secs(60))
+        .await
+        .expect_err("a missing bucket cannot be ready")
+        .to_string();
+    assert!(
+        e.contains(&format!("bucket {missing:?}")) && e.contains("existing bucket"),
+        "{e}"
+    );
+    assert!(!e.contains(&var("COUCHBASE_PASSWORD")), "{e}");
 }

@@ -416,6 +416,55 @@ pub struct ListStatement {
     pub params: Vec<(&'static str, Value)>,
 }
 
+/// What a query plan (`EXPLAIN`) does, as far as the index checks care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// Every operator, depth first (`IndexScan3`, `Fetch`, `Filter`, `Order`, …).
+    pub operators: Vec<String>,
+    /// The indexes scanned, each with whether the scan carries the limit (pushdown).
+    pub index_scans: Vec<(String, bool)>,
+}
+
+impl PlanSummary {
+    /// Walks an `EXPLAIN` answer (`{"plan": {"#operator": …, "~children": […]}}`).
+    pub fn of(plan: &Value) -> PlanSummary {
+        fn walk(v: &Value, out: &mut PlanSummary) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(op) = m.get("#operator").and_then(Value::as_str) {
+                        out.operators.push(op.to_owned());
+                        if op.starts_with("IndexScan") {
+                            let index = m.get("index").and_then(Value::as_str).unwrap_or("");
+                            out.index_scans
+                                .push((index.to_owned(), m.contains_key("limit")));
+                        }
+                    }
+                    m.values().for_each(|v| walk(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = PlanSummary::default();
+        walk(plan.get("plan").unwrap_or(plan), &mut out);
+        out
+    }
+
+    /// Why the plan is not one scan of `index` with the limit pushed and no sort, if not.
+    pub fn problem(&self, index: &str) -> Option<String> {
+        if self.index_scans.len() != 1 || self.index_scans[0].0 != index {
+            return Some(format!("scans {:?}, not {index} alone", self.index_scans));
+        }
+        if !self.index_scans[0].1 {
+            return Some(format!("the limit is not pushed into {index}"));
+        }
+        if self.operators.iter().any(|o| o == "Order") {
+            return Some(format!("sorts: {:?}", self.operators));
+        }
+        None
+    }
+}
+
 /// Every list the store serves, one filter at a time.
 pub fn list_statements(bucket: &str, ns: &str) -> Vec<ListStatement> {
     let orders = |name, index, q: OrderQuery| ListStatement {
@@ -1150,6 +1199,21 @@ impl CouchbaseStore {
         scrub(store_error(e), &self.inner.config.password)
     }
 
+    /// The query plan of `statement` (`EXPLAIN`), for the contract suite's checks that
+    /// each list walks its index with the filter, order and limit pushed down.
+    pub async fn explain(
+        &self,
+        statement: &str,
+        params: Vec<(&'static str, Value)>,
+    ) -> Result<Value, StoreError> {
+        let rows = self
+            .query::<Value>(format!("EXPLAIN {statement}"), params)
+            .await?;
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Query(format!("EXPLAIN gave no plan for {statement}")))
+    }
+
     /// Runs one SQL++ statement with named parameters and `RequestPlus` consistency (the
     /// API reads what the writer just stored), rows included in the deadline.
     async fn query<T: DeserializeOwned + 'static>(
@@ -1657,6 +1721,41 @@ mod tests {
     /// Each list's equality keys, then its sort keys (same order and direction), are the
     /// leading keys of its index, and its document type is the index's: so the filter, the
     /// order and the limit all go into one index scan.
+    /// The plan reader on the shape Couchbase's `EXPLAIN` answers (a pushed-down scan,
+    /// and one that sorts after a scan of another index).
+    #[test]
+    fn plans_are_read_for_their_index_limit_and_sort() {
+        let good = json!({"plan": {"#operator": "Sequence", "~children": [
+            {"#operator": "IndexScan3", "index": "idx_orders_country_arrival",
+             "limit": "$limit", "spans": [{"range": []}]},
+            {"#operator": "Fetch", "as": "o"},
+            {"#operator": "Parallel", "~child": {"#operator": "Sequence", "~children": [
+                {"#operator": "Filter"}, {"#operator": "InitialProject"}]}},
+            {"#operator": "Limit", "expr": "$limit"}]}, "text": "SELECT …"});
+        let s = PlanSummary::of(&good);
+        assert_eq!(
+            s.index_scans,
+            vec![("idx_orders_country_arrival".to_owned(), true)]
+        );
+        assert_eq!(s.problem("idx_orders_country_arrival"), None);
+        assert!(s.problem("idx_orders_arrival").is_some());
+        let sorting = json!({"plan": {"#operator": "Sequence", "~children": [
+            {"#operator": "IndexScan3", "index": "idx_orders_by_country"},
+            {"#operator": "Fetch"}, {"#operator": "Order", "sort_terms": []},
+            {"#operator": "Limit"}]}});
+        let s = PlanSummary::of(&sorting);
+        assert!(s
+            .problem("idx_orders_by_country")
+            .unwrap()
+            .contains("limit"));
+        let mut pushed = s.clone();
+        pushed.index_scans[0].1 = true;
+        assert!(pushed
+            .problem("idx_orders_by_country")
+            .unwrap()
+            .contains("sorts"));
+    }
+
     #[test]
     fn every_list_has_an_index_that_leads_with_its_filter_and_sort() {
         let lists = list_statements("order_analytics", "run:");
