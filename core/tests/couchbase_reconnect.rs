@@ -125,4 +125,62 @@ async fn a_minute_of_failed_connects_holds_threads_fds_and_memory_flat() {
         baseline.rss_kib,
         end.rss_kib
     );
+    drop((store, silent_store));
+    a_minute_against_a_missing_bucket().await;
+}
+
+/// With a cluster configured (`COUCHBASE_CONNSTR`): a minute of retrying a bucket that does
+/// not exist, where the cluster connects and the bucket then fails — the case where each
+/// retry used to leave a whole cluster agent behind. Run after the offline part, in the
+/// same test, so the two measurements never overlap.
+async fn a_minute_against_a_missing_bucket() {
+    let Some(host) = std::env::var("COUCHBASE_CONNSTR")
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the missing-bucket minute: set COUCHBASE_CONNSTR to run it"
+        );
+        return;
+    };
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let mut config = CouchbaseConfig::new(
+        orders_core::config::couchbase_connection_string(&host),
+        format!("orders_missing_{}", std::process::id()),
+        var("COUCHBASE_USERNAME"),
+        Secret::new(var("COUCHBASE_PASSWORD")),
+    );
+    config.connect_timeout = Duration::from_secs(2);
+    config.reconnect_max_delay = Duration::from_millis(500);
+    let store = CouchbaseStore::connect(config).unwrap();
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let baseline = footprint();
+    let attempts_at_baseline = store.connect_attempts();
+    let mut peak = baseline;
+    while start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let now = footprint();
+        peak = Footprint {
+            threads: peak.threads.max(now.threads),
+            fds: peak.fds.max(now.fds),
+            rss_kib: peak.rss_kib.max(now.rss_kib),
+        };
+    }
+    let attempts = store.connect_attempts() - attempts_at_baseline;
+    eprintln!("missing bucket: {attempts} attempts; baseline {baseline:?}, peak {peak:?}");
+    assert!(attempts >= 10, "only {attempts} attempts");
+    let e = store.ping().await.unwrap_err().to_string();
+    assert!(e.contains("orders_missing_"), "{e}");
+    assert!(
+        peak.threads <= baseline.threads + 4,
+        "threads {baseline:?} → {peak:?}"
+    );
+    assert!(peak.fds <= baseline.fds + 8, "fds {baseline:?} → {peak:?}");
+    assert!(
+        peak.rss_kib <= baseline.rss_kib + 16 * 1024,
+        "memory {baseline:?} → {peak:?}"
+    );
 }
