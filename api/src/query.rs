@@ -85,6 +85,14 @@ pub fn window_minutes(raw: Option<&str>) -> Result<usize, AppError> {
     }
 }
 
+/// The web view's one option.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexParams {
+    /// `true`: show the canary orders (never among the orders) with their journeys.
+    pub canaries: Option<String>,
+}
+
 /// No parameter at all.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -482,8 +482,19 @@ fn public_reason(e: &StoreError) -> String {
 /// The web view.
 pub async fn index(
     State(state): State<AppState>,
-    StrictQuery(_): StrictQuery<NoParams>,
+    StrictQuery(p): StrictQuery<crate::query::IndexParams>,
 ) -> Response {
+    let canaries = match p.canaries.as_deref() {
+        None | Some("false") => None,
+        Some("true") => {
+            let _ = state.canary.poll(state.store.as_ref()).await;
+            Some(state.canary.report())
+        }
+        Some(other) => {
+            return AppError::invalid(format!("canaries must be true or false, not {other:?}"))
+                .into_response()
+        }
+    };
     let q = orders_core::store::OrderQuery {
         limit: 20,
         ..Default::default()
@@ -512,6 +523,7 @@ pub async fn index(
             .map(|a| a.iter().map(Into::into).collect())
             .map_err(|e| public_reason(&e)),
         lag,
+        canaries,
     });
     let status = if store_down {
         StatusCode::SERVICE_UNAVAILABLE

@@ -29,6 +29,59 @@ pub struct Dashboard {
     pub alerts: Result<Vec<AlertJson>, String>,
     /// `None`: this server watches no Kafka.
     pub lag: Option<Result<Vec<GroupLagJson>, String>>,
+    /// Asked for with `?canaries=true`: the canary orders' journeys, which are never
+    /// among the orders or in the totals.
+    pub canaries: Option<Result<crate::model::CanaryBody, String>>,
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map(|s| format!("{s:.2} s"))
+        .unwrap_or_else(|| "—".to_owned())
+}
+
+fn canaries_section(out: &mut String, canaries: &Option<Result<crate::model::CanaryBody, String>>) {
+    let Some(canaries) = canaries else {
+        out.push_str("<p class=\"muted\"><a href=\"?canaries=true\">Show the canary orders</a> (they never count among the orders or in the totals).</p>");
+        return;
+    };
+    out.push_str("<section><h2>Canary orders <a href=\"/\">hide</a></h2>");
+    match canaries {
+        Err(e) => {
+            let _ = write!(out, "<p class=\"error\">{}</p>", escape(e));
+        }
+        Ok(c) => {
+            let _ = write!(
+                out,
+                "<p>SLA {:.0} s · {} pending · {} lost in the last {} · p50/p99 stored {} / {}</p>",
+                c.sla_seconds,
+                c.pending,
+                c.lost_in_window,
+                c.window,
+                seconds(c.percentiles.stored.p50),
+                seconds(c.percentiles.stored.p99),
+            );
+            if c.canaries.is_empty() {
+                out.push_str("<p class=\"muted\">No canary yet.</p>");
+            } else {
+                out.push_str("<div class=\"scroll\"><table><thead><tr><th>Canary</th><th>State</th><th>Created</th><th>Decided</th><th>Paid</th><th>Stored</th></tr></thead><tbody>");
+                for j in &c.canaries {
+                    let _ = write!(
+                        out,
+                        "<tr class=\"canary\" data-order-id=\"{id}\"><td class=\"num\">#{id}</td><td>{}</td><td>{}</td>\
+                         <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                        escape(j.state.unwrap_or("—")),
+                        escape(&j.created_at.as_deref().map(short_time).unwrap_or_default()),
+                        seconds(j.decision_seconds),
+                        seconds(j.paid_seconds),
+                        seconds(j.stored_seconds),
+                        id = j.order_id,
+                    );
+                }
+                out.push_str("</tbody></table></div>");
+            }
+        }
+    }
+    out.push_str("</section>");
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -310,6 +363,7 @@ pub fn render(d: &Dashboard) -> String {
     alerts_section(&mut out, &d.alerts);
     out.push_str("</div></div>");
     orders_section(&mut out, &d.orders);
+    canaries_section(&mut out, &d.canaries);
     out.push_str("</main></body></html>\n");
     out
 }
@@ -349,6 +403,7 @@ mod tests {
             orders: Ok(vec![order(7, "x", "<script>alert(1)</script>")]),
             alerts: Ok(vec![]),
             lag: None,
+            canaries: None,
         };
         let html = render(&d);
         assert!(!html.contains("<script>"), "{html}");
@@ -372,6 +427,7 @@ mod tests {
             orders: Ok(vec![]),
             alerts: Ok(vec![]),
             lag: None,
+            canaries: None,
         });
         let start = html.find("<style>").unwrap() + "<style>".len();
         let end = html.find("</style>").unwrap();

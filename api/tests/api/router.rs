@@ -541,6 +541,61 @@ async fn openapi_covers_every_json_endpoint() {
     }
 }
 
+/// Canaries are never among the web view's orders; `?canaries=true` shows them with their
+/// journeys; any other value is a 400.
+#[tokio::test]
+async fn the_web_view_shows_canaries_only_when_asked() {
+    use orders_core::canary::CanaryStage;
+    let f = filled_store(5).await;
+    let now = Timestamp::now();
+    let at = |ms: i64| Timestamp::from_micros(now.micros() - 10_000_000 + ms * 1_000).unwrap();
+    f.store
+        .record_canary_stages(Arc::new(vec![
+            CanaryStage::Stored {
+                order_id: 4_242,
+                created_at: at(0),
+                stored_at: at(400),
+            },
+            CanaryStage::Decided {
+                order_id: 4_242,
+                at: at(100),
+                flagged: true,
+            },
+            CanaryStage::Paid {
+                order_id: 4_242,
+                at: at(300),
+            },
+        ]))
+        .await
+        .unwrap();
+    let app = router(f.store.clone());
+    let plain = get(&app, "/").await;
+    assert_eq!(plain.status, StatusCode::OK);
+    assert!(
+        !plain.text.contains("data-order-id=\"4242\""),
+        "a canary among the orders"
+    );
+    assert!(plain.text.contains("href=\"?canaries=true\""));
+    let shown = get(&app, "/?canaries=true").await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(
+        shown.text.matches("<tr class=\"canary\"").count(),
+        1,
+        "{}",
+        shown.text
+    );
+    assert!(shown.text.contains("data-order-id=\"4242\""));
+    assert!(shown.text.contains("complete"), "{}", shown.text);
+    assert!(
+        shown.text.contains("0.40 s"),
+        "stored 400 ms after creation: {}",
+        shown.text
+    );
+    assert_eq!(shown.text.matches("<tr class=\"order\"").count(), 5);
+    let bad = get(&app, "/?canaries=yes").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn web_view_renders_escaped_data() {
     let f = filled_store(30).await;
