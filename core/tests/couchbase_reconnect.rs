@@ -32,6 +32,21 @@ fn footprint() -> Footprint {
     }
 }
 
+/// The highest footprint seen, sampled every 4 s from `baseline` until `start + until`.
+async fn peak_until(start: Instant, until: Duration, baseline: Footprint) -> Footprint {
+    let mut peak = baseline;
+    while start.elapsed() < until {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let now = footprint();
+        peak = Footprint {
+            threads: peak.threads.max(now.threads),
+            fds: peak.fds.max(now.fds),
+            rss_kib: peak.rss_kib.max(now.rss_kib),
+        };
+    }
+    peak
+}
+
 /// A minute of reconnecting to a closed port: dozens of attempts, each failing, and the
 /// footprint after the warm-up stays within a few threads, descriptors and megabytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,16 +90,7 @@ async fn a_minute_of_failed_connects_holds_threads_fds_and_memory_flat() {
     let baseline = footprint();
     let attempts_at_baseline = store.connect_attempts();
     let silent_at_baseline = silent_store.connect_attempts();
-    let mut peak = baseline;
-    while start.elapsed() < Duration::from_secs(58) {
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let now = footprint();
-        peak = Footprint {
-            threads: peak.threads.max(now.threads),
-            fds: peak.fds.max(now.fds),
-            rss_kib: peak.rss_kib.max(now.rss_kib),
-        };
-    }
+    let peak = peak_until(start, Duration::from_secs(58), baseline).await;
     let end = footprint();
     let attempts = store.connect_attempts() - attempts_at_baseline;
     let silent_attempts = silent_store.connect_attempts() - silent_at_baseline;
@@ -159,16 +165,7 @@ async fn a_minute_against_a_missing_bucket() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let baseline = footprint();
     let attempts_at_baseline = store.connect_attempts();
-    let mut peak = baseline;
-    while start.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let now = footprint();
-        peak = Footprint {
-            threads: peak.threads.max(now.threads),
-            fds: peak.fds.max(now.fds),
-            rss_kib: peak.rss_kib.max(now.rss_kib),
-        };
-    }
+    let peak = peak_until(start, Duration::from_secs(60), baseline).await;
     let attempts = store.connect_attempts() - attempts_at_baseline;
     eprintln!("missing bucket: {attempts} attempts; baseline {baseline:?}, peak {peak:?}");
     assert!(attempts >= 10, "only {attempts} attempts");
