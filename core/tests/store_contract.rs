@@ -710,7 +710,7 @@ async fn couchbase_passes_the_contract() {
     eprintln!("couchbase contract: key prefix {}", config.key_prefix);
     // The store only checks its indexes; the test user creates them, as `store init` does
     // (it needs Query Manage Index on the bucket).
-    let init = orders_core::store::couchbase::init_indexes(&config, Duration::from_secs(900))
+    let init = orders_core::store::couchbase::init_store(&config, Duration::from_secs(900))
         .await
         .unwrap();
     eprintln!("couchbase contract: indexes online ({init:?})");

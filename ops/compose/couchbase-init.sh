@@ -124,6 +124,7 @@ statements=(
     "CREATE INDEX IF NOT EXISTS idx_payments_latest ON $B(ns, order_id DESC) WHERE type = \"payment\""
     "CREATE INDEX IF NOT EXISTS idx_payments_arrival ON $B(ns, stored_us DESC, order_id DESC) WHERE type = \"payment\""
     "CREATE INDEX IF NOT EXISTS idx_canary_stages ON $B(ns, order_id DESC, stage, at_us, created_us, flagged) WHERE type = \"canary_stage\""
+    "CREATE INDEX IF NOT EXISTS idx_recount_pending ON $B(ns, META().id) WHERE type IN [\"order\", \"alert\", \"payment\"] AND (tally IS MISSING OR recounting IS VALUED OR (type = \"order\" AND fraud IS MISSING))"
     "DROP INDEX IF EXISTS idx_orders_created ON $B"
     "DROP INDEX IF EXISTS idx_orders_by_country ON $B"
     "DROP INDEX IF EXISTS idx_orders_by_status ON $B"

@@ -1,11 +1,12 @@
 //! `ordersctl store init`: creates and builds the Couchbase indexes every list of the
-//! store needs, drops obsolete ones, and waits until all are online. Run once per deploy
+//! store needs, drops obsolete ones, waits until all are online, and recounts documents an
+//! earlier version stored before the counter documents. Run once per deploy
 //! by a user with Query Manage Index on the bucket (docs/deploy.md); the daemons and the
 //! api only check the indexes, and wait while they are not online.
 
 use clap::{Args, Subcommand};
 use orders_core::config::StoreArgs;
-use orders_core::store::couchbase::init_indexes;
+use orders_core::store::couchbase::init_store;
 use orders_core::store::CouchbaseConfig;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,9 +19,10 @@ pub struct StoreCommandArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum StoreCommand {
-    /// Creates, builds and waits for the Couchbase indexes (idempotent; exits 0 when every
-    /// index is online, 2 on a bad setting, 4 when Couchbase is unreachable or the indexes
-    /// are not online in time).
+    /// Creates, builds and waits for the Couchbase indexes, then recounts what an earlier
+    /// version stored without counters (idempotent; exits 0 when every index is online and
+    /// every document counted, 2 on a bad setting, 4 when Couchbase is unreachable or the
+    /// indexes are not online in time, 5 when documents could not be counted).
     Init(InitArgs),
 }
 
@@ -59,17 +61,30 @@ pub fn run(args: StoreCommandArgs) -> ExitCode {
         }
     };
     let limit = Duration::from_secs(args.timeout_seconds);
-    match runtime.block_on(init_indexes(&config, limit)) {
+    match runtime.block_on(init_store(&config, limit)) {
         Ok(report) => {
+            let (indexes, recount) = (&report.indexes, &report.recount);
             eprintln!(
                 "ordersctl store init: every index online on bucket {} after {:.0?} (built: \
-                 {}; dropped: {})",
+                 {}; dropped: {}); {} documents of an earlier version recounted",
                 config.bucket,
-                report.waited,
-                list(&report.built),
-                list(&report.dropped)
+                indexes.waited,
+                list(&indexes.built),
+                list(&indexes.dropped),
+                recount.recounted,
             );
-            ExitCode::SUCCESS
+            if recount.unreadable.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "ordersctl store init: {} documents could not be counted and are not in the \
+                 totals; fix or remove them, then run it again:",
+                recount.unreadable.len()
+            );
+            for (key, why) in recount.unreadable.iter().take(20) {
+                eprintln!("  {key}: {why}");
+            }
+            ExitCode::from(5)
         }
         Err(e) => {
             eprintln!("ordersctl store init: {e}");

@@ -11,7 +11,7 @@
 use super::counters::{Counted, Counters};
 use super::documents::{Documents, Lookup, Mutated, Mutation};
 use super::{alert_document, alert_key, order_document, order_key, payment_document, payment_key};
-use crate::domain::{FraudAlert, Payment, PaymentStatus, Timestamp};
+use crate::domain::{Country, FraudAlert, OrderStatus, Payment, PaymentStatus, Timestamp};
 use crate::store::{BatchOutcome, OrderConflict, StoreBatch, StoreError, StoredOrder};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
@@ -19,49 +19,85 @@ use serde_json::{json, Value};
 /// Records whose learned fields are copied at once.
 const CONCURRENCY: usize = 64;
 
-fn order_record(ns: &str, s: &StoredOrder) -> Counted {
-    let o = &s.order;
-    let cents = o.amount.0;
+/// An order as counted: its key, marker and what it adds to the totals (`doc` is left
+/// null, for a caller that has one to set).
+pub(super) fn order_counted(
+    ns: &str,
+    id: u64,
+    cents: i64,
+    country: Country,
+    status: OrderStatus,
+) -> Counted {
     Counted {
-        key: order_key(ns, o.order_id),
-        doc: order_document(ns, s),
-        order_id: o.order_id,
-        marker: format!("o{}", o.order_id),
+        key: order_key(ns, id),
+        doc: Value::Null,
+        order_id: id,
+        marker: format!("o{id}"),
         deltas: vec![
             ("n".into(), 1),
             ("cents".into(), cents),
-            (format!("country.{}.n", o.country.as_str()), 1),
-            (format!("country.{}.cents", o.country.as_str()), cents),
-            (format!("status.{}.n", o.status.as_str()), 1),
-            (format!("status.{}.cents", o.status.as_str()), cents),
+            (format!("country.{}.n", country.as_str()), 1),
+            (format!("country.{}.cents", country.as_str()), cents),
+            (format!("status.{}.n", status.as_str()), 1),
+            (format!("status.{}.cents", status.as_str()), cents),
         ],
+    }
+}
+
+/// A fraud alert as counted (see [`order_counted`]).
+pub(super) fn alert_counted(ns: &str, id: u64, cents: i64) -> Counted {
+    Counted {
+        key: alert_key(ns, id),
+        doc: Value::Null,
+        order_id: id,
+        marker: format!("a{id}"),
+        deltas: vec![("fraud_n".into(), 1), ("fraud_cents".into(), cents)],
+    }
+}
+
+/// A payment as counted (see [`order_counted`]).
+pub(super) fn payment_counted(ns: &str, id: u64, status: PaymentStatus) -> Counted {
+    Counted {
+        key: payment_key(ns, id),
+        doc: Value::Null,
+        order_id: id,
+        marker: format!("p{id}"),
+        deltas: vec![
+            ("payments".into(), 1),
+            ("paid".into(), i64::from(status == PaymentStatus::Paid)),
+        ],
+    }
+}
+
+fn order_record(ns: &str, s: &StoredOrder) -> Counted {
+    let o = &s.order;
+    Counted {
+        doc: order_document(ns, s),
+        ..order_counted(ns, o.order_id, o.amount.0, o.country, o.status)
     }
 }
 
 fn alert_record(ns: &str, a: &FraudAlert, now: Timestamp) -> Counted {
     Counted {
-        key: alert_key(ns, a.order_id),
         doc: alert_document(ns, a, now),
-        order_id: a.order_id,
-        marker: format!("a{}", a.order_id),
-        deltas: vec![("fraud_n".into(), 1), ("fraud_cents".into(), a.amount.0)],
+        ..alert_counted(ns, a.order_id, a.amount.0)
     }
 }
 
 fn payment_record(ns: &str, p: &Payment, now: Timestamp) -> Counted {
-    let paid = i64::from(p.status == PaymentStatus::Paid);
     Counted {
-        key: payment_key(ns, p.order_id),
         doc: payment_document(ns, p, now),
-        order_id: p.order_id,
-        marker: format!("p{}", p.order_id),
-        deltas: vec![("payments".into(), 1), ("paid".into(), paid)],
+        ..payment_counted(ns, p.order_id, p.status)
     }
 }
 
 /// Sets fields on an order's document; an order not stored yet is fine (it looks them up
 /// itself once stored).
-async fn learn(docs: &dyn Documents, key: String, fields: Vec<Mutation>) -> Result<(), StoreError> {
+pub(super) async fn learn(
+    docs: &dyn Documents,
+    key: String,
+    fields: Vec<Mutation>,
+) -> Result<(), StoreError> {
     if fields.is_empty() {
         return Ok(());
     }
@@ -71,7 +107,7 @@ async fn learn(docs: &dyn Documents, key: String, fields: Vec<Mutation>) -> Resu
     }
 }
 
-fn fraud_fields(reason: Value) -> Vec<Mutation> {
+pub(super) fn fraud_fields(reason: Value) -> Vec<Mutation> {
     vec![
         Mutation::Upsert("fraud".into(), json!(true)),
         Mutation::Upsert("fraud_reason".into(), reason),
@@ -79,7 +115,11 @@ fn fraud_fields(reason: Value) -> Vec<Mutation> {
 }
 
 /// After an order's insert: what its alert and payment (if stored) say about it.
-async fn learn_from_effects(docs: &dyn Documents, ns: &str, id: u64) -> Result<(), StoreError> {
+pub(super) async fn learn_from_effects(
+    docs: &dyn Documents,
+    ns: &str,
+    id: u64,
+) -> Result<(), StoreError> {
     let first =
         |l: Option<super::documents::Looked>| l.and_then(|l| l.values.into_iter().next().flatten());
     let (alert_at, payment_at) = (alert_key(ns, id), payment_key(ns, id));
@@ -225,7 +265,7 @@ pub async fn apply(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::counters::Layout;
     use super::super::documents::MemoryDocuments;
     use super::*;
@@ -235,7 +275,7 @@ mod tests {
     use crate::store::{CountAndSum, Totals};
 
     /// Tiny generations and few shards, so a batch seals and folds many of them.
-    const LAYOUT: Layout = Layout {
+    pub(in super::super) const LAYOUT: Layout = Layout {
         shards: 3,
         markers_per_generation: 4,
     };
@@ -243,7 +283,7 @@ mod tests {
     /// A batch with everything the write path meets: orders; alerts and payments for some
     /// of them; an alert and a payment whose order is not in the batch (it arrives in the
     /// next); the same order, alert and payment twice.
-    fn batches() -> (StoreBatch, StoreBatch) {
+    pub(in super::super) fn batches() -> (StoreBatch, StoreBatch) {
         let g = OrderGenerator::new(5);
         let now = Timestamp::now();
         let orders: Vec<Order> = (1..=30).map(|id| g.order(id, now)).collect();
@@ -297,7 +337,7 @@ mod tests {
     }
 
     /// The totals of the batches, computed directly from their distinct records.
-    fn expected(batches: &[&StoreBatch]) -> Totals {
+    pub(in super::super) fn expected(batches: &[&StoreBatch]) -> Totals {
         let mut t = Totals::default();
         let mut seen = std::collections::HashSet::new();
         for b in batches {
@@ -335,7 +375,12 @@ mod tests {
 
     /// Everything a finished run must show: exact totals, every learned field on its
     /// order's document, every generation within its bound.
-    fn check(docs: &MemoryDocuments, counters: &Counters, batches: &[&StoreBatch], what: &str) {
+    pub(in super::super) fn check(
+        docs: &MemoryDocuments,
+        counters: &Counters,
+        batches: &[&StoreBatch],
+        what: &str,
+    ) {
         let totals = futures::executor::block_on(counters.totals(docs)).unwrap();
         assert_eq!(totals, expected(batches), "{what}");
         for b in batches {

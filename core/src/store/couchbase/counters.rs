@@ -310,11 +310,36 @@ impl Counters {
             map.insert("tally".into(), json!(generation_key(&self.ns, shard, g)));
         }
         let new = docs.insert(&record.key, &doc).await?;
-        let mut tally = if new {
+        let tally = if new {
             Some(generation_key(&self.ns, shard, g))
         } else {
             self.tally_of(docs, &record.key).await?.0
         };
+        self.count(docs, record, shard, tally).await?;
+        Ok(new)
+    }
+
+    /// Counts `record`, whose document is stored already (by an earlier version that kept
+    /// no counters, or an interrupted write), exactly once; `record.doc` is not used.
+    pub async fn count_stored(
+        &self,
+        docs: &dyn Documents,
+        record: &Counted,
+    ) -> Result<(), StoreError> {
+        let shard = shard_of(record.order_id, self.layout.shards);
+        let tally = self.tally_of(docs, &record.key).await?.0;
+        self.count(docs, record, shard, tally).await
+    }
+
+    /// The counting call of `record`, whose document says it is counted at `tally`, until
+    /// it is counted there or found counted (moving `tally` as the generations roll over).
+    async fn count(
+        &self,
+        docs: &dyn Documents,
+        record: &Counted,
+        shard: u64,
+        mut tally: Option<String>,
+    ) -> Result<(), StoreError> {
         let specs = counting_specs(record);
         for _ in 0..CAS_ATTEMPTS {
             let Some(at) = tally.clone() else {
@@ -330,9 +355,9 @@ impl Counters {
                             self.close(docs, shard, g).await?;
                         }
                     }
-                    return Ok(new);
+                    return Ok(());
                 }
-                Mutated::PathExists => return Ok(new),
+                Mutated::PathExists => return Ok(()),
                 Mutated::DocumentNotFound => {
                     let g = generation_of(&at).unwrap_or(0);
                     let fresh = json!({
@@ -349,7 +374,7 @@ impl Counters {
                         .and_then(|l| l.values.into_iter().next().flatten())
                         == Some(Value::Bool(true));
                     if counted {
-                        return Ok(new);
+                        return Ok(());
                     }
                     if let Some(g) = generation_of(&at) {
                         self.close(docs, shard, g).await?;

@@ -246,6 +246,16 @@ impl MemoryDocuments {
         }
     }
 
+    /// A copy of every document, in a stand-in of its own that does not interleave (to read
+    /// from outside an async runtime).
+    pub fn snapshot(&self) -> Self {
+        let copy = MemoryDocuments::new();
+        *copy.lock() = self.lock().clone();
+        copy.next_cas
+            .store(self.next_cas.load(Ordering::SeqCst), Ordering::SeqCst);
+        copy
+    }
+
     /// Lets `calls` more calls through, then fails every later one (a crash).
     pub fn crash_after(&self, calls: u64) {
         self.allowed
@@ -268,6 +278,31 @@ impl MemoryDocuments {
     /// A copy of one document.
     pub fn get(&self, key: &str) -> Option<Value> {
         self.lock().get(key).map(|(_, v)| v.clone())
+    }
+
+    /// Keys after `after`, in key order, of documents that `matches` (at most `limit`), as
+    /// a query over an index of them would list them.
+    pub fn keys_where(
+        &self,
+        after: &str,
+        limit: usize,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Vec<String> {
+        let docs = self.lock();
+        let mut keys: Vec<&String> = docs
+            .iter()
+            .filter(|(k, (_, doc))| k.as_str() > after && matches(doc))
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        keys.into_iter().take(limit).cloned().collect()
+    }
+
+    /// Stores `doc` under `key` as it is, outside the calls counted (a fixture: documents an
+    /// earlier version wrote).
+    pub fn put(&self, key: &str, doc: Value) {
+        let cas = self.cas();
+        self.lock().insert(key.to_owned(), (cas, doc));
     }
 
     /// How many documents, and the largest one's size in bytes.

@@ -25,6 +25,7 @@ pub mod batch;
 pub mod counters;
 pub mod documents;
 pub mod indexes;
+pub mod recount;
 
 use super::*;
 use crate::config::{couchbase_connection_string, Durability, Secret, StoreArgs};
@@ -1062,21 +1063,45 @@ async fn connect_once(
     })
 }
 
+/// What `ordersctl store init` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitReport {
+    pub indexes: indexes::IndexReport,
+    pub recount: recount::RecountReport,
+}
+
 /// `ordersctl store init`: connects, creates and builds the indexes, drops obsolete ones,
-/// and waits (at most `limit`) until every index is online. Run once per deploy, by a
-/// user with Query Manage Index on the bucket; every other role only checks.
-pub async fn init_indexes(
+/// waits (at most `limit`) until every index is online, then recounts the documents an
+/// earlier version stored without counters ([`recount`]; none on a new bucket). Run once per
+/// deploy, by a user with Query Manage Index on the bucket; every other role only checks.
+pub async fn init_store(
     config: &CouchbaseConfig,
     limit: Duration,
-) -> Result<indexes::InitReport, StoreError> {
+) -> Result<InitReport, StoreError> {
     config.validate()?;
+    let scrubbed = |e| scrub(e, &config.password);
     let mut cluster = None;
-    let (cluster, _bucket) = open_bucket(config, &mut cluster)
+    let (cluster, bucket) = open_bucket(config, &mut cluster).await.map_err(scrubbed)?;
+    let indexes = indexes::init(config, &cluster, limit)
         .await
-        .map_err(|e| scrub(e, &config.password))?;
-    indexes::init(config, &cluster, limit)
+        .map_err(scrubbed)?;
+    let collection = bucket.default_collection();
+    let map_error = |e: &CbError| store_error(e);
+    let docs = documents::SdkDocuments {
+        collection: &collection,
+        kv_timeout: config.kv_timeout,
+        durability: config.durability_level(),
+        map_error: &map_error,
+    };
+    let counters = counters::Counters::new(config.key_prefix.clone(), counters::Layout::default());
+    let pending = recount::QueryPending {
+        cluster: &cluster,
+        config,
+    };
+    let recount = recount::recount_all(&docs, &counters, &pending, recount::PAGE)
         .await
-        .map_err(|e| scrub(e, &config.password))
+        .map_err(scrubbed)?;
+    Ok(InitReport { indexes, recount })
 }
 
 /// Connects until it succeeds, publishing each failure so callers can say why.
@@ -1764,11 +1789,10 @@ mod tests {
                 .unwrap_or_else(|| panic!("{}: no index {}", list.name, list.index));
             let (eq, sort) = filter_and_sort_keys(&list.statement);
             assert!(
-                list.statement
-                    .contains(&format!(".type = \"{}\"", index.kind)),
-                "{}: not on {} documents",
+                list.statement.contains(&format!(".{}", index.condition)),
+                "{}: not on the documents of {}",
                 list.name,
-                index.kind
+                index.condition
             );
             assert!(
                 index.keys.len() >= eq.len() + sort.len(),
@@ -1811,7 +1835,9 @@ mod tests {
         let windows = minute_windows_statement("order_analytics");
         let window_index = indexes::definition("idx_orders_created_minute").unwrap();
         assert_eq!(window_index.keys[..2], ["ns", "created_us"]);
-        assert!(windows.contains(".type = \"order\"") && window_index.kind == "order");
+        assert!(
+            windows.contains(".type = \"order\"") && window_index.condition == "type = \"order\""
+        );
         for part in ["o.ns = $ns", "o.created_us >= $from", "o.created_us < $to"] {
             assert!(windows.contains(part), "{part}: {windows}");
         }
@@ -1840,11 +1866,12 @@ mod tests {
         for field in ["stage", "at_us", "created_us", "flagged"] {
             assert!(canary_index.keys.contains(&field), "{field}");
         }
-        // Every index serves a list (or the windows, or the canaries), none left over.
+        // Every index serves a list (or the windows, the canaries, or the recount), none
+        // left over.
+        let served = [window_index.name, canary_index.name, recount::PENDING_INDEX];
         for index in indexes::INDEXES {
             assert!(
-                lists.iter().any(|l| l.index == index.name)
-                    || [window_index.name, canary_index.name].contains(&index.name),
+                lists.iter().any(|l| l.index == index.name) || served.contains(&index.name),
                 "{} serves no list",
                 index.name
             );
@@ -2293,7 +2320,7 @@ mod tests {
         assert_eq!(doc["created_us"], json!(1_700_000_000_000_000_i64));
         let index = indexes::definition("idx_canary_stages").unwrap();
         assert_eq!(index.keys[..3], ["ns", "order_id DESC", "stage"]);
-        assert_eq!(index.kind, "canary_stage");
+        assert_eq!(index.condition, "type = \"canary_stage\"");
         let statement = canary_journeys_statement("order_analytics");
         assert!(statement.contains("c.type = \"canary_stage\" AND c.ns = $ns"));
         assert!(statement.contains("ORDER BY c.order_id DESC LIMIT $limit"));
