@@ -127,8 +127,9 @@ pub struct StoreArgs {
     pub data_dir: PathBuf,
 }
 
-/// Couchbase's durability levels (`COUCHBASE_DURABILITY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// Couchbase's durability levels (`COUCHBASE_DURABILITY`), weakest first (the server, given
+/// two, enforces the greater).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum Durability {
     None,

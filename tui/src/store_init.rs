@@ -5,8 +5,9 @@
 //! api only check the indexes, and wait while they are not online.
 
 use clap::{Args, Subcommand};
+use orders_core::config::Durability;
 use orders_core::config::StoreArgs;
-use orders_core::store::couchbase::init_store;
+use orders_core::store::couchbase::{init_store, BucketDurability};
 use orders_core::store::CouchbaseConfig;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,7 +23,8 @@ pub enum StoreCommand {
     /// Creates, builds and waits for the Couchbase indexes, then recounts what an earlier
     /// version stored without counters (idempotent; exits 0 when every index is online and
     /// every document counted, 2 on a bad setting, 4 when Couchbase is unreachable or the
-    /// indexes are not online in time, 5 when documents could not be counted).
+    /// indexes are not online in time, 5 when documents could not be counted, 6 when the
+    /// bucket's minimum durability is below COUCHBASE_DURABILITY).
     Init(InitArgs),
 }
 
@@ -63,6 +65,33 @@ pub fn run(args: StoreCommandArgs) -> ExitCode {
     let limit = Duration::from_secs(args.timeout_seconds);
     match runtime.block_on(init_store(&config, limit)) {
         Ok(report) => {
+            let wanted = args.store.couchbase_durability;
+            match &report.durability {
+                BucketDurability::Enough => {}
+                BucketDurability::Below(level) => {
+                    eprintln!(
+                        "ordersctl store init: bucket {}'s minimum durability level is {level}, \
+                         below COUCHBASE_DURABILITY={}: the Couchbase SDK sends no durability \
+                         level with sub-document writes (the totals' counters), so the bucket's \
+                         minimum is what makes them durable. Raise it (Capella: the bucket's \
+                         settings, Durability Level; self-managed: couchbase-cli bucket-edit \
+                         --bucket {} --durability-min-level majority), or set \
+                         COUCHBASE_DURABILITY=none to accept losing acknowledged writes on a \
+                         failover. Nothing was changed.",
+                        config.bucket,
+                        durability_name(wanted),
+                        config.bucket
+                    );
+                    return ExitCode::from(6);
+                }
+                BucketDurability::Unverified(why) => eprintln!(
+                    "ordersctl store init: warning: could not read bucket {}'s minimum \
+                     durability level ({why}); sub-document writes are durable only if it is at \
+                     least {} (docs/deploy.md, Durability)",
+                    config.bucket,
+                    durability_name(wanted)
+                ),
+            }
             let (indexes, recount) = (&report.indexes, &report.recount);
             eprintln!(
                 "ordersctl store init: every index online on bucket {} after {:.0?} (built: \
@@ -91,6 +120,13 @@ pub fn run(args: StoreCommandArgs) -> ExitCode {
             ExitCode::from(4)
         }
     }
+}
+
+/// The name `COUCHBASE_DURABILITY` takes for `level`.
+fn durability_name(level: Durability) -> String {
+    clap::ValueEnum::to_possible_value(&level)
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 fn list(names: &[&str]) -> String {

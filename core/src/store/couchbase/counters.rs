@@ -12,15 +12,15 @@
 //!   its closed generations and the number of the open one.
 //!
 //! ## Counting a record: one `mutate_in` on its generation
-//! `[increment c.markers (must exist), insert m.<marker>, increment c.<each total>]` —
-//! applied together or not at all. On redelivery the marker insert fails (`PathExists`),
+//! `[increment open.markers (its parent must exist), insert m.<marker>, increment c.<each
+//! total>]`, applied together or not at all. On redelivery the marker insert fails (`PathExists`),
 //! so nothing is added twice; a crash before the call is redone by the redelivery, a
 //! crash after it finds the marker. The record's own insert comes first, so a redelivery
 //! always learns where its marker lives.
 //!
 //! ## Bounded documents: generations roll over
 //! A generation takes [`MARKERS_PER_GENERATION`] markers; the writer whose increment
-//! passes that seals it (removes `c.markers`: every later counting call on it fails with
+//! passes that seals it (removes `open`: every later counting call on it fails with
 //! `PathNotFound` as a whole, so a sealed generation never changes again) and folds it
 //! into the summary (a CAS write of `c` = summary + generation, `generation` = g + 1).
 //! Anyone meeting a sealed generation helps finish the fold. A record whose generation is
@@ -47,6 +47,11 @@ use std::sync::Mutex;
 pub const SHARDS: u64 = 32;
 /// Markers a generation takes before it is sealed.
 pub const MARKERS_PER_GENERATION: i64 = 10_000;
+/// The object of an open generation that a seal removes: its one field counts the markers
+/// (`open.markers`). A counter whose *parent* is missing fails (`PathNotFound`); one whose
+/// leaf alone is missing is created by the server, so the seal removes the parent.
+const OPEN: &str = "open";
+const OPEN_MARKERS: &str = "open.markers";
 /// Records counted at once by one writer.
 const CONCURRENCY: usize = 64;
 /// Attempts at a CAS write before giving up (a retry of the batch starts over).
@@ -103,7 +108,7 @@ pub struct Counted {
 /// The counting call of `record` on its generation.
 fn counting_specs(record: &Counted) -> Vec<Mutation> {
     let mut specs = vec![
-        Mutation::IncrementExisting("c.markers".into(), 1),
+        Mutation::IncrementExisting(OPEN_MARKERS.into(), 1),
         Mutation::Insert(format!("m.{}", record.marker), json!(1)),
     ];
     specs.extend(
@@ -210,7 +215,7 @@ impl Counters {
             .mutate_in(
                 &gen_key,
                 &[
-                    Mutation::Remove("c.markers".into()),
+                    Mutation::Remove(OPEN.into()),
                     Mutation::Upsert("sealed".into(), json!(true)),
                 ],
                 None,
@@ -362,7 +367,7 @@ impl Counters {
                     let g = generation_of(&at).unwrap_or(0);
                     let fresh = json!({
                         "type": "tally", "ns": self.ns, "shard": shard, "generation": g,
-                        "c": {"markers": 0}, "m": {},
+                        "open": {"markers": 0}, "c": {}, "m": {},
                     });
                     docs.insert(&at, &fresh).await?;
                 }
@@ -551,5 +556,53 @@ fn totals_from(c: &Map<String, Value>) -> Totals {
         fraud_sales: Cents(number(c.get("fraud_cents"))),
         payment_count: number(c.get("payments")).max(0) as u64,
         paid_count: number(c.get("paid")).max(0) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::documents::MemoryDocuments;
+    use super::*;
+    use futures::executor::block_on;
+
+    fn record(id: u64) -> Counted {
+        Counted {
+            key: format!("order::{id}"),
+            doc: json!({"type": "order"}),
+            order_id: id,
+            marker: format!("o{id}"),
+            deltas: vec![("n".into(), 1), ("cents".into(), 100)],
+        }
+    }
+
+    /// A sealed generation never changes again: a counting call on it fails as a whole
+    /// (the server creates a missing counter under an existing parent, so the seal must
+    /// remove the parent), and a writer that still believes it open counts elsewhere, once.
+    #[test]
+    fn a_sealed_generation_takes_no_more_counts() {
+        let layout = Layout {
+            shards: 1,
+            markers_per_generation: 2,
+        };
+        let docs = MemoryDocuments::new();
+        let stale = Counters::new("", layout);
+        block_on(stale.write(&docs, &record(1))).unwrap();
+        let writer = Counters::new("", layout);
+        block_on(writer.write(&docs, &record(2))).unwrap();
+        let sealed = docs.get("tally::0::0").unwrap();
+        assert_eq!(sealed["sealed"], json!(true), "{sealed}");
+        assert_eq!(docs.get("tally::0").unwrap()["generation"], json!(1));
+        assert_eq!(
+            block_on(docs.mutate_in("tally::0::0", &counting_specs(&record(3)), None)).unwrap(),
+            Mutated::PathNotFound
+        );
+        assert_eq!(docs.get("tally::0::0").unwrap(), sealed);
+        // `stale` still remembers generation 0 as open.
+        assert_eq!(stale.cached(0), Some(0));
+        block_on(stale.write(&docs, &record(3))).unwrap();
+        block_on(stale.write(&docs, &record(3))).unwrap();
+        assert_eq!(docs.get("tally::0::0").unwrap(), sealed);
+        let totals = block_on(writer.totals(&docs)).unwrap();
+        assert_eq!((totals.order_count, totals.total_sales), (3, Cents(300)));
     }
 }

@@ -35,7 +35,9 @@ pub enum Mutation {
     Upsert(String, Value),
     /// Adds to a number, creating it (and its parents) at 0 first.
     Increment(String, i64),
-    /// Adds to a number that must exist: `PathNotFound` fails the whole call otherwise.
+    /// Adds to a number whose parent object must exist: `PathNotFound` fails the whole call
+    /// otherwise. As the server does, a missing number under an existing parent is
+    /// created (at the delta): only a missing parent fails.
     IncrementExisting(String, i64),
     /// Removes the path; `PathNotFound` fails the whole call when it is not there.
     Remove(String),
@@ -175,18 +177,24 @@ impl Documents for SdkDocuments<'_> {
         )
         .await?;
         match mutated {
-            Ok(r) => Ok(Mutated::Done(
-                specs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| match s {
+            Ok(r) => {
+                let mut results = Vec::with_capacity(specs.len());
+                for (i, s) in specs.iter().enumerate() {
+                    results.push(match s {
+                        // A counter the server answered without its new value would read
+                        // as 0 and never seal its generation: say so instead.
                         Mutation::Increment(..) | Mutation::IncrementExisting(..) => {
-                            r.content_as::<i64>(i).ok()
+                            Some(r.content_as::<i64>(i).map_err(|e| {
+                                StoreError::Corrupt(format!(
+                                    "the new value of counter {i} of {key}: {e}"
+                                ))
+                            })?)
                         }
                         _ => None,
-                    })
-                    .collect(),
-            )),
+                    });
+                }
+                Ok(Mutated::Done(results))
+            }
             Err(e) => match e.kind() {
                 ErrorKind::PathExists => Ok(Mutated::PathExists),
                 ErrorKind::PathNotFound => Ok(Mutated::PathNotFound),
@@ -393,8 +401,7 @@ fn apply(doc: &mut Value, m: &Mutation) -> Result<Option<i64>, Mutated> {
             let (map, key) = parent(doc, p, create)?;
             let now = match map.get(&key) {
                 Some(v) => v.as_i64().ok_or(Mutated::PathNotFound)?,
-                None if create => 0,
-                None => return Err(Mutated::PathNotFound),
+                None => 0,
             };
             map.insert(key, Value::from(now + d));
             Ok(Some(now + d))
@@ -523,6 +530,17 @@ mod tests {
                 .unwrap(),
             Mutated::CasMismatch
         );
+        // A counter without create_path: the server creates a missing number when its
+        // parent exists, and fails only when the parent is missing.
+        assert_eq!(
+            d.mutate_in("k", &[Mutation::IncrementExisting("c.n".into(), 1)], None)
+                .await
+                .unwrap(),
+            Mutated::Done(vec![Some(1)])
+        );
+        d.mutate_in("k", &[Mutation::Remove("c".into())], None)
+            .await
+            .unwrap();
         assert_eq!(
             d.mutate_in("k", &[Mutation::IncrementExisting("c.n".into(), 1)], None)
                 .await
@@ -538,6 +556,6 @@ mod tests {
         assert!(d.lookup_in("k", &[]).await.is_err());
         d.restart();
         assert!(d.lookup_in("k", &[]).await.is_ok());
-        assert_eq!(d.calls().total(), 11);
+        assert_eq!(d.calls().total(), 13);
     }
 }

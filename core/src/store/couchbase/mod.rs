@@ -75,7 +75,8 @@ pub struct CouchbaseConfig {
     pub query_timeout: Duration,
     /// How durable every write must be before it counts as stored (`COUCHBASE_DURABILITY`).
     pub durability: Durability,
-    /// CA certificates to trust besides the system's and Capella's (`COUCHBASE_CA_CERT`).
+    /// CA certificates to trust instead of the SDK's built-in roots and Capella's
+    /// (`COUCHBASE_CA_CERT`): the SDK trusts only these when any are given.
     pub ca_certificates: Vec<CertificateDer<'static>>,
 }
 
@@ -1063,9 +1064,80 @@ async fn connect_once(
     })
 }
 
+/// What `ordersctl store init` found of the bucket's minimum durability level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BucketDurability {
+    /// At least `COUCHBASE_DURABILITY`: every write is as durable as configured.
+    #[default]
+    Enough,
+    /// Below it (the bucket's level): sub-document writes would not be durable.
+    Below(String),
+    /// Not readable (why): the user may not read bucket settings.
+    Unverified(String),
+}
+
+/// The level a bucket's minimum durability stands for (`None` set: none), or `None` for a
+/// level this version does not know.
+fn bucket_level(level: Option<&DurabilityLevel>) -> Option<Durability> {
+    let Some(level) = level else {
+        return Some(Durability::None);
+    };
+    [
+        (DurabilityLevel::NONE, Durability::None),
+        (DurabilityLevel::MAJORITY, Durability::Majority),
+        (
+            DurabilityLevel::MAJORITY_AND_PERSIST_ACTIVE,
+            Durability::MajorityAndPersistActive,
+        ),
+        (
+            DurabilityLevel::PERSIST_TO_MAJORITY,
+            Durability::PersistToMajority,
+        ),
+    ]
+    .into_iter()
+    .find(|(sdk, _)| sdk == level)
+    .map(|(_, ours)| ours)
+}
+
+/// Whether the bucket's minimum durability (`None`: none set) covers `wanted`. The SDK (1.1)
+/// sends the level given with inserts but drops it from sub-document writes (the counters,
+/// the copied fields, the recount), so the bucket's minimum is what makes those durable.
+pub fn bucket_durability(wanted: Durability, bucket: Option<&DurabilityLevel>) -> BucketDurability {
+    match bucket_level(bucket) {
+        Some(level) if level >= wanted => BucketDurability::Enough,
+        Some(_) => {
+            BucketDurability::Below(bucket.map_or_else(|| "none".to_owned(), ToString::to_string))
+        }
+        None => BucketDurability::Unverified(format!(
+            "the bucket's minimum durability level {} is unknown to this version",
+            bucket.map_or_else(String::new, ToString::to_string)
+        )),
+    }
+}
+
+/// The bucket's minimum durability, read from its settings.
+async fn check_bucket_durability(config: &CouchbaseConfig, cluster: &Cluster) -> BucketDurability {
+    let settings = deadline(
+        "reading the bucket's settings",
+        config.query_timeout,
+        cluster.buckets().get_bucket(config.bucket.clone(), None),
+    )
+    .await;
+    match settings {
+        Ok(Ok(settings)) => bucket_durability(
+            config.durability,
+            settings.minimum_durability_level.as_ref(),
+        ),
+        Ok(Err(e)) => BucketDurability::Unverified(store_error(&e).to_string()),
+        Err(e) => BucketDurability::Unverified(e.to_string()),
+    }
+}
+
 /// What `ordersctl store init` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InitReport {
+    /// Checked first: when `Below`, nothing else was done.
+    pub durability: BucketDurability,
     pub indexes: indexes::IndexReport,
     pub recount: recount::RecountReport,
 }
@@ -1082,6 +1154,13 @@ pub async fn init_store(
     let scrubbed = |e| scrub(e, &config.password);
     let mut cluster = None;
     let (cluster, bucket) = open_bucket(config, &mut cluster).await.map_err(scrubbed)?;
+    let durability = check_bucket_durability(config, &cluster).await;
+    if matches!(durability, BucketDurability::Below(_)) {
+        return Ok(InitReport {
+            durability,
+            ..InitReport::default()
+        });
+    }
     let indexes = indexes::init(config, &cluster, limit)
         .await
         .map_err(scrubbed)?;
@@ -1101,7 +1180,11 @@ pub async fn init_store(
     let recount = recount::recount_all(&docs, &counters, &pending, recount::PAGE)
         .await
         .map_err(scrubbed)?;
-    Ok(InitReport { indexes, recount })
+    Ok(InitReport {
+        durability,
+        indexes,
+        recount,
+    })
 }
 
 /// Connects until it succeeds, publishing each failure so callers can say why.
@@ -1638,6 +1721,38 @@ impl CouchbaseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SDK drops the durability level from sub-document writes, so `store init` holds
+    /// the bucket's minimum to `COUCHBASE_DURABILITY`.
+    #[test]
+    fn the_buckets_minimum_durability_must_cover_the_configured_level() {
+        use BucketDurability::*;
+        let majority = DurabilityLevel::MAJORITY;
+        assert_eq!(
+            bucket_durability(Durability::Majority, None),
+            Below("none".into())
+        );
+        assert_eq!(
+            bucket_durability(Durability::Majority, Some(&DurabilityLevel::NONE)),
+            Below("none".into())
+        );
+        assert_eq!(
+            bucket_durability(Durability::Majority, Some(&majority)),
+            Enough
+        );
+        assert_eq!(
+            bucket_durability(
+                Durability::Majority,
+                Some(&DurabilityLevel::PERSIST_TO_MAJORITY)
+            ),
+            Enough
+        );
+        assert_eq!(
+            bucket_durability(Durability::PersistToMajority, Some(&majority)),
+            Below("majority".into())
+        );
+        assert_eq!(bucket_durability(Durability::None, None), Enough);
+    }
 
     fn kind(e: StoreError) -> &'static str {
         match e {
