@@ -144,9 +144,18 @@ pub fn drop_statement(bucket: &str, name: &str) -> String {
     format!("DROP INDEX IF EXISTS {name} ON {}", keyspace(bucket))
 }
 
+/// Indexes on `$bucket`'s default collection, in either shape `system:indexes` lists them:
+/// made `ON bucket` (no `bucket_id`), or `ON bucket._default._default` (as the SDK's own
+/// index manager asks).
+const ON_BUCKET: &str = "((i.keyspace_id = $bucket AND i.bucket_id IS MISSING) OR \
+     (i.bucket_id = $bucket AND i.scope_id = \"_default\" AND i.keyspace_id = \"_default\"))";
+
 /// The state of the store's indexes of `$bucket` (default collection), by name.
-pub const STATE_STATEMENT: &str = "SELECT i.name, i.state FROM system:indexes AS i \
-     WHERE i.keyspace_id = $bucket AND i.bucket_id IS MISSING AND i.name IN $names";
+pub fn state_statement() -> String {
+    format!(
+        "SELECT i.name, i.state FROM system:indexes AS i WHERE {ON_BUCKET} AND i.name IN $names"
+    )
+}
 
 /// The indexes that are not online, with their state (`missing` when absent), in
 /// [`INDEXES`] order.
@@ -218,7 +227,7 @@ pub async fn states(
     let rows = run(
         cluster,
         config,
-        STATE_STATEMENT.to_owned(),
+        state_statement(),
         vec![("bucket", json!(config.bucket)), ("names", json!(names))],
     )
     .await?;
@@ -293,9 +302,9 @@ pub async fn init(
         let present = run(
             cluster,
             config,
-            "SELECT RAW i.name FROM system:indexes AS i WHERE i.keyspace_id = $bucket \
-             AND i.bucket_id IS MISSING AND i.name = $name"
-                .to_owned(),
+            format!(
+                "SELECT RAW i.name FROM system:indexes AS i WHERE {ON_BUCKET} AND i.name = $name"
+            ),
             vec![("bucket", json!(config.bucket)), ("name", json!(name))],
         )
         .await?;
@@ -381,6 +390,23 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// An index made `ON bucket` or `ON bucket._default._default` is found either way.
+    #[test]
+    fn the_index_state_is_read_in_both_shapes_of_system_indexes() {
+        let s = state_statement();
+        assert!(
+            s.contains("(i.keyspace_id = $bucket AND i.bucket_id IS MISSING)"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "(i.bucket_id = $bucket AND i.scope_id = \"_default\" AND i.keyspace_id = \"_default\")"
+            ),
+            "{s}"
+        );
+        assert!(s.ends_with("AND i.name IN $names"), "{s}");
     }
 
     #[test]

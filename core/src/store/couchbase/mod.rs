@@ -1,24 +1,17 @@
 //! The production store: a Couchbase bucket reached through the official SDK.
 //!
-//! Documents are only ever inserted: an order under its id (`"123"`), a fraud alert under
-//! `alert::123`, a payment under `payment::123`, each with a `type` field. Inserting a key
-//! that exists fails with `DocumentExists`, which here means "already stored", so Kafka's
-//! redelivery never writes twice and the batch outcome counts only new records.
-//!
-//! Totals are not kept in counter documents. Couchbase has no multi-document atomicity
-//! without transactions, so a counter bumped after an insert leaves a window: a crash
-//! between the two loses the increment for good (the redelivered insert finds the
-//! document and adds nothing), and bumping before the insert counts twice instead. A
-//! per-batch marker does not close it either, since a redelivered batch is not made of
-//! the same records. So totals are derived from the documents themselves with SQL++
-//! aggregates over covering indexes (`GROUP BY country` / `status`), with `RequestPlus`
-//! consistency: each order document exists exactly once, so the sums are exact whatever
-//! was redelivered or crashed, and they are computed by the index service without
-//! fetching documents. Sums are integer cents (exact in SQL++ numbers below 2^53).
+//! Each order, fraud alert and payment is inserted once under its key (`123`, `alert::123`,
+//! `payment::123`, after the run's `ns` prefix), with a `type` field; an
+//! insert that finds the key means "already stored", so Kafka's redelivery never writes
+//! twice. Totals are running counters in sharded counter documents, updated by one
+//! sub-document call per record that applies its marker and its increments together
+//! ([`counters`]); fraud and payment status are copied onto the order ([`batch`]), so every
+//! list reads one index ([`indexes`]). Documents an earlier version stored are recounted
+//! by `ordersctl store init` ([`recount`]).
 //!
 //! The SDK retries a failing operation until its own timeout and connects lazily, so
 //! every call here runs under a `tokio::time::timeout`, and the connection is made by a
-//! background task: until it has connected and created the indexes, every call
+//! background task: until it has connected and found the indexes online, every call
 //! (including `ping`) answers `StoreError::Unavailable` at once with the last reason.
 
 pub mod batch;
@@ -250,6 +243,8 @@ pub fn store_error(e: &CbError) -> StoreError {
         | ErrorKind::DurabilityAmbiguous
         | ErrorKind::DurabilityWriteInProgress
         | ErrorKind::DurableWriteRecommitInProgress
+        // An index scan failing (12xxx, 14xxx: e.g. an index node rebalancing) passes.
+        | ErrorKind::IndexFailure
         | ErrorKind::OtherFailure(_) => StoreError::Unavailable(format!("couchbase: {text}")),
         ErrorKind::DecodingFailure(_) | ErrorKind::DocumentNotJSON => {
             StoreError::Corrupt(format!("couchbase: {text}"))
@@ -1006,29 +1001,33 @@ fn bucket_problem(config: &CouchbaseConfig, why: &str) -> StoreError {
     ))
 }
 
-/// Opens the bucket on `cluster` (connected by an earlier attempt, or now). The cluster
-/// handle is kept across attempts, so retrying never leaves a second set of connections
-/// and background tasks behind.
+/// The cluster and bucket handles of a connection, made once and kept across attempts:
+/// each `Cluster` owns connections and background tasks, and each `Cluster::bucket` call
+/// spawns a task that tries to open the bucket until it exists (never stopped, even when
+/// the handle is dropped), so a retry that made new ones would leave the old behind.
+#[derive(Default)]
+struct Handles(Option<(Cluster, Bucket)>);
+
+/// Opens the bucket (with the handles of an earlier attempt, or new ones) and waits until
+/// its key-value and query services answer.
 async fn open_bucket(
     config: &CouchbaseConfig,
-    cluster: &mut Option<Cluster>,
+    handles: &mut Handles,
 ) -> Result<(Cluster, Bucket), StoreError> {
-    if cluster.is_none() {
-        *cluster = Some(connect_cluster(config).await?);
+    if handles.0.is_none() {
+        let cluster = connect_cluster(config).await?;
+        let bucket = cluster.bucket(config.bucket.clone());
+        handles.0 = Some((cluster, bucket));
     }
-    let Some(cluster) = cluster.as_ref() else {
+    let Some((cluster, bucket)) = handles.0.as_ref() else {
         return Err(StoreError::Unavailable(
             "couchbase cluster not connected".into(),
         ));
     };
-    // Opens the bucket's connections once; later calls return the same bucket.
-    let bucket = cluster.bucket(config.bucket.clone());
-    match tokio::time::timeout(
-        config.connect_timeout,
-        bucket.wait_until_ready(WaitUntilReadyOptions::new()),
-    )
-    .await
-    {
+    // Only the services the store uses: a search or eventing node down is no reason to wait.
+    let services =
+        WaitUntilReadyOptions::new().service_types(vec![ServiceType::KV, ServiceType::QUERY]);
+    match tokio::time::timeout(config.connect_timeout, bucket.wait_until_ready(services)).await {
         Err(_) => {
             return Err(bucket_problem(
                 config,
@@ -1046,16 +1045,16 @@ async fn open_bucket(
         Ok(Err(e)) => return Err(store_error(&e)),
         Ok(Ok(())) => {}
     }
-    Ok((cluster.clone(), bucket))
+    Ok((cluster.clone(), bucket.clone()))
 }
 
 /// One connection attempt: the bucket open and every index online (this only checks:
 /// `ordersctl store init` creates them).
 async fn connect_once(
     config: &CouchbaseConfig,
-    cluster: &mut Option<Cluster>,
+    handles: &mut Handles,
 ) -> Result<Connected, StoreError> {
-    let (cluster, bucket) = open_bucket(config, cluster).await?;
+    let (cluster, bucket) = open_bucket(config, handles).await?;
     indexes::check_online(config, &cluster).await?;
     Ok(Connected {
         collection: bucket.default_collection(),
@@ -1152,8 +1151,8 @@ pub async fn init_store(
 ) -> Result<InitReport, StoreError> {
     config.validate()?;
     let scrubbed = |e| scrub(e, &config.password);
-    let mut cluster = None;
-    let (cluster, bucket) = open_bucket(config, &mut cluster).await.map_err(scrubbed)?;
+    let mut handles = Handles::default();
+    let (cluster, bucket) = open_bucket(config, &mut handles).await.map_err(scrubbed)?;
     let durability = check_bucket_durability(config, &cluster).await;
     if matches!(durability, BucketDurability::Below(_)) {
         return Ok(InitReport {
@@ -1194,10 +1193,10 @@ async fn connect_loop(
     attempts: Arc<AtomicU32>,
 ) {
     let mut backoff = Duration::from_millis(500);
-    let mut cluster = None;
+    let mut handles = Handles::default();
     loop {
         let attempt = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-        match connect_once(&config, &mut cluster).await {
+        match connect_once(&config, &mut handles).await {
             Ok(connected) => {
                 tracing::info!(bucket = %config.bucket, attempts = attempt, "connected to couchbase");
                 let _ = state.send(Connection::Ready(Arc::new(connected)));
@@ -1569,7 +1568,13 @@ impl OrderStore for CouchbaseStore {
     /// nothing can be listed.
     async fn ping(&self) -> Result<(), StoreError> {
         let conn = self.connected()?;
-        let options = PingOptions::new().service_types(vec![ServiceType::KV, ServiceType::QUERY]);
+        // The query ping's own timeout (75 s by default) is kept under the whole ping's
+        // deadline, so a slow query node is reported by name, not as a timed-out ping.
+        let kv_timeout = self.inner.config.kv_timeout;
+        let options = PingOptions::new()
+            .service_types(vec![ServiceType::KV, ServiceType::QUERY])
+            .kv_timeout(kv_timeout * 3 / 4)
+            .query_timeout(kv_timeout * 3 / 4);
         let report = deadline(
             "ping",
             self.inner.config.kv_timeout,
@@ -1775,6 +1780,7 @@ mod tests {
                 "unavailable",
             ),
             (ErrorKind::IndexNotFound, "unavailable"),
+            (ErrorKind::IndexFailure, "unavailable"),
             (
                 ErrorKind::OtherFailure("connection refused".into()),
                 "unavailable",
