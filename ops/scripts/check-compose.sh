@@ -715,6 +715,7 @@ CREATE INDEX IF NOT EXISTS idx_alerts_arrival ON `order_analytics`(ns, stored_us
 CREATE INDEX IF NOT EXISTS idx_payments_latest ON `order_analytics`(ns, order_id DESC) WHERE type = "payment"
 CREATE INDEX IF NOT EXISTS idx_payments_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) WHERE type = "payment"
 CREATE INDEX IF NOT EXISTS idx_canary_stages ON `order_analytics`(ns, order_id DESC, stage, at_us, created_us, flagged) WHERE type = "canary_stage"
+CREATE INDEX IF NOT EXISTS idx_recount_pending ON `order_analytics`(ns, META().id) WHERE type IN ["order", "alert", "payment"] AND (tally IS MISSING OR recounting IS VALUED OR (type = "order" AND fraud IS MISSING))
 DROP INDEX IF EXISTS idx_orders_created ON `order_analytics`
 DROP INDEX IF EXISTS idx_orders_by_country ON `order_analytics`
 DROP INDEX IF EXISTS idx_orders_by_status ON `order_analytics`'
@@ -727,9 +728,9 @@ DROP INDEX IF EXISTS idx_orders_by_status ON `order_analytics`'
     if out=$(run_init "not-$pass"); then echo "a wrong password was accepted:"; echo "$out"; return 1; fi
 }
 if out=$(couchbase_check 2>&1); then
-    pass "couchbase-init script: cluster, bucket and the store's 12 indexes once, again changes nothing, a wrong password fails"
+    pass "couchbase-init script: cluster, bucket and the store's 13 indexes once, again changes nothing, a wrong password fails"
 else
-    fail "couchbase-init script: cluster, bucket and the store's 12 indexes once, again changes nothing, a wrong password fails" "$out"
+    fail "couchbase-init script: cluster, bucket and the store's 13 indexes once, again changes nothing, a wrong password fails" "$out"
 fi
 
 # --- 4. linters -----------------------------------------------------------------------------
