@@ -182,12 +182,17 @@ impl CouchbaseConfig {
 
     /// The SDK's level for `self.durability`.
     pub fn durability_level(&self) -> DurabilityLevel {
-        match self.durability {
-            Durability::None => DurabilityLevel::NONE,
-            Durability::Majority => DurabilityLevel::MAJORITY,
-            Durability::MajorityAndPersistActive => DurabilityLevel::MAJORITY_AND_PERSIST_ACTIVE,
-            Durability::PersistToMajority => DurabilityLevel::PERSIST_TO_MAJORITY,
-        }
+        sdk_level(self.durability)
+    }
+}
+
+/// The SDK's name for a durability level.
+fn sdk_level(durability: Durability) -> DurabilityLevel {
+    match durability {
+        Durability::None => DurabilityLevel::NONE,
+        Durability::Majority => DurabilityLevel::MAJORITY,
+        Durability::MajorityAndPersistActive => DurabilityLevel::MAJORITY_AND_PERSIST_ACTIVE,
+        Durability::PersistToMajority => DurabilityLevel::PERSIST_TO_MAJORITY,
     }
 }
 
@@ -1081,21 +1086,10 @@ fn bucket_level(level: Option<&DurabilityLevel>) -> Option<Durability> {
     let Some(level) = level else {
         return Some(Durability::None);
     };
-    [
-        (DurabilityLevel::NONE, Durability::None),
-        (DurabilityLevel::MAJORITY, Durability::Majority),
-        (
-            DurabilityLevel::MAJORITY_AND_PERSIST_ACTIVE,
-            Durability::MajorityAndPersistActive,
-        ),
-        (
-            DurabilityLevel::PERSIST_TO_MAJORITY,
-            Durability::PersistToMajority,
-        ),
-    ]
-    .into_iter()
-    .find(|(sdk, _)| sdk == level)
-    .map(|(_, ours)| ours)
+    <Durability as clap::ValueEnum>::value_variants()
+        .iter()
+        .copied()
+        .find(|ours| sdk_level(*ours) == *level)
 }
 
 /// Whether the bucket's minimum durability (`None`: none set) covers `wanted`. The SDK (1.1)
