@@ -8,6 +8,8 @@ use orders_core::config::Secret;
 use orders_core::store::{CouchbaseConfig, CouchbaseStore, OrderStore};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// What the process holds at one moment.
 #[derive(Debug, Clone, Copy)]
 struct Footprint {
@@ -140,24 +142,12 @@ async fn a_minute_of_failed_connects_holds_threads_fds_and_memory_flat() {
 /// retry used to leave a whole cluster agent behind. Run after the offline part, in the
 /// same test, so the two measurements never overlap.
 async fn a_minute_against_a_missing_bucket() {
-    let Some(host) = std::env::var("COUCHBASE_CONNSTR")
-        .ok()
-        .filter(|s| !s.is_empty())
-    else {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED the missing-bucket minute: set COUCHBASE_CONNSTR to run it"
-        );
+    let Some(mut config) = common::couchbase_config(
+        format!("orders_missing_{}", std::process::id()),
+        "the missing-bucket minute",
+    ) else {
         return;
     };
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    let mut config = CouchbaseConfig::new(
-        orders_core::config::couchbase_connection_string(&host),
-        format!("orders_missing_{}", std::process::id()),
-        var("COUCHBASE_USERNAME"),
-        Secret::new(var("COUCHBASE_PASSWORD")),
-    );
     config.connect_timeout = Duration::from_secs(2);
     config.reconnect_max_delay = Duration::from_millis(500);
     let store = CouchbaseStore::connect(config).unwrap();

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use orders_core::canary::{CanaryJourney, CanaryLeg, CanaryStage};
-use orders_core::config::{couchbase_connection_string, Secret};
 use orders_core::domain::{FraudAlert, Order, OrderStatus, Payment, PaymentStatus, Timestamp};
 use orders_core::generator::OrderGenerator;
 use orders_core::money::Cents;
@@ -13,6 +12,8 @@ use orders_core::store::{
 };
 use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
 
 fn stored(order: Order, offset: i64) -> StoredOrder {
     StoredOrder {
@@ -680,28 +681,10 @@ async fn sqlite_passes_the_contract() {
 /// never see each other's orders (their ids overlap).
 #[tokio::test]
 async fn couchbase_passes_the_contract() {
-    let Some(host) = std::env::var("COUCHBASE_CONNSTR")
-        .ok()
-        .filter(|s| !s.is_empty())
-    else {
-        // Written to the real stderr, past the test harness's capture, so every run
-        // shows that this adapter was not exercised.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED couchbase contract: set COUCHBASE_CONNSTR (with COUCHBASE_USERNAME, \
-             COUCHBASE_PASSWORD, COUCHBASE_BUCKET) to run it against a cluster"
-        );
+    let bucket = std::env::var("COUCHBASE_BUCKET").unwrap_or_else(|_| "order_analytics".into());
+    let Some(mut config) = common::couchbase_config(bucket, "couchbase contract") else {
         return;
     };
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    let bucket = std::env::var("COUCHBASE_BUCKET").unwrap_or_else(|_| "order_analytics".into());
-    let mut config = CouchbaseConfig::new(
-        couchbase_connection_string(&host),
-        bucket,
-        var("COUCHBASE_USERNAME"),
-        Secret::new(var("COUCHBASE_PASSWORD")),
-    );
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -724,7 +707,7 @@ async fn couchbase_passes_the_contract() {
          sub-document writes are durable ({init:?})"
     );
     assert!(init.recount.unreadable.is_empty(), "{init:?}");
-    recounts_an_earlier_versions_documents(&config, &var("COUCHBASE_PASSWORD")).await;
+    recounts_an_earlier_versions_documents(&config).await;
     let (bucket, ns) = (config.bucket.clone(), config.key_prefix.clone());
     let store = CouchbaseStore::connect(config).unwrap();
     store.wait_ready(Duration::from_secs(180)).await.unwrap();
@@ -735,7 +718,7 @@ async fn couchbase_passes_the_contract() {
 /// Documents as a version before the counters stored them (no `tally`, no `fraud`, nothing
 /// copied onto orders), written with the SDK under a run of their own: `store init`
 /// recounts them once, and the store then answers as if it had written them.
-async fn recounts_an_earlier_versions_documents(config: &CouchbaseConfig, password: &str) {
+async fn recounts_an_earlier_versions_documents(config: &CouchbaseConfig) {
     use couchbase::authenticator::PasswordAuthenticator;
     use couchbase::cluster::Cluster;
     use couchbase::options::cluster_options::{ClusterOptions, TlsOptions};
@@ -743,7 +726,8 @@ async fn recounts_an_earlier_versions_documents(config: &CouchbaseConfig, passwo
     config.key_prefix = format!("{}earlier:", config.key_prefix);
     let bucket = config.bucket.clone();
     let ns = config.key_prefix.clone();
-    let auth = PasswordAuthenticator::new(config.username.clone(), password.to_owned());
+    let auth =
+        PasswordAuthenticator::new(config.username.clone(), config.password.expose().to_owned());
     let mut options = ClusterOptions::new(auth.into());
     if !config.ca_certificates.is_empty() {
         options = options.tls_options(
@@ -1001,25 +985,12 @@ async fn sqlite_upgrades_a_version_2_store_in_place() {
 /// when a cluster is configured.
 #[tokio::test]
 async fn couchbase_names_a_missing_bucket() {
-    let Some(host) = std::env::var("COUCHBASE_CONNSTR")
-        .ok()
-        .filter(|s| !s.is_empty())
+    let missing = format!("orders_missing_{}", std::process::id());
+    let Some(config) = common::couchbase_config(missing.clone(), "couchbase missing-bucket check")
     else {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED couchbase missing-bucket check: set COUCHBASE_CONNSTR to run it"
-        );
         return;
     };
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    let missing = format!("orders_missing_{}", std::process::id());
-    let config = CouchbaseConfig::new(
-        couchbase_connection_string(&host),
-        missing.clone(),
-        var("COUCHBASE_USERNAME"),
-        Secret::new(var("COUCHBASE_PASSWORD")),
-    );
+    let password = config.password.expose().to_owned();
     let store = CouchbaseStore::connect(config).unwrap();
     let e = store
         .wait_ready(Duration::from_secs(60))
@@ -1030,5 +1001,5 @@ async fn couchbase_names_a_missing_bucket() {
         e.contains(&format!("bucket {missing:?}")) && e.contains("existing bucket"),
         "{e}"
     );
-    assert!(!e.contains(&var("COUCHBASE_PASSWORD")), "{e}");
+    assert!(!e.contains(&password), "{e}");
 }
