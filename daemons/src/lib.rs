@@ -31,6 +31,8 @@ pub enum DaemonError {
     Consume(#[from] consumer_loop::ConsumeError),
     #[error(transparent)]
     Produce(#[from] confirmed_producer::ProduceError),
+    #[error(transparent)]
+    Read(#[from] orders_core::kafka::RangeReadError),
     #[error("task failed: {0}")]
     Task(String),
     #[error("order ids are exhausted: the highest id in use is {0}")]

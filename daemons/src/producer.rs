@@ -11,10 +11,11 @@ use futures::{FutureExt, StreamExt};
 use orders_core::canary;
 use orders_core::domain::{Order, Timestamp, DATABASE_ORDER_ID_BASE, PRODUCER_ORDER_IDS};
 use orders_core::generator::OrderGenerator;
-use orders_core::kafka::{KafkaSettings, KafkaSetupError};
+use orders_core::kafka::{close_in_background, KafkaSettings, KafkaSetupError, RangeReader};
 use orders_core::store::{OrderStore, StoreError};
 use rdkafka::consumer::Consumer;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,12 @@ pub struct ProducerDeps {
 /// The producer's ids only grow, so on each partition it is in the last record of that
 /// range: the last record, unless records from the database's range (published by the
 /// ingest role) came after it, in which case the scan looks further back, in windows 16
-/// times larger each time, until it finds one or reaches the start of the partition.
+/// times larger each round, until it finds one or reaches the start of the partition.
+///
+/// Each round reads every partition still open at once, with a consumer of its own: a
+/// consumer assigned again waits about a second before its first fetch, so the scan that
+/// re-assigned one consumer partition by partition kept every producer from starting for
+/// 4–6 s (which cut the bench's end-to-end figure to a third; BENCHMARKS.md).
 /// Blocking: call from a blocking context.
 pub fn max_order_id_on_topic(
     settings: &KafkaSettings,
@@ -65,82 +71,60 @@ pub fn max_order_id_on_topic(
 ) -> Result<Option<u64>, DaemonError> {
     let consumer = settings.admin_consumer("orders-producer-scan", "orders-producer-scan")?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let deadline = std::time::Instant::now() + timeout;
-    let mut max = None;
-    let mut unread = 0;
+    // Per partition still to read: its low watermark and the end of what is left to read.
+    let mut open: Vec<(i32, i64, i64)> = Vec::new();
     for t in metadata.topics().iter().filter(|t| t.name() == topic) {
         for p in t.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-            let mut window: i64 = 1;
-            let mut end = high;
-            while end > low {
-                let from = end.saturating_sub(window).max(low);
-                match read_max_producer_id(&consumer, topic, p.id(), from, end, deadline)? {
-                    Some(Some(id)) => {
-                        max = max.max(Some(id));
-                        break;
-                    }
-                    Some(None) => {}
-                    None => {
-                        unread += 1;
-                        break;
-                    }
-                }
-                end = from;
-                window = window.saturating_mul(16);
+            if high > low {
+                open.push((p.id(), low, high));
             }
         }
     }
-    if unread > 0 {
-        tracing::warn!(
-            partitions = unread,
-            "could not read the last records of every partition"
-        );
+    let reader = RangeReader::new(settings, "orders-producer-scan");
+    let mut max = None;
+    let mut window: i64 = 1;
+    while !open.is_empty() {
+        let ranges: Vec<(i32, i64, i64)> = open
+            .iter()
+            .map(|&(p, low, end)| (p, end.saturating_sub(window).max(low), end))
+            .collect();
+        let mut found: BTreeMap<i32, u64> = BTreeMap::new();
+        reader.read(topic, &ranges, timeout, |m| {
+            if let Some(id) = producer_order_id(m) {
+                let best = found.entry(m.partition()).or_insert(id);
+                *best = (*best).max(id);
+            }
+        })?;
+        max = max.max(found.values().copied().max());
+        // Partitions with no producer id in this window look further back, if they can.
+        open = ranges
+            .iter()
+            .zip(&open)
+            .filter(|((p, from, _), (_, low, _))| !found.contains_key(p) && from > low)
+            .map(|(&(p, from, _), &(_, low, _))| (p, low, from))
+            .collect();
+        window = window.saturating_mul(16);
     }
+    close_in_background(consumer);
     Ok(max)
 }
 
-/// The highest id of the producer's range among the records `from..end` of one partition:
-/// `Some(None)` when there is none, `None` when the records could not all be read in time.
-fn read_max_producer_id(
-    consumer: &rdkafka::consumer::BaseConsumer<orders_core::client_log::ClientLog>,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    end: i64,
-    deadline: std::time::Instant,
-) -> Result<Option<Option<u64>>, DaemonError> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    consumer.assign(&tpl)?;
-    let mut max = None;
-    let mut next = from;
-    while next < end {
-        if std::time::Instant::now() >= deadline {
-            return Ok(None);
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                next = m.offset() + 1;
-                let from_key = m
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .and_then(|k| k.parse::<u64>().ok());
-                let id = from_key.or_else(|| {
-                    m.payload()
-                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                        .and_then(|v| v.get("order_id").and_then(serde_json::Value::as_u64))
-                });
-                // An id out of range was dead-lettered by every reader (it must not push
-                // the next id past what the store and JSON readers hold), and one of the
-                // database's range is not the producer's to continue after.
-                max = max.max(id.filter(|id| PRODUCER_ORDER_IDS.contains(id)));
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "scanning the orders topic"),
-            None => {}
-        }
-    }
-    Ok(Some(max))
+/// The order id of a record of the orders topic, when it is one of the producer's range:
+/// an id out of range was dead-lettered by every reader (it must not push the next id past
+/// what the store and JSON readers hold), and one of the database's range is not the
+/// producer's to continue after.
+fn producer_order_id(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<u64> {
+    let from_key = m
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| k.parse::<u64>().ok());
+    let id = from_key.or_else(|| {
+        m.payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("order_id").and_then(serde_json::Value::as_u64))
+    });
+    id.filter(|id| PRODUCER_ORDER_IDS.contains(id))
 }
 
 /// The first id to use: one past the highest of the producer's range stored or published.

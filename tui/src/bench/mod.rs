@@ -1,0 +1,226 @@
+//! `ordersctl bench`: the whole pipeline on a fresh embedded broker and store, as fast as it
+//! goes, next to raw librdkafka produce+consume on the same broker, in one run; where the
+//! time went in each phase, and the figures against the committed baseline.
+
+mod baseline;
+mod phase;
+mod raw;
+
+use anyhow::{bail, Context};
+use baseline::Baseline;
+use clap::Args;
+use orders_core::domain::Timestamp;
+use orders_core::generator::OrderGenerator;
+use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
+use orders_daemons::producer::Pace;
+use phase::{busy, cpu_seconds, push_orders, round3, PhaseFigures};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const WARM_UP: u64 = 2_000;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Orders pushed through the pipeline as fast as possible.
+    #[arg(long, default_value_t = 200_000)]
+    pub orders: u64,
+    /// Rate of the latency phase, in orders per second.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub latency_rate: f64,
+    /// Length of the latency phase, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    /// Simulated payment processing time, in milliseconds (the seed's 100 ms).
+    #[arg(long, default_value_t = 100)]
+    pub payment_delay_ms: u64,
+    /// Most payments in processing at once.
+    #[arg(long, default_value_t = 20_000)]
+    pub payment_concurrency: usize,
+    /// How far the producer may run ahead of the slowest group.
+    #[arg(long, default_value_t = 50_000)]
+    pub flow_window: u64,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_seconds: u64,
+    /// Compare with this baseline instead of the committed one (tui/src/bench/baseline.json).
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+}
+
+/// The raw phase's figures.
+struct RawFigures {
+    messages: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+}
+
+impl RawFigures {
+    fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+}
+
+/// 1. Raw librdkafka on the same broker, same client settings, same payloads.
+async fn raw_phase(pipeline: &LocalPipeline, orders: u64) -> anyhow::Result<(RawFigures, usize)> {
+    let generator = OrderGenerator::new(7);
+    let now = Timestamp::now();
+    let payloads: Vec<Vec<u8>> = (1..=orders)
+        .map(|id| generator.order(id, now).to_json())
+        .collect();
+    let payload_bytes = payloads.iter().map(Vec::len).sum::<usize>() / payloads.len();
+    let kafka = pipeline.kafka();
+    let cpu_before = cpu_seconds();
+    let seconds =
+        tokio::task::spawn_blocking(move || raw::produce_consume(&kafka, &payloads, WARM_UP))
+            .await??;
+    let figures = RawFigures {
+        messages: orders,
+        seconds,
+        cpu_seconds: cpu_seconds() - cpu_before,
+    };
+    Ok((figures, payload_bytes))
+}
+
+fn settings_json(args: &BenchArgs, payload_bytes: usize) -> Value {
+    json!({
+        "orders": args.orders,
+        "payload_bytes_mean": payload_bytes,
+        "orders_partitions": 6,
+        "broker": "embedded (librdkafka mock cluster, 1 broker, TCP on loopback)",
+        "store": "SQLite file, WAL, synchronous=FULL, temporary directory",
+        "payment_delay_ms": args.payment_delay_ms,
+        "payment_concurrency": args.payment_concurrency,
+        "flow_window": args.flow_window,
+        "producer": "acks=all, idempotent, lz4, linger.ms=2",
+        "consumer": "offsets stored after effects are durable, auto-commit 1 s",
+        "latency_rate": args.latency_rate,
+        "latency_seconds": args.latency_seconds,
+        "warm_up_orders": WARM_UP,
+        "cores": phase::cores(),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+/// The three phases' figures in one human table: rate and how busy the cores were.
+fn render_phases(raw: &RawFigures, e2e: &PhaseFigures, latency: &PhaseFigures) -> String {
+    let row = |name: &str, rate: f64, unit: &str, seconds: f64, cpu: f64| {
+        format!(
+            "  {name:<12} {rate:>12.0} {unit:<9} {seconds:>7.2} s  CPU {cpu:>6.2} s  cores busy {:>4.0}%\n",
+            busy(cpu, seconds) * 100.0
+        )
+    };
+    let mut out = String::from("bench phases:\n");
+    out.push_str(&row(
+        "raw",
+        raw.rate(),
+        "msgs/s",
+        raw.seconds,
+        raw.cpu_seconds,
+    ));
+    out.push_str(&row(
+        "end to end",
+        e2e.rate(),
+        "orders/s",
+        e2e.seconds,
+        e2e.cpu_seconds,
+    ));
+    out.push_str(&row(
+        "latency",
+        latency.rate(),
+        "orders/s",
+        latency.seconds,
+        latency.cpu_seconds,
+    ));
+    out
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.orders == 0 || !args.latency_rate.is_finite() || args.latency_rate <= 0.0 {
+        bail!("--orders and --latency-rate must be positive");
+    }
+    crate::init_logging("warn");
+    let (baseline_source, baseline) = Baseline::load(args.baseline.as_deref())?;
+    let dir = tempfile::tempdir().context("creating a temporary store directory")?;
+    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    options.extra_topics = vec![(raw::RAW_TOPIC.to_owned(), 6)];
+    options.consumers = Vec::new();
+    options.payment.delay = Duration::from_millis(args.payment_delay_ms);
+    options.payment.concurrency = args.payment_concurrency;
+    options.flow_window = args.flow_window;
+    let mut pipeline = LocalPipeline::start(options.clone()).await?;
+    let timeout = Duration::from_secs(args.timeout_seconds);
+
+    let (raw, payload_bytes) = raw_phase(&pipeline, args.orders).await?;
+
+    // 2. End to end: producer → fraud, payment, analytics (store) as fast as possible.
+    for role in [Role::Fraud, Role::Payment, Role::Analytics] {
+        pipeline.spawn_with(role, &options, pipeline.shutdown_token().child_token());
+    }
+    let fast = Pace::Rate(0.0);
+    push_orders(&mut pipeline, &mut options, WARM_UP, fast, timeout).await?;
+    let alerts_before = pipeline.progress.fraud.produced.load(Ordering::Relaxed);
+    let payments_before = pipeline.progress.payments.produced.load(Ordering::Relaxed);
+    let e2e = push_orders(&mut pipeline, &mut options, args.orders, fast, timeout).await?;
+    let e2e_alerts = pipeline.progress.fraud.produced.load(Ordering::Relaxed) - alerts_before;
+    let e2e_payments =
+        pipeline.progress.payments.produced.load(Ordering::Relaxed) - payments_before;
+    // Kafka records one order costs: its produce and three consumes, each alert and payment
+    // produced once and consumed once (by analytics).
+    let ops_per_order = 4.0 + 2.0 * (e2e_alerts + e2e_payments) as f64 / args.orders as f64;
+    // The raw rate moves each record through one produce and one consume (two ops).
+    let ratio_per_op = e2e.rate() * ops_per_order / (2.0 * raw.rate());
+
+    // 3. Latency at a fixed moderate rate.
+    let latency_orders = (args.latency_rate * args.latency_seconds as f64).round() as u64;
+    pipeline.progress.reset_latency();
+    let pace = Pace::Rate(args.latency_rate);
+    let latency_phase =
+        push_orders(&mut pipeline, &mut options, latency_orders, pace, timeout).await?;
+    let latency = pipeline.progress.latency();
+    pipeline.stop().await?;
+
+    let compared = baseline::compare(&baseline, e2e.rate(), ratio_per_op);
+    let report = json!({
+        "settings": settings_json(&args, payload_bytes),
+        "raw": {
+            "messages": raw.messages,
+            "seconds": raw.seconds,
+            "msgs_per_sec": raw.rate().round(),
+            "cpu_seconds": round3(raw.cpu_seconds),
+            "cpu_us_per_msg": round3(raw.cpu_seconds * 1e6 / raw.messages as f64),
+            "cores_busy": round3(busy(raw.cpu_seconds, raw.seconds)),
+        },
+        "end_to_end": {
+            "orders": args.orders,
+            "seconds": e2e.seconds,
+            "orders_per_sec": e2e.rate().round(),
+            "cpu_seconds": round3(e2e.cpu_seconds),
+            "cpu_us_per_order": round3(e2e.cpu_seconds * 1e6 / args.orders as f64),
+            "cores_busy": round3(e2e.busy()),
+            "fraud_alerts": e2e_alerts,
+            "payments": e2e_payments,
+            "kafka_record_ops_per_order": (ops_per_order * 100.0).round() / 100.0,
+            "where_the_time_went": e2e.detail,
+        },
+        "ratio_end_to_end_to_raw": round3(e2e.rate() / raw.rate()),
+        "ratio_per_kafka_record_op": round3(ratio_per_op),
+        "latency_created_to_stored": {
+            "rate": args.latency_rate,
+            "orders": latency.count,
+            "p50_ms": latency.p50_ms,
+            "p99_ms": latency.p99_ms,
+            "max_ms": latency.max_ms,
+            "cores_busy": round3(latency_phase.busy()),
+        },
+        "against_baseline": baseline::to_json(&baseline_source, &baseline, &compared),
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprint!("{}", render_phases(&raw, &e2e, &latency_phase));
+    eprint!(
+        "{}",
+        baseline::render(&baseline_source, &baseline, &compared)
+    );
+    Ok(())
+}
