@@ -7,6 +7,8 @@
 - Every range in alerts.yml and dashboard.json is at least 4 minutes: a rate over fewer than
   two samples is empty, and the scrape interval may be 60 s (Amazon Managed Prometheus'
   collectors, many operators' defaults), so shorter windows go blank there.
+- The Helm chart's copies (ops/helm/orders/files/alerts.yml, dashboard.json), from which it
+  renders its PrometheusRule and dashboard ConfigMap, are identical to these files.
 
 Standard library only. Usage: check_observability.py [REPO_ROOT]
 Prints one line per check and "observability check: N passed, N failed".
@@ -80,6 +82,15 @@ def main():
                 short.append(f"{where}: {m.group(0)}")
         short += [f"{where}: {m.group(0)}" for m in re.finditer(r"\$__(rate_)?interval", text)]
     check(not short, "every range is at least 4m and fixed (enough samples at a 60 s scrape interval)", ", ".join(short))
+
+    chart_files = root / "ops" / "helm" / "orders" / "files"
+    for name in ["alerts.yml", "dashboard.json"]:
+        copy = chart_files / name
+        check(
+            copy.is_file() and copy.read_bytes() == (obs / name).read_bytes(),
+            f"ops/helm/orders/files/{name} is identical to ops/observability/{name}",
+            "differs or missing (cp ops/observability/{0} ops/helm/orders/files/{0})".format(name),
+        )
 
     print(f"observability check: {passed} passed, {failed} failed")
     return 1 if failed else 0
