@@ -21,7 +21,6 @@ Prints one line per check and "helm check: N passed, N failed".
 
 import asyncio
 import copy
-import json
 import re
 import shutil
 import subprocess
