@@ -1,6 +1,8 @@
 //! The ops server every headless daemon runs beside its loop (`ORDERS_OPS_ADDR`, default
 //! `0.0.0.0:9100`): `/healthz` (is the loop alive), `/readyz` (do its Kafka and its store
-//! answer) and `/metrics` (the pipeline's metrics, rendered by [`crate::metrics`]).
+//! answer) and `/metrics` (the pipeline's metrics, rendered by [`crate::metrics`]; for the
+//! api role everything its own `/metrics` has, without its token, so a scraper reaches the
+//! lag, dead-letter and canary metrics on the same port as every daemon's).
 //!
 //! `router(state)` builds it; `serve(listener, state, shutdown)` runs it until the token is
 //! cancelled.
@@ -34,6 +36,7 @@ pub struct OpsState {
     kafka: Option<(KafkaSettings, String)>,
     store: Option<Arc<dyn OrderStore>>,
     wedged_after: Duration,
+    api: Option<crate::AppState>,
 }
 
 impl OpsState {
@@ -45,6 +48,7 @@ impl OpsState {
             kafka: None,
             store: None,
             wedged_after: DEFAULT_WEDGED_AFTER,
+            api: None,
         }
     }
 
@@ -57,6 +61,12 @@ impl OpsState {
     /// Readiness pings this store (the roles that have one).
     pub fn with_store(mut self, store: Arc<dyn OrderStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// `/metrics` serves this api's whole exposition (the api role).
+    pub fn with_api_metrics(mut self, api: crate::AppState) -> Self {
+        self.api = Some(api);
         self
     }
 
@@ -157,7 +167,10 @@ async fn metrics(State(state): State<OpsState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render_pipeline(&state.progress),
+        match &state.api {
+            Some(api) => crate::routes::exposition(api),
+            None => render_pipeline(&state.progress),
+        },
     )
         .into_response()
 }

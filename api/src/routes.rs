@@ -442,6 +442,20 @@ pub async fn metrics(
     State(state): State<AppState>,
     StrictQuery(_): StrictQuery<NoParams>,
 ) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        exposition(&state),
+    )
+        .into_response()
+}
+
+/// Everything the api exports: its requests, the consumer groups' lag and status, the
+/// dead letters, the canaries, and the pipeline's counters when it runs in this process.
+/// Served on `/metrics` (behind the api's auth) and on the ops port's `/metrics`.
+pub(crate) fn exposition(state: &AppState) -> String {
     let lag = state.lag.as_ref().and_then(|m| m.latest().ok());
     let mut text = state
         .metrics
@@ -452,14 +466,7 @@ pub async fn metrics(
         .zip(state.lag.as_ref().map(|m| m.orders_topic().to_owned()));
     text.push_str(&state.dead_letter_metrics.render(kafka));
     state.canary.render(&mut text);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    text
 }
 
 /// The OpenAPI document of the JSON endpoints.

@@ -70,8 +70,8 @@ pub enum RoleCommand {
 /// Where a daemon serves /healthz, /readyz and /metrics, and when it counts as wedged.
 #[derive(Debug, Clone, Args)]
 pub struct OpsArgs {
-    /// Address of the ops server (/healthz, /readyz, /metrics) of the producer, fraud,
-    /// payment and analytics roles; the api serves them on its own address.
+    /// Address of the ops server (/healthz, /readyz, /metrics) of every role; the api's
+    /// /metrics there is its whole exposition (lag, dead letters, canaries), with no token.
     #[arg(long, env = "ORDERS_OPS_ADDR", default_value = orders_api::ops_server::DEFAULT_OPS_ADDR, global = true)]
     pub ops_addr: std::net::SocketAddr,
     /// /healthz fails once a consumer loop has not polled, or a store write or a produce
@@ -611,7 +611,7 @@ async fn run_role(
 async fn serve_api(cli: &Cli, args: &ApiArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let access = args.auth.access_for(args.addr)?;
     let store = open_store(&cli.store)?;
-    let mut state = orders_api::AppState::new(store)
+    let mut state = orders_api::AppState::new(store.clone())
         .with_access(access)
         .with_limits(orders_api::limits::ClientLimits::new(&args.limits))
         .with_canary_sla(args.canary.sla());
@@ -624,6 +624,32 @@ async fn serve_api(cli: &Cli, args: &ApiArgs, shutdown: CancellationToken) -> an
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    orders_api::serve(listener, state, shutdown).await?;
+    let ops = api_ops_server(cli, &state, store, shutdown.clone()).await?;
+    let served = orders_api::serve(listener, state, shutdown).await;
+    ops.abort();
+    served?;
     Ok(())
+}
+
+/// The api's ops port (ORDERS_OPS_ADDR), as every daemon has: `/healthz` for the container
+/// health check, `/readyz`, and `/metrics` with the api's whole exposition without a token
+/// (the lag, dead-letter and canary metrics a scraper on the ops port needs).
+async fn api_ops_server(
+    cli: &Cli,
+    state: &orders_api::AppState,
+    store: Arc<dyn OrderStore>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let mut ops = orders_api::ops_server::OpsState::new(Arc::new(Progress::default()))
+        .with_store(store)
+        .with_api_metrics(state.clone());
+    if let Some(kafka) = state.kafka() {
+        ops = ops.with_kafka(kafka.clone(), cli.kafka.topic_name.clone());
+    }
+    let listener = tokio::net::TcpListener::bind(cli.ops.ops_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (ORDERS_OPS_ADDR)", cli.ops.ops_addr))?;
+    Ok(tokio::spawn(orders_api::ops_server::serve(
+        listener, ops, shutdown,
+    )))
 }

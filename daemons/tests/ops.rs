@@ -292,3 +292,77 @@ fn analytics_with_its_store_writer_blocked_is_wedged_and_says_why() {
         || get(ops, "/healthz").filter(|(s, _)| *s == 200),
     );
 }
+
+/// The api role serves the ops port too (ORDERS_OPS_ADDR), as every daemon does: a
+/// scraper there gets the consumer lag and status, dead-letter and canary metrics without
+/// the api's bearer token (before, they were only on the api's own `/metrics` behind the
+/// token, and nothing answered on the api's 9100), and `ordersd healthcheck`, the
+/// container health check, asks its `/healthz`.
+#[test]
+fn api_serves_its_whole_exposition_on_the_ops_port_without_a_token() {
+    const TOKEN: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    // With the dead-letter ledger, so the api samples its dead-letter metrics too.
+    let mut topics = pipeline_topics("orders");
+    topics.push((orders_core::kafka::dlq_handled_topic("orders"), 1));
+    let broker = EmbeddedBroker::start(&topics).unwrap();
+    let kafka = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let ops = free_port();
+    let api = free_port();
+    let _api = ordersd(
+        &kafka,
+        dir.path(),
+        ops,
+        &["api", "--addr", &api.to_string(), "--api-tokens", TOKEN],
+    );
+    // The api's own /metrics asks for the token...
+    let (status, _) = wait_until("the api's /metrics", Duration::from_secs(60), || {
+        get(api, "/metrics")
+    });
+    assert_eq!(status, 401);
+    // ...the ops port's does not, and has the groups' lag and status once sampled.
+    let text = wait_until(
+        "lag metrics on the api's ops port",
+        Duration::from_secs(60),
+        || {
+            get(ops, "/metrics")
+                .filter(|(s, t)| {
+                    *s == 200 && t.contains("orders_consumer_status{group=\"fraud-group\"")
+                })
+                .map(|(_, t)| t)
+        },
+    );
+    for series in [
+        "orders_consumer_lag_records{group=\"payments-group\"}",
+        "orders_canary_lost_total",
+    ] {
+        assert!(sample(&text, series).is_some(), "no {series} in:\n{text}");
+    }
+    let text = wait_until(
+        "dead-letter metrics on the api's ops port",
+        Duration::from_secs(60),
+        || {
+            get(ops, "/metrics")
+                .filter(|(_, t)| t.contains("# TYPE orders_dlq_pending gauge"))
+                .map(|(_, t)| t)
+        },
+    );
+    // The same counters as the api's own exposition: the refused request is counted.
+    assert_eq!(
+        sample(
+            &text,
+            "orders_api_requests_total{route=\"/metrics\",status=\"401\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    promtool_accepts(&text);
+    let (status, body) = get(ops, "/healthz").unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let check = healthcheck(ops);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -469,6 +469,26 @@ def _():
     return bad
 
 
+@check("compose: the observability profile (Prometheus + Grafana) loads ops/observability's rules and dashboard and scrapes every role's ops port as orders-<role>")
+def _():
+    raw = yaml.safe_load((root / "docker-compose.yml").read_text()).get("services", {})
+    bad = []
+    for name, mounts in (("prometheus", ["alerts.yml", "prometheus.yml"]), ("grafana", ["dashboard.json", "grafana/provisioning"])):
+        svc = raw.get(name, {})
+        if svc.get("profiles") != ["observability"]:
+            bad.append(f"{name} is not in the observability profile only: {svc.get('profiles')}")
+        volumes = " ".join(str(v) for v in svc.get("volumes") or [])
+        bad += [f"{name} does not mount ops/observability/{m}" for m in mounts if f"./ops/observability/{m}:" not in volumes]
+    prom = yaml.safe_load((root / "ops" / "observability" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: [t for c in j.get("static_configs", []) for t in c.get("targets", [])] for j in prom.get("scrape_configs", [])}
+    for role in PROJECT + ["ingest"]:
+        if jobs.get(f"orders-{role}") != [f"{role}:9100"]:
+            bad.append(f"no job orders-{role} scraping {role}:9100 (got {jobs.get(f'orders-{role}')})")
+    if prom.get("rule_files") != ["alerts.yml"]:
+        bad.append(f"rule_files is {prom.get('rule_files')}")
+    return bad
+
+
 @check(".dockerignore: keeps target/ and .git out, lets the Dockerfile's COPY sources in")
 def _():
     path = root / ".dockerignore"

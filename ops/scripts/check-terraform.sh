@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# Offline check of the ECS Terraform in ops/terraform-ecs (see docs/deploy.md).
+# Offline check of the ECS Terraform in ops/terraform-ecs (see docs/deploy.md), in two parts:
 #
-# `terraform validate` needs the AWS provider from the Terraform registry, which CI cannot
-# reach. So this parses every .tf file with python-hcl2 and asserts the product contract
-# (secret names and keys, the task definitions' secrets and environment, five Fargate
-# services with ECS exec, the ALB's /healthz check, ingress CIDRs, the HTTPS redirect,
-# optional OIDC/Cognito sign-in, WAF and access logs, security groups, IAM, logs, sensitive
-# variables, no literal credentials): ops/scripts/check_terraform.py. With a terraform
-# binary on PATH it also runs `terraform fmt -check`.
+# 1. The product contract, without Terraform: every .tf file parsed with python-hcl2 and
+#    asserted by ops/scripts/check_terraform.py (secret names and keys, the task
+#    definitions' secrets and environment, the Fargate services, the ALB's /healthz check,
+#    HTTPS, sign-in, WAF, security groups, IAM, logs, sensitive variables, no literal
+#    credentials; with a terraform binary on PATH also `terraform fmt -check`).
+# 2. Terraform itself, against the AWS provider of .terraform.lock.hcl taken from a local
+#    plugin directory (no registry is reachable here): `terraform init -backend=false
+#    -plugin-dir=DIR -lockfile=readonly` (the provider must match the lock file's
+#    checksums), `terraform validate`, and `terraform test` (tests/*.tftest.hcl: plans and
+#    applies against mock_provider "aws", no account needed). The plugin directory is
+#    $ORDERS_TF_PLUGIN_DIR, else the first of Terraform's own local mirror directories
+#    ($XDG_DATA_HOME/terraform/plugins, ~/.terraform.d/plugins, /usr/local/share/terraform/
+#    plugins, /usr/share/terraform/plugins) or of /opt, /usr/local, /srv and $HOME (searched
+#    a few levels deep) holding registry.terraform.io/hashicorp/aws/<locked version>/<platform>.
+#    With no terraform binary or no such provider, part 2 is skipped with a loud message
+#    (ORDERS_REQUIRE_TERRAFORM=1 makes that a failure).
 #
 # python-hcl2 is installed from PyPI, pinned, into a cache directory (a virtualenv, or
 # `pip install --target` where python3-venv is missing); later runs reuse it.
 #
 # Usage: ops/scripts/check-terraform.sh [TERRAFORM_DIR]   (from any directory)
-# Environment: ORDERS_HCL2_DIR (the cache, default: $TMPDIR or /tmp, orders-hcl2-<version>).
+# Environment: ORDERS_HCL2_DIR (the cache, default: $TMPDIR or /tmp, orders-hcl2-<version>),
+#   ORDERS_TF_PLUGIN_DIR, ORDERS_REQUIRE_TERRAFORM.
 # Exits non-zero when a check fails; the last line reads "terraform check: N passed, N failed".
 set -euo pipefail
 
@@ -74,4 +84,96 @@ else
     fi
 fi
 
-PYTHONPATH="$pythonpath" "$python" "$here/check_terraform.py" "$tf_dir"
+contract_status=0
+PYTHONPATH="$pythonpath" "$python" "$here/check_terraform.py" "$tf_dir" | tee "${TMPDIR:-/tmp}/orders-tf-contract.$$" || contract_status=$?
+contract_summary=$(tail -n 1 "${TMPDIR:-/tmp}/orders-tf-contract.$$")
+rm -f "${TMPDIR:-/tmp}/orders-tf-contract.$$"
+passed=$(sed -n 's/.*: \([0-9]*\) passed.*/\1/p' <<<"$contract_summary")
+failed=$(sed -n 's/.*, \([0-9]*\) failed.*/\1/p' <<<"$contract_summary")
+passed=${passed:-0}
+failed=${failed:-1}
+[ "$contract_status" = 0 ] || [ "$failed" != 0 ] || failed=1
+
+# --- part 2: terraform init / validate / test against the local provider ---------------
+
+# The provider version the lock file pins.
+locked_version=$(sed -n '/hashicorp\/aws"/,/}/s/^ *version *= *"\([^"]*\)".*/\1/p' "$tf_dir/.terraform.lock.hcl" 2>/dev/null | head -n 1)
+
+# A directory DIR with DIR/registry.terraform.io/hashicorp/aws/$locked_version/$platform/.
+find_plugin_dir() {
+    local platform=$1 dir hit
+    local rel="registry.terraform.io/hashicorp/aws/$locked_version/$platform"
+    for dir in "${ORDERS_TF_PLUGIN_DIR:-}" "${XDG_DATA_HOME:-$HOME/.local/share}/terraform/plugins" \
+        "$HOME/.terraform.d/plugins" /usr/local/share/terraform/plugins /usr/share/terraform/plugins; do
+        if [ -n "$dir" ] && compgen -G "$dir/$rel/terraform-provider-aws*" >/dev/null; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    for dir in /opt /usr/local /srv "$HOME"; do
+        [ -d "$dir" ] || continue
+        hit=$(find "$dir" -maxdepth 8 -type f -name 'terraform-provider-aws*' -path "*/$rel/*" -print -quit 2>/dev/null)
+        if [ -n "$hit" ]; then
+            echo "${hit%/"$rel"/*}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+tf_skip() {
+    echo "skip - terraform init/validate/test: $*"
+    echo "check-terraform: ############################################################" >&2
+    echo "check-terraform: SKIPPED terraform validate and terraform test: $*" >&2
+    echo "check-terraform: ############################################################" >&2
+    if [ "${ORDERS_REQUIRE_TERRAFORM:-}" = 1 ]; then
+        failed=$((failed + 1))
+    fi
+}
+
+tf_step() { # what, command...: runs a Terraform step, counts it
+    local what=$1 log
+    shift
+    log=$(mktemp)
+    if (cd "$work" && "$@") >"$log" 2>&1; then
+        passed=$((passed + 1))
+        echo "ok   - $what"
+        cat "$log" >&2
+    else
+        failed=$((failed + 1))
+        echo "FAIL - $what"
+        cat "$log"
+    fi
+    rm -f "$log"
+}
+
+if ! command -v terraform >/dev/null 2>&1; then
+    tf_skip "no terraform binary on PATH"
+elif [ -z "$locked_version" ]; then
+    failed=$((failed + 1))
+    echo "FAIL - $tf_dir/.terraform.lock.hcl pins a hashicorp/aws version"
+else
+    platform=$(terraform version -json 2>/dev/null | sed -n 's/.*"platform": *"\([^"]*\)".*/\1/p')
+    if ! plugin_dir=$(find_plugin_dir "${platform:-linux_amd64}"); then
+        tf_skip "no local copy of hashicorp/aws $locked_version for ${platform:-?} (set ORDERS_TF_PLUGIN_DIR to a directory holding registry.terraform.io/hashicorp/aws/$locked_version/${platform:-<platform>}/)"
+    else
+        say "terraform $(terraform version -json | sed -n 's/.*"terraform_version": *"\([^"]*\)".*/\1/p'), provider hashicorp/aws $locked_version from $plugin_dir"
+        # A scratch copy: .terraform/ and the test's state stay out of the repository.
+        work=$(mktemp -d)
+        trap 'rm -rf "$work"' EXIT
+        cp -R "$tf_dir/." "$work/"
+        rm -rf "$work/.terraform"
+        export TF_IN_AUTOMATION=1 TF_INPUT=0
+        # A configured but missing CLI config file only adds a warning.
+        if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -e "$TF_CLI_CONFIG_FILE" ]; then
+            unset TF_CLI_CONFIG_FILE
+        fi
+        tf_step "terraform init -backend=false -plugin-dir -lockfile=readonly (the provider matches .terraform.lock.hcl)" \
+            terraform init -backend=false -input=false -no-color -plugin-dir="$plugin_dir" -lockfile=readonly
+        tf_step "terraform validate" terraform validate -no-color
+        tf_step "terraform test (tests/*.tftest.hcl, mocked AWS provider)" terraform test -no-color
+    fi
+fi
+
+echo "terraform check: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -2,8 +2,8 @@
 # "ip": Fargate tasks register by their ENI address).
 #
 # Who gets through (docs/security.md): the api itself asks every request but /healthz and
-# /readyz for a bearer token or a signed-in user. With a certificate, port 80 only
-# redirects to HTTPS. With oidc_sign_in or cognito_sign_in, the HTTPS listener signs
+# /readyz for a bearer token or a signed-in user. HTTPS is required: port 80 only
+# redirects to it, and plain HTTP needs var.insecure_allow_plain_http (a trial only). With oidc_sign_in or cognito_sign_in, the HTTPS listener signs
 # browsers in before forwarding, and the api verifies the identity header the ALB signs;
 # requests that carry a bearer token go straight to the api, which checks the token.
 
@@ -42,6 +42,10 @@ resource "aws_lb" "this" {
 
   lifecycle {
     precondition {
+      condition     = local.https || var.insecure_allow_plain_http
+      error_message = "certificate_arn is required: without it bearer tokens would cross the internet in clear text. For a throwaway trial without TLS, set insecure_allow_plain_http = true."
+    }
+    precondition {
       condition     = !local.sign_in || local.https
       error_message = "oidc_sign_in and cognito_sign_in need certificate_arn: the ALB signs users in on HTTPS only."
     }
@@ -53,7 +57,10 @@ resource "aws_lb" "this" {
 }
 
 resource "aws_lb_target_group" "api" {
-  name        = "${var.name}-api"
+  # A target group cannot be changed in place (port, protocol, VPC): Terraform replaces it,
+  # and create_before_destroy (below) creates the new one first while the listeners still
+  # point at the old, so its name must differ: a short hash of what forces the replacement.
+  name        = "${var.name}-api-${substr(sha1(join(":", [var.vpc_id, local.api_port, "HTTP", "ip"])), 0, 6)}"
   port        = local.api_port
   protocol    = "HTTP"
   target_type = "ip"
@@ -76,10 +83,14 @@ resource "aws_lb_target_group" "api" {
     healthy_threshold   = 2
     unhealthy_threshold = 3
   }
+
+  lifecycle {
+    create_before_destroy = true
+  }
 }
 
-# Without a certificate: forwards (tokens travel in clear text; use it for a trial only).
-# With one: redirects every request to HTTPS.
+# With a certificate: redirects every request to HTTPS. Without one (only with
+# var.insecure_allow_plain_http): forwards, and tokens travel in clear text.
 resource "aws_lb_listener" "http" {
   load_balancer_arn = aws_lb.this.arn
   port              = 80
@@ -129,6 +140,7 @@ resource "aws_lb_listener" "https" {
         client_id                  = default_action.value.client_id
         client_secret              = var.oidc_client_secret
         scope                      = default_action.value.scope
+        session_timeout            = var.sign_in_session_timeout
         on_unauthenticated_request = "authenticate"
       }
     }
@@ -143,6 +155,7 @@ resource "aws_lb_listener" "https" {
         user_pool_arn              = default_action.value.user_pool_arn
         user_pool_client_id        = default_action.value.user_pool_client_id
         user_pool_domain           = default_action.value.user_pool_domain
+        session_timeout            = var.sign_in_session_timeout
         on_unauthenticated_request = "authenticate"
       }
     }
@@ -192,5 +205,13 @@ resource "aws_lb_listener_rule" "healthz" {
   action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.api.arn
+  }
+}
+
+# Loud while plain HTTP is allowed: a check block's failure is a warning on every plan.
+check "plain_http" {
+  assert {
+    condition     = !var.insecure_allow_plain_http || local.https
+    error_message = "INSECURE: the ALB serves the api on plain HTTP (insecure_allow_plain_http, no certificate_arn): bearer tokens and orders cross the network in clear text."
   }
 }

@@ -2,7 +2,7 @@
 #   execution role: used by ECS itself to pull the image, write logs and resolve the
 #                   task definition's `secrets` from Secrets Manager at task start.
 #   task role:      used by the running containers; ordersd needs no AWS API, so it holds
-#                   only what ECS exec's agent needs.
+#                   only what ECS exec's agent needs, and only when exec is on.
 
 data "aws_iam_policy_document" "ecs_tasks_assume" {
   statement {
@@ -77,27 +77,44 @@ resource "aws_iam_role_policy" "execution_registry" {
 
 resource "aws_iam_role" "task" {
   name               = "${var.name}-ecs-task"
-  description        = "ECS task role for ${var.name}: ECS exec (SSM session channels) only"
+  description        = "ECS task role for ${var.name}: ECS exec (SSM session channels, session log) only"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
 }
 
-# `aws ecs execute-command` opens an SSM session to the agent inside the task; the agent
-# needs these four calls. They take no resource ARN, hence "*".
+# Only with var.enable_execute_command: `aws ecs execute-command` opens an SSM session to
+# the agent inside the task; the agent needs the four ssmmessages calls (they take no
+# resource ARN, hence "*") and writes the session's log to the exec log group.
 resource "aws_iam_role_policy" "task_exec" {
+  count = var.enable_execute_command ? 1 : 0
+
   name = "ecs-exec"
   role = aws_iam_role.task.id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [{
-      Sid    = "EcsExec"
-      Effect = "Allow"
-      Action = [
-        "ssmmessages:CreateControlChannel",
-        "ssmmessages:CreateDataChannel",
-        "ssmmessages:OpenControlChannel",
-        "ssmmessages:OpenDataChannel",
-      ]
-      Resource = "*"
-    }]
+    Statement = [
+      {
+        Sid    = "EcsExec"
+        Effect = "Allow"
+        Action = [
+          "ssmmessages:CreateControlChannel",
+          "ssmmessages:CreateDataChannel",
+          "ssmmessages:OpenControlChannel",
+          "ssmmessages:OpenDataChannel",
+        ]
+        Resource = "*"
+      },
+      {
+        Sid      = "EcsExecSessionLogGroups"
+        Effect   = "Allow"
+        Action   = ["logs:DescribeLogGroups"]
+        Resource = "*"
+      },
+      {
+        Sid      = "EcsExecSessionLog"
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
+        Resource = "${aws_cloudwatch_log_group.exec[0].arn}:*"
+      },
+    ]
   })
 }

@@ -20,7 +20,9 @@ locals {
       env   = { SLEEP_SECONDS = var.sleep_seconds }
       port  = null
       # Stop the old producer before starting the new one: two producers running side
-      # by side during a deployment would emit the same order ids.
+      # by side during a deployment would emit the same order ids. ECS counts a stopping
+      # task as gone, so the new task's start gate (local.producer_start_gate) also waits
+      # out the old one's stop timeout before the producer reads where to continue.
       min_healthy_percent = 0
       max_percent         = 100
     }
@@ -80,6 +82,9 @@ locals {
     TOPIC_NAME        = var.topic_name
     ORDERS_LOG_FORMAT = "json"
     RUST_LOG          = var.rust_log
+    # Every role, the api too, serves /healthz, /readyz and /metrics here (network.tf lets
+    # var.metrics_scraper_* in; docs/deploy.md has the scrape config).
+    ORDERS_OPS_ADDR = "0.0.0.0:${local.ops_port}"
   }
 
   # Environment variable name => Secrets Manager reference "<secret arn>:<json key>::"
@@ -109,24 +114,13 @@ locals {
     COUCHBASE_PASSWORD = "${aws_secretsmanager_secret.couchbase.arn}:password::"
   }
 
-  # The api container's own health check is readiness (`ordersctl json health` exits 0
-  # only when both the store and Kafka answer). ECS replaces a task whose essential
-  # container turns UNHEALTHY, so keep it lenient: a short Kafka or Couchbase hiccup
-  # must not recycle every api task. The ALB checks liveness on /healthz (alb.tf).
-  api_health_check = {
-    command     = ["CMD", "ordersctl", "json", "health", "--api", "http://127.0.0.1:${local.api_port}"]
-    interval    = 30
-    timeout     = 10
-    retries     = 3
-    startPeriod = 60
-  }
-
-  # Every other daemon's health check is liveness: `ordersd healthcheck` (the image's own
-  # binary; no curl in it) exits 1 when the daemon's /healthz on its ops port
-  # (ORDERS_OPS_ADDR, default 0.0.0.0:9100) says its loop is wedged: a consumer loop that
-  # has not polled, or a store write or a produce that has waited, for 120 s
-  # (docs/operations.md). The container is essential, so ECS replaces a task that turns
-  # UNHEALTHY: a wedged daemon is restarted.
+  # Every container's health check is liveness, the api's too: `ordersd healthcheck` (the
+  # image's own binary; no curl in it) exits 1 when /healthz on the ops port
+  # (ORDERS_OPS_ADDR) says a loop is wedged: a consumer loop that has not polled, or a
+  # store write or a produce that has waited, for 120 s (docs/operations.md). The container
+  # is essential, so ECS replaces a task that turns UNHEALTHY: a wedged daemon restarts.
+  # Never readiness: a Kafka or Couchbase outage would make every task unhealthy and ECS
+  # would replace them all, which cures nothing (readiness is /readyz, for a scraper).
   daemon_health_check = {
     command     = ["CMD", "ordersd", "healthcheck"]
     interval    = 30
@@ -136,7 +130,7 @@ locals {
   }
 
   container_definitions = {
-    for name, svc in local.services : name => [
+    for name, svc in local.services : name => concat([
       # Drop the null attributes (no port mappings, no health check, no registry
       # credentials) rather than sending nulls to ECS.
       { for k, v in {
@@ -155,10 +149,20 @@ locals {
           { name = env_name, valueFrom = value_from }
         ]
 
-        portMappings = svc.port == null ? null : [
-          { containerPort = svc.port, protocol = "tcp" }
-        ]
-        healthCheck = name == "api" ? local.api_health_check : local.daemon_health_check
+        portMappings = concat(
+          svc.port == null ? [] : [{ name = "http", containerPort = svc.port, protocol = "tcp" }],
+          [{ name = "ops", containerPort = local.ops_port, protocol = "tcp" }],
+        )
+        # For scrapers that discover ECS tasks by label (the CloudWatch agent's Prometheus
+        # discovery, and relabelling rules in docs/deploy.md): job orders-<service>.
+        dockerLabels = {
+          PROMETHEUS_EXPORTER_PORT     = tostring(local.ops_port)
+          PROMETHEUS_EXPORTER_PATH     = "/metrics"
+          PROMETHEUS_EXPORTER_JOB_NAME = "orders-${name}"
+        }
+        healthCheck = local.daemon_health_check
+        # The producer waits for its start gate (below) to finish.
+        dependsOn = name == "producer" ? [{ containerName = "start-gate", condition = "SUCCESS" }] : null
 
         repositoryCredentials = var.registry_credentials_arn == "" ? null : {
           credentialsParameter = var.registry_credentials_arn
@@ -181,6 +185,27 @@ locals {
           }
         }
       } : k => v if v != null }
-    ]
+    ], name == "producer" ? [local.producer_start_gate] : [])
+  }
+
+  # A non-essential container in the producer's task that sleeps past the stop timeout
+  # (30 s) of the task it replaces: with minimum healthy 0 % and maximum 100 %, ECS has
+  # sent the old producer SIGTERM before it starts the new task, but counts the old one
+  # gone while it still flushes; after this gate the old one has exited (or been killed),
+  # so the new producer reads the topic's highest order id only once nobody else writes.
+  producer_start_gate = {
+    name      = "start-gate"
+    image     = var.image
+    essential = false
+    command   = ["sleep", "35"]
+    user      = "10001:10001"
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.service["producer"].name
+        awslogs-region        = data.aws_region.current.name
+        awslogs-stream-prefix = "ecs"
+      }
+    }
   }
 }

@@ -1,6 +1,7 @@
 # Security groups in the existing VPC (var.vpc_id). No VPC, subnets or NAT are built here.
 #
-#   alb:   80 (and 443 with a certificate) from var.ingress_cidrs; out only to the api tasks.
+#   alb:   80 (and 443 with a certificate) from var.ingress_cidrs; out to the api tasks, and
+#          with sign-in to the identity provider on 443 (var.sign_in_egress_cidrs).
 #   api:   8000 from the ALB's group only.
 #   tasks: every task (daemons and api); ingress only to the ops port 9100 (/metrics,
 #          /healthz, /readyz) from var.metrics_scraper_security_group_ids and
@@ -50,6 +51,19 @@ resource "aws_vpc_security_group_egress_rule" "alb_to_api" {
   ip_protocol                  = "tcp"
   from_port                    = local.api_port
   to_port                      = local.api_port
+}
+
+# With OIDC or Cognito sign-in the ALB itself calls the identity provider's token and
+# user-info endpoints (HTTPS) at /oauth2/idpresponse; without this, every login ends in a 500.
+resource "aws_vpc_security_group_egress_rule" "alb_to_identity_provider" {
+  for_each = local.sign_in ? toset(var.sign_in_egress_cidrs) : toset([])
+
+  security_group_id = aws_security_group.alb.id
+  description       = "To the identity provider's endpoints (sign-in)"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
 }
 
 resource "aws_security_group" "api" {

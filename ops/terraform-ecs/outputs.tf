@@ -5,7 +5,7 @@ output "alb_dns_name" {
 
 output "url" {
   description = "The web view and the API through the ALB."
-  value       = var.certificate_arn == "" ? "http://${aws_lb.this.dns_name}/" : "https://${aws_lb.this.dns_name}/"
+  value       = local.https ? "https://${aws_lb.this.dns_name}/" : "http://${aws_lb.this.dns_name}/ (INSECURE: plain HTTP)"
 }
 
 output "cluster_name" {
@@ -29,12 +29,13 @@ output "secret_arns" {
     confluent  = aws_secretsmanager_secret.confluent.arn
     couchbase  = aws_secretsmanager_secret.couchbase.arn
     api_tokens = aws_secretsmanager_secret.api_tokens.arn
+    postgres   = aws_secretsmanager_secret.postgres.arn
   }
 }
 
 output "exec_command" {
-  description = "Opens the operator console inside a running api task (needs the AWS CLI and its Session Manager plugin)."
-  value = join(" ", [
+  description = "Opens the operator console inside a running api task (needs enable_execute_command, the AWS CLI and its Session Manager plugin)."
+  value = !var.enable_execute_command ? "ECS exec is off: set enable_execute_command = true (sessions are logged to /ecs/${var.name}/exec)" : join(" ", [
     "aws ecs execute-command",
     "--region ${data.aws_region.current.name}",
     "--cluster ${aws_ecs_cluster.this.name}",
@@ -43,4 +44,13 @@ output "exec_command" {
     "--interactive",
     "--command \"ordersctl tui --api http://127.0.0.1:${local.api_port}\"",
   ])
+}
+
+output "metrics_targets" {
+  description = "What a Prometheus scraper inside the VPC scrapes: every task's ops port, job orders-<service> (docs/deploy.md, Metrics on AWS)."
+  value = {
+    port = local.ops_port
+    path = "/metrics"
+    jobs = { for role in keys(local.services) : role => "orders-${role}" }
+  }
 }

@@ -5,6 +5,11 @@
 #
 # If they already exist in the account, adopt them instead of creating them
 # (terraform import, see docs/deploy.md): creating a secret whose name is taken fails.
+#
+# The values go through secret_string_wo, a write-only attribute: Terraform sends them to
+# Secrets Manager and keeps them in neither the plan nor the state (the credential
+# variables are ephemeral). Terraform cannot see a change of a write-only value, so after
+# changing credentials raise var.credentials_version: every secret gets a new version.
 
 resource "aws_secretsmanager_secret" "confluent" {
   name                    = "${var.credentials_name_prefix}confluent-credentials"
@@ -13,8 +18,9 @@ resource "aws_secretsmanager_secret" "confluent" {
 }
 
 resource "aws_secretsmanager_secret_version" "confluent" {
-  secret_id = aws_secretsmanager_secret.confluent.id
-  secret_string = jsonencode({
+  secret_id                = aws_secretsmanager_secret.confluent.id
+  secret_string_wo_version = var.credentials_version
+  secret_string_wo = jsonencode({
     bootstrap_servers = var.confluent_bootstrap_servers
     api_key           = var.confluent_api_key
     api_secret        = var.confluent_api_secret
@@ -28,8 +34,9 @@ resource "aws_secretsmanager_secret" "couchbase" {
 }
 
 resource "aws_secretsmanager_secret_version" "couchbase" {
-  secret_id = aws_secretsmanager_secret.couchbase.id
-  secret_string = jsonencode({
+  secret_id                = aws_secretsmanager_secret.couchbase.id
+  secret_string_wo_version = var.credentials_version
+  secret_string_wo = jsonencode({
     host     = var.couchbase_host
     bucket   = var.couchbase_bucket
     username = var.couchbase_username
@@ -46,8 +53,9 @@ resource "aws_secretsmanager_secret" "postgres" {
 }
 
 resource "aws_secretsmanager_secret_version" "postgres" {
-  secret_id = aws_secretsmanager_secret.postgres.id
-  secret_string = jsonencode({
+  secret_id                = aws_secretsmanager_secret.postgres.id
+  secret_string_wo_version = var.credentials_version
+  secret_string_wo = jsonencode({
     url = var.postgres_url
   })
 
@@ -66,8 +74,9 @@ resource "aws_secretsmanager_secret" "api_tokens" {
 }
 
 resource "aws_secretsmanager_secret_version" "api_tokens" {
-  secret_id = aws_secretsmanager_secret.api_tokens.id
-  secret_string = jsonencode({
+  secret_id                = aws_secretsmanager_secret.api_tokens.id
+  secret_string_wo_version = var.credentials_version
+  secret_string_wo = jsonencode({
     tokens        = var.api_tokens
     console_token = var.api_console_token
   })

@@ -32,7 +32,14 @@ variable "tags" {
 
 variable "image" {
   type        = string
-  description = "Container image holding ordersd and ordersctl, e.g. \"ghcr.io/acme/orders:latest\". Its entrypoint is not set: the task definitions give the full command."
+  description = "Container image holding ordersd and ordersctl, by version tag or digest, e.g. \"ghcr.io/acme/orders:1.4.2\" or \"ghcr.io/acme/orders@sha256:...\". Its entrypoint is not set: the task definitions give the full command."
+
+  validation {
+    # A moving tag makes every task start whatever was pushed last, and a rollback by the
+    # circuit breaker or the alarms roll "back" to the same moving tag.
+    condition     = can(regex("(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$", var.image)) && !endswith(var.image, ":latest")
+    error_message = "image needs a version tag or a digest (e.g. ghcr.io/acme/orders:1.4.2), not :latest or no tag."
+  }
 }
 
 variable "registry_credentials_arn" {
@@ -90,8 +97,14 @@ variable "assign_public_ip" {
 
 variable "certificate_arn" {
   type        = string
-  description = "ACM certificate ARN. When set, the ALB listens on 443 (HTTPS) and port 80 redirects there (301); unset, port 80 forwards (no sign-in possible)."
+  description = "ACM certificate ARN for the ALB's HTTPS listener on 443; port 80 then only redirects there (301). Required: without one, plan fails unless insecure_allow_plain_http is set."
   default     = ""
+}
+
+variable "insecure_allow_plain_http" {
+  type        = bool
+  description = "DANGER. Serve the api on plain HTTP (port 80 forwards) when no certificate_arn is given: every bearer token and every order then crosses the internet in clear text. For a throwaway trial only; plan prints a warning while it is set."
+  default     = false
 }
 
 # ---------------------------------------------------------------------------
@@ -156,10 +169,32 @@ variable "cognito_sign_in" {
   default     = null
 }
 
+variable "sign_in_session_timeout" {
+  type        = number
+  description = "With oidc_sign_in or cognito_sign_in: seconds a browser's sign-in session at the ALB lasts before the user signs in again (the ALB's default is 7 days)."
+  default     = 28800
+
+  validation {
+    condition     = var.sign_in_session_timeout >= 60 && var.sign_in_session_timeout <= 604800
+    error_message = "sign_in_session_timeout must be between 60 s and 604800 s (7 days)."
+  }
+}
+
+variable "sign_in_egress_cidrs" {
+  type        = list(string)
+  description = "With sign-in: where the ALB may open HTTPS (443) connections, to reach the identity provider's token and user-info endpoints. Default anywhere, since providers publish no fixed ranges; narrow it when yours does."
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = alltrue([for c in var.sign_in_egress_cidrs : can(cidrhost(c, 0))])
+    error_message = "sign_in_egress_cidrs takes IPv4 CIDR blocks."
+  }
+}
+
 variable "enable_waf" {
   type        = bool
-  description = "Put an AWS WAF web ACL in front of the ALB: a rate-based rule per client IP and the AWS managed common rule set (billed per ACL, rule and request)."
-  default     = false
+  description = "Put an AWS WAF web ACL in front of the ALB: a rate-based rule per client IP and the AWS managed common rule set (billed per ACL, rule and request). On by default; turn it off only when another WAF or a CDN already stands in front."
+  default     = true
 }
 
 variable "waf_rate_limit" {
@@ -182,6 +217,52 @@ variable "access_logs_bucket" {
 # ---------------------------------------------------------------------------
 # The cluster and the services
 # ---------------------------------------------------------------------------
+
+variable "enable_execute_command" {
+  type        = bool
+  description = "Allow `aws ecs execute-command` into the tasks (the operator console, outputs.exec_command). Off by default; when on, every session's input and output is logged to the /ecs/<name>/exec log group (exec_log_retention_days) and CloudTrail records who opened it."
+  default     = false
+}
+
+variable "exec_log_retention_days" {
+  type        = number
+  description = "With enable_execute_command: retention of the /ecs/<name>/exec log group, in days."
+  default     = 90
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.exec_log_retention_days)
+    error_message = "exec_log_retention_days must be one of the values CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, ...)."
+  }
+}
+
+variable "wait_for_steady_state" {
+  type        = bool
+  description = "Make terraform apply wait until every service's deployment has finished (its tasks running and healthy, no rollback) and fail otherwise."
+  default     = true
+}
+
+variable "deployment_alarms" {
+  type        = bool
+  description = "Roll a deployment back when its service's CloudWatch alarms fire: ERROR log lines over error_alarm_threshold in 5 minutes (every service), and no order produced for producer_stalled_minutes (the producer). See docs/deploy.md."
+  default     = true
+}
+
+variable "error_alarm_threshold" {
+  type        = number
+  description = "With deployment_alarms: ERROR log lines of one service in 5 minutes that set off its alarm."
+  default     = 20
+}
+
+variable "producer_stalled_minutes" {
+  type        = number
+  description = "With deployment_alarms: minutes without an \"order produced\" log line after which the producer's alarm fires (keep it well above SLEEP_SECONDS)."
+  default     = 5
+
+  validation {
+    condition     = var.producer_stalled_minutes >= 2 && var.producer_stalled_minutes <= 60
+    error_message = "producer_stalled_minutes must be between 2 and 60."
+  }
+}
 
 variable "enable_container_insights" {
   type        = bool
@@ -307,10 +388,22 @@ variable "rust_log" {
 }
 
 # ---------------------------------------------------------------------------
-# Credentials. They land in two Secrets Manager secrets (secrets.tf) and reach the
-# containers only through the task definitions' `secrets` blocks. No defaults on
-# purpose: pass them with TF_VAR_... environment variables, never in a committed file.
+# Credentials. They land in Secrets Manager secrets (secrets.tf, write-only: never in the
+# plan or the state; the variables are ephemeral) and reach the containers only through
+# the task definitions' `secrets` blocks. No defaults on purpose: pass them with
+# TF_VAR_... environment variables, never in a committed file.
 # ---------------------------------------------------------------------------
+
+variable "credentials_version" {
+  type        = number
+  description = "Version of the credentials written to Secrets Manager. Their values are write-only (Terraform keeps no copy to compare), so raise this by one whenever a credential changes: every secret then gets a new version with the values given now."
+  default     = 1
+
+  validation {
+    condition     = var.credentials_version >= 1 && floor(var.credentials_version) == var.credentials_version
+    error_message = "credentials_version is a whole number >= 1."
+  }
+}
 
 variable "credentials_name_prefix" {
   type        = string
@@ -333,24 +426,28 @@ variable "confluent_bootstrap_servers" {
   type        = string
   description = "Confluent Cloud bootstrap servers, e.g. pkc-xxxxx.us-east-1.aws.confluent.cloud:9092."
   sensitive   = true
+  ephemeral   = true
 }
 
 variable "confluent_api_key" {
   type        = string
   description = "Confluent Cloud API key (SASL PLAIN username)."
   sensitive   = true
+  ephemeral   = true
 }
 
 variable "confluent_api_secret" {
   type        = string
   description = "Confluent Cloud API secret (SASL PLAIN password)."
   sensitive   = true
+  ephemeral   = true
 }
 
 variable "couchbase_host" {
   type        = string
   description = "Couchbase Capella host (cb.xxxx.cloud.couchbase.com gets couchbases://) or a full connection string."
   sensitive   = true
+  ephemeral   = true
 }
 
 variable "couchbase_bucket" {
@@ -363,18 +460,21 @@ variable "couchbase_username" {
   type        = string
   description = "Couchbase database user."
   sensitive   = true
+  ephemeral   = true
 }
 
 variable "couchbase_password" {
   type        = string
   description = "Couchbase database user's password."
   sensitive   = true
+  ephemeral   = true
 }
 
 variable "postgres_url" {
   type        = string
   description = "POSTGRES_URL of the ingest service (libpq URL with its password, e.g. postgresql://orders_ingest:...@<rds endpoint>:5432/shop?sslmode=verify-full; docs/deploy.md). Empty: no ingest (desired_count.ingest must stay 0)."
   sensitive   = true
+  ephemeral   = true
   default     = ""
 }
 
@@ -382,6 +482,7 @@ variable "api_tokens" {
   type        = string
   description = "ORDERS_API_TOKENS: the bearer tokens the api accepts, comma-separated (several while one is rotated out; docs/security.md). Make each long and random, e.g. openssl rand -hex 32."
   sensitive   = true
+  ephemeral   = true
 
   validation {
     condition     = alltrue([for t in split(",", var.api_tokens) : length(trimspace(t)) >= 32])
@@ -393,4 +494,5 @@ variable "api_console_token" {
   type        = string
   description = "ORDERS_API_TOKEN in the api container: the token ordersctl sends there (the console over ECS exec); one of api_tokens."
   sensitive   = true
+  ephemeral   = true
 }

@@ -1,17 +1,19 @@
 terraform {
-  # Optional object attributes with defaults (variables.tf) need >= 1.3; import
-  # blocks, handy for adopting the existing secrets (docs/deploy.md), need 1.5.
-  required_version = ">= 1.5"
+  # Write-only attributes (secret_string_wo in secrets.tf: the credentials never reach
+  # the state) and ephemeral variables need Terraform 1.11.
+  required_version = ">= 1.11"
 
   required_providers {
     aws = {
-      source  = "hashicorp/aws"
-      version = "~> 5.0"
+      source = "hashicorp/aws"
+      # 5.100 has secret_string_wo; .terraform.lock.hcl pins the exact build.
+      version = "~> 5.100"
     }
   }
 
-  # The state holds the secret values (they go through aws_secretsmanager_secret_version),
-  # so keep it in an encrypted, access-controlled backend, e.g.:
+  # The credentials go to Secrets Manager through write-only attributes and never reach
+  # the state or a plan file (oidc_client_secret, if used, does: the listener has no
+  # write-only form). Keep the state in an encrypted, access-controlled backend anyway, e.g.:
   #
   # backend "s3" {
   #   bucket  = "acme-terraform-state"

@@ -607,6 +607,8 @@ fn used_metrics(text: &str) -> std::collections::BTreeSet<String> {
 /// Every metric the alerting rules and the dashboard under `ops/observability` use is one a
 /// running pipeline exports (`ordersctl up` serves the api's, the lag monitor's and the
 /// daemons' metrics in one `/metrics`), so a renamed metric cannot leave a rule silent.
+/// The ingest role does not run in `ordersctl up`: its metrics are checked against the
+/// exposition an ingest process serves on its ops port (the same function renders it).
 #[test]
 fn alert_rules_and_dashboard_use_only_exported_metrics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/observability");
@@ -617,6 +619,21 @@ fn alert_rules_and_dashboard_use_only_exported_metrics() {
         assert!(names.len() >= 5, "{file} uses {names:?}");
         used.extend(names);
     }
+    let (ingest_used, used): (BTreeSet<String>, BTreeSet<String>) = used
+        .into_iter()
+        .partition(|m| m.starts_with("orders_ingest_"));
+    let ingest = orders_core::progress::Progress::default();
+    ingest
+        .ingest
+        .active
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    ingest
+        .ingest
+        .lag_bytes
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let ingest_exported = exported_families(&orders_api::metrics::render_pipeline(&ingest));
+    let missing: Vec<&String> = ingest_used.difference(&ingest_exported).collect();
+    assert!(missing.is_empty(), "used but not exported: {missing:?}");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let up = Up::start(&dir, 50);
