@@ -8,7 +8,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS orders (
@@ -138,6 +138,32 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Wakes the checkpointer after a commit; dropping it stops the checkpointer.
+    checkpoint: mpsc::SyncSender<()>,
+}
+
+/// Copies committed pages from the write-ahead log into the database on a thread of its
+/// own, so the writer only appends to the log and syncs it. With SQLite's automatic
+/// checkpoint, every few commits the writer also copied the log into the file and synced
+/// that, inside the transaction the analytics daemon waits for (BENCHMARKS.md). The same
+/// PASSIVE checkpoint as the automatic one: it never blocks the writer or readers.
+fn checkpointer(path: &Path) -> Result<mpsc::SyncSender<()>, StoreError> {
+    let conn = open(path, false)?;
+    let (wake, commits) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            // Ends when the store is dropped, with a last checkpoint.
+            while commits.recv().is_ok() {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::debug!(error = %e, "checkpoint failed; tried again after the next commit");
+                }
+            }
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        })
+        .map_err(|e| StoreError::Unavailable(format!("starting the checkpointer: {e}")))?;
+    Ok(wake)
 }
 
 fn query_err(e: rusqlite::Error) -> StoreError {
@@ -192,7 +218,8 @@ impl SqliteStore {
         writer
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-                 PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+                 PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; \
+                 PRAGMA wal_autocheckpoint = 0;",
             )
             .map_err(query_err)?;
         let version: i64 = writer
@@ -217,11 +244,13 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(open(&path, true)?);
         }
+        let checkpoint = checkpointer(&path)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(readers),
+                checkpoint,
             }),
         })
     }
@@ -265,7 +294,10 @@ impl SqliteStore {
                 .writer
                 .lock()
                 .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
-            f(&mut conn)
+            let result = f(&mut conn);
+            // Full: a wake-up is pending already, and it will see this commit too.
+            let _ = inner.checkpoint.try_send(());
+            result
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
@@ -1068,5 +1100,43 @@ mod tests {
             assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
+    }
+
+    /// The writer only appends to the write-ahead log; the checkpointer copies it into the
+    /// database as it goes, so the log stays small (it would hold every write otherwise).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_write_ahead_log_is_checkpointed_off_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let generator = crate::generator::OrderGenerator::new(1);
+        let now = Timestamp::now();
+        let batches = 40;
+        for b in 0..batches {
+            let orders = (1..=2_000)
+                .map(|i| StoredOrder {
+                    order: generator.order(b * 2_000 + i, now),
+                    kafka_partition: 0,
+                    kafka_offset: (b * 2_000 + i) as i64,
+                    processed_at: now,
+                })
+                .collect();
+            let batch = StoreBatch {
+                orders,
+                ..StoreBatch::default()
+            };
+            store.apply(Arc::new(batch)).await.unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("orders.db-wal"))
+            .unwrap()
+            .len();
+        let db = std::fs::metadata(&path).unwrap().len();
+        // Without checkpoints the log holds every page written, more than the database.
+        assert!(wal < db / 2, "log {wal} bytes, database {db} bytes");
+        let conn = open(&path, true).unwrap();
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, batches as i64 * 2_000);
     }
 }
