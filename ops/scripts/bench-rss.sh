@@ -84,18 +84,22 @@ for role in fraud payment analytics; do
     for _ in $(seq 600); do grep -q "partitions assigned" "$DIR/$role.log" && break; sleep 0.1; done
 done
 
-declare -A peak_kb end_kb idle_kb
+declare -A peak_kb end_kb idle_kb anon_kb file_kb
 roles=(fraud payment analytics api)
 daemon_pid[ordersctl-up]=$up_pid
 # Reads VmHWM and VmRSS of every process still running into peak_kb and end_kb.
 sample() {
-    local name hwm rss
+    local name hwm rss anon file
     for name in "${roles[@]}" ordersctl-up; do
-        read -r hwm rss < <(awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 } END { print h, r }' \
+        hwm=""
+        read -r hwm rss anon file < <(awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 }
+            /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { print h, r, a, f }' \
             "/proc/${daemon_pid[$name]}/status" 2>/dev/null || true) || true
-        [ -n "${hwm:-}" ] || continue
+        [ -n "$hwm" ] || continue
         peak_kb[$name]=$hwm
         end_kb[$name]=$rss
+        anon_kb[$name]=$anon
+        file_kb[$name]=$file
     done
 }
 stored() {
@@ -106,7 +110,22 @@ stored() {
 # The members' RSS before the load (the producer's: its start, before its first order).
 sample
 for name in "${roles[@]}" ordersctl-up; do idle_kb[$name]=${end_kb[$name]:-0}; done
-start producer --data-dir "$DIR/producer" producer --rate "$RATE" --orders "$ORDERS"
+# The producer exits once its orders are delivered, maybe between two samples: GNU time,
+# when there is one, reports its peak (the kernel's maxrss) after it exits.
+if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f %M -o "$DIR/producer.maxrss" "$BIN/ordersd" --ops-addr 127.0.0.1:0 \
+        --data-dir "$DIR/producer" producer --rate "$RATE" --orders "$ORDERS" \
+        >/dev/null 2>"$DIR/producer.log" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        daemon_pid[producer]=$(pgrep -P $! || true)
+        [ -n "${daemon_pid[producer]}" ] && break
+        sleep 0.01
+    done
+    pids+=("${daemon_pid[producer]}")
+else
+    start producer --data-dir "$DIR/producer" producer --rate "$RATE" --orders "$ORDERS"
+fi
 roles=(producer "${roles[@]}")
 idle_kb[producer]=0
 started=$(date +%s.%N)
@@ -129,13 +148,17 @@ while :; do
     sleep "$SAMPLE"
 done
 sample
+if [ -s "$DIR/producer.maxrss" ] && [ "$(cat "$DIR/producer.maxrss")" -gt "${peak_kb[producer]:-0}" ]; then
+    peak_kb[producer]=$(cat "$DIR/producer.maxrss")
+fi
 seconds=$(awk -v n="$(date +%s.%N)" -v s="$started" 'BEGIN { printf "%.1f", n - s }')
 
 mb() { awk -v k="$1" 'BEGIN { print k / 1024 }'; }
 over=()
 for name in "${roles[@]}" ordersctl-up; do
-    printf '{"daemon": "%s", "peak_rss_mb": %.1f, "rss_end_mb": %.1f, "rss_before_load_mb": %.1f}\n' \
-        "$name" "$(mb "${peak_kb[$name]:-0}")" "$(mb "${end_kb[$name]:-0}")" "$(mb "${idle_kb[$name]}")"
+    printf '{"daemon": "%s", "peak_rss_mb": %.1f, "rss_end_mb": %.1f, "rss_before_load_mb": %.1f, "anon_end_mb": %.1f, "file_end_mb": %.1f}\n' \
+        "$name" "$(mb "${peak_kb[$name]:-0}")" "$(mb "${end_kb[$name]:-0}")" "$(mb "${idle_kb[$name]}")" \
+        "$(mb "${anon_kb[$name]:-0}")" "$(mb "${file_kb[$name]:-0}")"
     if [ "$name" != ordersctl-up ] && [ "${peak_kb[$name]:-0}" -gt $((LIMIT_MB * 1024)) ]; then
         over+=("\"$name\"")
     fi
