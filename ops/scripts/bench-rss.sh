@@ -10,10 +10,11 @@
 #   (0: as fast as it can). `up` produces none: two producers would publish the same ids.
 # Every SAMPLE seconds the script reads VmHWM (the kernel's peak RSS) and VmRSS from
 # /proc/PID/status of each process, until the store holds every order; it then prints one
-# JSON line per process, {"daemon", "peak_rss_mb", "rss_end_mb"} (rss_end_mb: the last
-# sample; the producer's is taken just before it exits), and a summary line. The `up`
-# process is listed too, for reference: it is not a production daemon. Exits 1 when a
-# daemon's peak exceeds LIMIT_MB, or when the store does not hold every order in TIMEOUT s.
+# JSON line per process, {"daemon", "peak_rss_mb", "rss_end_mb", "rss_before_load_mb",
+# "anon_end_mb", "file_end_mb"} (rss_end_mb: the last sample, the producer's just before
+# it exits; file_end_mb is mostly the binary's code), and a summary line. The `up` process
+# is listed too, for reference: it is not a production daemon. Exits 1 when a daemon's
+# peak exceeds LIMIT_MB, or when the store does not hold every order in TIMEOUT s.
 #
 # Environment: ORDERS (200000), RATE (0), SAMPLE (0.1), LIMIT_MB (30), TIMEOUT (600),
 # BIN_DIR (prebuilt ordersctl and ordersd; unset: `cargo build --release`), KEEP (keep the
@@ -38,6 +39,8 @@ DIR=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    # Reaped here, so bash's "Killed" notices go nowhere.
+    wait 2>/dev/null || true
     if [ -n "${KEEP:-}" ]; then echo "kept $DIR" >&2; else rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
