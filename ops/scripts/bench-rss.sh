@@ -56,7 +56,8 @@ if [ -z "$KAFKA" ]; then
     KEEP=1
     exit 1
 fi
-export KAFKA_BOOTSTRAP_SERVERS=$KAFKA RUST_LOG=${RUST_LOG:-info}
+# As the image runs them (ops/Dockerfile): no transparent huge pages for mimalloc.
+export KAFKA_BOOTSTRAP_SERVERS=$KAFKA RUST_LOG=${RUST_LOG:-info} MIMALLOC_ALLOW_THP=${MIMALLOC_ALLOW_THP:-0}
 
 # Starts `ordersd ROLE ARGS...` with its own ops port; its pid goes into daemon_pid[ROLE].
 declare -A daemon_pid

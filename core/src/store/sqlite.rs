@@ -218,7 +218,7 @@ impl SqliteStore {
         writer
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
-                 PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; \
+                 PRAGMA cache_size = -8192; PRAGMA temp_store = MEMORY; \
                  PRAGMA wal_autocheckpoint = 0;",
             )
             .map_err(query_err)?;
