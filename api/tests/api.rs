@@ -14,6 +14,8 @@ mod dead_letters;
 mod json_cli;
 #[path = "api/lag_pipeline.rs"]
 mod lag_pipeline;
+#[path = "api/ops_readyz.rs"]
+mod ops_readyz;
 #[path = "api/router.rs"]
 mod router;
 #[path = "api/schemas.rs"]
