@@ -16,7 +16,8 @@ fn ordersctl_with_token(args: &[&str], token: Option<&str>) -> std::process::Out
     command
         .args(args)
         .env_remove("ORDERS_API_URL")
-        .env_remove("ORDERS_API_TOKEN");
+        .env_remove("ORDERS_API_TOKEN")
+        .env_remove("ORDERS_API_ALLOW_INSECURE_HTTP");
     if let Some(t) = token {
         command.env("ORDERS_API_TOKEN", t);
     }
@@ -649,6 +650,39 @@ fn alert_rules_and_dashboard_use_only_exported_metrics() {
         std::thread::sleep(Duration::from_millis(500));
     }
     up.stop();
+}
+
+/// A token is not sent over plain http:// to another machine: `json` and `tui` refuse before
+/// connecting (exit 2, naming the way round); with --allow-insecure-http it is sent, after a
+/// warning (192.0.2.1 is a documentation address: nothing answers, so json exits 4).
+#[test]
+fn a_token_is_not_sent_over_plain_http_to_another_machine() {
+    const TOKEN: &str = "tok-cleartext-0123456789abcdef0123456789";
+    let remote = "http://192.0.2.1:8000";
+    for args in [
+        &["json", "--api", remote, "totals"][..],
+        &["tui", "--api", remote][..],
+    ] {
+        let out = ordersctl_with_token(args, Some(TOKEN));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            err.contains("plain http://") && err.contains("--allow-insecure-http"),
+            "{err}"
+        );
+        assert!(!err.contains(TOKEN), "{err}");
+    }
+    let out = ordersctl_with_token(
+        &["json", "--api", remote, "totals", "--allow-insecure-http"],
+        Some(TOKEN),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "it tried: {err}");
+    assert!(err.contains("WARNING"), "{err}");
+    // Loopback, https, or no token: nothing to refuse.
+    let out = ordersctl(&["json", "--api", remote, "totals"]);
+    assert_eq!(out.status.code(), Some(4));
 }
 
 /// A bad `--api` is a usage error before the console takes the screen: one line on stderr,
