@@ -6,6 +6,8 @@
 
 #[path = "api/access.rs"]
 mod access;
+#[path = "api/alb_keys.rs"]
+mod alb_keys;
 #[path = "api/common.rs"]
 mod common;
 #[path = "api/dead_letters.rs"]

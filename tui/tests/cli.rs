@@ -171,10 +171,17 @@ fn totals_reach(api: &str, n: u64) -> serde_json::Value {
 #[test]
 fn up_with_tokens_asks_for_one_and_json_exits_6_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start_with_tokens(dir.path(), 5, Some("tok-old,tok-new"));
+    let up = Up::start_with_tokens(
+        dir.path(),
+        5,
+        Some("tok-old-0123456789abcdef0123456789ab,tok-new-0123456789abcdef0123456789ab"),
+    );
     let api = published_api(dir.path());
     let t = wait_until("totals with the new token", Duration::from_secs(60), || {
-        let out = ordersctl_with_token(&["json", "--api", &api, "totals"], Some("tok-new"));
+        let out = ordersctl_with_token(
+            &["json", "--api", &api, "totals"],
+            Some("tok-new-0123456789abcdef0123456789ab"),
+        );
         out.status
             .success()
             .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
@@ -189,7 +196,10 @@ fn up_with_tokens_asks_for_one_and_json_exits_6_without_it() {
         assert!(!err.contains("tok-"), "no token in the message: {err}");
     }
     // The rotated-out token still works until it is removed; the probe needs none.
-    let out = ordersctl_with_token(&["json", "--api", &api, "totals"], Some("tok-old"));
+    let out = ordersctl_with_token(
+        &["json", "--api", &api, "totals"],
+        Some("tok-old-0123456789abcdef0123456789ab"),
+    );
     assert!(out.status.success());
     let out = ordersctl(&["json", "--api", &api, "health"]);
     assert!(matches!(out.status.code(), Some(0 | 5)), "{out:?}");
@@ -223,6 +233,40 @@ fn ordersd_api_off_loopback_without_credentials_refuses_to_start() {
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "nothing was opened"
     );
+}
+
+/// `ordersd api` given a short token refuses to start, says how long a token must be, and
+/// does not repeat the token.
+#[test]
+fn ordersd_api_with_a_short_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ordersd = Path::new(env!("CARGO_BIN_EXE_ordersctl")).with_file_name("ordersd");
+    let mut child = Command::new(ordersd)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["api", "--addr", "0.0.0.0:0"])
+        .env("ORDERS_API_TOKENS", "short-token-x")
+        .env_remove("ORDERS_API_AUTH")
+        .env_remove("ORDERS_API_ALB_ARN")
+        .env_remove("ORDERS_API_OIDC_ISSUER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // An api that serves instead of refusing is stopped and fails the test, not hangs it.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("at least 32"), "{err}");
+    assert!(!err.contains("short-token-x"), "{err}");
 }
 
 #[test]
