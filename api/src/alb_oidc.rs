@@ -8,26 +8,19 @@
 //! The load balancer pads its base64url parts with `=`, which many JWT libraries refuse;
 //! hence this small verifier over `p256` rather than a general JWT crate.
 
+pub use crate::alb_keys::FetchPolicy;
+use crate::alb_keys::KeyCache;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use p256::ecdsa::signature::Verifier as _;
-use p256::ecdsa::{Signature, VerifyingKey};
-use p256::pkcs8::DecodePublicKey as _;
+use p256::ecdsa::Signature;
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::Duration;
 
 /// The header the load balancer sets on requests it authenticated.
 pub const HEADER: &str = "x-amzn-oidc-data";
 
 /// A longer header is not one the load balancer wrote.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// Keys kept; the load balancer signs with a handful at most.
-const MAX_CACHED_KEYS: usize = 64;
-/// Key ids that had no key, remembered so a forged header cannot make the API fetch the
-/// same missing key again and again.
-const MAX_MISSING_KIDS: usize = 1024;
 
 /// Why a load balancer identity was not accepted. Said in logs and metrics; the client only
 /// learns that it was not authenticated.
@@ -159,14 +152,10 @@ struct Claims {
     iss: Option<String>,
 }
 
-/// Verifies `x-amzn-oidc-data` headers; holds the keys fetched so far.
+/// Verifies `x-amzn-oidc-data` headers; holds the keys fetched so far ([`KeyCache`]).
 pub struct AlbVerifier {
     config: AlbOidcConfig,
-    http: reqwest::Client,
-    keys: Mutex<HashMap<String, VerifyingKey>>,
-    missing: Mutex<HashSet<String>>,
-    /// One key fetch at a time: a burst of requests with a new key id fetches it once.
-    fetching: tokio::sync::Mutex<()>,
+    keys: KeyCache,
 }
 
 impl std::fmt::Debug for AlbVerifier {
@@ -194,18 +183,13 @@ fn valid_kid(kid: &str) -> bool {
 
 impl AlbVerifier {
     pub fn new(config: AlbOidcConfig) -> Result<Self, AlbConfigError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| AlbConfigError::Client(e.to_string()))?;
-        Ok(AlbVerifier {
-            config,
-            http,
-            keys: Mutex::new(HashMap::new()),
-            missing: Mutex::new(HashSet::new()),
-            fetching: tokio::sync::Mutex::new(()),
-        })
+        Self::with_policy(config, FetchPolicy::default())
+    }
+
+    /// With another [`FetchPolicy`] (tests shorten its times).
+    pub fn with_policy(config: AlbOidcConfig, policy: FetchPolicy) -> Result<Self, AlbConfigError> {
+        let keys = KeyCache::new(&config.keys_url, policy)?;
+        Ok(AlbVerifier { config, keys })
     }
 
     /// The user `jwt` names, if it verifies at `now` (seconds since the epoch).
@@ -231,9 +215,13 @@ impl AlbVerifier {
         if !valid_kid(&header.kid) {
             return Err(IdentityRejected::Malformed);
         }
+        // Nor for a header that says it has expired (refusing on it grants nothing).
+        if header.exp.is_some_and(|exp| exp <= now as f64) {
+            return Err(IdentityRejected::Expired);
+        }
         let signature = Signature::from_slice(&decode_part(signature_b64)?)
             .map_err(|_| IdentityRejected::Signature)?;
-        let key = self.key(&header.kid).await?;
+        let key = self.keys.key(&header.kid).await?;
         // The signed input is the two parts exactly as sent, padding included.
         let signed = &jwt[..header_b64.len() + 1 + claims_b64.len()];
         key.verify(signed.as_bytes(), &signature)
@@ -257,79 +245,6 @@ impl AlbVerifier {
             subject: claims.sub,
         })
     }
-
-    fn cached(&self, kid: &str) -> Option<VerifyingKey> {
-        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.get(kid).copied()
-    }
-
-    fn known_missing(&self, kid: &str) -> bool {
-        let missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
-        missing.contains(kid)
-    }
-
-    /// The key `kid`, from the cache or the load balancer's key endpoint.
-    async fn key(&self, kid: &str) -> Result<VerifyingKey, IdentityRejected> {
-        if let Some(k) = self.cached(kid) {
-            return Ok(k);
-        }
-        let _one_fetch = self.fetching.lock().await;
-        if let Some(k) = self.cached(kid) {
-            return Ok(k);
-        }
-        if self.known_missing(kid) {
-            return Err(IdentityRejected::KeyUnavailable);
-        }
-        match self.fetch(kid).await {
-            Ok(key) => {
-                let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-                if keys.len() >= MAX_CACHED_KEYS {
-                    keys.clear();
-                }
-                keys.insert(kid.to_owned(), key);
-                Ok(key)
-            }
-            Err(Fetch::Missing) => {
-                let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
-                if missing.len() >= MAX_MISSING_KIDS {
-                    missing.clear();
-                }
-                missing.insert(kid.to_owned());
-                Err(IdentityRejected::KeyUnavailable)
-            }
-            Err(Fetch::Failed) => Err(IdentityRejected::KeyUnavailable),
-        }
-    }
-
-    async fn fetch(&self, kid: &str) -> Result<VerifyingKey, Fetch> {
-        let url = format!("{}/{kid}", self.config.keys_url);
-        let response = self.http.get(&url).send().await.map_err(|e| {
-            tracing::warn!(error = %e.without_url(), "cannot fetch the load balancer's signing key");
-            Fetch::Failed
-        })?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(Fetch::Missing);
-        }
-        if !status.is_success() {
-            tracing::warn!(%status, "the load balancer's key endpoint answered an error");
-            return Err(Fetch::Failed);
-        }
-        let pem = response.text().await.map_err(|_| Fetch::Failed)?;
-        let key = p256::PublicKey::from_public_key_pem(pem.trim()).map_err(|_| {
-            tracing::warn!("the load balancer's key endpoint answered something not a P-256 key");
-            Fetch::Missing
-        })?;
-        tracing::info!(kid, "fetched a load balancer signing key");
-        Ok(VerifyingKey::from(key))
-    }
-}
-
-enum Fetch {
-    /// No such key (or not a key): remembered.
-    Missing,
-    /// The endpoint did not answer: tried again next time.
-    Failed,
 }
 
 #[cfg(test)]

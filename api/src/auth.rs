@@ -21,6 +21,8 @@ use subtle::ConstantTimeEq;
 pub const TOKENS_ENV: &str = "ORDERS_API_TOKENS";
 /// The variable `ordersctl json` and `ordersctl tui` read the token they send from.
 pub const TOKEN_ENV: &str = "ORDERS_API_TOKEN";
+/// The shortest token the API accepts to serve: `openssl rand -hex 32` gives 64.
+pub const MIN_TOKEN_CHARS: usize = 32;
 
 /// `ORDERS_API_AUTH`: the one explicit way to run without authentication off loopback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,6 +90,15 @@ pub enum AuthConfigError {
     Unprotected(SocketAddr),
     #[error("ORDERS_API_AUTH=none contradicts the credentials that are configured; drop one")]
     Contradiction,
+    #[error(
+        "ORDERS_API_TOKENS: token {position} of {count} has {length} characters; a token must \
+         have at least {MIN_TOKEN_CHARS} (make one with `openssl rand -hex 32`)"
+    )]
+    WeakToken {
+        position: usize,
+        count: usize,
+        length: usize,
+    },
     #[error(transparent)]
     Alb(#[from] AlbConfigError),
 }
@@ -105,6 +116,18 @@ pub enum Access {
 }
 
 impl Access {
+    /// The values of [`Access::mode`].
+    pub const MODES: [&'static str; 3] = ["required", "local", "open"];
+
+    /// The `mode` label of `orders_api_auth_mode`.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Access::Required(_) => "required",
+            Access::Local => "local",
+            Access::Open => "open",
+        }
+    }
+
     /// Whether this may serve `addr`.
     pub fn allows(&self, addr: SocketAddr) -> bool {
         !matches!(self, Access::Local) || addr.ip().is_loopback()
@@ -115,6 +138,7 @@ impl AuthArgs {
     /// The access policy for an api listening on `addr`; logs what it decided.
     pub fn access_for(&self, addr: SocketAddr) -> Result<Access, AuthConfigError> {
         let tokens = self.tokens.tokens();
+        check_strength(&tokens)?;
         let alb = AlbOidcConfig::from_settings(
             self.alb_arn.as_deref(),
             self.oidc_issuer.as_deref(),
@@ -146,6 +170,22 @@ impl AuthArgs {
             (false, None) => Err(AuthConfigError::Unprotected(addr)),
         }
     }
+}
+
+/// Refuses a token shorter than [`MIN_TOKEN_CHARS`], naming its place, never its value.
+fn check_strength(tokens: &[Secret]) -> Result<(), AuthConfigError> {
+    let count = tokens.len();
+    for (i, token) in tokens.iter().enumerate() {
+        let length = token.expose().chars().count();
+        if length < MIN_TOKEN_CHARS {
+            return Err(AuthConfigError::WeakToken {
+                position: i + 1,
+                count,
+                length,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Who a request came from, once authenticated (a request extension).
@@ -374,6 +414,34 @@ mod tests {
         }
     }
 
+    const STRONG: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_token_shorter_than_32_characters_stops_the_start_without_showing_it() {
+        let any: SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        for addr in [any, local] {
+            let e = args(&[STRONG, "a"], None).access_for(addr).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    AuthConfigError::WeakToken {
+                        position: 2,
+                        count: 2,
+                        length: 1
+                    }
+                ),
+                "{e}"
+            );
+            let text = e.to_string();
+            assert!(text.contains("at least 32"), "{text}");
+            assert!(!text.contains(STRONG), "{text}");
+        }
+        let short = &STRONG[..31];
+        assert!(args(&[short], None).access_for(any).is_err());
+        assert!(args(&[STRONG], None).access_for(any).is_ok());
+    }
+
     #[test]
     fn open_only_on_loopback_unless_opened_on_purpose() {
         let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
@@ -395,11 +463,11 @@ mod tests {
             Ok(Access::Open)
         ));
         assert!(matches!(
-            args(&["t"], None).access_for(local),
+            args(&[STRONG], None).access_for(local),
             Ok(Access::Required(_))
         ));
         assert!(matches!(
-            args(&["t"], Some(AuthMode::Open)).access_for(any),
+            args(&[STRONG], Some(AuthMode::Open)).access_for(any),
             Err(AuthConfigError::Contradiction)
         ));
         assert!(!Access::Local.allows(any));

@@ -14,6 +14,12 @@ pub struct TokenArgs {
     /// on loopback without tokens.
     #[arg(long = "token", env = crate::auth::TOKEN_ENV, hide_env_values = true, global = true)]
     pub token: Option<Secret>,
+    /// Send the token over plain http:// to a host that is not loopback anyway (anyone on
+    /// the way can read it); without this, ordersctl refuses.
+    #[arg(long, env = "ORDERS_API_ALLOW_INSECURE_HTTP", global = true,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true",
+          default_value_t = false)]
+    pub allow_insecure_http: bool,
 }
 
 impl TokenArgs {
@@ -24,6 +30,41 @@ impl TokenArgs {
             .filter(|t| !t.expose().trim().is_empty())
             .map(|t| Secret::new(t.expose().trim()))
     }
+
+    /// The token to send to the API at `base`: refused over plain `http://` to a host that
+    /// is not loopback, unless `--allow-insecure-http`, and then with a warning on stderr.
+    pub fn token_for(&self, base: &reqwest::Url) -> Result<Option<Secret>, ClientError> {
+        let token = self.token();
+        if token.is_none() || !sends_in_clear(base) {
+            return Ok(token);
+        }
+        let host = base.host_str().unwrap_or_default().to_owned();
+        if !self.allow_insecure_http {
+            return Err(ClientError::TokenInClear { host });
+        }
+        eprintln!(
+            "WARNING: sending the API token over plain http:// to {host}: anyone on the way \
+             can read it and use it (--allow-insecure-http)"
+        );
+        Ok(token)
+    }
+}
+
+/// Whether a request to `url` crosses a network unencrypted: `http://` to a host that is not
+/// this machine's loopback (`localhost`, `127.0.0.0/8`, `[::1]`).
+pub fn sends_in_clear(url: &reqwest::Url) -> bool {
+    if url.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = url.host_str() else {
+        return true;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return !ip.to_canonical().is_loopback();
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    !(name == "localhost" || name.ends_with(".localhost"))
 }
 
 /// `request` with `Authorization: Bearer <token>` when there is a token, marked sensitive so
@@ -53,6 +94,12 @@ pub enum ClientError {
     Unreachable { url: String, reason: String },
     #[error("the API answered {status} with a body that is not JSON")]
     NotJson { status: u16 },
+    #[error(
+        "refusing to send the API token over plain http:// to {host}, which is not this \
+         machine: anyone on the way could read it. Use https://, or pass \
+         --allow-insecure-http (ORDERS_API_ALLOW_INSECURE_HTTP=true) to send it anyway"
+    )]
+    TokenInClear { host: String },
 }
 
 /// An answer of the API.
@@ -200,6 +247,11 @@ impl ApiClient {
         self.base.as_str()
     }
 
+    /// The base URL, parsed.
+    pub fn base(&self) -> &reqwest::Url {
+        &self.base
+    }
+
     /// GETs `path` (relative to the base, e.g. `api/orders`) with `query` parameters.
     pub async fn get(
         &self,
@@ -269,7 +321,47 @@ mod tests {
             .is_none());
         let blank = TokenArgs {
             token: Some(Secret::new("  ")),
+            ..Default::default()
         };
         assert!(blank.token().is_none());
+    }
+
+    #[test]
+    fn a_token_goes_over_plain_http_only_to_loopback_unless_allowed() {
+        let url = |u: &str| api_base_url(u).unwrap();
+        for local in [
+            "http://127.0.0.1:8000",
+            "http://127.9.9.9",
+            "http://localhost:8000",
+            "http://[::1]:8000",
+            "https://orders.example",
+            "https://10.0.0.5",
+        ] {
+            assert!(!sends_in_clear(&url(local)), "{local}");
+        }
+        for remote in [
+            "http://orders.example",
+            "http://10.0.0.5:8000",
+            "http://[2001:db8::1]:8000",
+            "http://localhost.evil.example",
+        ] {
+            assert!(sends_in_clear(&url(remote)), "{remote}");
+        }
+        let with = |allow: bool| TokenArgs {
+            token: Some(Secret::new("s3cr3t-value")),
+            allow_insecure_http: allow,
+        };
+        let remote = url("http://orders.example:8000");
+        let e = with(false).token_for(&remote).unwrap_err();
+        assert!(matches!(e, ClientError::TokenInClear { .. }), "{e}");
+        assert!(e.to_string().contains("--allow-insecure-http"), "{e}");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        assert!(with(true).token_for(&remote).unwrap().is_some());
+        assert!(with(false)
+            .token_for(&url("http://127.0.0.1:8000"))
+            .unwrap()
+            .is_some());
+        // Without a token there is nothing to protect.
+        assert!(TokenArgs::default().token_for(&remote).unwrap().is_none());
     }
 }

@@ -33,6 +33,9 @@ pub enum AppError {
     /// metrics, never for the client.
     #[error("not authenticated: {0}")]
     Unauthenticated(crate::auth::AuthFailure),
+    /// Local mode was asked for another host name than loopback (DNS rebinding).
+    #[error("host not allowed")]
+    HostNotAllowed,
     /// This client sent more than its share; it may try again after this many seconds.
     #[error("rate limited for {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
@@ -107,6 +110,13 @@ impl AppError {
                 "unauthorized",
                 "not authorised: send Authorization: Bearer <token> (ORDERS_API_TOKEN), \
                  or sign in through the load balancer"
+                    .into(),
+            ),
+            AppError::HostNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                "this api runs without authentication on loopback and answers only requests \
+                 for localhost or a loopback address"
                     .into(),
             ),
             AppError::RateLimited {

@@ -231,8 +231,11 @@ fn emit(out: &mut impl Write, body: &serde_json::Value) -> Result<(), JsonExit> 
 
 /// Runs `ordersctl json` with parsed arguments, writing JSON to `out`.
 pub async fn run_json(args: JsonArgs, out: &mut impl Write) -> JsonExit {
-    let client = match ApiClient::new(&args.api) {
-        Ok(c) => c.with_token(args.auth.token()),
+    let client = match ApiClient::new(&args.api).and_then(|c| {
+        let token = args.auth.token_for(c.base())?;
+        Ok(c.with_token(token))
+    }) {
+        Ok(c) => c,
         Err(e) => {
             diag(&e.to_string());
             return JsonExit::Usage;
@@ -251,7 +254,9 @@ pub async fn run_json(args: JsonArgs, out: &mut impl Write) -> JsonExit {
             Err(e) => {
                 diag(&e.to_string());
                 match e {
-                    ClientError::BadUrl { .. } => JsonExit::Usage,
+                    ClientError::BadUrl { .. } | ClientError::TokenInClear { .. } => {
+                        JsonExit::Usage
+                    }
                     ClientError::Unreachable { .. } => JsonExit::Unreachable,
                     ClientError::NotJson { .. } => JsonExit::ApiError,
                 }

@@ -6,8 +6,10 @@
 //! token is cancelled, with the lag sampler and the canary monitor beside it. Who may call which route: [`auth`]
 //! and `docs/security.md`; how much: [`limits`].
 
+pub mod alb_keys;
 pub mod alb_oidc;
 pub mod auth;
+pub mod auth_throttle;
 pub mod cache;
 pub mod canary;
 pub mod client;
@@ -18,6 +20,7 @@ pub mod lag;
 pub mod lag_status;
 pub mod limited_store;
 pub mod limits;
+pub mod local_host;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
@@ -202,8 +205,34 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(e.body())).into_response()
 }
 
-/// The headers every answer carries: no framing, no sniffing, no referrer, and a content
-/// security policy that allows no script and only the web view's own stylesheet.
+/// `Strict-Transport-Security` on answers to requests that came over HTTPS through the load
+/// balancer (`X-Forwarded-Proto: https`). Browsers ignore the header on plain HTTP, so local
+/// mode never sends it; a client that writes the header itself only pins its own browser.
+async fn hsts_behind_https(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let https = request
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let mut response = next.run(request).await;
+    if https {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
+    response
+}
+
+/// A year; no `includeSubDomains`: the api does not speak for its domain's other hosts.
+pub const HSTS: &str = "max-age=31536000";
+
+/// The headers every answer carries: no framing, no sniffing, no referrer, no caching (the
+/// answers hold customers' orders: no browser or proxy keeps them), and a content security
+/// policy that allows no script and only the web view's own stylesheet.
 fn hardening_headers(router: Router<()>) -> Router<()> {
     let csp = HeaderValue::from_str(&web::content_security_policy())
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
@@ -218,18 +247,22 @@ fn hardening_headers(router: Router<()>) -> Router<()> {
             HeaderValue::from_static("no-referrer"),
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
     ]
     .into_iter()
     .fold(router, |r, (name, value): (HeaderName, HeaderValue)| {
         r.layer(SetResponseHeaderLayer::if_not_present(name, value))
     })
+    .layer(axum::middleware::from_fn(hsts_behind_https))
 }
 
 /// The router with every endpoint ([`routes::endpoints`]) and layer: outermost the metrics,
 /// the hardening headers and the size checks; then, on every route but `/healthz`, the
-/// per-client limits, and on every route but the probes authentication before them.
+/// bound on requests in flight and the per-client rate, and on every route but the probes,
+/// between the two, the throttle on failed authentication and authentication itself.
 pub fn app(state: AppState) -> Router<()> {
     let metrics = state.metrics.clone();
+    metrics.set_auth_mode(state.access.mode());
     let limits = state.limits.clone();
     let (mut public, mut probes, mut private, mut cached) =
         (Router::new(), Router::new(), Router::new(), Router::new());
@@ -243,15 +276,27 @@ pub fn app(state: AppState) -> Router<()> {
         *group = std::mem::take(group).route(endpoint.path, handler);
     }
     let cached = cached.route_layer(from_fn_with_state(state.cache.clone(), cache::layer));
-    let private = private
+    let mut private = private
         .merge(cached)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(limits.clone(), limits::limit_clients))
-        .layer(from_fn_with_state(state.access.clone(), auth::require));
-    let probes = probes
+        .layer(from_fn_with_state(limits.clone(), limits::limit_rate))
+        .layer(from_fn_with_state(state.access.clone(), auth::require))
+        .layer(from_fn_with_state(
+            limits.clone(),
+            limits::throttle_failed_auth,
+        ))
+        .layer(from_fn_with_state(limits.clone(), limits::limit_in_flight));
+    let mut probes = probes
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(limits.clone(), limits::limit_clients));
+        .layer(from_fn_with_state(limits.clone(), limits::limit_rate))
+        .layer(from_fn_with_state(limits.clone(), limits::limit_in_flight));
+    if matches!(state.access, Access::Local) {
+        // Everything but the liveness check, which says nothing and must always answer.
+        let host_check = axum::middleware::from_fn(local_host::require_loopback_host);
+        private = private.layer(host_check.clone());
+        probes = probes.layer(host_check);
+    }
     let router = public
         .method_not_allowed_fallback(method_not_allowed)
         .merge(probes)

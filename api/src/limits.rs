@@ -1,12 +1,16 @@
 //! What one request, and one client, may ask of the API: sizes (query string, headers,
-//! body), a per-client rate (429 with `Retry-After`) and a bound on requests in flight (503
-//! beyond it), so one client cannot starve the console or the load balancer's probes.
+//! body), a per-client rate (429 with `Retry-After`), a budget of failed authentications
+//! per address (429 before the credentials are looked at, [`crate::auth_throttle`]) and a
+//! bound on requests in flight (503 beyond it, counted before authentication so requests
+//! waiting on a key fetch count too), so one client cannot starve the console or the load
+//! balancer's probes.
 //!
 //! A client is its token or signed-in user when authenticated ([`crate::auth::Caller`]),
 //! else its address: the peer's, or behind a load balancer the one it appended to
 //! `X-Forwarded-For`, only when told to trust that header.
 
-use crate::auth::Caller;
+use crate::auth::{AuthFailure, Caller};
+use crate::auth_throttle::FailureThrottle;
 use crate::error::AppError;
 use crate::query;
 use axum::extract::{ConnectInfo, Request, State};
@@ -19,6 +23,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Semaphore;
 
 /// Longest request body: no endpoint takes one.
@@ -41,6 +46,10 @@ pub struct LimitArgs {
     /// Requests answered at once; more get 503 (0: no limit).
     #[arg(long, env = "ORDERS_API_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
+    /// Failed authentications one client address may make a minute (and at once); beyond
+    /// it the address gets 429 before its credentials are looked at (0: no limit).
+    #[arg(long, env = "ORDERS_API_AUTH_FAILURE_LIMIT", default_value_t = 30)]
+    pub auth_failure_limit: u32,
     /// Take the client's address from the last `X-Forwarded-For` entry (behind a load
     /// balancer that appends it). Off: the peer address, whatever the header says.
     #[arg(long, env = "ORDERS_API_TRUST_FORWARDED_FOR", default_value_t = false,
@@ -54,6 +63,7 @@ impl Default for LimitArgs {
             rate_limit: 20,
             rate_burst: 60,
             max_in_flight: 256,
+            auth_failure_limit: 30,
             trust_forwarded_for: false,
         }
     }
@@ -65,6 +75,7 @@ impl Default for LimitArgs {
 pub struct ClientLimits {
     rate: Option<Arc<DefaultKeyedRateLimiter<String>>>,
     in_flight: Option<Arc<Semaphore>>,
+    failures: Option<Arc<FailureThrottle>>,
     trust_forwarded_for: bool,
 }
 
@@ -80,6 +91,8 @@ impl ClientLimits {
             rate,
             in_flight: (args.max_in_flight > 0)
                 .then(|| Arc::new(Semaphore::new(args.max_in_flight))),
+            failures: (args.auth_failure_limit > 0)
+                .then(|| Arc::new(FailureThrottle::new(args.auth_failure_limit))),
             trust_forwarded_for: args.trust_forwarded_for,
         }
     }
@@ -156,8 +169,8 @@ pub async fn check_request(
     next.run(request).await
 }
 
-/// The per-client rate and the bound on requests in flight.
-pub async fn limit_clients(
+/// The per-client rate: a client is its [`Caller`] when authenticated, else its address.
+pub async fn limit_rate(
     State(limits): State<ClientLimits>,
     request: Request,
     next: Next,
@@ -184,6 +197,16 @@ pub async fn limit_clients(
             .into_response();
         }
     }
+    next.run(request).await
+}
+
+/// The bound on requests in flight: beyond it, 503 at once rather than a queue. In front of
+/// authentication, so a request waiting on a key fetch holds its place.
+pub async fn limit_in_flight(
+    State(limits): State<ClientLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
     let _permit = match &limits.in_flight {
         Some(permits) => match permits.clone().try_acquire_owned() {
             Ok(p) => Some(p),
@@ -195,6 +218,36 @@ pub async fn limit_clients(
         None => None,
     };
     next.run(request).await
+}
+
+/// In front of authentication: an address over its budget of failed authentications gets
+/// 429 without its credentials being looked at; each failure is counted against it.
+pub async fn throttle_failed_auth(
+    State(limits): State<ClientLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(failures) = &limits.failures else {
+        return next.run(request).await;
+    };
+    let addr = match request.extensions().get::<ClientAddr>() {
+        Some(ClientAddr::Ip(ip)) => Some(*ip),
+        _ => None,
+    };
+    if let Some(wait) = failures.blocked(addr, Instant::now()) {
+        let retry_after_seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let client = addr.map_or(ClientAddr::Unknown, ClientAddr::Ip);
+        tracing::warn!(%client, retry_after_seconds, "too many failed authentications: refused before checking");
+        return AppError::RateLimited {
+            retry_after_seconds,
+        }
+        .into_response();
+    }
+    let response = next.run(request).await;
+    if response.extensions().get::<AuthFailure>().is_some() {
+        failures.record_failure(addr, Instant::now());
+    }
+    response
 }
 
 #[cfg(test)]

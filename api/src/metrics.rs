@@ -39,6 +39,8 @@ pub struct Metrics {
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     rate_limited: AtomicU64,
     overloaded: AtomicU64,
+    /// How the api authenticates ([`crate::auth::Access::mode`]); unset until a router is built.
+    auth_mode: Mutex<Option<&'static str>>,
 }
 
 impl Metrics {
@@ -65,6 +67,11 @@ impl Metrics {
     pub fn record_auth_failure(&self, why: AuthFailure) {
         let mut failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
         *failures.entry(why.reason()).or_default() += 1;
+    }
+
+    /// Notes how the api authenticates, for `orders_api_auth_mode`.
+    pub fn set_auth_mode(&self, mode: &'static str) {
+        *self.auth_mode.lock().unwrap_or_else(|e| e.into_inner()) = Some(mode);
     }
 
     pub fn store_errors(&self) -> u64 {
@@ -144,6 +151,7 @@ impl Metrics {
             self.rate_limited.load(Ordering::Relaxed),
             self.overloaded.load(Ordering::Relaxed)
         );
+        self.render_auth_mode(&mut out);
         if let Some(lag) = lag {
             render_lag(&mut out, lag);
         }
@@ -151,6 +159,26 @@ impl Metrics {
             render_progress(&mut out, p);
         }
         out
+    }
+}
+
+impl Metrics {
+    /// `orders_api_auth_mode`: 1 for the mode in force, so a dashboard shows an open api.
+    fn render_auth_mode(&self, out: &mut String) {
+        let Some(mode) = *self.auth_mode.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        out.push_str(
+            "# HELP orders_api_auth_mode 1 for how the api authenticates: required (tokens or sign-in), local (loopback, no credentials), open (ORDERS_API_AUTH=none).\n\
+             # TYPE orders_api_auth_mode gauge\n",
+        );
+        for m in crate::auth::Access::MODES {
+            let _ = writeln!(
+                out,
+                "orders_api_auth_mode{{mode=\"{m}\"}} {}",
+                u8::from(m == mode)
+            );
+        }
     }
 }
 

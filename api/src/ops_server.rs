@@ -1,20 +1,22 @@
 //! The ops server every headless daemon runs beside its loop (`ORDERS_OPS_ADDR`, default
 //! `0.0.0.0:9100`): `/healthz` (is the loop alive), `/readyz` (do its Kafka and its store
-//! answer) and `/metrics` (the pipeline's metrics, rendered by [`crate::metrics`]; for the
-//! api role everything its own `/metrics` has, without its token, so a scraper reaches the
-//! lag, dead-letter and canary metrics on the same port as every daemon's).
+//! answer: one Kafka client for the process, an answer reused for
+//! [`readiness::READY_TTL`]) and `/metrics` (the pipeline's metrics, rendered by
+//! [`crate::metrics`]; for the api role everything its own `/metrics` has, without its
+//! token, so a scraper reaches the lag, dead-letter and canary metrics on the same port as
+//! every daemon's).
 //!
 //! `router(state)` builds it; `serve(listener, state, shutdown)` runs it until the token is
 //! cancelled.
 
 use crate::metrics::render_pipeline;
-use crate::readiness;
+use crate::readiness::{self, CachedCheck, KafkaProbe};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use orders_core::kafka::{KafkaSettings, LagReader};
+use orders_core::kafka::KafkaSettings;
 use orders_core::progress::Progress;
 use orders_core::store::OrderStore;
 use serde_json::json;
@@ -33,10 +35,12 @@ pub const DEFAULT_WEDGED_AFTER: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct OpsState {
     progress: Arc<Progress>,
-    kafka: Option<(KafkaSettings, String)>,
+    kafka: Option<Arc<KafkaProbe>>,
     store: Option<Arc<dyn OrderStore>>,
     wedged_after: Duration,
     api: Option<crate::AppState>,
+    /// The store's and Kafka's answers, reused for a moment.
+    dependencies: Arc<CachedCheck<(&'static str, &'static str)>>,
 }
 
 impl OpsState {
@@ -49,13 +53,24 @@ impl OpsState {
             store: None,
             wedged_after: DEFAULT_WEDGED_AFTER,
             api: None,
+            dependencies: Arc::new(CachedCheck::new(readiness::READY_TTL)),
         }
     }
 
     /// Readiness asks this Kafka for the metadata of `topic`.
     pub fn with_kafka(mut self, settings: KafkaSettings, topic: impl Into<String>) -> Self {
-        self.kafka = Some((settings, topic.into()));
+        self.kafka = Some(Arc::new(KafkaProbe::new(settings, topic)));
         self
+    }
+
+    /// Kafka clients the readiness check made (one per process).
+    pub fn kafka_clients_created(&self) -> usize {
+        self.kafka.as_ref().map_or(0, |k| k.clients_created())
+    }
+
+    /// Times the dependencies were actually checked.
+    pub fn dependency_checks(&self) -> usize {
+        self.dependencies.runs()
     }
 
     /// Readiness pings this store (the roles that have one).
@@ -117,22 +132,7 @@ async fn healthz(State(state): State<OpsState>) -> Response {
 /// Readiness: Kafka answers a metadata request and the store (where the role has one)
 /// answers a ping, and its writes are not failing.
 async fn readyz(State(state): State<OpsState>) -> Response {
-    let store = async {
-        match &state.store {
-            Some(store) => readiness::store(store.as_ref(), Some(&state.progress)).await,
-            None => "not_used",
-        }
-    };
-    let kafka = async {
-        match state.kafka.clone() {
-            Some((settings, topic)) => {
-                readiness::kafka(move |timeout| LagReader::new(&settings)?.ping(&topic, timeout))
-                    .await
-            }
-            None => "not_configured",
-        }
-    };
-    let (store, kafka) = tokio::join!(store, kafka);
+    let (store, kafka) = state.dependencies.get(|| check_dependencies(&state)).await;
     let mut ready = matches!(store, "ok" | "not_used") && kafka == "ok";
     let mut checks = json!({"store": store, "kafka": kafka});
     // The ingest role's database, as its loop last found it (it tries at least every 5 s).
@@ -159,6 +159,23 @@ async fn readyz(State(state): State<OpsState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// The store's and Kafka's answers, checked now (at most once per [`readiness::READY_TTL`]).
+async fn check_dependencies(state: &OpsState) -> (&'static str, &'static str) {
+    let store = async {
+        match &state.store {
+            Some(store) => readiness::store(store.as_ref(), Some(&state.progress)).await,
+            None => "not_used",
+        }
+    };
+    let kafka = async {
+        match state.kafka.clone() {
+            Some(probe) => readiness::kafka(move |timeout| probe.ping_blocking(timeout)).await,
+            None => "not_configured",
+        }
+    };
+    tokio::join!(store, kafka)
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {

@@ -6,6 +6,8 @@
 
 #[path = "api/access.rs"]
 mod access;
+#[path = "api/alb_keys.rs"]
+mod alb_keys;
 #[path = "api/common.rs"]
 mod common;
 #[path = "api/dead_letters.rs"]
@@ -14,6 +16,8 @@ mod dead_letters;
 mod json_cli;
 #[path = "api/lag_pipeline.rs"]
 mod lag_pipeline;
+#[path = "api/ops_readyz.rs"]
+mod ops_readyz;
 #[path = "api/router.rs"]
 mod router;
 #[path = "api/schemas.rs"]

@@ -364,5 +364,61 @@ fn api_serves_its_whole_exposition_on_the_ops_port_without_a_token() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+/// Threads of process `pid` now (Linux).
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// `/readyz` is answered from a shared check: 100 probes one after another cost next to
+/// nothing, and 16 clients probing at once add no threads to the daemon (each probe used to
+/// build a Kafka client of its own: 18.7 s for 100, and 12 → 124 threads for 16 clients).
+#[test]
+fn readyz_probes_cost_no_kafka_client_and_no_thread() {
+    let broker = EmbeddedBroker::start(&pipeline_topics("orders")).unwrap();
+    let kafka = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let ops = free_port();
+    let fraud = ordersd(&kafka, dir.path(), ops, &["fraud"]);
+    let pid = fraud.0.id();
+    wait_until("fraud /readyz ready", Duration::from_secs(60), || {
+        get(ops, "/readyz").filter(|(s, _)| *s == 200)
+    });
+    let start = Instant::now();
+    for i in 0..100 {
+        let (status, _) = get(ops, "/readyz").unwrap();
+        assert_eq!(status, 200, "probe {i}");
+    }
+    let sequential = start.elapsed();
+    eprintln!("100 sequential /readyz probes: {sequential:?}");
+    assert!(
+        sequential < Duration::from_secs(3),
+        "100 probes took {sequential:?}"
+    );
+    let before = threads(pid);
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    assert_eq!(get(ops, "/readyz").unwrap().0, 200);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect();
+    let mut most = before;
+    while !clients.iter().all(|c| c.is_finished()) {
+        most = most.max(threads(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let after = threads(pid);
+    eprintln!("daemon threads: {before} before, at most {most} during, {after} after 16 clients");
+    assert!(
+        most <= before + 2,
+        "16 probing clients took the daemon from {before} to {most} threads"
     );
 }

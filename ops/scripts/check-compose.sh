@@ -812,7 +812,7 @@ if [[ $SELF_TEST == 1 ]]; then
   fraud:|
   fraud:"
         "an invalid compose key|docker-compose.yml|  stop_grace_period: 30s|  stop_grace_periodd: 30s"
-        "the api without a token|docker-compose.yml|      ORDERS_API_TOKENS: \${ORDERS_API_TOKEN:-local-compose-token}
+        "the api without a token|docker-compose.yml|      ORDERS_API_TOKENS: \${ORDERS_API_TOKEN:-local-compose-token-for-this-laptop-only}
 |"
         "another image for the daemons|docker-compose.yml|  image: orders:local|  image: orders:other"
         "the daemons without a liveness check|docker-compose.yml|    test: [\"CMD\", \"ordersd\", \"healthcheck\"]|    test: [\"CMD\", \"true\"]"

@@ -67,8 +67,11 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => return audit::run(*args),
         Command::Dlq(args) => return dlq::run(*args),
         Command::Store(args) => return store_init::run(*args),
-        Command::Tui(args) => match orders_api::client::api_base_url(&args.api) {
-            // Checked before the console takes the screen: a usage error, as `json` says.
+        // Checked before the console takes the screen: a usage error, as `json` says; and no
+        // token leaves over plain http:// for another machine unless asked for.
+        Command::Tui(args) => match orders_api::client::api_base_url(&args.api)
+            .and_then(|base| args.auth.token_for(&base))
+        {
             Err(e) => {
                 eprintln!("ordersctl tui: {e}");
                 return ExitCode::from(2);

@@ -16,7 +16,8 @@ fn ordersctl_with_token(args: &[&str], token: Option<&str>) -> std::process::Out
     command
         .args(args)
         .env_remove("ORDERS_API_URL")
-        .env_remove("ORDERS_API_TOKEN");
+        .env_remove("ORDERS_API_TOKEN")
+        .env_remove("ORDERS_API_ALLOW_INSECURE_HTTP");
     if let Some(t) = token {
         command.env("ORDERS_API_TOKEN", t);
     }
@@ -170,10 +171,17 @@ fn totals_reach(api: &str, n: u64) -> serde_json::Value {
 #[test]
 fn up_with_tokens_asks_for_one_and_json_exits_6_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let up = Up::start_with_tokens(dir.path(), 5, Some("tok-old,tok-new"));
+    let up = Up::start_with_tokens(
+        dir.path(),
+        5,
+        Some("tok-old-0123456789abcdef0123456789ab,tok-new-0123456789abcdef0123456789ab"),
+    );
     let api = published_api(dir.path());
     let t = wait_until("totals with the new token", Duration::from_secs(60), || {
-        let out = ordersctl_with_token(&["json", "--api", &api, "totals"], Some("tok-new"));
+        let out = ordersctl_with_token(
+            &["json", "--api", &api, "totals"],
+            Some("tok-new-0123456789abcdef0123456789ab"),
+        );
         out.status
             .success()
             .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
@@ -188,7 +196,10 @@ fn up_with_tokens_asks_for_one_and_json_exits_6_without_it() {
         assert!(!err.contains("tok-"), "no token in the message: {err}");
     }
     // The rotated-out token still works until it is removed; the probe needs none.
-    let out = ordersctl_with_token(&["json", "--api", &api, "totals"], Some("tok-old"));
+    let out = ordersctl_with_token(
+        &["json", "--api", &api, "totals"],
+        Some("tok-old-0123456789abcdef0123456789ab"),
+    );
     assert!(out.status.success());
     let out = ordersctl(&["json", "--api", &api, "health"]);
     assert!(matches!(out.status.code(), Some(0 | 5)), "{out:?}");
@@ -222,6 +233,40 @@ fn ordersd_api_off_loopback_without_credentials_refuses_to_start() {
         std::fs::read_dir(dir.path()).unwrap().next().is_none(),
         "nothing was opened"
     );
+}
+
+/// `ordersd api` given a short token refuses to start, says how long a token must be, and
+/// does not repeat the token.
+#[test]
+fn ordersd_api_with_a_short_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ordersd = Path::new(env!("CARGO_BIN_EXE_ordersctl")).with_file_name("ordersd");
+    let mut child = Command::new(ordersd)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["api", "--addr", "0.0.0.0:0"])
+        .env("ORDERS_API_TOKENS", "short-token-x")
+        .env_remove("ORDERS_API_AUTH")
+        .env_remove("ORDERS_API_ALB_ARN")
+        .env_remove("ORDERS_API_OIDC_ISSUER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // An api that serves instead of refusing is stopped and fails the test, not hangs it.
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("at least 32"), "{err}");
+    assert!(!err.contains("short-token-x"), "{err}");
 }
 
 #[test]
@@ -666,6 +711,39 @@ fn alert_rules_and_dashboard_use_only_exported_metrics() {
         std::thread::sleep(Duration::from_millis(500));
     }
     up.stop();
+}
+
+/// A token is not sent over plain http:// to another machine: `json` and `tui` refuse before
+/// connecting (exit 2, naming the way round); with --allow-insecure-http it is sent, after a
+/// warning (192.0.2.1 is a documentation address: nothing answers, so json exits 4).
+#[test]
+fn a_token_is_not_sent_over_plain_http_to_another_machine() {
+    const TOKEN: &str = "tok-cleartext-0123456789abcdef0123456789";
+    let remote = "http://192.0.2.1:8000";
+    for args in [
+        &["json", "--api", remote, "totals"][..],
+        &["tui", "--api", remote][..],
+    ] {
+        let out = ordersctl_with_token(args, Some(TOKEN));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            err.contains("plain http://") && err.contains("--allow-insecure-http"),
+            "{err}"
+        );
+        assert!(!err.contains(TOKEN), "{err}");
+    }
+    let out = ordersctl_with_token(
+        &["json", "--api", remote, "totals", "--allow-insecure-http"],
+        Some(TOKEN),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "it tried: {err}");
+    assert!(err.contains("WARNING"), "{err}");
+    // Loopback, https, or no token: nothing to refuse.
+    let out = ordersctl(&["json", "--api", remote, "totals"]);
+    assert_eq!(out.status.code(), Some(4));
 }
 
 /// A bad `--api` is a usage error before the console takes the screen: one line on stderr,

@@ -26,15 +26,15 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
-const TOKEN: &str = "tok-correct-horse-battery-staple-0001";
+pub(crate) const TOKEN: &str = "tok-correct-horse-battery-staple-0001";
 const OTHER_TOKEN: &str = "tok-second-client-for-rotation-0002";
 const WRONG_TOKEN: &str = "tok-wrong-guess-9999";
-const ARN: &str =
+pub(crate) const ARN: &str =
     "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/orders-alb/50dc6c495c0c9188";
-const ISSUER: &str = "https://idp.example.com";
-const KID: &str = "6a4b2d0c-2f7e-4a1b-9c3d-5e6f7a8b9c0d";
+pub(crate) const ISSUER: &str = "https://idp.example.com";
+pub(crate) const KID: &str = "6a4b2d0c-2f7e-4a1b-9c3d-5e6f7a8b9c0d";
 
-fn credentials(alb: Option<AlbVerifier>) -> Access {
+pub(crate) fn credentials(alb: Option<AlbVerifier>) -> Access {
     Access::Required(Arc::new(Credentials::new(
         &[Secret::new(TOKEN), Secret::new(OTHER_TOKEN)],
         alb,
@@ -183,7 +183,7 @@ async fn serve_refuses_a_public_address_without_authentication() {
 
 // ---- load balancer identities ---------------------------------------------------------
 
-fn new_key() -> SigningKey {
+pub(crate) fn new_key() -> SigningKey {
     loop {
         if let Ok(k) = SigningKey::from_slice(&rand::random::<[u8; 32]>()) {
             return k;
@@ -199,14 +199,14 @@ fn unix_now() -> i64 {
 }
 
 /// A JWT as the load balancer writes it: ES256, base64url parts padded with `=`.
-struct Jwt {
-    header: Value,
-    claims: Value,
-    padded: bool,
+pub(crate) struct Jwt {
+    pub(crate) header: Value,
+    pub(crate) claims: Value,
+    pub(crate) padded: bool,
 }
 
 impl Jwt {
-    fn valid() -> Self {
+    pub(crate) fn valid() -> Self {
         let exp = unix_now() + 120;
         Jwt {
             header: json!({"typ": "JWT", "kid": KID, "alg": "ES256", "iss": ISSUER,
@@ -216,7 +216,7 @@ impl Jwt {
         }
     }
 
-    fn sign(&self, key: &SigningKey) -> String {
+    pub(crate) fn sign(&self, key: &SigningKey) -> String {
         let engine = |b: &[u8]| {
             if self.padded {
                 URL_SAFE.encode(b)
@@ -291,7 +291,7 @@ async fn key_server(key: &SigningKey) -> KeyServer {
     }
 }
 
-fn verifier(keys_url: &str) -> AlbVerifier {
+pub(crate) fn verifier(keys_url: &str) -> AlbVerifier {
     let config = AlbOidcConfig::from_settings(Some(ARN), Some(ISSUER), Some(keys_url))
         .unwrap()
         .unwrap();
@@ -545,6 +545,7 @@ async fn a_client_over_its_rate_gets_429_while_another_is_served() {
         rate_burst: 5,
         max_in_flight: 0,
         trust_forwarded_for: false,
+        ..LimitArgs::default()
     });
     let app = app(AppState::new(f.store.clone())
         .with_access(credentials(None))
@@ -575,6 +576,65 @@ async fn a_client_over_its_rate_gets_429_while_another_is_served() {
     );
 }
 
+/// 300 wrong tokens from one address over real sockets: the first 30 (the default budget)
+/// are refused 401, the rest 429 before the token is looked at, and the address's right
+/// token waits too; another address is not affected.
+#[tokio::test]
+async fn failed_authentications_from_one_address_are_throttled() {
+    let f = filled_store(1).await;
+    let state = AppState::new(f.store.clone())
+        .with_access(credentials(None))
+        .with_limits(ClientLimits::new(&LimitArgs::default()));
+    let server = RunningServer::start(state).await;
+    let http = reqwest::Client::new();
+    let get = |token: &'static str| {
+        http.get(format!("{}/api/totals", server.url()))
+            .bearer_auth(token)
+            .send()
+    };
+    let (mut refused, mut throttled) = (0, 0);
+    for _ in 0..300 {
+        let r = get(WRONG_TOKEN).await.unwrap();
+        match r.status().as_u16() {
+            401 => refused += 1,
+            429 => {
+                throttled += 1;
+                let retry: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&retry), "Retry-After {retry}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // The budget refills at 30 a minute: a slow machine may earn one or two more tries.
+    assert!((30..=33).contains(&refused), "{refused} refused 401");
+    assert_eq!(refused + throttled, 300);
+    assert_eq!(get(TOKEN).await.unwrap().status(), 429, "the address waits");
+    // Another address is served, and the refusals are counted.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let metrics = other
+        .get(format!("{}/metrics", server.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    let counted = format!("orders_api_auth_failures_total{{reason=\"bad_token\"}} {refused}");
+    assert!(text.contains(&counted), "{text}");
+    assert!(
+        text.contains(&format!("orders_api_rate_limited_total {}", throttled + 1)),
+        "{text}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn forwarded_addresses_are_clients_only_when_trusted() {
     let f = filled_store(1).await;
@@ -585,6 +645,7 @@ async fn forwarded_addresses_are_clients_only_when_trusted() {
                 rate_burst: 2,
                 max_in_flight: 0,
                 trust_forwarded_for: trust,
+                ..LimitArgs::default()
             })),
         )
     };
@@ -702,6 +763,7 @@ async fn beyond_the_bound_in_flight_requests_are_shed_but_liveness_answers() {
         rate_burst: 0,
         max_in_flight: 1,
         trust_forwarded_for: false,
+        ..LimitArgs::default()
     });
     let app = app(AppState::new(store.clone())
         .with_response_cache(std::time::Duration::ZERO)
@@ -718,4 +780,140 @@ async fn beyond_the_bound_in_flight_requests_are_shed_but_liveness_answers() {
     store.release.notify_one();
     assert_eq!(held.await.unwrap(), StatusCode::OK);
     assert_eq!(get(&app, "/api/alerts").await.status, StatusCode::OK);
+}
+
+// ---- local mode and DNS rebinding ---------------------------------------------------------
+
+/// A web page whose name its DNS rebinds to 127.0.0.1 makes the browser send `Host:
+/// evil.example`: local mode answers it 403 and nothing else; loopback names are served.
+/// Over a real socket, as a browser would.
+#[tokio::test]
+async fn local_mode_answers_only_requests_for_loopback_names() {
+    let f = filled_store(2).await;
+    let server = RunningServer::start(AppState::new(f.store.clone())).await;
+    let port = server.addr.port();
+    let http = reqwest::Client::new();
+    let with_host = |path: &'static str, host: String| {
+        http.get(format!("{}{path}", server.url()))
+            .header("host", host)
+            .send()
+    };
+    for path in [
+        "/api/orders",
+        "/",
+        "/metrics",
+        "/readyz",
+        "/api/nothing-here",
+    ] {
+        for host in [
+            format!("evil.example:{port}"),
+            "127.0.0.1.nip.io".to_owned(),
+        ] {
+            let r = with_host(path, host.clone()).await.unwrap();
+            assert_eq!(r.status(), 403, "{path} for {host}");
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "host_not_allowed", "{body}");
+            assert!(!body.to_string().contains("order_id"), "{body}");
+        }
+    }
+    // Liveness says nothing and always answers.
+    let r = with_host("/healthz", "evil.example".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let r = with_host("/api/orders", host.clone()).await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
+    server.stop().await;
+    // With credentials the token is the defence: the load balancer's name is served.
+    let app = guarded(f.store.clone(), credentials(None));
+    let a = send_with(
+        &app,
+        "GET",
+        "/api/orders",
+        &[
+            ("host", "orders.example.com"),
+            ("authorization", &bearer(TOKEN)),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+}
+
+// ---- transport and caching headers, and how open the api is -------------------------------
+
+#[tokio::test]
+async fn data_is_never_cached_and_https_answers_pin_https() {
+    let f = filled_store(2).await;
+    let app = guarded(f.store.clone(), credentials(None));
+    let token = bearer(TOKEN);
+    for (e, _) in endpoints() {
+        let u = uri(e.path);
+        let plain = send_with(&app, "GET", &u, &[("authorization", &token)]).await;
+        assert_eq!(plain.headers["cache-control"], "no-store", "{u}");
+        assert!(
+            plain.headers.get("strict-transport-security").is_none(),
+            "{u}: not over plain HTTP"
+        );
+        let https = send_with(
+            &app,
+            "GET",
+            &u,
+            &[("authorization", &token), ("x-forwarded-proto", "https")],
+        )
+        .await;
+        assert_eq!(
+            https.headers["strict-transport-security"], "max-age=31536000",
+            "{u}"
+        );
+    }
+    // Refusals too.
+    let refused = send_with(
+        &app,
+        "GET",
+        "/api/orders",
+        &[("x-forwarded-proto", "https")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers["cache-control"], "no-store");
+    assert!(refused.headers.get("strict-transport-security").is_some());
+}
+
+#[tokio::test]
+async fn metrics_say_how_the_api_authenticates() {
+    let f = filled_store(1).await;
+    let mode = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("orders_api_auth_mode{") && l.ends_with(" 1"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let required = get_with_token(
+        &guarded(f.store.clone(), credentials(None)),
+        "/metrics",
+        TOKEN,
+    )
+    .await;
+    assert_eq!(
+        mode(&required.text),
+        ["orders_api_auth_mode{mode=\"required\"} 1"],
+        "{}",
+        required.text
+    );
+    let open = get(&guarded(f.store.clone(), Access::Open), "/metrics").await;
+    assert_eq!(mode(&open.text), ["orders_api_auth_mode{mode=\"open\"} 1"]);
+    assert!(open
+        .text
+        .contains("orders_api_auth_mode{mode=\"required\"} 0"));
+    let local = get(&guarded(f.store.clone(), Access::Local), "/metrics").await;
+    assert_eq!(
+        mode(&local.text),
+        ["orders_api_auth_mode{mode=\"local\"} 1"]
+    );
 }
