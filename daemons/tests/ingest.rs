@@ -880,8 +880,9 @@ async fn a_large_transaction_streams_in_bounded_memory_and_an_open_one_costs_no_
         .sum::<f64>()
         - cpu_before;
     let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("the ingest's backends: {cpu:.2} s of CPU in {elapsed:.1} s");
     assert!(
-        cpu < 0.2 * elapsed,
+        cpu < 0.15 * elapsed,
         "the ingest's backends used {cpu:.2} s of CPU in {elapsed:.1} s with a transaction open"
     );
     held.batch_execute("COMMIT").await.unwrap();
@@ -900,6 +901,7 @@ async fn a_large_transaction_streams_in_bounded_memory_and_an_open_one_costs_no_
         .unwrap();
     wait_count(&store, written + 1 + BIG, "the large transaction stored").await;
     let rss = peak_rss_mib(pid);
+    eprintln!("the ingest's peak RSS: {rss:.0} MiB");
     assert!(rss < 100.0, "the ingest's peak RSS was {rss:.0} MiB");
     drop(ingest);
     assert_store_is_the_table(&mut pipeline, &pg).await;

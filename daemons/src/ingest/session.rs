@@ -1,17 +1,20 @@
 //! One connection's life: check the setup, stream the slot, publish each change as it is
 //! decoded, and confirm on the slot only what Kafka acknowledged, up to the last commit.
 //!
-//! Records wait in an outbox of at most `chunk_changes` records; it is sent when full, when
-//! its first record has waited `linger`, or at a commit once nothing more has arrived. While
-//! Kafka takes its time the loop keeps telling the server where it stands (a standby status
-//! update every `status_interval`), so a slow or absent Kafka never looks like a dead
-//! client; memory is bounded by the outbox, whatever the size of one transaction.
+//! Records wait in an outbox of at most `chunk_changes` records; it is handed to Kafka when
+//! full or when its first record has waited `linger`, and up to three batches wait for
+//! Kafka's answers while the next is decoded. They are settled in order: a batch's last
+//! commit is confirmed once it and every batch before it are acknowledged. While Kafka takes
+//! its time the loop keeps telling the server where it stands (a standby status update every
+//! `status_interval`), so a slow or absent Kafka never looks like a dead client; memory is
+//! bounded by the batches in flight, whatever the size of one transaction.
 
 use super::pgoutput::{Change, ChangeReader, Lsn, RowKind};
 use super::records::{self, DeadLetter, RowRecord};
 use super::replication::{ReplicationStream, StreamMessage};
 use super::{classify, classify_replication, setup, IngestConfig, IngestDeps, SessionError};
-use crate::confirmed_producer::{ConfirmedProducer, OutRecord};
+use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -106,6 +109,7 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         let mut reader = ChangeReader::default();
         let mut outbox = Outbox::default();
+        let mut in_flight: VecDeque<Sent> = VecDeque::new();
         // Nothing confirmed by this session yet: the server ignores a position behind the
         // slot's.
         let mut confirmed = Lsn(0);
@@ -124,7 +128,10 @@ impl Session<'_> {
                 }
                 _ = status.tick() => stream.confirm(confirmed).await.map_err(replication)?,
                 _ = sleep_until(linger) => {
-                    self.flush(stream, &mut outbox, &mut confirmed).await?;
+                    self.flush(stream, &mut outbox, &mut in_flight, &mut confirmed).await?;
+                }
+                answer = next_answer(&mut in_flight), if !in_flight.is_empty() => {
+                    self.settle(stream, &mut in_flight, answer, &mut confirmed).await?;
                 }
                 message = stream.next() => match message.map_err(replication)? {
                     StreamMessage::XLogData { wal_start, data } => {
@@ -136,7 +143,8 @@ impl Session<'_> {
                     StreamMessage::Keepalive { wal_end, reply } => {
                         // Everything sent before this is read and acknowledged: the slot may
                         // move past other tables' changes and skipped transactions.
-                        if outbox.is_idle() && !reader.in_transaction() && wal_end > confirmed {
+                        let idle = outbox.is_idle() && in_flight.is_empty();
+                        if idle && !reader.in_transaction() && wal_end > confirmed {
                             confirmed = wal_end;
                         }
                         if reply {
@@ -146,7 +154,8 @@ impl Session<'_> {
                 }
             }
             if outbox.len() >= self.config.chunk_changes as usize {
-                self.flush(stream, &mut outbox, &mut confirmed).await?;
+                self.flush(stream, &mut outbox, &mut in_flight, &mut confirmed)
+                    .await?;
             }
         }
     }
@@ -179,62 +188,134 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Sends the outbox and, once Kafka acknowledged every order, confirms its last commit.
-    /// The server hears from the loop every `status_interval` meanwhile.
+    /// Hands the outbox to Kafka (its dead letters first, acknowledged before anything else
+    /// moves: they are rare), and settles the oldest batches while more than
+    /// [`BATCHES_IN_FLIGHT`] wait for their answers.
     async fn flush(
         &self,
         stream: &mut ReplicationStream,
         outbox: &mut Outbox,
+        in_flight: &mut VecDeque<Sent>,
         confirmed: &mut Lsn,
     ) -> Result<(), SessionError> {
-        let mut status = tokio::time::interval(self.config.status_interval);
-        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        status.tick().await;
-        let at = *confirmed;
-        let replication = |e| classify_replication("reporting to the server", &e);
-        {
-            let send = async {
-                self.producer
-                    .send_all(&outbox.orders, self.shutdown)
-                    .await?;
-                records::send_dead_letters(
-                    self.producer,
-                    &self.deps.progress.ingest,
-                    &outbox.dead,
-                    self.shutdown,
-                )
-                .await
-            };
-            tokio::pin!(send);
-            loop {
-                tokio::select! {
-                    sent = &mut send => { sent?; break; }
-                    _ = status.tick() => stream.confirm(at).await.map_err(replication)?,
-                }
-            }
+        let batch = std::mem::take(outbox);
+        let ingest = &self.deps.progress.ingest;
+        let dead = records::send_dead_letters(self.producer, ingest, &batch.dead, self.shutdown);
+        self.with_status(stream, *confirmed, dead).await??;
+        let answers = if batch.orders.is_empty() {
+            None
+        } else {
+            let pending = self.producer.send(&batch.orders, self.shutdown).await?;
+            Some(tokio::spawn(pending.refused()))
+        };
+        in_flight.push_back(Sent {
+            answers,
+            orders: batch.orders.len() as u64,
+            dead: batch.dead.iter().map(|d| d.reason_index).collect(),
+            commit: batch.commit,
+            commits: batch.commits,
+        });
+        while in_flight.len() > BATCHES_IN_FLIGHT {
+            let answer = self
+                .with_status(stream, *confirmed, next_answer(in_flight))
+                .await?;
+            self.settle(stream, in_flight, answer, confirmed).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the oldest batch off `in_flight` once Kafka answered for it: records refused
+    /// for a while are sent again until acknowledged; then its rows are counted and its
+    /// last commit confirmed to the server.
+    async fn settle(
+        &self,
+        stream: &mut ReplicationStream,
+        in_flight: &mut VecDeque<Sent>,
+        answer: Answer,
+        confirmed: &mut Lsn,
+    ) -> Result<(), SessionError> {
+        let Some(sent) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        let refused = answer
+            .map_err(|e| SessionError::Fatal(format!("waiting for Kafka's answers: {e}")))??;
+        if !refused.is_empty() {
+            let again = self.producer.send_all(&refused, self.shutdown);
+            self.with_status(stream, *confirmed, again).await??;
         }
         let ingest = &self.deps.progress.ingest;
         ingest
             .rows_published
-            .fetch_add(outbox.orders.len() as u64, Ordering::Relaxed);
-        for d in &outbox.dead {
-            ingest.dead_lettered_by_reason[d.reason_index].fetch_add(1, Ordering::Relaxed);
+            .fetch_add(sent.orders, Ordering::Relaxed);
+        for reason in &sent.dead {
+            ingest.dead_lettered_by_reason[*reason].fetch_add(1, Ordering::Relaxed);
         }
         ingest
             .transactions
-            .fetch_add(outbox.commits, Ordering::Relaxed);
-        if let Some(end) = outbox.commit {
+            .fetch_add(sent.commits, Ordering::Relaxed);
+        if let Some(end) = sent.commit {
             *confirmed = end.max(*confirmed);
-            stream.confirm(*confirmed).await.map_err(replication)?;
+            stream
+                .confirm(*confirmed)
+                .await
+                .map_err(|e| classify_replication("reporting to the server", &e))?;
             tracing::debug!(
-                records = outbox.len(),
-                transactions = outbox.commits,
+                orders = sent.orders,
+                transactions = sent.commits,
                 lsn = %end,
                 "published and confirmed"
             );
         }
-        *outbox = Outbox::default();
         Ok(())
+    }
+
+    /// Runs `work`, telling the server every `status_interval` meanwhile that the ingest
+    /// still stands at `at` (so a slow Kafka never looks like a dead client).
+    async fn with_status<T>(
+        &self,
+        stream: &mut ReplicationStream,
+        at: Lsn,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, SessionError> {
+        let mut status = tokio::time::interval(self.config.status_interval);
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        status.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                _ = status.tick() => stream
+                    .confirm(at)
+                    .await
+                    .map_err(|e| classify_replication("reporting to the server", &e))?,
+            }
+        }
+    }
+}
+
+/// Batches handed to Kafka whose answers may still be awaited: with one decoded ahead, the
+/// ingest reads while Kafka acknowledges (memory: this many batches of `chunk_changes`).
+const BATCHES_IN_FLIGHT: usize = 3;
+
+/// Kafka's answers for one batch: the records to send again, or why not.
+type Answer = Result<Result<Vec<OutRecord>, ProduceError>, tokio::task::JoinError>;
+
+/// A batch handed to Kafka.
+struct Sent {
+    /// The batch's answers, awaited on a task of its own; `None` for a batch of no orders.
+    answers: Option<tokio::task::JoinHandle<Result<Vec<OutRecord>, ProduceError>>>,
+    orders: u64,
+    /// The reasons (as indexes) of its dead letters, acknowledged already.
+    dead: Vec<usize>,
+    commit: Option<Lsn>,
+    commits: u64,
+}
+
+/// The answers of the oldest batch in flight; cancel-safe (the task keeps them).
+async fn next_answer(in_flight: &mut VecDeque<Sent>) -> Answer {
+    match in_flight.front_mut().and_then(|s| s.answers.as_mut()) {
+        Some(answers) => answers.await,
+        None => Ok(Ok(Vec::new())),
     }
 }
 
