@@ -726,7 +726,7 @@ async fn wait_count<S: OrderStore + 'static>(store: &std::sync::Arc<S>, n: u64, 
     .await;
 }
 
-/// Issue 21, defect 1: an invalid row with 2 MB in a column made a dead letter Kafka
+/// An invalid row with 2 MB in a column made a dead letter Kafka
 /// refused, which stopped the ingest for good. Its dead letter now fits, and the valid rows
 /// behind it are stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -821,7 +821,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// Issue 21, defects 2 and 3: a peek returned a whole transaction (memory grew by ≈ 1.1 KB
+/// A peek returned a whole transaction (memory grew by ≈ 1.1 KB
 /// a row), and every poll decoded again from the slot's restart position (an open
 /// transaction made the ingest's backend spend most of a core idle-polling). Streamed, one
 /// transaction of 150,000 rows passes in bounded memory, and an open transaction costs the
@@ -918,7 +918,7 @@ fn slot_lag(pg: &PgCluster) -> i64 {
     .unwrap()
 }
 
-/// Issue 21, defect 4: the lag was measured only at the top of the loop, which waits while
+/// The lag was measured only at the top of the loop, which waits while
 /// Kafka is down (it read 0 while 1.74 MB were unpublished), and nothing showed the slot's
 /// wal_status, safe_wal_size or retention. The watcher measures them on its own timer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -973,7 +973,7 @@ async fn the_slot_is_measured_while_kafka_is_down() {
     assert_store_is_the_table(&mut pipeline, &pg).await;
 }
 
-/// Issue 21, defect 4: with max_slot_wal_keep_size the server invalidated the slot while the
+/// With max_slot_wal_keep_size the server invalidated the slot while the
 /// ingest was stopped, and 300 rows were lost with no documented way back. The ingest now
 /// stops naming the way back; the runbook's steps (docs/ingest.md, "A lost slot") recreate
 /// the slot and `ordersd ingest-recover` publishes the gap from the table.
@@ -1051,7 +1051,7 @@ async fn a_lost_slot_is_reported_and_the_gap_recovered_from_the_table() {
     assert_store_is_the_table(&mut pipeline, &pg).await;
 }
 
-/// Issue 21, defect 5: the setup was checked only at start; a table dropped and created
+/// The setup was checked only at start; a table dropped and created
 /// again mid-run (no longer in the publication) went unnoticed. The watcher checks it again
 /// and the ingest stops with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
