@@ -306,6 +306,58 @@ fn render_ingest(out: &mut String, p: &Progress) {
              orders_ingest_lag_bytes {lag}"
         );
     }
+    render_ingest_slot(out, i);
+}
+
+/// The replication slot's log retention, as the ingest's watcher last measured it.
+fn render_ingest_slot(out: &mut String, i: &orders_core::progress::IngestCounters) {
+    let _ = writeln!(
+        out,
+        "# HELP orders_ingest_dead_letters_refused_total Dead letters Kafka refused for good (each row is logged with its key, table and log position).\n\
+         # TYPE orders_ingest_dead_letters_refused_total counter\n\
+         orders_ingest_dead_letters_refused_total {}",
+        i.dead_letters_refused.load(Ordering::Relaxed)
+    );
+    if let Some(state) = i.slot_state() {
+        out.push_str(
+            "# HELP orders_ingest_slot_wal_status The replication slot's wal_status (1 for the current one): reserved, extended, unreserved (removed at the next checkpoint), lost (the slot is invalidated).\n\
+             # TYPE orders_ingest_slot_wal_status gauge\n",
+        );
+        for s in orders_core::progress::WAL_STATUSES {
+            let _ = writeln!(
+                out,
+                "orders_ingest_slot_wal_status{{status=\"{s}\"}} {}",
+                u8::from(s == state)
+            );
+        }
+    }
+    let safe = i.safe_wal_bytes.load(Ordering::Relaxed);
+    if safe != i64::MIN {
+        let _ = writeln!(
+            out,
+            "# HELP orders_ingest_slot_safe_wal_bytes Log that can still be written before the slot risks invalidation (safe_wal_size; absent without max_slot_wal_keep_size).\n\
+             # TYPE orders_ingest_slot_safe_wal_bytes gauge\n\
+             orders_ingest_slot_safe_wal_bytes {safe}"
+        );
+    }
+    let gauges = [
+        (
+            "orders_ingest_slot_retained_bytes",
+            "Log the server keeps for the slot (from its restart position).",
+            &i.retained_bytes,
+        ),
+        (
+            "orders_ingest_slot_oldest_retained_seconds",
+            "Age of the oldest log the slot keeps: how long the slot has been pinned.",
+            &i.oldest_retained_seconds,
+        ),
+    ];
+    for (name, help, gauge) in gauges {
+        let v = gauge.load(Ordering::Relaxed);
+        if v >= 0 {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+    }
 }
 
 fn render_progress(out: &mut String, p: &Progress) {

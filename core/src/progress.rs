@@ -144,6 +144,18 @@ pub struct IngestCounters {
     /// Bytes of the log between the slot's confirmed position and the server's current
     /// position, as last measured; -1 before the first measurement.
     pub lag_bytes: AtomicI64,
+    /// Bytes of the log the slot makes the server keep (from its restart position); -1
+    /// unknown.
+    pub retained_bytes: AtomicI64,
+    /// Seconds since the oldest log the slot keeps was written; -1 unknown.
+    pub oldest_retained_seconds: AtomicI64,
+    /// The slot's `safe_wal_size`: bytes that can still be written before it is at risk of
+    /// invalidation; `i64::MIN` when the server sets no limit (or unknown).
+    pub safe_wal_bytes: AtomicI64,
+    /// The slot's `wal_status`, as an index into [`WAL_STATUSES`] plus one; 0 unknown.
+    pub slot_state: std::sync::atomic::AtomicU8,
+    /// Dead letters Kafka refused for good (their rows are logged, not published).
+    pub dead_letters_refused: AtomicU64,
     /// The database: `None` before the first connection, else why it is failing (`Some`
     /// of a reason) or that it answers (`Some("")`).
     postgres: Mutex<Option<String>>,
@@ -157,12 +169,38 @@ impl Default for IngestCounters {
             dead_lettered_by_reason: Default::default(),
             transactions: AtomicU64::new(0),
             lag_bytes: AtomicI64::new(-1),
+            retained_bytes: AtomicI64::new(-1),
+            oldest_retained_seconds: AtomicI64::new(-1),
+            safe_wal_bytes: AtomicI64::new(i64::MIN),
+            slot_state: std::sync::atomic::AtomicU8::new(0),
+            dead_letters_refused: AtomicU64::new(0),
             postgres: Mutex::new(None),
         }
     }
 }
 
+/// PostgreSQL's `wal_status` of a replication slot: `reserved` (within max_wal_size),
+/// `extended` (kept beyond it for the slot), `unreserved` (will be removed at the next
+/// checkpoint), `lost` (removed: the slot is invalidated).
+pub const WAL_STATUSES: [&str; 4] = ["reserved", "extended", "unreserved", "lost"];
+
 impl IngestCounters {
+    /// Records the slot's `wal_status` (`None`: the slot is missing or the status unknown).
+    pub fn set_slot_state(&self, status: Option<&str>) {
+        let index = status
+            .and_then(|s| WAL_STATUSES.iter().position(|w| *w == s))
+            .map_or(0, |i| i as u8 + 1);
+        self.slot_state.store(index, Ordering::Relaxed);
+    }
+
+    /// The slot's `wal_status`, when known.
+    pub fn slot_state(&self) -> Option<&'static str> {
+        match self.slot_state.load(Ordering::Relaxed) {
+            0 => None,
+            i => WAL_STATUSES.get(usize::from(i) - 1).copied(),
+        }
+    }
+
     /// Records that the database answers (`None`) or why it does not.
     pub fn set_postgres_failing(&self, why: Option<String>) {
         *self.postgres.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.unwrap_or_default());

@@ -62,6 +62,9 @@ pub enum RoleCommand {
     /// Publishes the rows inserted into an orders table in PostgreSQL to the orders topic
     /// (logical decoding; docs/ingest.md).
     Ingest(IngestArgs),
+    /// Publishes the rows of an id range from the orders table, then exits, printing what it
+    /// did as JSON: the gap a lost replication slot leaves (docs/ingest.md, "A lost slot").
+    IngestRecover(IngestRecoverArgs),
     /// Asks the /healthz of the daemon on this machine's ops port (--ops-addr): exit 0
     /// when it is live, 1 otherwise. For container health checks (no curl in the image).
     Healthcheck,
@@ -102,10 +105,24 @@ pub struct IngestArgs {
         default_value = "orders_ingest"
     )]
     pub ingest_publication: String,
-    /// Most changes read from the slot at once (a chunk always ends at a commit).
+    /// Most records decoded and not yet acknowledged by Kafka (bounds the memory, whatever
+    /// the size of one transaction).
     #[arg(long, env = "ORDERS_INGEST_CHUNK", default_value_t = 5_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ingest_chunk: u32,
+}
+
+/// The id range `ordersd ingest-recover` publishes from the table.
+#[derive(Debug, Clone, Args)]
+pub struct IngestRecoverArgs {
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// The first order id to publish.
+    #[arg(long)]
+    pub from_id: u64,
+    /// The last order id to publish (default: the end of the database's id range).
+    #[arg(long, default_value_t = *orders_core::domain::DATABASE_ORDER_IDS.end())]
+    pub to_id: u64,
 }
 
 impl IngestArgs {
@@ -469,7 +486,9 @@ impl Prepared {
                 orders_topic: topic.clone(),
             }),
             RoleCommand::Ingest(args) => Prepared::Ingest(Box::new(args.prepare(topic)?)),
-            RoleCommand::Api(_) | RoleCommand::Healthcheck => return Ok(None),
+            RoleCommand::Api(_) | RoleCommand::Healthcheck | RoleCommand::IngestRecover(_) => {
+                return Ok(None)
+            }
         }))
     }
 }
@@ -485,6 +504,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return match &cli.role {
             RoleCommand::Api(args) => serve_api(&cli, args, shutdown).await,
             RoleCommand::Healthcheck => crate::healthcheck::check(cli.ops.ops_addr).await,
+            RoleCommand::IngestRecover(args) => recover_ingest(&cli, args, shutdown).await,
             _ => bail!("no settings for this role"),
         };
     };
@@ -530,6 +550,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "ops server task failed"),
     }
     result
+}
+
+/// `ordersd ingest-recover`: the id range published, and a JSON line saying what was.
+async fn recover_ingest(
+    cli: &Cli,
+    args: &IngestRecoverArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if args.from_id > args.to_id {
+        bail!("--from-id {} is above --to-id {}", args.from_id, args.to_id);
+    }
+    let (config, postgres) = args.ingest.prepare(&cli.kafka.topic_name)?;
+    let kafka = kafka_settings(&cli.kafka, &cli.store)?;
+    let done = ingest::recover::run(
+        &config,
+        &postgres,
+        &kafka,
+        args.from_id..=args.to_id,
+        &shutdown,
+    )
+    .await?;
+    println!("{}", serde_json::to_string(&done)?);
+    Ok(())
 }
 
 /// Runs one headless role until `shutdown`.

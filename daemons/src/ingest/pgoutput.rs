@@ -1,9 +1,10 @@
 //! Reading the messages of PostgreSQL's `pgoutput` logical decoding plugin (protocol
-//! version 1), as `pg_logical_slot_peek_binary_changes` returns them: one message per row.
+//! version 1), as the replication stream carries them: one message per change.
 //!
 //! Only what the ingest role needs is decoded: transaction boundaries (with the commit's end
-//! position, the one place a slot may be advanced to), relations (column names) and inserted
-//! rows (their values as text). Every other message is recognised and skipped.
+//! position, the one place a slot may be confirmed to), relations (column names) and rows
+//! inserted, updated or deleted (their values as text). Every other message is recognised
+//! and skipped.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,18 +40,31 @@ pub enum Message {
         xid: u32,
     },
     Commit {
-        /// The end of the commit record: everything up to here is decoded once the
-        /// transaction has been read; the slot is advanced to it.
+        /// The end of the commit record: once the transaction's rows are published, the
+        /// slot may be confirmed up to here.
         end_lsn: Lsn,
     },
     Relation(Relation),
-    Insert {
+    /// A row inserted, updated or deleted.
+    Row {
+        kind: RowKind,
         relation_id: u32,
-        /// The new row's values in the relation's column order, as text; `None` for NULL.
+        /// The row's values in the relation's column order, as text; `None` for NULL (and,
+        /// in an update, for a large value that did not change: pgoutput leaves it out).
         values: Vec<Option<String>>,
     },
-    /// Anything else (updates, deletes, truncates, origins, types, logical messages).
+    /// Anything else (truncates, origins, types, logical messages).
     Other(u8),
+}
+
+/// What happened to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    Insert,
+    /// The new row (pgoutput sends the new version whole but for unchanged large values).
+    Update,
+    /// The deleted row's key (its replica identity: the primary key by default).
+    Delete,
 }
 
 /// A table as pgoutput describes it before its first row in a decoding session.
@@ -111,6 +125,27 @@ impl<'a> Reader<'a> {
         self.bytes = &self.bytes[end + 1..];
         Ok(s)
     }
+    /// A TupleData: each column's value as text, `None` for NULL or unchanged TOAST.
+    fn tuple(&mut self) -> Result<Vec<Option<String>>, DecodeError> {
+        let count = self.u16()?;
+        let mut values = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            values.push(match self.u8()? {
+                b'n' | b'u' => None,
+                b't' | b'b' => {
+                    let len = self.u32()? as usize;
+                    Some(String::from_utf8_lossy(self.take(len)?).into_owned())
+                }
+                other => {
+                    return Err(DecodeError(format!(
+                        "unknown column kind {:?}",
+                        char::from(other)
+                    )))
+                }
+            });
+        }
+        Ok(values)
+    }
 }
 
 /// Decodes one message.
@@ -150,38 +185,36 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
                 columns,
             })
         }
-        b'I' => {
+        b'I' | b'U' | b'D' => {
             let relation_id = r.u32()?;
-            let kind = r.u8()?;
-            if kind != b'N' {
+            let mut part = r.u8()?;
+            let kind = match tag {
+                b'I' => RowKind::Insert,
+                b'U' => RowKind::Update,
+                _ => RowKind::Delete,
+            };
+            if kind == RowKind::Update && (part == b'K' || part == b'O') {
+                // The old key or row, sent when the key changed: the new row follows.
+                r.tuple()?;
+                part = r.u8()?;
+            }
+            let expected: &[u8] = match kind {
+                RowKind::Delete => b"KO",
+                _ => b"N",
+            };
+            if !expected.contains(&part) {
                 return Err(DecodeError(format!(
-                    "insert carries tuple kind {:?}, not 'N'",
-                    char::from(kind)
+                    "row message carries tuple kind {:?}",
+                    char::from(part)
                 )));
             }
-            let count = r.u16()?;
-            let mut values = Vec::with_capacity(usize::from(count));
-            for _ in 0..count {
-                values.push(match r.u8()? {
-                    b'n' | b'u' => None,
-                    b't' | b'b' => {
-                        let len = r.u32()? as usize;
-                        Some(String::from_utf8_lossy(r.take(len)?).into_owned())
-                    }
-                    other => {
-                        return Err(DecodeError(format!(
-                            "unknown column kind {:?}",
-                            char::from(other)
-                        )))
-                    }
-                });
-            }
-            Message::Insert {
+            Message::Row {
+                kind,
                 relation_id,
-                values,
+                values: r.tuple()?,
             }
         }
-        b'U' | b'D' | b'T' | b'O' | b'Y' | b'M' => Message::Other(tag),
+        b'T' | b'O' | b'Y' | b'M' => Message::Other(tag),
         other => {
             return Err(DecodeError(format!(
                 "unknown message type {:?}",
@@ -191,7 +224,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     })
 }
 
-/// A row inserted into a published table, by column name.
+/// A row of a published table, by column name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InsertedRow {
     /// `schema.table`.
@@ -201,67 +234,98 @@ pub struct InsertedRow {
     pub columns: Vec<(String, Option<String>)>,
 }
 
-/// A committed transaction: its rows, and where the slot may be advanced once they are
-/// published.
+/// One change of the stream, decoded once, as the ingest acts on it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Transaction {
-    pub xid: u32,
-    pub rows: Vec<InsertedRow>,
-    pub end_lsn: Lsn,
+pub enum Change {
+    Begin,
+    /// The transaction's end: the slot may be confirmed up to `end_lsn` once its rows are
+    /// published.
+    Commit {
+        end_lsn: Lsn,
+    },
+    /// A table's description; `changed` when it differs from the one this session had
+    /// (an ALTER TABLE, or a table dropped and created again under the same name).
+    Relation {
+        table: String,
+        changed: bool,
+    },
+    Row {
+        kind: RowKind,
+        row: InsertedRow,
+    },
+    Other,
 }
 
-/// Turns the messages of one decoding session into whole transactions. A session starts
-/// with no relations known: pgoutput sends each relation before its first row.
+/// Reads a stream of pgoutput messages, keeping the relations it described. A session
+/// starts with none known: pgoutput sends each relation before its first row.
 #[derive(Debug, Default)]
-pub struct TransactionAssembler {
+pub struct ChangeReader {
     relations: HashMap<u32, Relation>,
-    open: Option<(u32, Vec<InsertedRow>)>,
+    in_transaction: bool,
 }
 
-impl TransactionAssembler {
-    /// Takes the next message (at `lsn`); returns a transaction when it commits.
-    pub fn push(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<Option<Transaction>, DecodeError> {
-        match decode(bytes)? {
+impl ChangeReader {
+    /// Whether a transaction has begun and not yet committed.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Takes the next message (at `lsn`).
+    pub fn read(&mut self, lsn: Lsn, bytes: &[u8]) -> Result<Change, DecodeError> {
+        Ok(match decode(bytes)? {
             Message::Begin { xid } => {
-                if self.open.is_some() {
+                if self.in_transaction {
                     return Err(DecodeError(format!(
                         "transaction {xid} begins inside another"
                     )));
                 }
-                self.open = Some((xid, Vec::new()));
+                self.in_transaction = true;
+                Change::Begin
+            }
+            Message::Commit { end_lsn } => {
+                if !self.in_transaction {
+                    return Err(DecodeError("commit outside a transaction".into()));
+                }
+                self.in_transaction = false;
+                Change::Commit { end_lsn }
             }
             Message::Relation(relation) => {
+                let table = format!("{}.{}", relation.namespace, relation.name);
+                let known = self
+                    .relations
+                    .values()
+                    .any(|r| r.namespace == relation.namespace && r.name == relation.name);
+                let same = self.relations.get(&relation.id) == Some(&relation);
                 self.relations.insert(relation.id, relation);
+                Change::Relation {
+                    table,
+                    changed: known && !same,
+                }
             }
-            Message::Insert {
+            Message::Row {
+                kind,
                 relation_id,
                 values,
             } => {
+                if !self.in_transaction {
+                    return Err(DecodeError("row outside a transaction".into()));
+                }
                 let relation = self.relations.get(&relation_id).ok_or_else(|| {
                     DecodeError(format!(
                         "row of relation {relation_id} before its description"
                     ))
                 })?;
-                let (_, rows) = self
-                    .open
-                    .as_mut()
-                    .ok_or_else(|| DecodeError("row outside a transaction".into()))?;
-                rows.push(InsertedRow {
-                    table: format!("{}.{}", relation.namespace, relation.name),
-                    lsn,
-                    columns: relation.columns.iter().cloned().zip(values).collect(),
-                });
+                Change::Row {
+                    kind,
+                    row: InsertedRow {
+                        table: format!("{}.{}", relation.namespace, relation.name),
+                        lsn,
+                        columns: relation.columns.iter().cloned().zip(values).collect(),
+                    },
+                }
             }
-            Message::Commit { end_lsn } => {
-                let (xid, rows) = self
-                    .open
-                    .take()
-                    .ok_or_else(|| DecodeError("commit outside a transaction".into()))?;
-                return Ok(Some(Transaction { xid, rows, end_lsn }));
-            }
-            Message::Other(_) => {}
-        }
-        Ok(None)
+            Message::Other(_) => Change::Other,
+        })
     }
 }
 
@@ -329,52 +393,111 @@ mod tests {
         assert!("x/1".parse::<Lsn>().is_err());
     }
 
+    fn row(change: Change) -> InsertedRow {
+        match change {
+            Change::Row { row, .. } => row,
+            other => panic!("not a row: {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_transaction_is_returned_whole_at_its_commit_with_rows_by_column_name() {
-        let mut a = TransactionAssembler::default();
+    fn changes_are_read_one_by_one_with_rows_by_column_name() {
+        let mut a = ChangeReader::default();
         let at = Lsn(0x100);
-        assert_eq!(a.push(at, &begin(731)).unwrap(), None);
-        assert_eq!(a.push(at, &relation()).unwrap(), None);
+        assert_eq!(a.read(at, &begin(731)).unwrap(), Change::Begin);
+        assert!(a.in_transaction());
         assert_eq!(
-            a.push(at, &insert("4503599627370496", Some("DE"))).unwrap(),
-            None
+            a.read(at, &relation()).unwrap(),
+            Change::Relation {
+                table: "public.orders".into(),
+                changed: false
+            }
         );
+        let first = row(a.read(at, &insert("4503599627370496", Some("DE"))).unwrap());
+        assert_eq!(first.table, "public.orders");
+        let second = row(a
+            .read(Lsn(0x180), &insert("4503599627370497", None))
+            .unwrap());
         assert_eq!(
-            a.push(Lsn(0x180), &insert("4503599627370497", None))
-                .unwrap(),
-            None
-        );
-        let tx = a.push(Lsn(0x200), &commit(0x1_0000_0200)).unwrap().unwrap();
-        assert_eq!(tx.xid, 731);
-        assert_eq!(tx.end_lsn, Lsn(0x1_0000_0200));
-        assert_eq!(tx.rows.len(), 2);
-        assert_eq!(tx.rows[0].table, "public.orders");
-        assert_eq!(
-            tx.rows[1].columns,
+            second.columns,
             vec![
                 ("order_id".to_owned(), Some("4503599627370497".to_owned())),
                 ("country".to_owned(), None)
             ]
         );
-        assert_eq!(tx.rows[1].lsn, Lsn(0x180));
-        // An empty transaction (a heartbeat) still moves the position.
-        a.push(at, &begin(732)).unwrap();
-        a.push(at, b"Mx").unwrap();
-        let tx = a.push(at, &commit(0x2_0000_0000)).unwrap().unwrap();
-        assert!(tx.rows.is_empty());
-        assert_eq!(tx.end_lsn, Lsn(0x2_0000_0000));
+        assert_eq!(second.lsn, Lsn(0x180));
+        assert_eq!(
+            a.read(Lsn(0x200), &commit(0x1_0000_0200)).unwrap(),
+            Change::Commit {
+                end_lsn: Lsn(0x1_0000_0200)
+            }
+        );
+        assert!(!a.in_transaction());
+        // The same description again is no change; another one is.
+        assert_eq!(
+            a.read(at, &relation()).unwrap(),
+            Change::Relation {
+                table: "public.orders".into(),
+                changed: false
+            }
+        );
+        let mut altered = relation();
+        altered[4] = 1; // another relation id: the table was created again
+        assert_eq!(
+            a.read(at, &altered).unwrap(),
+            Change::Relation {
+                table: "public.orders".into(),
+                changed: true
+            }
+        );
+        a.read(at, &begin(732)).unwrap();
+        assert_eq!(a.read(at, b"Mx").unwrap(), Change::Other);
+    }
+
+    #[test]
+    fn updates_and_deletes_are_read_with_their_kind() {
+        let mut a = ChangeReader::default();
+        a.read(Lsn(1), &begin(1)).unwrap();
+        a.read(Lsn(1), &relation()).unwrap();
+        let mut update = insert("4503599627370496", Some("FR"));
+        update[0] = b'U';
+        assert!(matches!(
+            a.read(Lsn(2), &update).unwrap(),
+            Change::Row {
+                kind: RowKind::Update,
+                ..
+            }
+        ));
+        // An update that changed the key sends the old key first.
+        let mut with_old = vec![b'U'];
+        with_old.extend(16_384u32.to_be_bytes());
+        with_old.push(b'K');
+        with_old.extend(&insert("1", None)[6..]);
+        with_old.extend(&insert("4503599627370496", Some("FR"))[5..]);
+        let r = row(a.read(Lsn(3), &with_old).unwrap());
+        assert_eq!(r.columns[1].1.as_deref(), Some("FR"));
+        let mut delete = insert("4503599627370496", None);
+        delete[0] = b'D';
+        delete[5] = b'K';
+        assert!(matches!(
+            a.read(Lsn(4), &delete).unwrap(),
+            Change::Row {
+                kind: RowKind::Delete,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn malformed_messages_are_errors_not_panics() {
-        let mut a = TransactionAssembler::default();
+        let mut a = ChangeReader::default();
         assert!(
-            a.push(Lsn(1), &insert("1", None)).is_err(),
+            a.read(Lsn(1), &insert("1", None)).is_err(),
             "row before begin"
         );
-        a.push(Lsn(1), &begin(1)).unwrap();
+        a.read(Lsn(1), &begin(1)).unwrap();
         assert!(
-            a.push(Lsn(1), &insert("1", None)).is_err(),
+            a.read(Lsn(1), &insert("1", None)).is_err(),
             "unknown relation"
         );
         let rel = relation();
@@ -384,6 +507,6 @@ mod tests {
         assert!(decode(&rel[..rel.len() - 3]).is_err());
         assert!(decode(b"").is_err());
         assert!(decode(b"Z").is_err());
-        assert!(a.push(Lsn(1), &begin(2)).is_err(), "nested begin");
+        assert!(a.read(Lsn(1), &begin(2)).is_err(), "nested begin");
     }
 }

@@ -171,6 +171,17 @@ impl PostgresSource {
         });
         Ok(client)
     }
+
+    /// Opens a replication connection streaming `slot` (pgoutput, `publication`) from its
+    /// confirmed position, with the same settings and TLS as [`connect`](Self::connect).
+    pub async fn replicate(
+        &self,
+        slot: &str,
+        publication: &str,
+    ) -> Result<super::replication::ReplicationStream, super::replication::ReplicationError> {
+        super::replication::ReplicationStream::start(&self.config, &self.tls, slot, publication)
+            .await
+    }
 }
 
 fn describe(config: &tokio_postgres::Config, ssl: Option<&str>) -> String {

@@ -154,22 +154,63 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, DecodeError> {
         .ok_or_else(|| DecodeError::Invalid(format!("created_at {t:?} is out of range")))
 }
 
-/// The row as the dead letter's value: a JSON object of its columns as PostgreSQL printed
-/// them (text, or null), plus where it was in the log.
+/// Most bytes of one SPEC column's value a dead letter keeps.
+pub const DEAD_LETTER_VALUE_BYTES: usize = 1024;
+/// Most bytes of another column's value a dead letter keeps.
+pub const DEAD_LETTER_OTHER_BYTES: usize = 256;
+/// Most other columns a dead letter lists.
+pub const DEAD_LETTER_OTHER_COLUMNS: usize = 16;
+
+/// `text` cut to at most `max` bytes (on a character boundary) with a marker saying how
+/// long it was: `…[cut: 2097152 bytes]`.
+pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut: {} bytes]", &text[..end], text.len()).into()
+}
+
+/// The row as the dead letter's value, always a few kilobytes at most whatever the row
+/// holds: the SPEC's columns as PostgreSQL printed them (text, or null; each cut to 1 KiB
+/// with a marker), and under `other_columns` the first 16 other columns cut to 256 bytes
+/// (`omitted_columns` counts the rest).
 pub fn dead_letter_value(row: &InsertedRow) -> Vec<u8> {
-    let columns: serde_json::Map<String, serde_json::Value> = row
+    use serde_json::Value;
+    let text = |value: &Option<String>, max| {
+        value
+            .as_ref()
+            .map_or(Value::Null, |v| Value::from(cut(v, max).into_owned()))
+    };
+    let mut object = serde_json::Map::new();
+    for name in COLUMNS {
+        if let Some((_, value)) = row.columns.iter().find(|(n, _)| n == name) {
+            object.insert(name.to_owned(), text(value, DEAD_LETTER_VALUE_BYTES));
+        }
+    }
+    let others: Vec<&(String, Option<String>)> = row
         .columns
         .iter()
-        .map(|(name, value)| {
-            (
-                name.clone(),
-                value.as_ref().map_or(serde_json::Value::Null, |v| {
-                    serde_json::Value::from(v.as_str())
-                }),
-            )
-        })
+        .filter(|(n, _)| !COLUMNS.contains(&n.as_str()))
         .collect();
-    serde_json::to_vec(&columns).unwrap_or_default()
+    if !others.is_empty() {
+        let listed: serde_json::Map<String, Value> = others
+            .iter()
+            .take(DEAD_LETTER_OTHER_COLUMNS)
+            .map(|(n, v)| (cut(n, 64).into_owned(), text(v, DEAD_LETTER_OTHER_BYTES)))
+            .collect();
+        object.insert("other_columns".into(), Value::Object(listed));
+        if others.len() > DEAD_LETTER_OTHER_COLUMNS {
+            object.insert(
+                "omitted_columns".into(),
+                Value::from(others.len() - DEAD_LETTER_OTHER_COLUMNS),
+            );
+        }
+    }
+    serde_json::to_vec(&object).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -311,5 +352,23 @@ mod tests {
         assert_eq!(v["customer_id"], serde_json::Value::Null);
         assert_eq!(v["amount"], "249.99");
         assert_eq!(v["order_id"], "4503599627370496");
+        assert_eq!(v["other_columns"]["note"], "extra columns are ignored");
+    }
+
+    #[test]
+    fn a_dead_letter_stays_small_whatever_the_row_holds() {
+        let huge = "é".repeat(1 << 20);
+        let mut r = row(&[("country", Some(huge.as_str()))]);
+        for i in 0..40 {
+            r.columns.push((format!("extra_{i}"), Some(huge.clone())));
+        }
+        let value = dead_letter_value(&r);
+        assert!(value.len() < 16 * 1024, "{} bytes", value.len());
+        let v: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        let country = v["country"].as_str().unwrap();
+        assert!(country.ends_with("…[cut: 2097152 bytes]"), "{country:.40}");
+        assert_eq!(v["order_id"], "4503599627370496");
+        assert_eq!(v["omitted_columns"], 41 - DEAD_LETTER_OTHER_COLUMNS);
+        assert_eq!(cut("abc", 3), "abc");
     }
 }

@@ -60,6 +60,11 @@ impl PgCluster {
     /// Creates and starts a cluster, and runs the orders SQL of ops/postgres in database
     /// `shop` as the ingest role (REPLICATION, owner of the table).
     pub fn start() -> PgCluster {
+        PgCluster::start_with(&[], "")
+    }
+
+    /// [`start`](Self::start) with more `initdb` arguments and `postgresql.conf` lines.
+    pub fn start_with(initdb_args: &[&str], conf_lines: &str) -> PgCluster {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("orders-pg-")
@@ -95,13 +100,16 @@ impl PgCluster {
                 "UTF8",
                 "--locale",
                 "C",
-            ],
+            ]
+            .into_iter()
+            .chain(initdb_args.iter().copied())
+            .collect::<Vec<_>>(),
         );
         let conf = format!(
             "\nwal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n\
              listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
              fsync = off\nfull_page_writes = off\nshared_buffers = 32MB\nmax_connections = 40\n\
-             log_min_messages = warning\n",
+             log_min_messages = warning\n{conf_lines}\n",
             cluster.port,
             cluster.dir.path().display()
         );
