@@ -498,6 +498,7 @@ async fn stored_orders_off_the_topic_are_placed_by_where_they_were() {
             ],
             payments: vec![w.produce_payment(&w.order(101)).await],
             alerts: w.rules.evaluate(&w.order(101)).into_iter().collect(),
+            ..StoreBatch::default()
         }))
         .await
         .unwrap();

@@ -7,21 +7,59 @@ use orders_core::domain::{FraudAlert, Order, OrderStatus, Payment, PaymentStatus
 use orders_core::generator::OrderGenerator;
 use orders_core::money::Cents;
 use orders_core::store::{
-    CouchbaseConfig, CouchbaseStore, OrderQuery, OrderStore, SqliteStore, StoreBatch, StoredAlert,
-    StoredOrder, StoredPayment,
+    couchbase::{init_store, Freshness},
+    CouchbaseConfig, CouchbaseStore, KafkaPosition, OrderQuery, OrderStore, SqliteStore,
+    StoreBatch, StoredAlert, StoredOrder, StoredPayment,
 };
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
 
-fn stored(order: Order, offset: i64) -> StoredOrder {
+/// A fresh offset: every record of these tests is read at its own, increasing ones.
+fn next_offset() -> i64 {
+    static NEXT: AtomicI64 = AtomicI64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where the record of an order (`kind` 0), its alert (1) or its payment (2) was read: on
+/// partition id % 6, at a fresh offset the first time, at the same place when redelivered,
+/// as Kafka does (the Couchbase store counts each record by its position).
+fn position(kind: u8, id: u64) -> KafkaPosition {
+    static SEEN: Mutex<BTreeMap<(u8, u64), KafkaPosition>> = Mutex::new(BTreeMap::new());
+    *SEEN
+        .lock()
+        .unwrap()
+        .entry((kind, id))
+        .or_insert_with(|| KafkaPosition {
+            partition: (id % 6) as i32,
+            offset: next_offset(),
+        })
+}
+
+fn stored(order: Order) -> StoredOrder {
+    let at = position(0, order.order_id);
     StoredOrder {
         order,
-        kafka_partition: (offset % 6) as i32,
-        kafka_offset: offset,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
         processed_at: Timestamp::now(),
     }
+}
+
+/// `batch` with the positions of its alerts and payments.
+fn positioned(mut batch: StoreBatch) -> Arc<StoreBatch> {
+    batch.alert_positions = batch
+        .alerts
+        .iter()
+        .map(|a| position(1, a.order_id))
+        .collect();
+    batch.payment_positions = (batch.payments.iter())
+        .map(|p| position(2, p.order_id))
+        .collect();
+    Arc::new(batch)
 }
 
 fn orders(ids: std::ops::RangeInclusive<u64>) -> Vec<Order> {
@@ -31,12 +69,7 @@ fn orders(ids: std::ops::RangeInclusive<u64>) -> Vec<Order> {
 
 fn batch_of(orders: &[Order]) -> Arc<StoreBatch> {
     Arc::new(StoreBatch {
-        orders: orders
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, o)| stored(o, i as i64))
-            .collect(),
+        orders: orders.iter().cloned().map(stored).collect(),
         ..StoreBatch::default()
     })
 }
@@ -96,7 +129,7 @@ async fn alerts_and_payments_join_orders_in_any_order(store: &dyn OrderStore) {
     let all = orders(1_001..=1_010);
     // An alert and a payment that arrive before their order.
     store
-        .apply(Arc::new(StoreBatch {
+        .apply(positioned(StoreBatch {
             alerts: vec![alert(&all[0])],
             payments: vec![payment(&all[0], PaymentStatus::Paid)],
             ..StoreBatch::default()
@@ -113,7 +146,7 @@ async fn alerts_and_payments_join_orders_in_any_order(store: &dyn OrderStore) {
         ],
         ..StoreBatch::default()
     };
-    let outcome = store.apply(Arc::new(late)).await.unwrap();
+    let outcome = store.apply(positioned(late)).await.unwrap();
     assert_eq!(outcome.new_alerts, 1, "one alert per order");
     assert_eq!(outcome.new_payments, 2);
 
@@ -186,7 +219,7 @@ async fn lists_newest_first_with_filters_and_cursor(store: &dyn OrderStore) {
     let all = orders(2_001..=2_300);
     store.apply(batch_of(&all)).await.unwrap();
     store
-        .apply(Arc::new(StoreBatch {
+        .apply(positioned(StoreBatch {
             alerts: all
                 .iter()
                 .filter(|o| o.order_id % 7 == 0)
@@ -312,7 +345,7 @@ async fn full_scans_page_through_everything_highest_first(store: &dyn OrderStore
     let batch = batch_of(&all);
     store.apply(batch.clone()).await.unwrap();
     store
-        .apply(Arc::new(StoreBatch {
+        .apply(positioned(StoreBatch {
             alerts: all
                 .iter()
                 .filter(|o| o.order_id % 5 == 0)
@@ -422,7 +455,7 @@ async fn lists_by_arrival_not_by_id(store: &dyn OrderStore) {
             .iter()
             .map(|o| StoredOrder {
                 processed_at: t,
-                ..stored(o.clone(), 0)
+                ..stored(o.clone())
             })
             .collect(),
         alerts: orders.iter().map(alert).collect(),
@@ -430,13 +463,14 @@ async fn lists_by_arrival_not_by_id(store: &dyn OrderStore) {
             .iter()
             .map(|o| payment(o, PaymentStatus::Paid))
             .collect(),
+        ..StoreBatch::default()
     };
     let theirs = orders(7_000_001..=7_000_500);
     let ours = orders(4_001..=4_005);
     let t0 = Timestamp::now();
-    store.apply(Arc::new(at(t0, &theirs))).await.unwrap();
+    store.apply(positioned(at(t0, &theirs))).await.unwrap();
     let t1 = Timestamp::from_micros(t0.micros() + 1_000).unwrap();
-    store.apply(Arc::new(at(t1, &ours))).await.unwrap();
+    store.apply(positioned(at(t1, &ours))).await.unwrap();
 
     let ids = |docs: &[orders_core::store::OrderDocument]| -> Vec<u64> {
         docs.iter().map(|d| d.order.order_id).collect()
@@ -502,15 +536,17 @@ async fn an_id_with_other_content_is_a_conflict(store: &dyn OrderStore) {
     other.amount = Cents(other.amount.0 + 1);
     other.source = Some("another-service".into());
     let mut batch = (*batch_of(&[other.clone(), first[1].clone()])).clone();
+    // Another record (a fresh offset) under a stored id.
+    let offset = next_offset();
     batch.orders[0].kafka_partition = 4;
-    batch.orders[0].kafka_offset = 77;
+    batch.orders[0].kafka_offset = offset;
     let outcome = store.apply(Arc::new(batch)).await.unwrap();
     assert_eq!(outcome.new_orders, 0);
     assert_eq!(outcome.conflicts.len(), 1, "{:?}", outcome.conflicts);
     let c = &outcome.conflicts[0];
     assert_eq!(
         (c.order_id, c.kafka_partition, c.kafka_offset),
-        (8_800_001, 4, 77)
+        (8_800_001, 4, offset)
     );
     assert_eq!(c.differing, vec!["amount", "source"]);
     // The first stays, counted once.
@@ -677,8 +713,10 @@ async fn sqlite_passes_the_contract() {
 
 /// The same contract against a real cluster: `COUCHBASE_CONNSTR` (a host or a connection
 /// string), `COUCHBASE_USERNAME`, `COUCHBASE_PASSWORD`, `COUCHBASE_BUCKET` (default
-/// `order_analytics`). Each run writes under its own key prefix, so runs sharing a bucket
-/// never see each other's orders (their ids overlap).
+/// `order_analytics`), `COUCHBASE_DURABILITY` (default `majority`, which a single node meets
+/// with a bucket of 0 replicas). Each run writes under its own key prefix, so runs sharing a
+/// bucket never see each other's orders (their ids overlap). Its user needs what `ordersctl
+/// store init` needs (docs/deploy.md).
 #[tokio::test]
 async fn couchbase_passes_the_contract() {
     let bucket = std::env::var("COUCHBASE_BUCKET").unwrap_or_else(|_| "order_analytics".into());
@@ -690,24 +728,24 @@ async fn couchbase_passes_the_contract() {
         .unwrap()
         .as_nanos();
     config.key_prefix = format!("contract-{}-{nanos}:", std::process::id());
-    eprintln!("couchbase contract: key prefix {}", config.key_prefix);
-    // The store only checks its indexes; the test user creates them, as `store init` does
-    // (it needs Query Manage Index on the bucket).
-    let init = orders_core::store::couchbase::init_store(&config, Duration::from_secs(900))
-        .await
-        .unwrap();
-    eprintln!("couchbase contract: indexes online ({init:?})");
-    assert!(
-        !matches!(
-            init.durability,
-            orders_core::store::couchbase::BucketDurability::Below(_)
-        ),
-        "the test bucket's minimum durability level is below COUCHBASE_DURABILITY (majority): \
-         raise it (couchbase-cli bucket-edit --durability-min-level majority) so the \
-         sub-document writes are durable ({init:?})"
+    // The contract reads its own writes: its lists wait for the indexes (the api's do not).
+    config.list_freshness = Freshness::AllWrites;
+    eprintln!(
+        "couchbase contract: key prefix {}, COUCHBASE_DURABILITY={:?}, lists at request_plus",
+        config.key_prefix, config.durability
     );
-    assert!(init.recount.unreadable.is_empty(), "{init:?}");
-    recounts_an_earlier_versions_documents(&config).await;
+    // The store only checks its indexes and totals; the test user makes them, as `store
+    // init` does.
+    let init = init_store(&config, Duration::from_secs(900)).await.unwrap();
+    if let Some(problem) = &init.durability_problem {
+        panic!(
+            "couchbase contract: bucket {} cannot take a write at COUCHBASE_DURABILITY={:?}: \
+             {problem}",
+            config.bucket, config.durability
+        );
+    }
+    eprintln!("couchbase contract: store init done ({init:?})");
+    migrates_an_earlier_layouts_records(&config).await;
     let (bucket, ns) = (config.bucket.clone(), config.key_prefix.clone());
     let store = CouchbaseStore::connect(config).unwrap();
     store.wait_ready(Duration::from_secs(180)).await.unwrap();
@@ -715,16 +753,15 @@ async fn couchbase_passes_the_contract() {
     explain_and_time_every_list(&store, &bucket, &ns).await;
 }
 
-/// Documents as a version before the counters stored them (no `tally`, no `fraud`, nothing
-/// copied onto orders), written with the SDK under a run of their own: `store init`
-/// recounts them once, and the store then answers as if it had written them.
-async fn recounts_an_earlier_versions_documents(config: &CouchbaseConfig) {
+/// Records as the counter layout stored them (no `position`, a `tally`, fraud and payment
+/// status copied), written with the SDK under a run of their own: `store init` sums them
+/// into the totals' base once, and the store then answers as if it had written them.
+async fn migrates_an_earlier_layouts_records(config: &CouchbaseConfig) {
     use couchbase::authenticator::PasswordAuthenticator;
     use couchbase::cluster::Cluster;
     use couchbase::options::cluster_options::{ClusterOptions, TlsOptions};
     let mut config = config.clone();
     config.key_prefix = format!("{}earlier:", config.key_prefix);
-    let bucket = config.bucket.clone();
     let ns = config.key_prefix.clone();
     let auth =
         PasswordAuthenticator::new(config.username.clone(), config.password.expose().to_owned());
@@ -741,41 +778,40 @@ async fn recounts_an_earlier_versions_documents(config: &CouchbaseConfig) {
     let olds = orders(1..=20);
     let now = Timestamp::now();
     for o in &olds {
-        let doc = serde_json::json!({
+        let flagged = o.order_id % 5 == 0;
+        let mut doc = serde_json::json!({
             "type": "order", "ns": ns, "order_id": o.order_id, "customer_id": o.customer_id,
             "amount": o.amount, "amount_cents": o.amount.0, "currency": o.currency,
             "country": o.country, "status": o.status, "created_at": o.created_at,
             "created_us": o.created_at.micros(), "kafka_partition": 0,
             "kafka_offset": o.order_id, "processed_at": now, "processed_us": now.micros(),
+            "tally": "tally::0::0", "fraud": flagged,
         });
-        collection
-            .upsert(format!("{ns}{}", o.order_id), &doc, None)
-            .await
-            .unwrap();
-        if o.order_id % 5 == 0 {
+        if flagged {
+            doc["fraud_reason"] = serde_json::json!("HIGH_AMOUNT");
             let alert = serde_json::json!({
                 "type": "alert", "ns": ns, "order_id": o.order_id, "reason": "HIGH_AMOUNT",
                 "amount": o.amount, "amount_cents": o.amount.0, "country": o.country,
-                "stored_at": now, "stored_us": now.micros(),
+                "stored_at": now, "stored_us": now.micros(), "tally": "tally::0::0",
             });
             collection
                 .upsert(format!("{ns}alert::{}", o.order_id), &alert, None)
                 .await
                 .unwrap();
         }
+        collection
+            .upsert(format!("{ns}{}", o.order_id), &doc, None)
+            .await
+            .unwrap();
     }
-    let first = orders_core::store::couchbase::init_store(&config, Duration::from_secs(900))
-        .await
-        .unwrap();
+    let first = init_store(&config, Duration::from_secs(900)).await.unwrap();
     assert_eq!(
-        (first.recount.recounted, first.recount.unreadable.len()),
-        (24, 0),
+        (first.migration.earlier_records, first.migration.changed),
+        (24, true),
         "{first:?}"
     );
-    let again = orders_core::store::couchbase::init_store(&config, Duration::from_secs(900))
-        .await
-        .unwrap();
-    assert_eq!(again.recount.recounted, 0, "{again:?}");
+    let again = init_store(&config, Duration::from_secs(900)).await.unwrap();
+    assert!(!again.migration.changed, "{again:?}");
     let store = CouchbaseStore::connect(config).unwrap();
     store.wait_ready(Duration::from_secs(180)).await.unwrap();
     let totals = store.totals().await.unwrap();
@@ -785,36 +821,15 @@ async fn recounts_an_earlier_versions_documents(config: &CouchbaseConfig) {
         olds.iter().map(|o| o.amount).sum::<Cents>()
     );
     assert_eq!(totals.fraud_count, 4);
-    let listed = |fraud| OrderQuery {
-        limit: 100,
-        fraud: Some(fraud),
-        ..OrderQuery::default()
-    };
-    assert_eq!(store.latest_orders(&listed(true)).await.unwrap().len(), 4);
-    assert_eq!(store.latest_orders(&listed(false)).await.unwrap().len(), 16);
-    // The recount's page reads its partial index alone, in key order, limit pushed down.
-    use orders_core::store::couchbase::{recount, PlanSummary};
-    let plan = store
-        .explain(
-            &recount::pending_statement(&bucket),
-            vec![
-                ("ns", serde_json::json!(ns)),
-                ("after", serde_json::json!("")),
-                ("limit", serde_json::json!(recount::PAGE)),
-            ],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        PlanSummary::of(&plan).problem(recount::PENDING_INDEX),
-        None,
-        "{}",
-        serde_json::to_string_pretty(&plan).unwrap()
-    );
+    // Redelivered to the new writer, they count nothing more.
+    let outcome = store.apply(batch_of(&olds)).await.unwrap();
+    assert_eq!(outcome.new_orders, 0);
+    assert_eq!(store.totals().await.unwrap(), totals);
 }
 
-/// Every list the API serves walks its own index with filter, order and limit pushed
-/// down (no sort), read from the planner (`EXPLAIN`); then each is timed at 100k orders.
+/// Every statement the store runs reads the index it names alone, with the shape it needs
+/// (first pages: filter, order and limit pushed down; cursor pages: no sort; aggregates:
+/// covering), read from the planner (`EXPLAIN`); then each list is timed at 100k orders.
 async fn explain_and_time_every_list(store: &CouchbaseStore, bucket: &str, ns: &str) {
     use orders_core::store::couchbase::{list_statements, PlanSummary};
     for list in list_statements(bucket, ns) {
@@ -824,15 +839,15 @@ async fn explain_and_time_every_list(store: &CouchbaseStore, bucket: &str, ns: &
             .unwrap();
         let summary = PlanSummary::of(&plan);
         assert_eq!(
-            summary.problem(list.index),
+            summary.problem(list.index, list.shape),
             None,
             "{}: {}",
             list.name,
             serde_json::to_string_pretty(&plan).unwrap()
         );
         eprintln!(
-            "couchbase contract: {} uses {} (limit pushed, no sort)",
-            list.name, list.index
+            "couchbase contract: {} uses {} ({:?})",
+            list.name, list.index, list.shape
         );
     }
     // 100k orders, then each list's time.

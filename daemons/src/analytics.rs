@@ -26,7 +26,9 @@ use orders_core::kafka::{
     KafkaSettings, ANALYTICS_GROUP, ANALYTICS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC,
 };
 use orders_core::liveness::Wait;
-use orders_core::store::{CountAndSum, OrderConflict, OrderStore, StoreBatch, StoredOrder, Totals};
+use orders_core::store::{
+    CountAndSum, KafkaPosition, OrderConflict, OrderStore, StoreBatch, StoredOrder, Totals,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -108,7 +110,7 @@ impl ChunkProcessor for AnalyticsProcessor {
                         at: a.detected_at.unwrap_or_else(record_time),
                         flagged: mark.flagged.unwrap_or(a.reason != canary::NOT_FLAGGED),
                     }),
-                    None => batch.alerts.push(a),
+                    None => batch.push_alert(a, position(r)),
                 })
             } else if &*r.topic == PAYMENTS_TOPIC {
                 Payment::decode(payload).map(|p| match CanaryMark::of(payload) {
@@ -117,7 +119,7 @@ impl ChunkProcessor for AnalyticsProcessor {
                         at: Timestamp::from_micros((p.timestamp * 1e6) as i64)
                             .unwrap_or_else(record_time),
                     }),
-                    None => batch.payments.push(p),
+                    None => batch.push_payment(p, position(r)),
                 })
             } else {
                 Ok(())
@@ -176,6 +178,14 @@ impl ChunkProcessor for AnalyticsProcessor {
             Ok(outcome)
         }
         .boxed()
+    }
+}
+
+/// Where `r` was read (the Couchbase store counts alerts and payments by it).
+fn position(r: &Record) -> KafkaPosition {
+    KafkaPosition {
+        partition: r.partition,
+        offset: r.offset,
     }
 }
 
@@ -244,9 +254,7 @@ async fn store_writer(
                 canaries: stages,
                 done,
             } = req;
-            batch.orders.extend(part.orders);
-            batch.alerts.extend(part.alerts);
-            batch.payments.extend(part.payments);
+            batch.append(part);
             canaries.extend(stages);
             waiting.push(done);
         };

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One-shot initialisation of the local Couchbase node (the `couchbase-init` service of
 # docker-compose.yml, run in the couchbase/server image, which ships couchbase-cli and
-# curl): cluster (data, index and query services), the bucket, and the indexes the store
-# queries with. Idempotent: every step first looks whether it is done already, so running
-# it again (each `docker compose up`) changes nothing.
+# curl): cluster (data, index and query services), the bucket, the totals collection, the
+# indexes the store queries with, and the totals directory. Idempotent: every step first
+# looks whether it is done already, so running it again (each `docker compose up`) changes
+# nothing.
 #
-# The daemons only check these indexes (they wait while one is not online); in production
-# `ordersctl store init` creates them. This image has no ordersctl, so the same
-# definitions are here (a test in the store's index module checks they match).
+# The daemons only check these (they wait while one is missing); in production `ordersctl
+# store init` creates them. This image has no ordersctl, so the same definitions are here
+# (a test in the store's index module checks they match). A volume written by an earlier
+# layout needs `ordersctl store init` run against it once (docs/deploy.md), or a reset
+# (docker compose down -v).
 #
 # Environment (defaults are for the local stack only; never use them elsewhere):
 #   CB_HOST              the Couchbase node (couchbase)
@@ -99,7 +102,7 @@ bucket_healthy() {
 }
 retry 90 "bucket $BUCKET to be ready" bucket_healthy
 
-# 4. The indexes, through the query service's REST API. Right after the bucket is made
+# 4. The totals collection and the indexes, through the query service's REST API. Right after the bucket is made
 # the query and index services may not know it yet, so each statement is retried.
 query_up() { [[ $(authed "$QUERY/admin/ping") == 200 ]]; }
 retry 60 "the query service at $QUERY" query_up
@@ -112,6 +115,7 @@ run_statement() {
 
 B="\`$BUCKET\`"
 statements=(
+    "CREATE COLLECTION IF NOT EXISTS $B._default.totals"
     "CREATE INDEX IF NOT EXISTS idx_orders_latest ON $B(ns, order_id DESC) WHERE type = \"order\""
     "CREATE INDEX IF NOT EXISTS idx_orders_arrival ON $B(ns, processed_us DESC, order_id DESC) WHERE type = \"order\""
     "CREATE INDEX IF NOT EXISTS idx_orders_country_arrival ON $B(ns, country, processed_us DESC, order_id DESC) WHERE type = \"order\""
@@ -124,24 +128,36 @@ statements=(
     "CREATE INDEX IF NOT EXISTS idx_payments_latest ON $B(ns, order_id DESC) WHERE type = \"payment\""
     "CREATE INDEX IF NOT EXISTS idx_payments_arrival ON $B(ns, stored_us DESC, order_id DESC) WHERE type = \"payment\""
     "CREATE INDEX IF NOT EXISTS idx_canary_stages ON $B(ns, order_id DESC, stage, at_us, created_us, flagged) WHERE type = \"canary_stage\""
-    "CREATE INDEX IF NOT EXISTS idx_recount_pending ON $B(ns, META().id) WHERE type IN [\"order\", \"alert\", \"payment\"] AND (tally IS MISSING OR recounting IS VALUED OR (type = \"order\" AND fraud IS MISSING))"
+    "CREATE INDEX IF NOT EXISTS idx_totals_base ON $B(ns, type, country, status, amount_cents) WHERE type IN [\"order\", \"alert\", \"payment\"] AND position IS MISSING"
     "DROP INDEX IF EXISTS idx_orders_created ON $B"
     "DROP INDEX IF EXISTS idx_orders_by_country ON $B"
     "DROP INDEX IF EXISTS idx_orders_by_status ON $B"
+    "DROP INDEX IF EXISTS idx_recount_pending ON $B"
 )
 for statement in "${statements[@]}"; do
-    if [[ $statement == DROP* ]]; then name=$(awk '{ print $5 }' <<<"$statement"); else name=$(awk '{ print $6 }' <<<"$statement"); fi
+    case $statement in
+        DROP*) name="index $(awk '{ print $5 }' <<<"$statement")" ;;
+        "CREATE COLLECTION"*) name="collection totals" ;;
+        *) name="index $(awk '{ print $6 }' <<<"$statement")" ;;
+    esac
     for attempt in $(seq 1 30); do
         if run_statement "$statement"; then
-            log "index $name ready"
+            log "$name ready"
             break
         fi
         if [[ $attempt -eq 30 ]]; then
-            die "creating index $name failed: $(head -c 2000 "$BODY")"
+            die "creating $name failed: $(head -c 2000 "$BODY")"
         fi
         sleep 2
     done
 done
+
+# The totals directory (what `ordersctl store init` writes on a new bucket): inserted once;
+# a second run finds it ("Duplicate Key") and leaves it as the writers have changed it.
+directory="INSERT INTO $B._default.totals (KEY, VALUE) VALUES (\"totals\", {\"type\": \"totals_directory\", \"ns\": \"\", \"partitions\": {}, \"base\": {}, \"base_records\": 0})"
+directory_there() { run_statement "$directory" || grep -q "Duplicate Key" "$BODY"; }
+retry 30 "the totals directory" directory_there
+log "totals directory ready"
 
 # 5. Wait until every index is online (a non-deferred CREATE INDEX usually returns after
 # the build; this covers the one that did not).
@@ -150,4 +166,4 @@ indexes_online() {
         && tr -d '\n' <"$BODY" | grep -Eq '"results":[[:space:]]*\[[[:space:]]*0[[:space:]]*\]'
 }
 retry 60 "the indexes of $BUCKET to be online" indexes_online
-log "done: cluster, bucket $BUCKET and ${#statements[@]} indexes are ready"
+log "done: cluster, bucket $BUCKET, its totals collection, directory and indexes are ready"

@@ -720,10 +720,11 @@ couchbase_check() {
     if [[ $(cat "$state/calls") != $'cluster-init\nbucket-create' ]]; then
         echo "couchbase-cli calls:"; cat "$state/calls"; return 1
     fi
-    # The store's index definitions (core/src/store/couchbase/indexes.rs), verbatim
-    # (backquotes are part of it), then the obsolete indexes dropped.
+    # The totals collection, the store's index definitions (core/src/store/couchbase/
+    # indexes.rs), verbatim (backquotes are part of it), then the obsolete indexes dropped.
     # shellcheck disable=SC2016
-    want='CREATE INDEX IF NOT EXISTS idx_orders_latest ON `order_analytics`(ns, order_id DESC) WHERE type = "order"
+    want='CREATE COLLECTION IF NOT EXISTS `order_analytics`._default.totals
+CREATE INDEX IF NOT EXISTS idx_orders_latest ON `order_analytics`(ns, order_id DESC) WHERE type = "order"
 CREATE INDEX IF NOT EXISTS idx_orders_arrival ON `order_analytics`(ns, processed_us DESC, order_id DESC) WHERE type = "order"
 CREATE INDEX IF NOT EXISTS idx_orders_country_arrival ON `order_analytics`(ns, country, processed_us DESC, order_id DESC) WHERE type = "order"
 CREATE INDEX IF NOT EXISTS idx_orders_status_arrival ON `order_analytics`(ns, status, processed_us DESC, order_id DESC) WHERE type = "order"
@@ -735,12 +736,18 @@ CREATE INDEX IF NOT EXISTS idx_alerts_arrival ON `order_analytics`(ns, stored_us
 CREATE INDEX IF NOT EXISTS idx_payments_latest ON `order_analytics`(ns, order_id DESC) WHERE type = "payment"
 CREATE INDEX IF NOT EXISTS idx_payments_arrival ON `order_analytics`(ns, stored_us DESC, order_id DESC) WHERE type = "payment"
 CREATE INDEX IF NOT EXISTS idx_canary_stages ON `order_analytics`(ns, order_id DESC, stage, at_us, created_us, flagged) WHERE type = "canary_stage"
-CREATE INDEX IF NOT EXISTS idx_recount_pending ON `order_analytics`(ns, META().id) WHERE type IN ["order", "alert", "payment"] AND (tally IS MISSING OR recounting IS VALUED OR (type = "order" AND fraud IS MISSING))
+CREATE INDEX IF NOT EXISTS idx_totals_base ON `order_analytics`(ns, type, country, status, amount_cents) WHERE type IN ["order", "alert", "payment"] AND position IS MISSING
 DROP INDEX IF EXISTS idx_orders_created ON `order_analytics`
 DROP INDEX IF EXISTS idx_orders_by_country ON `order_analytics`
-DROP INDEX IF EXISTS idx_orders_by_status ON `order_analytics`'
+DROP INDEX IF EXISTS idx_orders_by_status ON `order_analytics`
+DROP INDEX IF EXISTS idx_recount_pending ON `order_analytics`'
     if [[ $(grep -E '^(CREATE|DROP)' "$state/statements") != "$want" ]]; then
         echo "statements:"; cat "$state/statements"; echo "want:"; echo "$want"; return 1
+    fi
+    # shellcheck disable=SC2016
+    want='INSERT INTO `order_analytics`._default.totals (KEY, VALUE) VALUES ("totals", {"type": "totals_directory", "ns": "", "partitions": {}, "base": {}, "base_records": 0})'
+    if [[ $(grep -E '^INSERT' "$state/statements") != "$want" ]]; then
+        echo "the totals directory:"; grep -E '^INSERT' "$state/statements"; echo "want:"; echo "$want"; return 1
     fi
     : >"$state/calls"
     out=$(run_init "$pass") || { echo "second run failed:"; echo "$out"; return 1; }
@@ -748,9 +755,9 @@ DROP INDEX IF EXISTS idx_orders_by_status ON `order_analytics`'
     if out=$(run_init "not-$pass"); then echo "a wrong password was accepted:"; echo "$out"; return 1; fi
 }
 if out=$(couchbase_check 2>&1); then
-    pass "couchbase-init script: cluster, bucket and the store's 13 indexes once, again changes nothing, a wrong password fails"
+    pass "couchbase-init script: cluster, bucket, totals collection and directory, the store's 13 indexes once, again changes nothing, a wrong password fails"
 else
-    fail "couchbase-init script: cluster, bucket and the store's 13 indexes once, again changes nothing, a wrong password fails" "$out"
+    fail "couchbase-init script: cluster, bucket, totals collection and directory, the store's 13 indexes once, again changes nothing, a wrong password fails" "$out"
 fi
 
 # --- 4. linters -----------------------------------------------------------------------------

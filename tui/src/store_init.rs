@@ -1,13 +1,13 @@
-//! `ordersctl store init`: creates and builds the Couchbase indexes every list of the
-//! store needs, drops obsolete ones, waits until all are online, and recounts documents an
-//! earlier version stored before the counter documents. Run once per deploy
+//! `ordersctl store init`: creates the totals collection, creates and builds the Couchbase
+//! indexes every list of the store needs, drops obsolete ones, waits until all are online,
+//! and sums what an earlier layout stored into the totals' base. Run once per deploy
 //! by a user with Query Manage Index on the bucket (docs/deploy.md); the daemons and the
 //! api only check the indexes, and wait while they are not online.
 
 use clap::{Args, Subcommand};
 use orders_core::config::Durability;
 use orders_core::config::StoreArgs;
-use orders_core::store::couchbase::{init_store, BucketDurability};
+use orders_core::store::couchbase::init_store;
 use orders_core::store::CouchbaseConfig;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,11 +20,11 @@ pub struct StoreCommandArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum StoreCommand {
-    /// Creates, builds and waits for the Couchbase indexes, then recounts what an earlier
-    /// version stored without counters (idempotent; exits 0 when every index is online and
-    /// every document counted, 2 on a bad setting, 4 when Couchbase is unreachable or the
-    /// indexes are not online in time, 5 when documents could not be counted, 6 when the
-    /// bucket's minimum durability is below COUCHBASE_DURABILITY).
+    /// Creates the totals collection, creates, builds and waits for the Couchbase indexes,
+    /// then writes the totals directory with what an earlier layout stored (idempotent;
+    /// exits 0 when everything is in place, 2 on a bad setting, 4 when Couchbase is
+    /// unreachable or the indexes are not online in time, 6 when the bucket cannot take a
+    /// write at COUCHBASE_DURABILITY, with what to change).
     Init(InitArgs),
 }
 
@@ -65,55 +65,37 @@ pub fn run(args: StoreCommandArgs) -> ExitCode {
     let limit = Duration::from_secs(args.timeout_seconds);
     match runtime.block_on(init_store(&config, limit)) {
         Ok(report) => {
-            let wanted = args.store.couchbase_durability;
-            match &report.durability {
-                BucketDurability::Enough => {}
-                BucketDurability::Below(level) => {
-                    eprintln!(
-                        "ordersctl store init: bucket {}'s minimum durability level is {level}, \
-                         below COUCHBASE_DURABILITY={}: the Couchbase SDK sends no durability \
-                         level with sub-document writes (the totals' counters), so the bucket's \
-                         minimum is what makes them durable. Raise it (Capella: the bucket's \
-                         settings, Durability Level; self-managed: couchbase-cli bucket-edit \
-                         --bucket {} --durability-min-level majority), or set \
-                         COUCHBASE_DURABILITY=none to accept losing acknowledged writes on a \
-                         failover. Nothing was changed.",
-                        config.bucket,
-                        durability_name(wanted),
-                        config.bucket
-                    );
-                    return ExitCode::from(6);
-                }
-                BucketDurability::Unverified(why) => eprintln!(
-                    "ordersctl store init: warning: could not read bucket {}'s minimum \
-                     durability level ({why}); sub-document writes are durable only if it is at \
-                     least {} (docs/deploy.md, Durability)",
+            if let Some(problem) = &report.durability_problem {
+                eprintln!(
+                    "ordersctl store init: bucket {} cannot take a write at \
+                     COUCHBASE_DURABILITY={}: {problem}",
                     config.bucket,
-                    durability_name(wanted)
-                ),
+                    durability_name(args.store.couchbase_durability)
+                );
+                return ExitCode::from(6);
             }
-            let (indexes, recount) = (&report.indexes, &report.recount);
+            let (indexes, migration) = (&report.indexes, &report.migration);
             eprintln!(
                 "ordersctl store init: every index online on bucket {} after {:.0?} (built: \
-                 {}; dropped: {}); {} documents of an earlier version recounted",
+                 {}; dropped: {}); totals collection {}; {} records of an earlier layout in the \
+                 totals' base{}",
                 config.bucket,
                 indexes.waited,
                 list(&indexes.built),
                 list(&indexes.dropped),
-                recount.recounted,
+                if report.created_collection {
+                    "created"
+                } else {
+                    "present"
+                },
+                migration.earlier_records,
+                if migration.changed {
+                    " (updated)"
+                } else {
+                    " (unchanged)"
+                },
             );
-            if recount.unreadable.is_empty() {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!(
-                "ordersctl store init: {} documents could not be counted and are not in the \
-                 totals; fix or remove them, then run it again:",
-                recount.unreadable.len()
-            );
-            for (key, why) in recount.unreadable.iter().take(20) {
-                eprintln!("  {key}: {why}");
-            }
-            ExitCode::from(5)
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("ordersctl store init: {e}");

@@ -36,12 +36,25 @@ pub struct StoredOrder {
     pub processed_at: Timestamp,
 }
 
+/// Where a record was read: its topic's partition and its offset there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KafkaPosition {
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// What the analytics service writes in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct StoreBatch {
     pub orders: Vec<StoredOrder>,
     pub alerts: Vec<FraudAlert>,
     pub payments: Vec<Payment>,
+    /// Where each alert was read (`fraud-alerts`), one per alert in order, or none at all
+    /// when unknown. The Couchbase store counts each record by its position (and refuses
+    /// alerts without); SQLite needs none.
+    pub alert_positions: Vec<KafkaPosition>,
+    /// Where each payment was read (`payments`), like `alert_positions`.
+    pub payment_positions: Vec<KafkaPosition>,
 }
 
 impl StoreBatch {
@@ -50,6 +63,24 @@ impl StoreBatch {
     }
     pub fn len(&self) -> usize {
         self.orders.len() + self.alerts.len() + self.payments.len()
+    }
+    /// Adds an alert read at `position`.
+    pub fn push_alert(&mut self, alert: FraudAlert, position: KafkaPosition) {
+        self.alerts.push(alert);
+        self.alert_positions.push(position);
+    }
+    /// Adds a payment read at `position`.
+    pub fn push_payment(&mut self, payment: Payment, position: KafkaPosition) {
+        self.payments.push(payment);
+        self.payment_positions.push(position);
+    }
+    /// Moves every record of `other` (with its position) to the end of this batch.
+    pub fn append(&mut self, other: StoreBatch) {
+        self.orders.extend(other.orders);
+        self.alerts.extend(other.alerts);
+        self.payments.extend(other.payments);
+        self.alert_positions.extend(other.alert_positions);
+        self.payment_positions.extend(other.payment_positions);
     }
 }
 

@@ -98,23 +98,24 @@ pub const INDEXES: &[IndexDefinition] = &[
             "flagged",
         ],
     },
-    // The documents `store init` has still to recount (written by a version before the
-    // counters; see `recount`): none once it has run, so it costs nothing to keep.
+    // The records an earlier layout wrote, with what they add to the totals (covering;
+    // see `migration`): new records carry `position`, so they never enter it.
     IndexDefinition {
-        name: super::recount::PENDING_INDEX,
-        condition: super::recount::PENDING_CONDITION,
-        keys: &["ns", "META().id"],
+        name: super::migration::BASE_INDEX,
+        condition: super::migration::BASE_CONDITION,
+        keys: &["ns", "type", "country", "status", "amount_cents"],
     },
 ];
 
 /// Indexes earlier versions created that no statement uses any more (the aggregates
 /// behind the totals, which counters replaced; a creation-time order nothing lists by; the
-/// id indexes of alerts and payments, which carried aggregate keys). `store init` drops
-/// them, since every index slows every write of its documents.
+/// counters' recount, which the partition totals replaced). `store init` drops them, since
+/// every index slows every write of its documents.
 pub const OBSOLETE_INDEXES: &[&str] = &[
     "idx_orders_created",
     "idx_orders_by_country",
     "idx_orders_by_status",
+    "idx_recount_pending",
 ];
 
 /// The index an index name stands for.
@@ -390,6 +391,29 @@ mod tests {
                 "{name}"
             );
         }
+        // The totals collection, and the directory `store init` writes on a new bucket.
+        let collection = super::super::documents::TOTALS_COLLECTION;
+        assert!(script.contains(&format!(
+            "\"CREATE COLLECTION IF NOT EXISTS $B._default.{collection}\""
+        )));
+        let line = script
+            .lines()
+            .find(|l| l.starts_with("directory=\"INSERT INTO"))
+            .expect("the directory's insert");
+        assert!(line.contains(&format!(
+            "$B._default.{collection} (KEY, VALUE) VALUES (\\\"totals\\\", "
+        )));
+        let value = line
+            .split_once("VALUES (\\\"totals\\\", ")
+            .and_then(|(_, v)| v.strip_suffix(")\""))
+            .expect("the directory's value")
+            .replace("\\\"", "\"");
+        let doc: serde_json::Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(doc["type"], "totals_directory");
+        assert_eq!(doc["ns"], "");
+        let dir: super::super::totals::Directory = serde_json::from_value(doc).unwrap();
+        assert_eq!(dir, super::super::totals::Directory::default());
+        assert_eq!(super::super::totals::directory_key(""), "totals");
     }
 
     /// An index made `ON bucket` or `ON bucket._default._default` is found either way.

@@ -1,13 +1,13 @@
 //! The production store: a Couchbase bucket reached through the official SDK.
 //!
 //! Each order, fraud alert and payment is inserted once under its key (`123`, `alert::123`,
-//! `payment::123`, after the run's `ns` prefix), with a `type` field; an
-//! insert that finds the key means "already stored", so Kafka's redelivery never writes
-//! twice. Totals are running counters in sharded counter documents, updated by one
-//! sub-document call per record that applies its marker and its increments together
-//! ([`counters`]); fraud and payment status are copied onto the order ([`batch`]), so every
-//! list reads one index ([`indexes`]). Documents an earlier version stored are recounted
-//! by `ordersctl store init` ([`recount`]).
+//! `payment::123`, after the run's `ns` prefix), with a `type` field and the Kafka
+//! `position` it was read at; an insert that finds the key means "already stored", so
+//! Kafka's redelivery never writes twice. Totals are one document per (topic, partition)
+//! with its last offset applied, moved past each batch with one CAS write ([`totals`],
+//! [`batch`]); fraud and payment status are copied onto the order, so every list reads one
+//! index ([`indexes`]). What an earlier layout stored is summed once by `ordersctl store
+//! init` ([`migration`]).
 //!
 //! The SDK retries a failing operation until its own timeout and connects lazily, so
 //! every call here runs under a `tokio::time::timeout`, and the connection is made by a
@@ -15,10 +15,10 @@
 //! (including `ping`) answers `StoreError::Unavailable` at once with the last reason.
 
 pub mod batch;
-pub mod counters;
 pub mod documents;
 pub mod indexes;
-pub mod recount;
+pub mod migration;
+pub mod totals;
 
 use super::*;
 use crate::config::{couchbase_connection_string, Durability, Secret, StoreArgs};
@@ -71,6 +71,32 @@ pub struct CouchbaseConfig {
     /// CA certificates to trust instead of the SDK's built-in roots and Capella's
     /// (`COUCHBASE_CA_CERT`): the SDK trusts only these when any are given.
     pub ca_certificates: Vec<CertificateDer<'static>>,
+    /// How fresh the lists (latest orders, alerts, payments, the windows, the canaries)
+    /// must be. Scans and the highest id always see every write made before them.
+    pub list_freshness: Freshness,
+}
+
+/// How fresh a query's answer must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Freshness {
+    /// What the indexes hold now (`not_bounded`): never waits on the index service, so a
+    /// list's latency does not follow the write load; the last moments' writes may be
+    /// missing from it.
+    #[default]
+    Indexed,
+    /// Every write made before the request (`request_plus`): waits until the indexes
+    /// hold them. For reads that must see them: the producer's highest id, the audit's
+    /// scans, and the contract suite's lists.
+    AllWrites,
+}
+
+impl Freshness {
+    pub fn scan_consistency(self) -> ScanConsistency {
+        match self {
+            Freshness::Indexed => ScanConsistency::NotBounded,
+            Freshness::AllWrites => ScanConsistency::RequestPlus,
+        }
+    }
 }
 
 impl CouchbaseConfig {
@@ -93,6 +119,7 @@ impl CouchbaseConfig {
             query_timeout: Duration::from_secs(30),
             durability: Durability::Majority,
             ca_certificates: Vec::new(),
+            list_freshness: Freshness::Indexed,
         }
     }
 
@@ -263,6 +290,32 @@ pub fn keyspace(bucket: &str) -> String {
     format!("`{bucket}`")
 }
 
+/// `FROM` the bucket as `alias`, through `index` alone: a list's plan must not change with
+/// the optimizer's statistics or an index added later, so each statement names its index.
+fn from_index(bucket: &str, alias: &str, index: &str) -> String {
+    format!(
+        "FROM {} AS {alias} USE INDEX ({index} USING GSI)",
+        keyspace(bucket)
+    )
+}
+
+/// The index a list of orders walks: the first filter's (country, status, fraud, payment
+/// status, in that order) arrival index, or the plain arrival index. Further filters are
+/// checked on the documents the scan yields, still in index order.
+pub fn orders_index(q: &OrderQuery) -> &'static str {
+    if q.country.is_some() {
+        "idx_orders_country_arrival"
+    } else if q.status.is_some() {
+        "idx_orders_status_arrival"
+    } else if q.fraud.is_some() {
+        "idx_orders_fraud_arrival"
+    } else if q.payment_status.is_some() {
+        "idx_orders_payment_arrival"
+    } else {
+        "idx_orders_arrival"
+    }
+}
+
 const ORDER_FIELDS: &str = "o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, \
      o.status, o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at, \
      o.fraud_reason, o.payment_status";
@@ -304,9 +357,8 @@ pub fn latest_orders_statement(
     q: &OrderQuery,
     cursor: Option<ArrivalCursor>,
 ) -> String {
-    let ks = keyspace(bucket);
-    let mut s =
-        format!("SELECT {ORDER_FIELDS} FROM {ks} AS o WHERE o.type = \"order\" AND o.ns = $ns");
+    let from = from_index(bucket, "o", orders_index(q));
+    let mut s = format!("SELECT {ORDER_FIELDS} {from} WHERE o.type = \"order\" AND o.ns = $ns");
     match cursor {
         Some(ArrivalCursor::Stamped { .. }) => s.push_str(
             " AND (o.processed_us < $before_us OR (o.processed_us = $before_us \
@@ -373,37 +425,37 @@ fn latest_orders_params(
 pub fn minute_windows_statement(bucket: &str) -> String {
     format!(
         "SELECT IDIV(o.created_us, {WINDOW_MICROS}) * {WINDOW_MICROS} AS m, o.country AS k, \
-         COUNT(1) AS n, SUM(o.amount_cents) AS cents FROM {} AS o \
+         COUNT(1) AS n, SUM(o.amount_cents) AS cents {} \
          WHERE o.type = \"order\" AND o.ns = $ns AND o.created_us >= $from \
          AND o.created_us < $to \
          GROUP BY IDIV(o.created_us, {WINDOW_MICROS}) * {WINDOW_MICROS}, o.country",
-        keyspace(bucket)
+        from_index(bucket, "o", "idx_orders_created_minute")
     )
 }
 
 pub fn max_order_id_statement(bucket: &str) -> String {
     format!(
-        "SELECT RAW o.order_id FROM {} AS o WHERE o.type = \"order\" AND o.ns = $ns \
+        "SELECT RAW o.order_id {} WHERE o.type = \"order\" AND o.ns = $ns \
          ORDER BY o.order_id DESC LIMIT 1",
-        keyspace(bucket)
+        from_index(bucket, "o", "idx_orders_latest")
     )
 }
 
 pub fn latest_alerts_statement(bucket: &str) -> String {
     format!(
         "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
-         a.stored_at FROM {} AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+         a.stored_at {} WHERE a.type = \"alert\" AND a.ns = $ns \
          ORDER BY a.stored_us DESC, a.order_id DESC LIMIT $limit",
-        keyspace(bucket)
+        from_index(bucket, "a", "idx_alerts_arrival")
     )
 }
 
 pub fn latest_payments_statement(bucket: &str) -> String {
     format!(
         "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
-         FROM {} AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+         {} WHERE p.type = \"payment\" AND p.ns = $ns \
          ORDER BY p.stored_us DESC, p.order_id DESC LIMIT $limit",
-        keyspace(bucket)
+        from_index(bucket, "p", "idx_payments_arrival")
     )
 }
 
@@ -416,6 +468,20 @@ pub struct ListStatement {
     pub index: &'static str,
     pub statement: String,
     pub params: Vec<(&'static str, Value)>,
+    /// What its plan must do besides reading `index` alone.
+    pub shape: PlanShape,
+}
+
+/// What a statement's plan must do besides scanning its index alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanShape {
+    /// The limit pushed into the scan, and no sort: a first page.
+    LimitPushed,
+    /// No sort (the index's order is the answer's), the limit maybe applied after a
+    /// filter: a cursor page.
+    Ordered,
+    /// Every field read from the index, no document fetched: an aggregate.
+    Covering,
 }
 
 /// What a query plan (`EXPLAIN`) does, as far as the index checks care.
@@ -452,28 +518,131 @@ impl PlanSummary {
         out
     }
 
-    /// Why the plan is not one scan of `index` with the limit pushed and no sort, if not.
-    pub fn problem(&self, index: &str) -> Option<String> {
+    /// Why the plan is not one scan of `index` of the `shape` asked for, if not.
+    pub fn problem(&self, index: &str, shape: PlanShape) -> Option<String> {
         if self.index_scans.len() != 1 || self.index_scans[0].0 != index {
             return Some(format!("scans {:?}, not {index} alone", self.index_scans));
         }
-        if !self.index_scans[0].1 {
-            return Some(format!("the limit is not pushed into {index}"));
+        let has = |op: &str| self.operators.iter().any(|o| o == op);
+        match shape {
+            PlanShape::LimitPushed if !self.index_scans[0].1 => {
+                Some(format!("the limit is not pushed into {index}"))
+            }
+            PlanShape::LimitPushed | PlanShape::Ordered if has("Order") => {
+                Some(format!("sorts: {:?}", self.operators))
+            }
+            PlanShape::Covering if has("Fetch") => {
+                Some(format!("fetches documents: {:?}", self.operators))
+            }
+            _ => None,
         }
-        if self.operators.iter().any(|o| o == "Order") {
-            return Some(format!("sorts: {:?}", self.operators));
-        }
-        None
     }
 }
 
-/// Every list the store serves, one filter at a time.
+/// Every statement the store runs, each list one filter at a time, first pages and
+/// cursor pages.
 pub fn list_statements(bucket: &str, ns: &str) -> Vec<ListStatement> {
+    let mut all = first_pages(bucket, ns);
+    all.extend(cursor_pages(bucket, ns));
+    all.extend(aggregates(bucket, ns));
+    all
+}
+
+/// The pages after a cursor: of every orders list (one filter at a time), from a stamped
+/// cursor and from one written before arrival was stamped.
+fn cursor_pages(bucket: &str, ns: &str) -> Vec<ListStatement> {
+    let names = [
+        ("latest orders after a cursor", OrderQuery::default()),
+        (
+            "orders by country after a cursor",
+            OrderQuery {
+                country: "DE".parse().ok(),
+                ..OrderQuery::default()
+            },
+        ),
+        (
+            "orders by status after a cursor",
+            OrderQuery {
+                status: Some(OrderStatus::Cancelled),
+                ..OrderQuery::default()
+            },
+        ),
+        (
+            "fraudulent orders after a cursor",
+            OrderQuery {
+                fraud: Some(true),
+                ..OrderQuery::default()
+            },
+        ),
+        (
+            "orders by payment status after a cursor",
+            OrderQuery {
+                payment_status: Some(PaymentStatus::Failed),
+                ..OrderQuery::default()
+            },
+        ),
+    ];
+    let stamped = ArrivalCursor::Stamped {
+        processed_us: 1_700_000_000_000_000,
+        order_id: 1 << 40,
+    };
+    let unstamped = ArrivalCursor::Unstamped { order_id: 1 << 40 };
+    let mut pages = Vec::new();
+    for (name, q) in names {
+        let q = OrderQuery { limit: 20, ..q };
+        for cursor in [stamped, unstamped] {
+            pages.push(ListStatement {
+                name,
+                index: orders_index(&q),
+                statement: latest_orders_statement(bucket, &q, Some(cursor)),
+                params: latest_orders_params(ns, &q, Some(cursor)),
+                shape: PlanShape::Ordered,
+            });
+        }
+    }
+    pages
+}
+
+/// The aggregates: the per-minute windows and the canary journeys, each read from its
+/// index alone.
+fn aggregates(bucket: &str, ns: &str) -> Vec<ListStatement> {
+    vec![
+        ListStatement {
+            name: "per-minute windows",
+            index: "idx_orders_created_minute",
+            statement: minute_windows_statement(bucket),
+            params: vec![
+                ("ns", json!(ns)),
+                ("from", json!(1_700_000_000_000_000_i64)),
+                ("to", json!(1_700_000_060_000_000_i64)),
+            ],
+            shape: PlanShape::Covering,
+        },
+        ListStatement {
+            name: "canary journeys",
+            index: "idx_canary_stages",
+            statement: canary_journeys_statement(bucket),
+            params: scan_params(ns, None, 20),
+            shape: PlanShape::Covering,
+        },
+        ListStatement {
+            name: "totals of an earlier layout",
+            index: migration::BASE_INDEX,
+            statement: migration::base_statement(bucket),
+            params: vec![("ns", json!(ns))],
+            shape: PlanShape::Covering,
+        },
+    ]
+}
+
+/// The first page of every list, one filter at a time.
+fn first_pages(bucket: &str, ns: &str) -> Vec<ListStatement> {
     let orders = |name, index, q: OrderQuery| ListStatement {
         name,
         index,
         statement: latest_orders_statement(bucket, &q, None),
         params: latest_orders_params(ns, &q, None),
+        shape: PlanShape::LimitPushed,
     };
     let q = OrderQuery {
         limit: 20,
@@ -519,36 +688,42 @@ pub fn list_statements(bucket: &str, ns: &str) -> Vec<ListStatement> {
             index: "idx_alerts_arrival",
             statement: latest_alerts_statement(bucket),
             params: latest.clone(),
+            shape: PlanShape::LimitPushed,
         },
         ListStatement {
             name: "latest payments",
             index: "idx_payments_arrival",
             statement: latest_payments_statement(bucket),
             params: latest,
+            shape: PlanShape::LimitPushed,
         },
         ListStatement {
             name: "orders before",
             index: "idx_orders_latest",
             statement: orders_before_statement(bucket),
             params: scan_params(ns, Some(1 << 40), 500),
+            shape: PlanShape::LimitPushed,
         },
         ListStatement {
             name: "alerts before",
             index: "idx_alerts_latest",
             statement: alerts_before_statement(bucket),
             params: scan_params(ns, Some(1 << 40), 500),
+            shape: PlanShape::LimitPushed,
         },
         ListStatement {
             name: "payments before",
             index: "idx_payments_latest",
             statement: payments_before_statement(bucket),
             params: scan_params(ns, Some(1 << 40), 500),
+            shape: PlanShape::LimitPushed,
         },
         ListStatement {
             name: "max order id",
             index: "idx_orders_latest",
             statement: max_order_id_statement(bucket),
             params: vec![("ns", json!(ns))],
+            shape: PlanShape::LimitPushed,
         },
     ]
 }
@@ -563,9 +738,9 @@ const STORED_ORDER_FIELDS: &str = "o.order_id, o.customer_id, o.amount_cents, o.
 /// them, one range of `idx_orders_latest` (`ns, order_id DESC`) in its own order.
 pub fn orders_before_statement(bucket: &str) -> String {
     format!(
-        "SELECT {STORED_ORDER_FIELDS} FROM {} AS o WHERE o.type = \"order\" AND o.ns = $ns \
+        "SELECT {STORED_ORDER_FIELDS} {} WHERE o.type = \"order\" AND o.ns = $ns \
          AND o.order_id < $before_id ORDER BY o.order_id DESC LIMIT $limit",
-        keyspace(bucket)
+        from_index(bucket, "o", "idx_orders_latest")
     )
 }
 
@@ -573,9 +748,9 @@ pub fn orders_before_statement(bucket: &str) -> String {
 pub fn alerts_before_statement(bucket: &str) -> String {
     format!(
         "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
-         a.stored_at FROM {} AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+         a.stored_at {} WHERE a.type = \"alert\" AND a.ns = $ns \
          AND a.order_id < $before_id ORDER BY a.order_id DESC LIMIT $limit",
-        keyspace(bucket)
+        from_index(bucket, "a", "idx_alerts_latest")
     )
 }
 
@@ -584,9 +759,9 @@ pub fn alerts_before_statement(bucket: &str) -> String {
 pub fn payments_before_statement(bucket: &str) -> String {
     format!(
         "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
-         FROM {} AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+         {} WHERE p.type = \"payment\" AND p.ns = $ns \
          AND p.order_id < $before_id ORDER BY p.order_id DESC LIMIT $limit",
-        keyspace(bucket)
+        from_index(bucket, "p", "idx_payments_latest")
     )
 }
 
@@ -630,6 +805,8 @@ fn order_document(ns: &str, s: &StoredOrder) -> Value {
         "kafka_offset": s.kafka_offset,
         "processed_at": s.processed_at,
         "processed_us": s.processed_at.micros(),
+        // The record that owns the document (see `batch`).
+        "position": [s.kafka_partition, s.kafka_offset],
         // What the pipeline learns later is copied here (see `batch`); an order starts
         // without a fraud alert, so the fraud index holds every order.
         "fraud": false,
@@ -640,8 +817,14 @@ fn order_document(ns: &str, s: &StoredOrder) -> Value {
     doc
 }
 
-fn alert_document(ns: &str, a: &FraudAlert, stored_at: Timestamp) -> Value {
+fn alert_document(
+    ns: &str,
+    a: &FraudAlert,
+    position: KafkaPosition,
+    stored_at: Timestamp,
+) -> Value {
     json!({
+        "position": [position.partition, position.offset],
         "type": "alert",
         "ns": ns,
         "order_id": a.order_id,
@@ -656,8 +839,9 @@ fn alert_document(ns: &str, a: &FraudAlert, stored_at: Timestamp) -> Value {
     })
 }
 
-fn payment_document(ns: &str, p: &Payment, stored_at: Timestamp) -> Value {
+fn payment_document(ns: &str, p: &Payment, position: KafkaPosition, stored_at: Timestamp) -> Value {
     json!({
+        "position": [position.partition, position.offset],
         "type": "payment",
         "ns": ns,
         "order_id": p.order_id,
@@ -834,7 +1018,10 @@ enum Connection {
 struct Connected {
     cluster: Cluster,
     bucket: Bucket,
+    /// The records (the bucket's default collection).
     collection: Collection,
+    /// The totals ([`documents::TOTALS_COLLECTION`]).
+    totals: Collection,
 }
 
 /// One endpoint of a ping report: service, address, whether it answered, and why not.
@@ -867,19 +1054,29 @@ fn endpoints(report: &PingReport) -> Vec<Endpoint> {
     found
 }
 
-/// Every kv endpoint must answer, and one query endpoint at least.
+/// A quorum (more than half) of the kv endpoints must answer, and one query endpoint at
+/// least. Not every kv endpoint: one slow data node, until auto-failover replaces it, would
+/// make every task unready at once, and the load balancer would drain them all, though
+/// only the documents on that node wait.
 fn ping_verdict(endpoints: &[Endpoint]) -> Result<(), StoreError> {
     let of = |service| {
         endpoints
             .iter()
             .filter(move |e: &&Endpoint| e.service == service)
     };
-    let mut problems: Vec<String> = of("kv")
-        .filter(|e| !e.ok)
-        .map(|e| format!("kv service at {} {}", e.remote, e.problem))
-        .collect();
-    if of("kv").next().is_none() {
+    let (kv, kv_ok) = (of("kv").count(), of("kv").filter(|e| e.ok).count());
+    let mut problems = Vec::new();
+    if kv == 0 {
         problems.push("no kv service answers for the bucket".to_owned());
+    } else if kv_ok * 2 <= kv {
+        let down: Vec<String> = of("kv")
+            .filter(|e| !e.ok)
+            .map(|e| format!("{} {}", e.remote, e.problem))
+            .collect();
+        problems.push(format!(
+            "{kv_ok} of {kv} kv services answer, not a majority ({})",
+            down.join("; ")
+        ));
     }
     if !of("query").any(|e| e.ok) {
         let why: Vec<String> = of("query")
@@ -913,8 +1110,8 @@ struct Inner {
     task: tokio::task::JoinHandle<()>,
     /// Connection attempts made so far (the successful one included).
     attempts: Arc<AtomicU32>,
-    /// The running totals' documents (and each shard's open generation, cached).
-    counters: counters::Counters,
+    /// The totals documents (and the partitions known to be listed, cached).
+    totals: totals::TotalsBook,
 }
 
 impl Drop for Inner {
@@ -1053,92 +1250,132 @@ async fn open_bucket(
     Ok((cluster.clone(), bucket.clone()))
 }
 
-/// One connection attempt: the bucket open and every index online (this only checks:
-/// `ordersctl store init` creates them).
+/// One connection attempt: the bucket open, every index online and the totals directory
+/// there (this only checks: `ordersctl store init` creates them).
 async fn connect_once(
     config: &CouchbaseConfig,
     handles: &mut Handles,
 ) -> Result<Connected, StoreError> {
     let (cluster, bucket) = open_bucket(config, handles).await?;
     indexes::check_online(config, &cluster).await?;
-    Ok(Connected {
+    let connected = Connected {
         collection: bucket.default_collection(),
+        totals: bucket.collection(documents::TOTALS_COLLECTION),
         bucket,
         cluster,
-    })
-}
-
-/// What `ordersctl store init` found of the bucket's minimum durability level.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum BucketDurability {
-    /// At least `COUCHBASE_DURABILITY`: every write is as durable as configured.
-    #[default]
-    Enough,
-    /// Below it (the bucket's level): sub-document writes would not be durable.
-    Below(String),
-    /// Not readable (why): the user may not read bucket settings.
-    Unverified(String),
-}
-
-/// The level a bucket's minimum durability stands for (`None` set: none), or `None` for a
-/// level this version does not know.
-fn bucket_level(level: Option<&DurabilityLevel>) -> Option<Durability> {
-    let Some(level) = level else {
-        return Some(Durability::None);
     };
-    <Durability as clap::ValueEnum>::value_variants()
-        .iter()
-        .copied()
-        .find(|ours| sdk_level(*ours) == *level)
+    let map_error = |e: &CbError| store_error(e);
+    let docs = connected.documents(config, &map_error);
+    totals::read_directory(&docs, &config.key_prefix)
+        .await
+        .map_err(|e| {
+            StoreError::Unavailable(format!(
+                "couchbase totals not ready ({}): run `ordersctl store init` once per deploy",
+                detail(e)
+            ))
+        })?;
+    Ok(connected)
 }
 
-/// Whether the bucket's minimum durability (`None`: none set) covers `wanted`. The SDK (1.1)
-/// sends the level given with inserts but drops it from sub-document writes (the counters,
-/// the copied fields, the recount), so the bucket's minimum is what makes those durable.
-pub fn bucket_durability(wanted: Durability, bucket: Option<&DurabilityLevel>) -> BucketDurability {
-    match bucket_level(bucket) {
-        Some(level) if level >= wanted => BucketDurability::Enough,
-        Some(_) => {
-            BucketDurability::Below(bucket.map_or_else(|| "none".to_owned(), ToString::to_string))
+impl Connected {
+    /// The key-value operations of the write path and the totals.
+    fn documents<'a>(
+        &'a self,
+        config: &CouchbaseConfig,
+        map_error: &'a (dyn Fn(&CbError) -> StoreError + Send + Sync),
+    ) -> documents::SdkDocuments<'a> {
+        documents::SdkDocuments {
+            records: &self.collection,
+            totals: &self.totals,
+            kv_timeout: config.kv_timeout,
+            durability: config.durability_level(),
+            map_error,
         }
-        None => BucketDurability::Unverified(format!(
-            "the bucket's minimum durability level {} is unknown to this version",
-            bucket.map_or_else(String::new, ToString::to_string)
-        )),
     }
 }
 
-/// The bucket's minimum durability, read from its settings.
-async fn check_bucket_durability(config: &CouchbaseConfig, cluster: &Cluster) -> BucketDurability {
+/// What to change when the bucket cannot take a write at `COUCHBASE_DURABILITY`: a
+/// majority of a bucket's copies (active + `replicas`) must answer, so a bucket with
+/// replicas needs more data nodes than a single one.
+pub fn durability_advice(config: &CouchbaseConfig, replicas: Option<u32>) -> String {
+    let wanted = <Durability as clap::ValueEnum>::to_possible_value(&config.durability)
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default();
+    let copies = match replicas {
+        Some(r) => format!(
+            "bucket {:?} keeps {r} replica(s), so COUCHBASE_DURABILITY={wanted} needs {} data \
+             nodes answering",
+            config.bucket,
+            r + 1
+        ),
+        None => format!(
+            "COUCHBASE_DURABILITY={wanted} needs a majority of bucket {:?}'s copies (active + \
+             replicas) on data nodes that answer",
+            config.bucket
+        ),
+    };
+    format!(
+        "{copies}. Either give the bucket as many data nodes as copies, or on a single node \
+         set its replicas to 0 (Capella: a bucket of 0 replicas; self-managed: couchbase-cli \
+         bucket-edit --bucket {} --bucket-replica 0, then rebalance), or set \
+         COUCHBASE_DURABILITY=none to accept losing acknowledged writes on a failover",
+        config.bucket
+    )
+}
+
+/// The bucket's replica count, when the user may read its settings.
+async fn bucket_replicas(config: &CouchbaseConfig, cluster: &Cluster) -> Option<u32> {
     let settings = deadline(
         "reading the bucket's settings",
         config.query_timeout,
         cluster.buckets().get_bucket(config.bucket.clone(), None),
     )
     .await;
-    match settings {
-        Ok(Ok(settings)) => bucket_durability(
-            config.durability,
-            settings.minimum_durability_level.as_ref(),
-        ),
-        Ok(Err(e)) => BucketDurability::Unverified(store_error(&e).to_string()),
-        Err(e) => BucketDurability::Unverified(e.to_string()),
-    }
+    settings.ok()?.ok()?.num_replicas
 }
 
 /// What `ordersctl store init` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InitReport {
-    /// Checked first: when `Below`, nothing else was done.
-    pub durability: BucketDurability,
+    /// When the bucket could not take the directory's write at `COUCHBASE_DURABILITY`:
+    /// what failed and what to change (nothing else was left undone but that write).
+    pub durability_problem: Option<String>,
     pub indexes: indexes::IndexReport,
-    pub recount: recount::RecountReport,
+    /// Whether it created the totals collection (it was there already otherwise).
+    pub created_collection: bool,
+    pub migration: migration::MigrationReport,
 }
 
-/// `ordersctl store init`: connects, creates and builds the indexes, drops obsolete ones,
-/// waits (at most `limit`) until every index is online, then recounts the documents an
-/// earlier version stored without counters ([`recount`]; none on a new bucket). Run once per
-/// deploy, by a user with Query Manage Index on the bucket; every other role only checks.
+/// Creates the totals collection unless it exists; `true` when it created it.
+async fn create_totals_collection(
+    bucket: &Bucket,
+    config: &CouchbaseConfig,
+) -> Result<bool, StoreError> {
+    let created = deadline(
+        "creating the totals collection",
+        config.query_timeout,
+        bucket.collections().create_collection(
+            "_default",
+            documents::TOTALS_COLLECTION,
+            None,
+            None,
+        ),
+    )
+    .await?;
+    match created {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.kind(), ErrorKind::CollectionExists) => Ok(false),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
+/// `ordersctl store init`: connects, creates the totals collection, creates and builds the
+/// indexes, drops obsolete ones, waits (at most `limit`) until every index is online, then
+/// writes the totals directory with the figures of what an earlier layout stored
+/// ([`migration`]; none on a new bucket). That write is made at `COUCHBASE_DURABILITY`, so a
+/// bucket that cannot meet it is found here, with what to change. Run once per deploy, by a
+/// user with Query Manage Index and Manage Collections on the bucket; every other role
+/// only checks.
 pub async fn init_store(
     config: &CouchbaseConfig,
     limit: Duration,
@@ -1147,36 +1384,61 @@ pub async fn init_store(
     let scrubbed = |e| scrub(e, &config.password);
     let mut handles = Handles::default();
     let (cluster, bucket) = open_bucket(config, &mut handles).await.map_err(scrubbed)?;
-    let durability = check_bucket_durability(config, &cluster).await;
-    if matches!(durability, BucketDurability::Below(_)) {
-        return Ok(InitReport {
-            durability,
-            ..InitReport::default()
-        });
-    }
+    let created_collection = create_totals_collection(&bucket, config)
+        .await
+        .map_err(scrubbed)?;
     let indexes = indexes::init(config, &cluster, limit)
         .await
         .map_err(scrubbed)?;
-    let collection = bucket.default_collection();
-    let map_error = |e: &CbError| store_error(e);
-    let docs = documents::SdkDocuments {
-        collection: &collection,
-        kv_timeout: config.kv_timeout,
-        durability: config.durability_level(),
-        map_error: &map_error,
+    let connected = Connected {
+        collection: bucket.default_collection(),
+        totals: bucket.collection(documents::TOTALS_COLLECTION),
+        bucket,
+        cluster,
     };
-    let counters = counters::Counters::new(config.key_prefix.clone(), counters::Layout::default());
-    let pending = recount::QueryPending {
-        cluster: &cluster,
+    let durability_impossible = std::sync::atomic::AtomicBool::new(false);
+    let map_error = |e: &CbError| {
+        if matches!(
+            e.kind(),
+            ErrorKind::DurabilityImpossible | ErrorKind::DurabilityLevelNotAvailable
+        ) {
+            durability_impossible.store(true, Ordering::Relaxed);
+        }
+        store_error(e)
+    };
+    let docs = connected.documents(config, &map_error);
+    let earlier = migration::QueryEarlier {
+        cluster: &connected.cluster,
         config,
     };
-    let recount = recount::recount_all(&docs, &counters, &pending, recount::PAGE)
-        .await
-        .map_err(scrubbed)?;
+    // A collection just made may take a moment to reach every node.
+    let mut attempt = 0;
+    let migration = loop {
+        attempt += 1;
+        match migration::migrate(&docs, &config.key_prefix, &earlier).await {
+            Ok(report) => break report,
+            Err(e) if durability_impossible.load(Ordering::Relaxed) => {
+                let replicas = bucket_replicas(config, &connected.cluster).await;
+                let problem = format!("{}: {}", detail(e), durability_advice(config, replicas));
+                return Ok(InitReport {
+                    durability_problem: Some(detail(scrubbed(StoreError::Unavailable(problem)))),
+                    indexes,
+                    created_collection,
+                    migration: migration::MigrationReport::default(),
+                });
+            }
+            Err(e) if attempt < 10 && created_collection => {
+                tracing::debug!(error = %e, "the totals collection is not there yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(scrubbed(e)),
+        }
+    };
     Ok(InitReport {
-        durability,
+        durability_problem: None,
         indexes,
-        recount,
+        created_collection,
+        migration,
     })
 }
 
@@ -1231,7 +1493,7 @@ impl CouchbaseStore {
                 state: rx,
                 task,
                 attempts,
-                counters: counters::Counters::new(config_key_prefix, counters::Layout::default()),
+                totals: totals::TotalsBook::new(config_key_prefix),
             }),
         })
     }
@@ -1308,24 +1570,25 @@ impl CouchbaseStore {
         params: Vec<(&'static str, Value)>,
     ) -> Result<Value, StoreError> {
         let rows = self
-            .query::<Value>(format!("EXPLAIN {statement}"), params)
+            .query::<Value>(format!("EXPLAIN {statement}"), params, Freshness::Indexed)
             .await?;
         rows.into_iter()
             .next()
             .ok_or_else(|| StoreError::Query(format!("EXPLAIN gave no plan for {statement}")))
     }
 
-    /// Runs one SQL++ statement with named parameters and `RequestPlus` consistency (the
-    /// API reads what the writer just stored), rows included in the deadline.
+    /// Runs one SQL++ statement with named parameters, as fresh as `freshness` says, rows
+    /// included in the deadline.
     async fn query<T: DeserializeOwned + 'static>(
         &self,
         statement: String,
         params: Vec<(&'static str, Value)>,
+        freshness: Freshness,
     ) -> Result<Vec<T>, StoreError> {
         let conn = self.connected()?;
         let config = &self.inner.config;
         let mut options = QueryOptions::new()
-            .scan_consistency(ScanConsistency::RequestPlus)
+            .scan_consistency(freshness.scan_consistency())
             .server_timeout(config.query_timeout)
             .read_only(true);
         for (name, value) in params {
@@ -1362,20 +1625,15 @@ impl CouchbaseStore {
         conn: &'a Connected,
         map_error: &'a (dyn Fn(&CbError) -> StoreError + Send + Sync),
     ) -> documents::SdkDocuments<'a> {
-        documents::SdkDocuments {
-            collection: &conn.collection,
-            kv_timeout: self.inner.config.kv_timeout,
-            durability: self.inner.config.durability_level(),
-            map_error,
-        }
+        conn.documents(&self.inner.config, map_error)
     }
 }
 
 #[async_trait]
 impl OrderStore for CouchbaseStore {
-    /// Not one transaction: each record is inserted and counted on its own (see
-    /// [`counters`] and [`batch`]). A failed batch is retried whole by the writer; what it
-    /// had stored is found again, and counted once.
+    /// Not one transaction: each record is inserted on its own, then each partition's
+    /// totals move past the batch (see [`batch`]). A failed batch is retried whole by the
+    /// writer; what it had stored is found again, and counted once.
     async fn apply(&self, batch: Arc<StoreBatch>) -> Result<BatchOutcome, StoreError> {
         if batch.is_empty() {
             return Ok(BatchOutcome::default());
@@ -1383,7 +1641,7 @@ impl OrderStore for CouchbaseStore {
         let conn = self.connected()?;
         let map_error = |e: &CbError| self.sdk_error(e);
         let docs = self.documents(&conn, &map_error);
-        batch::apply(&docs, &self.inner.counters, &batch, Timestamp::now()).await
+        batch::apply(&docs, &self.inner.totals, &batch, Timestamp::now()).await
     }
 
     async fn minute_windows(
@@ -1399,6 +1657,7 @@ impl OrderStore for CouchbaseStore {
                     ("from", json!(from_us)),
                     ("to", json!(to_us)),
                 ],
+                self.inner.config.list_freshness,
             )
             .await?;
         let mut by_minute: BTreeMap<i64, MinuteWindow> = BTreeMap::new();
@@ -1431,12 +1690,12 @@ impl OrderStore for CouchbaseStore {
         Ok(by_minute.into_values().collect())
     }
 
-    /// Key lookups only: each counter shard's summary and open generation.
+    /// Key lookups only: the directory and each partition's totals.
     async fn totals(&self) -> Result<Totals, StoreError> {
         let conn = self.connected()?;
         let map_error = |e: &CbError| self.sdk_error(e);
         let docs = self.documents(&conn, &map_error);
-        self.inner.counters.totals(&docs).await
+        self.inner.totals.totals(&docs).await
     }
 
     async fn max_order_id(&self) -> Result<Option<u64>, StoreError> {
@@ -1444,6 +1703,7 @@ impl OrderStore for CouchbaseStore {
             .query(
                 max_order_id_statement(&self.inner.config.bucket),
                 vec![("ns", json!(self.ns()))],
+                Freshness::AllWrites,
             )
             .await?;
         Ok(rows.into_iter().flatten().next())
@@ -1461,6 +1721,7 @@ impl OrderStore for CouchbaseStore {
             .query(
                 latest_orders_statement(&self.inner.config.bucket, query, cursor),
                 latest_orders_params(self.ns(), query, cursor),
+                self.inner.config.list_freshness,
             )
             .await?;
         Ok(rows.into_iter().map(OrderDocument::from).collect())
@@ -1498,6 +1759,7 @@ impl OrderStore for CouchbaseStore {
             .query(
                 latest_alerts_statement(&self.inner.config.bucket),
                 vec![("ns", json!(self.ns())), ("limit", json!(limit))],
+                self.inner.config.list_freshness,
             )
             .await?;
         Ok(rows.into_iter().map(StoredAlert::from).collect())
@@ -1508,6 +1770,7 @@ impl OrderStore for CouchbaseStore {
             .query(
                 latest_payments_statement(&self.inner.config.bucket),
                 vec![("ns", json!(self.ns())), ("limit", json!(limit))],
+                self.inner.config.list_freshness,
             )
             .await?;
         Ok(rows.into_iter().map(StoredPayment::from).collect())
@@ -1522,6 +1785,7 @@ impl OrderStore for CouchbaseStore {
             .query(
                 orders_before_statement(&self.inner.config.bucket),
                 scan_params(self.ns(), before_id, limit),
+                Freshness::AllWrites,
             )
             .await?;
         Ok(rows.into_iter().map(StoredOrder::from).collect())
@@ -1536,6 +1800,7 @@ impl OrderStore for CouchbaseStore {
             .query(
                 alerts_before_statement(&self.inner.config.bucket),
                 scan_params(self.ns(), before_id, limit),
+                Freshness::AllWrites,
             )
             .await?;
         Ok(rows.into_iter().map(StoredAlert::from).collect())
@@ -1550,16 +1815,15 @@ impl OrderStore for CouchbaseStore {
             .query(
                 payments_before_statement(&self.inner.config.bucket),
                 scan_params(self.ns(), before_id, limit),
+                Freshness::AllWrites,
             )
             .await?;
         Ok(rows.into_iter().map(StoredPayment::from).collect())
     }
 
-    /// Ready means connected with the indexes in place; then a ping of the key-value and
-    /// query services must answer within the key-value deadline.
-    /// Ready when every key-value endpoint of the bucket and at least one query endpoint
-    /// answer: a node down leaves some documents unwritable, and without the query service
-    /// nothing can be listed.
+    /// Ready when connected with the indexes and the totals in place, and a ping finds a
+    /// majority of the bucket's key-value endpoints and at least one query endpoint
+    /// answering within the key-value deadline ([`ping_verdict`]).
     async fn ping(&self) -> Result<(), StoreError> {
         let conn = self.connected()?;
         // The query ping's own timeout (75 s by default) is kept under the whole ping's
@@ -1606,9 +1870,9 @@ pub fn canary_journeys_statement(bucket: &str) -> String {
          MIN(CASE WHEN c.stage = \"decided\" THEN c.at_us END) AS decided_us, \
          MIN(CASE WHEN c.stage = \"decided\" THEN c.flagged END) AS flagged, \
          MIN(CASE WHEN c.stage = \"paid\" THEN c.at_us END) AS paid_us \
-         FROM {} AS c WHERE c.type = \"canary_stage\" AND c.ns = $ns \
+         {} WHERE c.type = \"canary_stage\" AND c.ns = $ns \
          AND c.order_id < $before_id GROUP BY c.order_id ORDER BY c.order_id DESC LIMIT $limit",
-        keyspace(bucket)
+        from_index(bucket, "c", "idx_canary_stages")
     )
 }
 
@@ -1697,7 +1961,8 @@ impl CouchbaseStore {
             .map(|s| canary_stage_document(self.ns(), s))
             .collect();
         use documents::Documents;
-        futures::future::try_join_all(stages.iter().map(|(key, doc)| docs.insert(key, doc)))
+        let space = documents::Space::Records;
+        futures::future::try_join_all(stages.iter().map(|(key, doc)| docs.insert(space, key, doc)))
             .await
             .map(|_| ())
     }
@@ -1711,6 +1976,7 @@ impl CouchbaseStore {
             .query(
                 canary_journeys_statement(&self.inner.config.bucket),
                 scan_params(self.ns(), before_id, limit),
+                self.inner.config.list_freshness,
             )
             .await?;
         rows.into_iter().map(CanaryRow::journey).collect()
@@ -1721,36 +1987,41 @@ impl CouchbaseStore {
 mod tests {
     use super::*;
 
-    /// The SDK drops the durability level from sub-document writes, so `store init` holds
-    /// the bucket's minimum to `COUCHBASE_DURABILITY`.
+    /// What `store init` says when the bucket cannot take a write at the configured level.
     #[test]
-    fn the_buckets_minimum_durability_must_cover_the_configured_level() {
-        use BucketDurability::*;
-        let majority = DurabilityLevel::MAJORITY;
-        assert_eq!(
-            bucket_durability(Durability::Majority, None),
-            Below("none".into())
-        );
-        assert_eq!(
-            bucket_durability(Durability::Majority, Some(&DurabilityLevel::NONE)),
-            Below("none".into())
-        );
-        assert_eq!(
-            bucket_durability(Durability::Majority, Some(&majority)),
-            Enough
-        );
-        assert_eq!(
-            bucket_durability(
-                Durability::Majority,
-                Some(&DurabilityLevel::PERSIST_TO_MAJORITY)
+    fn a_bucket_that_cannot_meet_the_durability_is_told_what_to_change() {
+        let c = config("couchbase://h");
+        let advice = durability_advice(&c, Some(1));
+        assert!(
+            advice.contains(
+                "keeps 1 replica(s), so COUCHBASE_DURABILITY=majority needs 2 data nodes"
             ),
-            Enough
+            "{advice}"
+        );
+        assert!(
+            advice
+                .contains("couchbase-cli bucket-edit --bucket order_analytics --bucket-replica 0"),
+            "{advice}"
+        );
+        assert!(advice.contains("COUCHBASE_DURABILITY=none"), "{advice}");
+        let unknown = durability_advice(&c, None);
+        assert!(unknown.contains("a majority of bucket"), "{unknown}");
+    }
+
+    /// Lists read what the indexes hold, without waiting for them; the reads that must see
+    /// every write (the highest id, the scans) wait.
+    #[test]
+    fn lists_do_not_wait_for_the_indexes() {
+        let c = config("couchbase://h");
+        assert_eq!(c.list_freshness, Freshness::Indexed);
+        assert_eq!(
+            c.list_freshness.scan_consistency(),
+            ScanConsistency::NotBounded
         );
         assert_eq!(
-            bucket_durability(Durability::PersistToMajority, Some(&majority)),
-            Below("majority".into())
+            Freshness::AllWrites.scan_consistency(),
+            ScanConsistency::RequestPlus
         );
-        assert_eq!(bucket_durability(Durability::None, None), Enough);
     }
 
     fn kind(e: StoreError) -> &'static str {
@@ -1813,24 +2084,26 @@ mod tests {
             "SELECT o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, o.status, \
              o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at, \
              o.fraud_reason, o.payment_status FROM `order_analytics` AS o \
-             WHERE o.type = \"order\" AND o.ns = $ns \
+             USE INDEX (idx_orders_arrival USING GSI) WHERE o.type = \"order\" AND o.ns = $ns \
              ORDER BY o.processed_us DESC, o.order_id DESC LIMIT $limit"
         );
         assert_eq!(
             max_order_id_statement(b),
-            "SELECT RAW o.order_id FROM `order_analytics` AS o WHERE o.type = \"order\" \
-             AND o.ns = $ns ORDER BY o.order_id DESC LIMIT 1"
+            "SELECT RAW o.order_id FROM `order_analytics` AS o USE INDEX (idx_orders_latest \
+             USING GSI) WHERE o.type = \"order\" AND o.ns = $ns ORDER BY o.order_id DESC LIMIT 1"
         );
         assert_eq!(
             latest_alerts_statement(b),
             "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
-             a.stored_at FROM `order_analytics` AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+             a.stored_at FROM `order_analytics` AS a USE INDEX (idx_alerts_arrival USING GSI) \
+             WHERE a.type = \"alert\" AND a.ns = $ns \
              ORDER BY a.stored_us DESC, a.order_id DESC LIMIT $limit"
         );
         assert_eq!(
             latest_payments_statement(b),
             "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
-             FROM `order_analytics` AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+             FROM `order_analytics` AS p USE INDEX (idx_payments_arrival USING GSI) \
+             WHERE p.type = \"payment\" AND p.ns = $ns \
              ORDER BY p.stored_us DESC, p.order_id DESC LIMIT $limit"
         );
     }
@@ -1877,21 +2150,36 @@ mod tests {
             s.index_scans,
             vec![("idx_orders_country_arrival".to_owned(), true)]
         );
-        assert_eq!(s.problem("idx_orders_country_arrival"), None);
-        assert!(s.problem("idx_orders_arrival").is_some());
+        assert_eq!(
+            s.problem("idx_orders_country_arrival", PlanShape::LimitPushed),
+            None
+        );
+        assert!(s
+            .problem("idx_orders_arrival", PlanShape::LimitPushed)
+            .is_some());
+        assert!(
+            s.problem("idx_orders_country_arrival", PlanShape::Covering)
+                .unwrap()
+                .contains("fetches"),
+            "not covering"
+        );
         let sorting = json!({"plan": {"#operator": "Sequence", "~children": [
             {"#operator": "IndexScan3", "index": "idx_orders_by_country"},
             {"#operator": "Fetch"}, {"#operator": "Order", "sort_terms": []},
             {"#operator": "Limit"}]}});
         let s = PlanSummary::of(&sorting);
         assert!(s
-            .problem("idx_orders_by_country")
+            .problem("idx_orders_by_country", PlanShape::LimitPushed)
             .unwrap()
             .contains("limit"));
+        assert!(s
+            .problem("idx_orders_by_country", PlanShape::Ordered)
+            .unwrap()
+            .contains("sorts"));
         let mut pushed = s.clone();
         pushed.index_scans[0].1 = true;
         assert!(pushed
-            .problem("idx_orders_by_country")
+            .problem("idx_orders_by_country", PlanShape::LimitPushed)
             .unwrap()
             .contains("sorts"));
     }
@@ -1900,6 +2188,17 @@ mod tests {
     fn every_list_has_an_index_that_leads_with_its_filter_and_sort() {
         let lists = list_statements("order_analytics", "run:");
         for list in &lists {
+            assert!(
+                list.statement
+                    .contains(&format!(" USE INDEX ({} USING GSI) ", list.index)),
+                "{}: names {}",
+                list.name,
+                list.index
+            );
+        }
+        let cursor_pages = lists.iter().filter(|l| l.shape == PlanShape::Ordered);
+        assert_eq!(cursor_pages.count(), 10, "five lists, two kinds of cursor");
+        for list in lists.iter().filter(|l| l.shape == PlanShape::LimitPushed) {
             let index = indexes::definition(list.index)
                 .unwrap_or_else(|| panic!("{}: no index {}", list.name, list.index));
             let (eq, sort) = filter_and_sort_keys(&list.statement);
@@ -1981,12 +2280,10 @@ mod tests {
         for field in ["stage", "at_us", "created_us", "flagged"] {
             assert!(canary_index.keys.contains(&field), "{field}");
         }
-        // Every index serves a list (or the windows, the canaries, or the recount), none
-        // left over.
-        let served = [window_index.name, canary_index.name, recount::PENDING_INDEX];
+        // Every index serves a statement, none left over.
         for index in indexes::INDEXES {
             assert!(
-                lists.iter().any(|l| l.index == index.name) || served.contains(&index.name),
+                lists.iter().any(|l| l.index == index.name),
                 "{} serves no list",
                 index.name
             );
@@ -2007,19 +2304,22 @@ mod tests {
             orders_before_statement(b),
             "SELECT o.order_id, o.customer_id, o.amount_cents, o.currency, o.country, o.status, \
              o.created_at, o.source, o.kafka_partition, o.kafka_offset, o.processed_at \
-             FROM `order_analytics` AS o WHERE o.type = \"order\" AND o.ns = $ns \
+             FROM `order_analytics` AS o USE INDEX (idx_orders_latest USING GSI) \
+             WHERE o.type = \"order\" AND o.ns = $ns \
              AND o.order_id < $before_id ORDER BY o.order_id DESC LIMIT $limit"
         );
         assert_eq!(
             alerts_before_statement(b),
             "SELECT a.order_id, a.reason, a.rule_id, a.amount_cents, a.country, a.detected_at, \
-             a.stored_at FROM `order_analytics` AS a WHERE a.type = \"alert\" AND a.ns = $ns \
+             a.stored_at FROM `order_analytics` AS a USE INDEX (idx_alerts_latest USING GSI) \
+             WHERE a.type = \"alert\" AND a.ns = $ns \
              AND a.order_id < $before_id ORDER BY a.order_id DESC LIMIT $limit"
         );
         assert_eq!(
             payments_before_statement(b),
             "SELECT p.order_id, p.status, p.amount_cents, p.country, p.`timestamp`, p.stored_at \
-             FROM `order_analytics` AS p WHERE p.type = \"payment\" AND p.ns = $ns \
+             FROM `order_analytics` AS p USE INDEX (idx_payments_latest USING GSI) \
+             WHERE p.type = \"payment\" AND p.ns = $ns \
              AND p.order_id < $before_id ORDER BY p.order_id DESC LIMIT $limit"
         );
         let params = scan_params("run1:", None, 500);
@@ -2163,8 +2463,13 @@ mod tests {
             detected_at: None,
         };
         let now = Timestamp::now();
-        assert_eq!(alert_document("", &alert, now)["stored_us"], now.micros());
-        let back: AlertRow = serde_json::from_value(alert_document("", &alert, now)).unwrap();
+        assert_eq!(
+            alert_document("", &alert, KafkaPosition::default(), now)["stored_us"],
+            now.micros()
+        );
+        let back: AlertRow =
+            serde_json::from_value(alert_document("", &alert, KafkaPosition::default(), now))
+                .unwrap();
         assert_eq!(StoredAlert::from(back).alert, alert);
         let payment = Payment {
             order_id: 77,
@@ -2174,10 +2479,16 @@ mod tests {
             timestamp: 1705314600.123,
         };
         assert_eq!(
-            payment_document("", &payment, now)["stored_us"],
+            payment_document("", &payment, KafkaPosition::default(), now)["stored_us"],
             now.micros()
         );
-        let back: PaymentRow = serde_json::from_value(payment_document("", &payment, now)).unwrap();
+        let back: PaymentRow = serde_json::from_value(payment_document(
+            "",
+            &payment,
+            KafkaPosition::default(),
+            now,
+        ))
+        .unwrap();
         assert_eq!(StoredPayment::from(back).payment, payment);
     }
 
@@ -2225,10 +2536,10 @@ mod tests {
         assert!(config("http://h").validate().is_err());
     }
 
-    /// Readiness needs every kv endpoint and one query endpoint answering, and names the
-    /// service and address that do not.
+    /// Readiness needs a majority of the kv endpoints and one query endpoint answering,
+    /// and names those that do not.
     #[test]
-    fn readiness_needs_every_kv_endpoint_and_one_query_endpoint() {
+    fn readiness_needs_a_quorum_of_kv_endpoints_and_one_query_endpoint() {
         let e = |service, remote: &str, ok: bool| Endpoint {
             service,
             remote: remote.into(),
@@ -2246,13 +2557,24 @@ mod tests {
             e("query", "n2:8093", false),
         ];
         assert!(ping_verdict(&healthy).is_ok());
+        // One slow node of three: still ready.
+        let one_slow = [
+            e("kv", "n1:11210", true),
+            e("kv", "n2:11210", false),
+            e("kv", "n3:11210", true),
+            e("query", "n1:8093", true),
+        ];
+        assert!(ping_verdict(&one_slow).is_ok());
         let kv_down = [
             e("kv", "n1:11210", true),
             e("kv", "n2:11210", false),
             e("query", "n1:8093", true),
         ];
         let err = ping_verdict(&kv_down).unwrap_err().to_string();
-        assert!(err.contains("kv service at n2:11210 timed out"), "{err}");
+        assert!(
+            err.contains("1 of 2 kv services answer, not a majority (n2:11210 timed out)"),
+            "{err}"
+        );
         let query_down = [e("kv", "n1:11210", true), e("query", "n1:8093", false)];
         let err = ping_verdict(&query_down).unwrap_err().to_string();
         assert!(
