@@ -364,6 +364,9 @@ fn api_serves_its_whole_exposition_on_the_ops_port_without_a_token() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// Threads of process `pid` now (Linux).
 fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
