@@ -7,8 +7,12 @@
 //! service publishes its verdict for every canary, flagged or not, with `"flagged"`), so
 //! every reader can tell those records apart. Analytics stores no canary as an order,
 //! alert or payment: it records the stages of each canary's journey instead.
+//!
+//! Canaries take their ids from a range of their own ([`CANARY_ORDER_IDS`], handed out by
+//! [`CanaryIds`]), never from the orders' sequence: an operator reading the order ids sees
+//! no gap where a canary went by.
 
-use crate::domain::{FraudAlert, Order, Timestamp};
+use crate::domain::{FraudAlert, Order, Timestamp, CANARY_ORDER_IDS};
 use crate::fraud::FraudRules;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +25,48 @@ pub const NOT_FLAGGED: &str = "NOT_FLAGGED";
 /// Whether an order is a canary.
 pub fn is_canary(order: &Order) -> bool {
     order.source.as_deref() == Some(CANARY_SOURCE)
+}
+
+/// Whether `order_id` is in the canaries' range. A canary made before canaries had their
+/// own range carries an id from the orders' sequence: [`is_canary`] is what makes a canary.
+pub fn is_canary_id(order_id: u64) -> bool {
+    CANARY_ORDER_IDS.contains(&order_id)
+}
+
+/// Hands out canary ids: the start of [`CANARY_ORDER_IDS`] plus the Unix time in
+/// milliseconds the canary is made at, or one more than the previous id when that is not
+/// larger. Ids so grow with time, across restarts too, without reading back what an earlier
+/// process used; a producer starts above the highest journey stored as well, against a
+/// clock set back. (A range of 2^51 ms lasts until the year 71,000.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanaryIds {
+    /// The last id handed out (or in use), below the range when none is.
+    last: u64,
+}
+
+impl CanaryIds {
+    /// Ids above `highest` (the highest canary id in use, when known: ids outside the
+    /// canaries' range are ignored).
+    pub fn after(highest: Option<u64>) -> CanaryIds {
+        let last = highest
+            .filter(|id| is_canary_id(*id))
+            .unwrap_or(CANARY_ORDER_IDS.start - 1);
+        CanaryIds { last }
+    }
+
+    /// The id of a canary made at `now`; `None` once the range is used up.
+    pub fn next(&mut self, now: Timestamp) -> Option<u64> {
+        let millis = u64::try_from(now.0.timestamp_millis()).unwrap_or(0);
+        let id = CANARY_ORDER_IDS
+            .start
+            .saturating_add(millis)
+            .max(self.last.saturating_add(1));
+        if !is_canary_id(id) {
+            return None;
+        }
+        self.last = id;
+        Some(id)
+    }
 }
 
 /// The mark on a fraud verdict or payment about a canary, read from its JSON.
@@ -235,6 +281,38 @@ mod tests {
         let mut order = OrderGenerator::new(3).order(id, Timestamp::now());
         order.source = Some(CANARY_SOURCE.into());
         order
+    }
+
+    fn at_millis(ms: i64) -> Timestamp {
+        Timestamp::from_micros(ms * 1_000).unwrap()
+    }
+
+    #[test]
+    fn canary_ids_are_their_own_range_and_grow_with_time() {
+        let mut ids = CanaryIds::after(None);
+        let base = CANARY_ORDER_IDS.start;
+        assert_eq!(ids.next(at_millis(1_000)), Some(base + 1_000));
+        // Two in the same millisecond, and a clock set back: still one more each time.
+        assert_eq!(ids.next(at_millis(1_000)), Some(base + 1_001));
+        assert_eq!(ids.next(at_millis(10)), Some(base + 1_002));
+        assert_eq!(ids.next(at_millis(5_000)), Some(base + 5_000));
+        let now = ids.next(Timestamp::now()).unwrap();
+        assert!(is_canary_id(now) && !crate::domain::PRODUCER_ORDER_IDS.contains(&now));
+        assert!(now < crate::domain::DATABASE_ORDER_ID_BASE);
+    }
+
+    #[test]
+    fn canary_ids_continue_above_the_highest_in_use() {
+        let base = CANARY_ORDER_IDS.start;
+        // A journey stored by a process whose clock was ahead: the next id is above it.
+        let mut ids = CanaryIds::after(Some(base + 9_000));
+        assert_eq!(ids.next(at_millis(1_000)), Some(base + 9_001));
+        // A canary id from before the canaries' range is no bound.
+        let mut ids = CanaryIds::after(Some(57));
+        assert_eq!(ids.next(at_millis(1_000)), Some(base + 1_000));
+        // The end of the range: no id rather than one of the database's.
+        let mut ids = CanaryIds::after(Some(CANARY_ORDER_IDS.end - 1));
+        assert_eq!(ids.next(at_millis(1_000)), None);
     }
 
     #[test]

@@ -219,13 +219,22 @@ pub const ORDER_IDS: std::ops::RangeInclusive<u64> = 1..=MAX_ORDER_ID;
 
 /// The first id of the database's range: 2^52. Orders come from two sources that share one
 /// id space, and each keeps to its own half of it, so they can never collide: the producer
-/// daemon's ids ([`PRODUCER_ORDER_IDS`], continuing after the highest it finds there) and the
-/// ids a database assigns to rows the ingest role publishes ([`DATABASE_ORDER_IDS`], an
-/// identity column starting here; docs/ingest.md).
+/// daemon's ids ([`PRODUCER_ORDER_IDS`], continuing after the highest it finds there, and
+/// its canaries' [`CANARY_ORDER_IDS`]) and the ids a database assigns to rows the ingest
+/// role publishes ([`DATABASE_ORDER_IDS`], an identity column starting here;
+/// docs/ingest.md).
 pub const DATABASE_ORDER_ID_BASE: u64 = 1 << 52;
 
-/// The producer daemon's ids: 1 up to [`DATABASE_ORDER_ID_BASE`] (4.5 × 10^15 of them).
-pub const PRODUCER_ORDER_IDS: std::ops::Range<u64> = 1..DATABASE_ORDER_ID_BASE;
+/// The first id of the canary orders' range: 2^51, the upper half of the producer's. Canaries
+/// never take an id from the orders' sequence, so the ids of real orders run without gaps.
+pub const CANARY_ORDER_ID_BASE: u64 = 1 << 51;
+
+/// The producer daemon's order ids: 1 up to [`CANARY_ORDER_ID_BASE`] (2.25 × 10^15 of them).
+pub const PRODUCER_ORDER_IDS: std::ops::Range<u64> = 1..CANARY_ORDER_ID_BASE;
+
+/// The producer daemon's canary ids (`crate::canary::CanaryIds`): 2^51 up to
+/// [`DATABASE_ORDER_ID_BASE`].
+pub const CANARY_ORDER_IDS: std::ops::Range<u64> = CANARY_ORDER_ID_BASE..DATABASE_ORDER_ID_BASE;
 
 /// The ids of orders published from a database by the ingest role.
 pub const DATABASE_ORDER_IDS: std::ops::RangeInclusive<u64> = DATABASE_ORDER_ID_BASE..=MAX_ORDER_ID;

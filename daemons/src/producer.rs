@@ -1,6 +1,7 @@
 //! The producer daemon: generates the SPEC's orders onto the orders topic, paced by
 //! `SLEEP_SECONDS` or a rate, with ids that continue after any already stored or published,
-//! and a canary order (`source: "canary"`) every `ORDERS_CANARY_INTERVAL_SECONDS`.
+//! and a canary order (`source: "canary"`, with an id of the canaries' own range) every
+//! `ORDERS_CANARY_INTERVAL_SECONDS`.
 
 use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
 use crate::progress::Progress;
@@ -8,8 +9,8 @@ use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use orders_core::canary;
-use orders_core::domain::{Order, Timestamp, DATABASE_ORDER_ID_BASE, PRODUCER_ORDER_IDS};
+use orders_core::canary::{self, CanaryIds};
+use orders_core::domain::{Order, Timestamp, CANARY_ORDER_ID_BASE, PRODUCER_ORDER_IDS};
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::{close_in_background, KafkaSettings, KafkaSetupError, RangeReader};
 use orders_core::store::{OrderStore, StoreError};
@@ -39,7 +40,8 @@ pub struct ProducerConfig {
     pub max_orders: Option<u64>,
     pub seed: u64,
     /// A canary order (`orders_core::canary`) this often, the first at start; `None`: none.
-    /// Canaries take ids from the same sequence and never count as orders produced.
+    /// Canaries take ids from their own range ([`CanaryIds`]), so the orders' ids run
+    /// without gaps, and never count as orders produced.
     pub canary_interval: Option<Duration>,
 }
 
@@ -127,13 +129,14 @@ fn producer_order_id(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<u64> {
     id.filter(|id| PRODUCER_ORDER_IDS.contains(id))
 }
 
-/// The first id to use: one past the highest of the producer's range stored or published.
-pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, DaemonError> {
+/// The first ids to use: for orders, one past the highest of the producer's range stored
+/// or published; for canaries, ids above the highest canary journey stored.
+pub async fn first_ids(deps: &ProducerDeps, topic: &str) -> Result<FirstIds, DaemonError> {
     // The highest stored id of the producer's range: ids of the database's range (orders
     // the ingest role published) are not the producer's to continue after.
     let stored = match &deps.store {
         Some(store) => store
-            .orders_before(Some(DATABASE_ORDER_ID_BASE), 1)
+            .orders_before(Some(PRODUCER_ORDER_IDS.end), 1)
             .await?
             .first()
             .map(|o| o.order.order_id),
@@ -146,42 +149,67 @@ pub async fn first_order_id(deps: &ProducerDeps, topic: &str) -> Result<u64, Dae
     })
     .await
     .map_err(|e| DaemonError::Task(e.to_string()))??;
-    // Canaries are not stored as orders; their journeys keep their ids.
-    let canary = match &deps.store {
-        Some(store) => store
-            .canaries_before(None, 1)
-            .await?
-            .first()
-            .map(|j| j.order_id),
-        None => None,
+    // Canaries are not stored as orders; their journeys keep their ids. Those of the
+    // canaries' own range are no bound on the orders' ids; those below it come from a
+    // producer that gave canaries ids of the orders' sequence, and are.
+    let (canary_in_order_range, canary) = match &deps.store {
+        Some(store) => (
+            store
+                .canaries_before(Some(CANARY_ORDER_ID_BASE), 1)
+                .await?
+                .first()
+                .map(|j| j.order_id),
+            store
+                .canaries_before(None, 1)
+                .await?
+                .first()
+                .map(|j| j.order_id),
+        ),
+        None => (None, None),
     };
-    let next = stored.max(published).max(canary).unwrap_or(0) + 1;
+    let next = stored
+        .max(published)
+        .max(canary_in_order_range)
+        .unwrap_or(0)
+        + 1;
     if !PRODUCER_ORDER_IDS.contains(&next) {
         return Err(DaemonError::IdsExhausted(PRODUCER_ORDER_IDS.end - 1));
     }
-    Ok(next)
+    Ok(FirstIds {
+        order: next,
+        canaries: CanaryIds::after(canary),
+    })
 }
 
-/// [`first_order_id`], tried again with backoff while Kafka or the store cannot answer (a
+/// Where the producer's ids start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstIds {
+    /// The first order's id.
+    pub order: u64,
+    /// The canaries' ids.
+    pub canaries: CanaryIds,
+}
+
+/// [`first_ids`], tried again with backoff while Kafka or the store cannot answer (a
 /// producer started during an outage waits for it to end); `None` on shutdown.
-async fn first_order_id_patiently(
+async fn first_ids_patiently(
     deps: &ProducerDeps,
     topic: &str,
     shutdown: &CancellationToken,
-) -> Result<Option<u64>, DaemonError> {
+) -> Result<Option<FirstIds>, DaemonError> {
     let since = Instant::now();
     let mut logged: Option<Instant> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
-        match first_order_id(deps, topic).await {
-            Ok(id) => {
+        match first_ids(deps, topic).await {
+            Ok(ids) => {
                 if logged.is_some() {
                     tracing::info!(
                         waited_seconds = since.elapsed().as_secs_f64(),
                         "the highest order id in use is known; producing"
                     );
                 }
-                return Ok(Some(id));
+                return Ok(Some(ids));
             }
             // Settled facts, not outages: waiting changes nothing.
             Err(
@@ -260,9 +288,10 @@ impl Canaries {
     }
 }
 
-/// The canary order with id `order_id`: an ordinary generated order marked as a canary.
-pub fn canary_order(generator: &OrderGenerator, order_id: u64) -> Order {
-    let mut order = generator.order(order_id, Timestamp::now());
+/// The canary order with id `order_id` made at `now`: an ordinary generated order marked as
+/// a canary.
+pub fn canary_order(generator: &OrderGenerator, order_id: u64, now: Timestamp) -> Order {
+    let mut order = generator.order(order_id, now);
     order.source = Some(canary::CANARY_SOURCE.to_owned());
     order
 }
@@ -284,7 +313,11 @@ pub async fn run(
 ) -> Result<u64, DaemonError> {
     let output = ConfirmedProducer::new(&deps.kafka, "orders-producer")?
         .with_progress(deps.progress.clone());
-    let Some(mut next_id) = first_order_id_patiently(&deps, &config.topic, &shutdown).await? else {
+    let Some(FirstIds {
+        order: mut next_id,
+        canaries: mut canary_ids,
+    }) = first_ids_patiently(&deps, &config.topic, &shutdown).await?
+    else {
         tracing::info!(orders = 0, "producer stopped before its first order");
         return Ok(0);
     };
@@ -315,11 +348,14 @@ pub async fn run(
             break;
         }
         if let (Some(due), Some(interval)) = (next_canary, config.canary_interval) {
-            if due <= Instant::now() && !PRODUCER_ORDER_IDS.contains(&next_id) {
-                next_canary = None;
-            } else if due <= Instant::now() {
-                let order = canary_order(&generator, next_id);
-                next_id += 1;
+            if due <= Instant::now() {
+                let now = Timestamp::now();
+                let Some(id) = canary_ids.next(now) else {
+                    tracing::warn!("the canaries' ids are used up; no more canaries");
+                    next_canary = None;
+                    continue;
+                };
+                let order = canary_order(&generator, id, now);
                 canaries.sent += 1;
                 tracing::info!(order_id = order.order_id, "canary order produced");
                 let record = OutRecord {

@@ -67,17 +67,26 @@ impl Up {
 
     /// With `tokens`, the API asks for one of them (ORDERS_API_TOKENS).
     fn start_with_tokens(data_dir: &Path, orders: u64, tokens: Option<&str>) -> Up {
+        // Without canaries, so that every record on the topic is an order.
+        Up::start_with(
+            data_dir,
+            orders,
+            tokens,
+            &["--rate", "0", "--canary-interval-seconds", "0"],
+        )
+    }
+
+    /// `up --orders N` with `args` (the pace, the canaries).
+    fn start_with(data_dir: &Path, orders: u64, tokens: Option<&str>, args: &[&str]) -> Up {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ordersctl"));
         command.env_remove("ORDERS_API_TOKENS");
         if let Some(t) = tokens {
             command.env("ORDERS_API_TOKENS", t);
         }
         let child = command
-            .args(["up", "--headless", "--rate", "0", "--port", "0"])
+            .args(["up", "--headless", "--port", "0"])
             .args(["--orders", &orders.to_string(), "--payment-delay-ms", "5"])
-            // Without canaries, whose ids would interleave with the orders' the checks
-            // below count exactly (the pipeline tests cover canaries sharing the ids).
-            .args(["--canary-interval-seconds", "0"])
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .env("RUST_LOG", "warn")
@@ -332,6 +341,64 @@ fn up_headless_runs_everything_and_a_restart_continues_the_ids() {
     let first_run = json(&api, &["order", "300"]).unwrap();
     assert_eq!(first_run["order_id"], 300, "{first_run}");
     up.stop();
+}
+
+/// Canaries among the orders leave no gap in the orders' ids: `up --orders N` with a canary
+/// every 50 ms stores exactly 1..=N, and a restart continues at N + 1 (a canary's journey
+/// is no bound on the orders' ids).
+#[test]
+fn up_with_canaries_stores_the_order_ids_without_gaps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    // 200 orders over about two seconds: some 40 canaries among them.
+    let pace = ["--rate", "100", "--canary-interval-seconds", "0.05"];
+    let up = Up::start_with(&dir, 200, None, &pace);
+    let api = published_api(&dir);
+    totals_reach(&api, 200);
+    up.stop();
+    assert_eq!(stored(&dir), (200, 200));
+    let ids = canary_ids(&dir);
+    assert!(ids.len() >= 5, "{ids:?}");
+    assert!(
+        ids.iter().all(|id| orders_core::canary::is_canary_id(*id)),
+        "{ids:?}"
+    );
+
+    let up = Up::start_with(&dir, 100, None, &pace);
+    let api = published_api(&dir);
+    totals_reach(&api, 300);
+    up.stop();
+    assert_eq!(stored(&dir), (300, 300));
+    let ids_after = canary_ids(&dir);
+    assert!(ids_after.len() > ids.len() && ids_after.is_superset(&ids));
+    let ids = stored_ids(&dir);
+    assert_eq!(ids, (1..=300).collect());
+}
+
+/// The ids of the canary journeys `up` left in `data_dir`.
+fn canary_ids(data_dir: &Path) -> BTreeSet<u64> {
+    let store = orders_core::store::SqliteStore::open(data_dir.join("orders.db")).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        orders_core::store::OrderStore::canaries_before(&store, None, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.order_id)
+            .collect()
+    })
+}
+
+/// The ids of every order `up` left in `data_dir`.
+fn stored_ids(data_dir: &Path) -> BTreeSet<u64> {
+    let store = orders_core::store::SqliteStore::open(data_dir.join("orders.db")).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        orders_core::store::OrderStore::orders_before(&store, None, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.order.order_id)
+            .collect()
+    })
 }
 
 /// `ordersctl bench` on a small run: one JSON object whose counts are exactly what the

@@ -366,6 +366,29 @@ fn a_fresh_console_draws_the_stored_per_minute_history() {
     );
 }
 
+/// The help overlay shows each of its lines whole, from 80×24 up: it once cut "detail of
+/// the selected order, alert or dead lett" and dropped its last line at 80×24.
+#[test]
+fn help_overlay_shows_its_whole_text_at_80x24_and_larger() {
+    use ordersctl::console::keys::{FILTER_HELP, HELP};
+    for (width, height) in [(80, 24), (100, 30), (120, 40), (160, 48)] {
+        let mut app = loaded_app(width, height);
+        press(&mut app, "?");
+        let s = screen(&app);
+        for (k, what) in HELP.iter().chain(FILTER_HELP) {
+            let line = format!("  {k:<20}{what}");
+            assert!(s.contains(&line), "{width}×{height}: {line:?}\n{s}");
+        }
+        for line in [
+            "Keys",
+            "Filter words (after /)",
+            "! and bold mark flagged orders. Lag: OK, WARN, STALL, STOP.",
+        ] {
+            assert!(s.contains(line), "{width}×{height}: {line:?}\n{s}");
+        }
+    }
+}
+
 #[test]
 fn help_overlay() {
     let mut app = loaded_app(80, 24);

@@ -18,6 +18,7 @@ pub use report::{
     TotalsMismatch, Undecodable,
 };
 
+use crate::canary;
 use crate::domain::{Order, Timestamp};
 use crate::fraud::FraudRules;
 use crate::kafka::KafkaSettings;
@@ -227,6 +228,10 @@ async fn canary_summary(
         .map(|c| (c.order_id, c))
         .collect();
     summary.on_topic = on_topic.len() as u64;
+    summary.in_order_range = on_topic
+        .keys()
+        .filter(|id| !canary::is_canary_id(**id))
+        .count() as u64;
     if on_topic.is_empty() {
         return Ok(summary);
     }

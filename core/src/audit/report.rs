@@ -38,6 +38,10 @@ pub struct CanarySummary {
     /// Fraud verdicts and payments about canaries on their topics.
     pub fraud_verdicts_on_topic: u64,
     pub payments_on_topic: u64,
+    /// Canary orders on the topic with an id of the orders' range, not the canaries' own:
+    /// made by a producer from before canaries had a range of their own, each a gap in the
+    /// orders' ids (explained, not a discrepancy).
+    pub in_order_range: u64,
     /// Canaries with a journey in the store.
     pub journeys: u64,
     /// Canaries analytics-group has not committed past yet.
@@ -101,6 +105,13 @@ impl AuditReport {
                 s,
                 "  canaries:  {} on the topic, {} journeys recorded, {} not yet, {} missing (not counted as orders)",
                 c.on_topic, c.journeys, c.not_yet_recorded, c.journeys_missing.count
+            );
+        }
+        if c.in_order_range > 0 {
+            let _ = writeln!(
+                s,
+                "             {} canaries with ids of the orders' range (from an older producer): gaps in the order ids",
+                c.in_order_range
             );
         }
         if self.totals.changed_during_audit {

@@ -825,36 +825,49 @@ fn canary_spans(theme: Theme, canary: &CanaryStatus) -> Vec<Span<'static>> {
     spans
 }
 
+/// The help overlay, sized to its text: as wide as its widest line and as tall as its
+/// lines, without the blank lines between sections when the screen is too short for them
+/// (at 80×24 every line still shows whole).
 fn draw_help(f: &mut Frame, theme: Theme, area: Rect) {
-    let mut lines = vec![Line::from(Span::styled("Keys", theme.title()))];
-    for (k, what) in HELP {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {k:<20}"), theme.key()),
-            Span::raw(*what),
-        ]));
-    }
-    lines.push(Line::from(""));
-    lines.push(Line::from(Span::styled(
-        "Filter words (after /)",
-        theme.title(),
-    )));
-    for (k, what) in FILTER_HELP {
-        lines.push(Line::from(vec![
-            Span::styled(format!("  {k:<20}"), theme.key()),
-            Span::raw(*what),
-        ]));
-    }
-    lines.push(Line::from(""));
-    lines.push(Line::from(Span::styled(
-        "! and bold mark flagged orders. Lag: OK, WARN, STALL, STOP.",
-        theme.dim(),
-    )));
-    let rect = layout::overlay(area, 72, lines.len() as u16 + 2);
+    let spaced = help_lines(theme, true);
+    let lines = if spaced.len() as u16 + 2 <= area.height.saturating_sub(2) {
+        spaced
+    } else {
+        help_lines(theme, false)
+    };
+    let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 2;
+    let rect = layout::overlay(area, width, lines.len() as u16 + 2);
     f.render_widget(Clear, rect);
     f.render_widget(
         Paragraph::new(lines).block(block(theme, " Help · Esc closes ", true)),
         rect,
     );
+}
+
+/// The help's lines: the keys, the filter words and a note, with a blank line between
+/// sections when `spaced`.
+fn help_lines(theme: Theme, spaced: bool) -> Vec<Line<'static>> {
+    let entry = |(k, what): &(&str, &'static str)| {
+        Line::from(vec![
+            Span::styled(format!("  {k:<20}"), theme.key()),
+            Span::raw(*what),
+        ])
+    };
+    let gap = || spaced.then(|| Line::from(""));
+    let mut lines = vec![Line::from(Span::styled("Keys", theme.title()))];
+    lines.extend(HELP.iter().map(entry));
+    lines.extend(gap());
+    lines.push(Line::from(Span::styled(
+        "Filter words (after /)",
+        theme.title(),
+    )));
+    lines.extend(FILTER_HELP.iter().map(entry));
+    lines.extend(gap());
+    lines.push(Line::from(Span::styled(
+        "! and bold mark flagged orders. Lag: OK, WARN, STALL, STOP.",
+        theme.dim(),
+    )));
+    lines
 }
 
 /// One step of the journey: done or not, when, how long after creation, what happened.

@@ -18,10 +18,7 @@ pub const HELP: &[(&str, &str)] = &[
         "Enter",
         "detail of the selected order, alert or dead letter",
     ),
-    (
-        "R  D",
-        "dead letters: redrive, discard the selected one (asks first)",
-    ),
+    ("R  D", "dead letters: redrive, discard the selected (asks)"),
 ];
 
 /// The filter grammar, for the help overlay.
