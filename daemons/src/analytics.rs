@@ -27,7 +27,8 @@ use orders_core::kafka::{
 };
 use orders_core::liveness::Wait;
 use orders_core::store::{
-    CountAndSum, KafkaPosition, OrderConflict, OrderStore, StoreBatch, StoredOrder, Totals,
+    BatchOutcome, CountAndSum, KafkaPosition, OrderConflict, OrderStore, StoreBatch, StoredOrder,
+    Totals,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -245,72 +246,14 @@ async fn store_writer(
     shutdown: CancellationToken,
 ) {
     while let Some(first) = requests.recv().await {
-        let mut waiting = Vec::new();
-        let mut batch = StoreBatch::default();
-        let mut canaries = Vec::new();
-        let mut add = |req: WriteRequest, batch: &mut StoreBatch| {
-            let WriteRequest {
-                batch: part,
-                canaries: stages,
-                done,
-            } = req;
-            batch.append(part);
-            canaries.extend(stages);
-            waiting.push(done);
-        };
-        add(first, &mut batch);
-        while batch.len() < MAX_TRANSACTION_RECORDS {
-            match requests.try_recv() {
-                Ok(req) => add(req, &mut batch),
-                Err(_) => break,
-            }
-        }
+        let Transaction {
+            batch,
+            canaries,
+            waiting,
+        } = Transaction::gather(first, &mut requests);
         let batch = Arc::new(batch);
-        let mut canaries = Arc::new(canaries);
-        let mut backoff = Duration::from_millis(50);
-        let mut outage: Option<StoreOutage> = None;
-        let result = loop {
-            let attempt = {
-                let _writing = progress.liveness.begin(Wait::StoreWrite);
-                let started = std::time::Instant::now();
-                // The canary stages after the batch, both before any offset is stored.
-                let attempt = match store.apply(batch.clone()).await {
-                    Ok(outcome) if !canaries.is_empty() => {
-                        stamp_stored(&mut canaries);
-                        store
-                            .record_canary_stages(canaries.clone())
-                            .await
-                            .map(|()| outcome)
-                    }
-                    other => other,
-                };
-                progress.store_write_seconds.observe(started.elapsed());
-                attempt
-            };
-            match attempt {
-                Ok(outcome) => break Ok(outcome),
-                Err(e) => {
-                    progress.store_errors.fetch_add(1, Ordering::Relaxed);
-                    progress.set_store_failing(Some(e.to_string()));
-                    outage
-                        .get_or_insert_with(StoreOutage::new)
-                        .failed(&e, batch.len());
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break Err(ProduceError::Cancelled),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
-        if let Some(outage) = outage {
-            if result.is_ok() {
-                progress.set_store_failing(None);
-                outage.over();
-            }
-        }
-        let outcome = match result {
-            Ok(o) => o,
+        let outcome = match write(&*store, &batch, canaries, &progress, &shutdown).await {
+            Ok(outcome) => outcome,
             Err(e) => {
                 for w in waiting {
                     let _ = w.send(Err(ProduceError::Cancelled));
@@ -319,22 +262,7 @@ async fn store_writer(
                 return;
             }
         };
-        let durable = Timestamp::now().micros();
-        progress.record_latency(
-            batch
-                .orders
-                .iter()
-                .map(|o| durable - o.order.created_at.micros()),
-        );
-        progress
-            .orders_stored
-            .fetch_add(outcome.new_orders as u64, Ordering::Relaxed);
-        progress
-            .alerts_stored
-            .fetch_add(outcome.new_alerts as u64, Ordering::Relaxed);
-        progress
-            .payments_stored
-            .fetch_add(outcome.new_payments as u64, Ordering::Relaxed);
+        written(&batch, &outcome, &progress);
         for w in waiting {
             let _ = w.send(Ok(outcome.conflicts.clone()));
         }
@@ -343,6 +271,115 @@ async fn store_writer(
             let _ = stored_orders.send(());
         }
     }
+}
+
+/// The write requests waiting when a transaction starts, up to `MAX_TRANSACTION_RECORDS`,
+/// as one transaction (group commit).
+struct Transaction {
+    batch: StoreBatch,
+    canaries: Vec<CanaryStage>,
+    waiting: Vec<oneshot::Sender<Result<Vec<OrderConflict>, ProduceError>>>,
+}
+
+impl Transaction {
+    fn gather(first: WriteRequest, requests: &mut mpsc::Receiver<WriteRequest>) -> Transaction {
+        let mut records = first.batch.len();
+        let mut parts = vec![first];
+        while records < MAX_TRANSACTION_RECORDS {
+            match requests.try_recv() {
+                Ok(req) => {
+                    records += req.batch.len();
+                    parts.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut batches = Vec::with_capacity(parts.len());
+        let mut canaries = Vec::new();
+        let mut waiting = Vec::with_capacity(parts.len());
+        for part in parts {
+            batches.push(part.batch);
+            canaries.extend(part.canaries);
+            waiting.push(part.done);
+        }
+        Transaction {
+            batch: StoreBatch::concat(batches),
+            canaries,
+            waiting,
+        }
+    }
+}
+
+/// Writes `batch` and then its canary stages, both before any offset is stored, retrying
+/// with backoff while the store fails; an error only when stopped.
+async fn write(
+    store: &dyn OrderStore,
+    batch: &Arc<StoreBatch>,
+    canaries: Vec<CanaryStage>,
+    progress: &Progress,
+    shutdown: &CancellationToken,
+) -> Result<BatchOutcome, ProduceError> {
+    let mut canaries = Arc::new(canaries);
+    let mut backoff = Duration::from_millis(50);
+    let mut outage: Option<StoreOutage> = None;
+    let outcome = loop {
+        let attempt = {
+            let _writing = progress.liveness.begin(Wait::StoreWrite);
+            let started = std::time::Instant::now();
+            let attempt = match store.apply(batch.clone()).await {
+                Ok(outcome) if !canaries.is_empty() => {
+                    stamp_stored(&mut canaries);
+                    store
+                        .record_canary_stages(canaries.clone())
+                        .await
+                        .map(|()| outcome)
+                }
+                other => other,
+            };
+            progress.store_write_seconds.observe(started.elapsed());
+            attempt
+        };
+        match attempt {
+            Ok(outcome) => break outcome,
+            Err(e) => {
+                progress.store_errors.fetch_add(1, Ordering::Relaxed);
+                progress.set_store_failing(Some(e.to_string()));
+                outage
+                    .get_or_insert_with(StoreOutage::new)
+                    .failed(&e, batch.len());
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(ProduceError::Cancelled),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    if let Some(outage) = outage {
+        progress.set_store_failing(None);
+        outage.over();
+    }
+    Ok(outcome)
+}
+
+/// Counts what a transaction stored and when its orders became durable.
+fn written(batch: &StoreBatch, outcome: &BatchOutcome, progress: &Progress) {
+    let durable = Timestamp::now().micros();
+    progress.record_latency(
+        batch
+            .orders
+            .iter()
+            .map(|o| durable - o.order.created_at.micros()),
+    );
+    progress
+        .orders_stored
+        .fetch_add(outcome.new_orders as u64, Ordering::Relaxed);
+    progress
+        .alerts_stored
+        .fetch_add(outcome.new_alerts as u64, Ordering::Relaxed);
+    progress
+        .payments_stored
+        .fetch_add(outcome.new_payments as u64, Ordering::Relaxed);
 }
 
 /// Marks when the canaries among `stages` are recorded: now (the stored leg ends when
