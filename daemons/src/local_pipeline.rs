@@ -150,6 +150,13 @@ pub enum StopError {
         grace: Duration,
         groups: String,
     },
+    /// A second shutdown request skipped the drain: what the consumers had not finished is
+    /// lost with the embedded broker.
+    #[error(
+        "the drain was skipped (a second shutdown request): records the consumers had not \
+         finished were not processed"
+    )]
+    DrainSkipped,
 }
 
 impl LocalPipeline {
@@ -346,8 +353,12 @@ impl LocalPipeline {
         }
         // 2. The consumers finish what is on the topics.
         let undrained = tokio::select! {
-            left = self.drain() => left,
-            _ = hurry.cancelled() => Some((-1, "drain skipped".to_owned())),
+            left = self.drain() => left.map(|(records, groups)| StopError::Undrained {
+                records,
+                grace: self.drain_grace,
+                groups,
+            }),
+            _ = hurry.cancelled() => Some(StopError::DrainSkipped),
         };
         // 3. Final commits.
         self.shutdown.cancel();
@@ -358,11 +369,7 @@ impl LocalPipeline {
             return Err(failed.into());
         }
         match undrained {
-            Some((records, groups)) => Err(StopError::Undrained {
-                records,
-                grace: self.drain_grace,
-                groups,
-            }),
+            Some(error) => Err(error),
             None => Ok(()),
         }
     }

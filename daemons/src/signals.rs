@@ -11,14 +11,26 @@ pub fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
-/// Cancels `token` on the first Ctrl-C or SIGTERM, and `hurry` on the second: an operator
-/// who presses Ctrl-C again does not want to wait for a clean drain.
+/// A signal this soon after the first is the same request delivered twice, not an operator
+/// asking again: `timeout(1)` and `kill -- -PGID` signal the process and then its group.
+pub const SAME_REQUEST_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM, and `hurry` on the second (one arriving
+/// more than [`SAME_REQUEST_WITHIN`] after the first): an operator who presses Ctrl-C again
+/// does not want to wait for a clean drain.
 pub fn cancel_on_signals_then_hurry(token: CancellationToken, hurry: CancellationToken) {
     tokio::spawn(async move {
         wait_for_signal().await;
+        let first = std::time::Instant::now();
         tracing::info!("shutdown requested");
         token.cancel();
-        wait_for_signal().await;
+        loop {
+            wait_for_signal().await;
+            if first.elapsed() >= SAME_REQUEST_WITHIN {
+                break;
+            }
+            tracing::debug!("shutdown requested again at once: the same request");
+        }
         tracing::warn!("second shutdown request: stopping without waiting for the consumers");
         hurry.cancel();
     });

@@ -110,6 +110,29 @@ impl Up {
     }
 }
 
+impl Up {
+    /// SIGTERM twice, 100 ms apart, as `timeout(1)` and `kill -- -PGID` deliver one request
+    /// (to the process, then to its group); it must still drain and exit 0.
+    fn stop_with_the_signal_delivered_twice(mut self) {
+        let pid = self.0.id().to_string();
+        for i in 0..2 {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success());
+        }
+        let status = self.0.wait().unwrap();
+        assert!(
+            status.success(),
+            "clean exit on one SIGTERM delivered twice: {status:?}"
+        );
+    }
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -584,6 +607,23 @@ fn stopping_loses_no_produced_order(sig: &str, rate: &str, moment: impl FnOnce(&
     totals_reach(&api, produced + 20);
     up.stop();
     assert_eq!(stored(&dir), (produced + 20, produced + 20));
+}
+
+/// One stop request delivered twice at once (`timeout 25 ordersctl up` does that) is not an
+/// operator asking to skip the drain: every order produced is still stored.
+#[test]
+fn a_sigterm_delivered_twice_at_once_still_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path(), 3_000);
+    let api = published_api(dir.path());
+    wait_until("orders under way", Duration::from_secs(60), || {
+        let t = json(&api, &["totals"])?;
+        (t["order_count"].as_u64()? > 0).then_some(())
+    });
+    up.stop_with_the_signal_delivered_twice();
+    let (orders, _) = stored(dir.path());
+    assert!(orders > 0);
+    assert_eq!(stored(dir.path()), (orders, orders));
 }
 
 /// Ctrl-C moments after start, while the consumers are still joining their groups.
