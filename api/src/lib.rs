@@ -14,6 +14,7 @@ pub mod cache;
 pub mod canary;
 pub mod client;
 pub mod dead_letters;
+pub mod endpoints;
 pub mod error;
 pub mod json_cli;
 pub mod lag;
@@ -41,13 +42,13 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use cache::ResponseCache;
+use endpoints::Exposure;
 use limited_store::LimitedStore;
 use limits::ClientLimits;
 use metrics::Metrics;
 use orders_core::kafka::KafkaSettings;
 use orders_core::progress::Progress;
 use orders_core::store::OrderStore;
-use routes::Exposure;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,7 +257,7 @@ fn hardening_headers(router: Router<()>) -> Router<()> {
     .layer(axum::middleware::from_fn(hsts_behind_https))
 }
 
-/// The router with every endpoint ([`routes::endpoints`]) and layer: outermost the metrics,
+/// The router with every endpoint ([`endpoints::endpoints`]) and layer: outermost the metrics,
 /// the hardening headers and the size checks; then, on every route but `/healthz`, the
 /// bound on requests in flight and the per-client rate, and on every route but the probes,
 /// between the two, the throttle on failed authentication and authentication itself.
@@ -266,7 +267,7 @@ pub fn app(state: AppState) -> Router<()> {
     let limits = state.limits.clone();
     let (mut public, mut probes, mut private, mut cached) =
         (Router::new(), Router::new(), Router::new(), Router::new());
-    for (endpoint, handler) in routes::endpoints() {
+    for (endpoint, handler) in endpoints::endpoints() {
         let group = match (endpoint.exposure, endpoint.cached) {
             (Exposure::Public, _) => &mut public,
             (Exposure::Probe, _) => &mut probes,
