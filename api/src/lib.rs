@@ -13,6 +13,7 @@ pub mod auth_throttle;
 pub mod cache;
 pub mod canary;
 pub mod client;
+pub mod client_addr;
 pub mod dead_letters;
 pub mod endpoints;
 pub mod error;
@@ -33,7 +34,7 @@ pub mod sample_data;
 pub mod schemas;
 pub mod web;
 
-pub use error::{ApiError, AppError};
+pub use error::AppError;
 pub use lag::{LagMonitor, LagOptions};
 
 use auth::Access;
@@ -311,6 +312,16 @@ pub fn app(state: AppState) -> Router<()> {
         ))
         .layer(from_fn_with_state(limits, limits::check_request));
     hardening_headers(router).layer(from_fn_with_state(metrics, metrics::track))
+}
+
+/// Why [`serve`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+    /// [`auth::Access::Local`] on an address that is not loopback.
+    #[error("{}", auth::AuthConfigError::Unprotected(*.0))]
+    Unprotected(std::net::SocketAddr),
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled, then lets requests
