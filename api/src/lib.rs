@@ -6,7 +6,6 @@
 //! token is cancelled, with the lag sampler and the canary monitor beside it. Who may call which route: [`auth`]
 //! and `docs/security.md`; how much: [`limits`].
 
-pub mod alb_keys;
 pub mod alb_oidc;
 pub mod auth;
 pub mod auth_throttle;
