@@ -5,10 +5,10 @@
 //! explicitly (`ORDERS_API_AUTH=none`). The model is described in `docs/security.md`.
 
 use crate::alb_oidc::{AlbConfigError, AlbOidcConfig, AlbVerifier, IdentityRejected, SignedInUser};
-use crate::error::AppError;
-use crate::limits::ClientAddr;
+use crate::client_addr::ClientAddr;
+use crate::error::{AppError, AuthFailure};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use orders_core::config::Secret;
@@ -208,38 +208,6 @@ impl Caller {
     }
 }
 
-/// Why a request was not authenticated (a response extension, for the metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
-    #[error("no credentials")]
-    Missing,
-    #[error("the bearer token is not accepted")]
-    BadToken,
-    #[error("the load balancer identity is not accepted: {0}")]
-    BadIdentity(IdentityRejected),
-}
-
-impl AuthFailure {
-    /// The metrics label.
-    pub fn reason(self) -> &'static str {
-        match self {
-            AuthFailure::Missing => "missing",
-            AuthFailure::BadToken => "bad_token",
-            AuthFailure::BadIdentity(_) => "bad_identity",
-        }
-    }
-
-    /// The `WWW-Authenticate` challenge (RFC 6750).
-    pub fn challenge(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            AuthFailure::Missing => "Bearer realm=\"orders\"",
-            AuthFailure::BadToken | AuthFailure::BadIdentity(_) => {
-                "Bearer realm=\"orders\", error=\"invalid_token\""
-            }
-        })
-    }
-}
-
 /// The accepted tokens (as SHA-256 digests) and the load balancer verifier.
 #[derive(Debug)]
 pub struct Credentials {
@@ -355,6 +323,7 @@ pub async fn require(State(access): State<Access>, mut request: Request, next: N
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn creds() -> Credentials {
         Credentials::new(&[Secret::new("old-token"), Secret::new("new-token")], None)

@@ -203,7 +203,7 @@ impl CanaryMonitor {
             return Err(e.clone());
         }
         let now = seen.polled_at.unwrap_or_else(Timestamp::now);
-        let json = |j: &CanaryJourney| CanaryJson::new(j, CanaryState::of(j, self.sla, now));
+        let json = |j: &CanaryJourney| journey_json(j, CanaryState::of(j, self.sla, now));
         let states: Vec<Option<CanaryState>> = seen
             .recent
             .iter()
@@ -280,6 +280,23 @@ impl CanaryMonitor {
             self.lost_total(),
             self.sla.as_secs_f64(),
         );
+    }
+}
+
+/// One journey as `/api/canary` shows it, in `state`.
+fn journey_json(j: &CanaryJourney, state: Option<CanaryState>) -> CanaryJson {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339());
+    CanaryJson {
+        order_id: j.order_id,
+        state: state.map(|s| s.as_str()),
+        created_at: time(j.created_at),
+        decided_at: time(j.decided_at),
+        flagged: j.flagged,
+        paid_at: time(j.paid_at),
+        stored_at: time(j.stored_at),
+        decision_seconds: j.seconds(CanaryLeg::Decision),
+        paid_seconds: j.seconds(CanaryLeg::Paid),
+        stored_seconds: j.seconds(CanaryLeg::Stored),
     }
 }
 

@@ -1,21 +1,13 @@
 //! Errors: [`AppError`], what a request can fail with, rendered as a status and the JSON
-//! body `{"error": {"code": "...", "message": "..."}}`; and [`ApiError`], what `serve` can
-//! fail with. Details of server-side failures are logged, never sent to the client.
+//! body `{"error": {"code": "...", "message": "..."}}`, and [`AuthFailure`], why a request
+//! was not authenticated. Details of server-side failures are logged, never sent to the
+//! client. (What `serve` can fail with is [`crate::ApiError`].)
 
+use crate::alb_oidc::IdentityRejected;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use orders_core::store::StoreError;
 use serde::Serialize;
-
-/// Why [`crate::serve`] stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("http server: {0}")]
-    Io(#[from] std::io::Error),
-    /// [`crate::auth::Access::Local`] on an address that is not loopback.
-    #[error("{}", crate::auth::AuthConfigError::Unprotected(*.0))]
-    Unprotected(std::net::SocketAddr),
-}
 
 /// What a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +24,7 @@ pub enum AppError {
     /// No credentials, or credentials that do not verify; the reason is for logs and
     /// metrics, never for the client.
     #[error("not authenticated: {0}")]
-    Unauthenticated(crate::auth::AuthFailure),
+    Unauthenticated(AuthFailure),
     /// Local mode was asked for another host name than loopback (DNS rebinding).
     #[error("host not allowed")]
     HostNotAllowed,
@@ -53,6 +45,38 @@ pub enum AppError {
     KafkaUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a request was not authenticated (a response extension, for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("no credentials")]
+    Missing,
+    #[error("the bearer token is not accepted")]
+    BadToken,
+    #[error("the load balancer identity is not accepted: {0}")]
+    BadIdentity(IdentityRejected),
+}
+
+impl AuthFailure {
+    /// The metrics label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::BadToken => "bad_token",
+            AuthFailure::BadIdentity(_) => "bad_identity",
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750).
+    pub fn challenge(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            AuthFailure::Missing => "Bearer realm=\"orders\"",
+            AuthFailure::BadToken | AuthFailure::BadIdentity(_) => {
+                "Bearer realm=\"orders\", error=\"invalid_token\""
+            }
+        })
+    }
 }
 
 /// Marks a response that failed because of the store, for the metrics layer.

@@ -6,14 +6,15 @@
 //! token is cancelled, with the lag sampler and the canary monitor beside it. Who may call which route: [`auth`]
 //! and `docs/security.md`; how much: [`limits`].
 
-pub mod alb_keys;
 pub mod alb_oidc;
 pub mod auth;
 pub mod auth_throttle;
 pub mod cache;
 pub mod canary;
 pub mod client;
+pub mod client_addr;
 pub mod dead_letters;
+pub mod endpoints;
 pub mod error;
 pub mod json_cli;
 pub mod lag;
@@ -32,7 +33,7 @@ pub mod sample_data;
 pub mod schemas;
 pub mod web;
 
-pub use error::{ApiError, AppError};
+pub use error::AppError;
 pub use lag::{LagMonitor, LagOptions};
 
 use auth::Access;
@@ -41,13 +42,13 @@ use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use cache::ResponseCache;
+use endpoints::Exposure;
 use limited_store::LimitedStore;
 use limits::ClientLimits;
 use metrics::Metrics;
 use orders_core::kafka::KafkaSettings;
 use orders_core::progress::Progress;
 use orders_core::store::OrderStore;
-use routes::Exposure;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,7 +257,7 @@ fn hardening_headers(router: Router<()>) -> Router<()> {
     .layer(axum::middleware::from_fn(hsts_behind_https))
 }
 
-/// The router with every endpoint ([`routes::endpoints`]) and layer: outermost the metrics,
+/// The router with every endpoint ([`endpoints::endpoints`]) and layer: outermost the metrics,
 /// the hardening headers and the size checks; then, on every route but `/healthz`, the
 /// bound on requests in flight and the per-client rate, and on every route but the probes,
 /// between the two, the throttle on failed authentication and authentication itself.
@@ -266,7 +267,7 @@ pub fn app(state: AppState) -> Router<()> {
     let limits = state.limits.clone();
     let (mut public, mut probes, mut private, mut cached) =
         (Router::new(), Router::new(), Router::new(), Router::new());
-    for (endpoint, handler) in routes::endpoints() {
+    for (endpoint, handler) in endpoints::endpoints() {
         let group = match (endpoint.exposure, endpoint.cached) {
             (Exposure::Public, _) => &mut public,
             (Exposure::Probe, _) => &mut probes,
@@ -310,6 +311,16 @@ pub fn app(state: AppState) -> Router<()> {
         ))
         .layer(from_fn_with_state(limits, limits::check_request));
     hardening_headers(router).layer(from_fn_with_state(metrics, metrics::track))
+}
+
+/// Why [`serve`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+    /// [`auth::Access::Local`] on an address that is not loopback.
+    #[error("{}", auth::AuthConfigError::Unprotected(*.0))]
+    Unprotected(std::net::SocketAddr),
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` is cancelled, then lets requests

@@ -2,7 +2,7 @@
 //! errors, refused credentials, clients over their rate) and of the pipeline (the `Progress` counters, when this process runs it), in
 //! the text exposition format.
 
-use crate::auth::AuthFailure;
+use crate::error::AuthFailure;
 use crate::error::StoreFailed;
 use crate::lag::LagSnapshot;
 use axum::extract::{MatchedPath, Request, State};

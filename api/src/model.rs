@@ -5,7 +5,6 @@
 
 use crate::lag::{GroupLagSample, LagSnapshot};
 use crate::lag_status::LagStatus;
-use orders_core::canary::{CanaryJourney, CanaryLeg};
 use orders_core::lag::PartitionLag;
 use orders_core::store::{CountAndSum, OrderDocument, StoredAlert, StoredPayment, Totals};
 use orders_core::Timestamp;
@@ -462,24 +461,6 @@ pub struct CanaryJson {
     pub decision_seconds: Option<f64>,
     pub paid_seconds: Option<f64>,
     pub stored_seconds: Option<f64>,
-}
-
-impl CanaryJson {
-    pub fn new(j: &CanaryJourney, state: Option<crate::canary::CanaryState>) -> Self {
-        let time = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339());
-        CanaryJson {
-            order_id: j.order_id,
-            state: state.map(|s| s.as_str()),
-            created_at: time(j.created_at),
-            decided_at: time(j.decided_at),
-            flagged: j.flagged,
-            paid_at: time(j.paid_at),
-            stored_at: time(j.stored_at),
-            decision_seconds: j.seconds(CanaryLeg::Decision),
-            paid_seconds: j.seconds(CanaryLeg::Paid),
-            stored_seconds: j.seconds(CanaryLeg::Stored),
-        }
-    }
 }
 
 /// The median and 99th percentile (nearest rank) of one leg; null without samples.

@@ -1,6 +1,9 @@
 //! The OpenAPI document of the JSON endpoints, generated from the handlers and types.
 
+use crate::query::{NoParams, StrictQuery};
 use crate::{dead_letters, error, lag_status, model, routes, schemas};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 
@@ -88,6 +91,11 @@ pub fn json() -> &'static str {
             "{}".to_owned()
         })
     })
+}
+
+/// The OpenAPI document of the JSON endpoints.
+pub async fn document(StrictQuery(_): StrictQuery<NoParams>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], json()).into_response()
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
 use axum::Json;
 use orders_core::kafka::ORDER_GROUPS;
 use orders_core::store::{minute_of, OrderDocument, StoreError, WINDOW_MICROS};
@@ -20,70 +19,6 @@ use std::time::Duration;
 
 /// How long `/api/lag` waits for the first sample after start.
 const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(5);
-
-/// Who may reach an endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exposure {
-    /// Anyone, always: the load balancer's liveness check must never wait or be refused.
-    Public,
-    /// Anyone, within the per-client limits: readiness probes (container health checks)
-    /// carry no credentials.
-    Probe,
-    /// Authenticated callers, within the per-client limits.
-    Private,
-}
-
-/// One endpoint of the router.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Endpoint {
-    pub path: &'static str,
-    pub exposure: Exposure,
-    /// Answered from the short response cache (store-backed lists that many clients poll).
-    pub cached: bool,
-}
-
-const fn endpoint(path: &'static str, exposure: Exposure, cached: bool) -> Endpoint {
-    Endpoint {
-        path,
-        exposure,
-        cached,
-    }
-}
-
-/// Every endpoint with its handler: the router is built from this list and nothing else,
-/// so the tests that walk it (every private route refuses anonymous callers) cover a new
-/// route too.
-pub fn endpoints() -> Vec<(Endpoint, MethodRouter<AppState>)> {
-    use Exposure::*;
-    vec![
-        (endpoint("/healthz", Public, false), get(healthz)),
-        (endpoint("/readyz", Probe, false), get(readyz)),
-        (endpoint("/metrics", Private, false), get(metrics)),
-        (endpoint("/api/openapi.json", Private, false), get(openapi)),
-        (
-            endpoint("/api/schemas", Private, false),
-            get(crate::schemas::list),
-        ),
-        (
-            endpoint("/api/schemas/{name}", Private, false),
-            get(crate::schemas::document),
-        ),
-        (endpoint("/api/orders/{id}", Private, false), get(order)),
-        (endpoint("/api/lag", Private, false), get(lag)),
-        (endpoint("/api/canary", Private, false), get(canary)),
-        (
-            endpoint("/api/dlq", Private, false),
-            get(crate::dead_letters::dead_letters),
-        ),
-        (endpoint("/", Private, true), get(index)),
-        (endpoint("/api/analytics", Private, true), get(analytics)),
-        (endpoint("/api/orders", Private, true), get(orders)),
-        (endpoint("/api/alerts", Private, true), get(alerts)),
-        (endpoint("/api/payments", Private, true), get(payments)),
-        (endpoint("/api/totals", Private, true), get(totals)),
-        (endpoint("/api/totals/windows", Private, true), get(windows)),
-    ]
-}
 
 /// Liveness: answers as long as the process serves HTTP; checks nothing else.
 #[utoipa::path(get, path = "/healthz", tag = "health",
@@ -467,15 +402,6 @@ pub(crate) fn exposition(state: &AppState) -> String {
     text.push_str(&state.dead_letter_metrics.render(kafka));
     state.canary.render(&mut text);
     text
-}
-
-/// The OpenAPI document of the JSON endpoints.
-pub async fn openapi(StrictQuery(_): StrictQuery<NoParams>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::json(),
-    )
-        .into_response()
 }
 
 fn public_reason(e: &StoreError) -> String {

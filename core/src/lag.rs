@@ -121,9 +121,9 @@ impl SeenEffects {
     /// it, whatever an offsets sample taken before the order says.
     pub fn prove_past(self, group: &str) -> bool {
         match group {
-            crate::kafka::ANALYTICS_GROUP => self.stored,
-            crate::kafka::FRAUD_GROUP => self.alerted,
-            crate::kafka::PAYMENTS_GROUP => self.payment_stored,
+            crate::topology::ANALYTICS_GROUP => self.stored,
+            crate::topology::FRAUD_GROUP => self.alerted,
+            crate::topology::PAYMENTS_GROUP => self.payment_stored,
             _ => false,
         }
     }
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_seen_effect_proves_its_group_past() {
-        use crate::kafka::{ANALYTICS_GROUP, FRAUD_GROUP, PAYMENTS_GROUP};
+        use crate::topology::{ANALYTICS_GROUP, FRAUD_GROUP, PAYMENTS_GROUP};
         let none = SeenEffects::default();
         assert!(!none.prove_past(FRAUD_GROUP) && !none.prove_past(ANALYTICS_GROUP));
         let all = SeenEffects {

@@ -17,6 +17,7 @@ pub mod money;
 pub mod progress;
 pub mod schemas;
 pub mod store;
+pub mod topology;
 
 pub use domain::{
     AnalyticsTotals, Country, DecodeError, FraudAlert, Order, OrderStatus, Payment, PaymentStatus,

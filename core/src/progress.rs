@@ -297,9 +297,9 @@ pub struct LatencySummary {
 impl Progress {
     pub fn group(&self, group: &str) -> Option<&GroupCounters> {
         match group {
-            crate::kafka::FRAUD_GROUP => Some(&self.fraud),
-            crate::kafka::PAYMENTS_GROUP => Some(&self.payments),
-            crate::kafka::ANALYTICS_GROUP => Some(&self.analytics),
+            crate::topology::FRAUD_GROUP => Some(&self.fraud),
+            crate::topology::PAYMENTS_GROUP => Some(&self.payments),
+            crate::topology::ANALYTICS_GROUP => Some(&self.analytics),
             _ => None,
         }
     }

@@ -1,5 +1,5 @@
 //! Who gets in and how much they may ask: bearer tokens and load balancer identities on every
-//! route the router has (the list comes from `routes::endpoints`, so a new route is covered
+//! route the router has (the list comes from `endpoints::endpoints`, so a new route is covered
 //! the day it is added), JWTs that must not verify, nothing secret in the logs, the
 //! hardening headers, the size limits, the per-client rate and the bound on requests in
 //! flight.
@@ -12,8 +12,8 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use orders_api::alb_oidc::{AlbOidcConfig, AlbVerifier};
 use orders_api::auth::{Access, AuthArgs, Credentials};
+use orders_api::endpoints::{endpoints, Exposure};
 use orders_api::limits::{ClientLimits, LimitArgs};
-use orders_api::routes::{endpoints, Exposure};
 use orders_api::{app, AppState};
 use orders_core::config::Secret;
 use orders_core::store::*;

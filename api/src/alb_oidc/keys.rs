@@ -13,7 +13,7 @@
 //! Requests waiting on a fetch hold their place in the API's bound on requests in flight
 //! ([`crate::limits::limit_in_flight`]), so they are counted and bounded too.
 
-use crate::alb_oidc::{AlbConfigError, IdentityRejected};
+use super::{AlbConfigError, IdentityRejected};
 use governor::{DefaultDirectRateLimiter, Quota};
 use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey as _;

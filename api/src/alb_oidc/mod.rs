@@ -8,10 +8,14 @@
 //! The load balancer pads its base64url parts with `=`, which many JWT libraries refuse;
 //! hence this small verifier over `p256` rather than a general JWT crate.
 
-pub use crate::alb_keys::FetchPolicy;
-use crate::alb_keys::KeyCache;
+mod error;
+pub mod keys;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+pub use error::{AlbConfigError, IdentityRejected};
+pub use keys::FetchPolicy;
+use keys::KeyCache;
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::Signature;
 use serde::Deserialize;
@@ -21,41 +25,6 @@ pub const HEADER: &str = "x-amzn-oidc-data";
 
 /// A longer header is not one the load balancer wrote.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-/// Why a load balancer identity was not accepted. Said in logs and metrics; the client only
-/// learns that it was not authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum IdentityRejected {
-    #[error("not a JWT")]
-    Malformed,
-    #[error("algorithm is not ES256")]
-    Algorithm,
-    #[error("signed by another load balancer")]
-    Signer,
-    #[error("the signing key is not available")]
-    KeyUnavailable,
-    #[error("the signature does not verify")]
-    Signature,
-    #[error("expired")]
-    Expired,
-    #[error("issued by another identity provider")]
-    Issuer,
-}
-
-/// Configuration errors of the sign-in settings.
-#[derive(Debug, thiserror::Error)]
-pub enum AlbConfigError {
-    #[error("ORDERS_API_ALB_ARN {0:?} is not a load balancer ARN (arn:aws:elasticloadbalancing:<region>:<account>:loadbalancer/app/<name>/<id>)")]
-    BadArn(String),
-    #[error("ORDERS_API_OIDC_ISSUER is required with ORDERS_API_ALB_ARN: the issuer (iss) of the identity provider the load balancer signs users in with")]
-    MissingIssuer,
-    #[error("ORDERS_API_OIDC_ISSUER is set without ORDERS_API_ALB_ARN, the load balancer whose signature to trust")]
-    MissingArn,
-    #[error("ORDERS_API_ALB_KEYS_URL {0:?} is not an http(s) URL")]
-    BadKeysUrl(String),
-    #[error("cannot build the HTTP client that fetches the load balancer's keys: {0}")]
-    Client(String),
-}
 
 /// Which load balancer and identity provider to trust.
 #[derive(Debug, Clone, PartialEq, Eq)]
