@@ -102,6 +102,14 @@ pub fn evaluate(window: &[GroupSample<'_>]) -> Verdict {
     }
     let span_s = (last.at_ms - first.at_ms).max(0) as f64 / 1000.0;
 
+    let trends = Trends::of(&per_partition(window));
+    trends.verdict(span_s, total_lag)
+}
+
+/// Each partition's lag across the window, oldest first.
+fn per_partition<'a>(
+    window: &'a [GroupSample<'_>],
+) -> BTreeMap<(&'a str, i32), Vec<&'a PartitionLag>> {
     let mut series: BTreeMap<(&str, i32), Vec<&PartitionLag>> = BTreeMap::new();
     for sample in window {
         for p in &sample.lag.partitions {
@@ -111,58 +119,86 @@ pub fn evaluate(window: &[GroupSample<'_>]) -> Verdict {
                 .push(p);
         }
     }
+    series
+}
 
-    let mut any_moved = false;
-    let mut stalled = Vec::new();
-    let mut lagging = Vec::new();
-    for (key, points) in &series {
-        let moved = points.windows(2).any(|w| w[0].committed != w[1].committed);
-        any_moved |= moved;
-        if points.iter().any(|p| p.lag == 0) {
-            continue;
+/// Which partitions with records waiting did not move, and which fell further behind.
+struct Trends<'a> {
+    /// Some partition's committed offset moved in the window.
+    any_moved: bool,
+    /// Records waiting, committed offset unchanged.
+    stalled: Vec<(&'a str, i32)>,
+    /// Offsets moving, but the lag never shrank and grew over the window.
+    lagging: Vec<(&'a str, i32)>,
+}
+
+impl<'a> Trends<'a> {
+    fn of(series: &BTreeMap<(&'a str, i32), Vec<&PartitionLag>>) -> Self {
+        let mut any_moved = false;
+        let mut stalled = Vec::new();
+        let mut lagging = Vec::new();
+        for (key, points) in series {
+            let moved = points.windows(2).any(|w| w[0].committed != w[1].committed);
+            any_moved |= moved;
+            if points.iter().any(|p| p.lag == 0) {
+                continue;
+            }
+            if !moved {
+                stalled.push(*key);
+                continue;
+            }
+            let never_shrank = points.windows(2).all(|w| w[1].lag >= w[0].lag);
+            let grew = match (points.first(), points.last()) {
+                (Some(a), Some(b)) => b.lag > a.lag,
+                _ => false,
+            };
+            if never_shrank && grew {
+                lagging.push(*key);
+            }
         }
-        if !moved {
-            stalled.push(*key);
-            continue;
-        }
-        let never_shrank = points.windows(2).all(|w| w[1].lag >= w[0].lag);
-        let grew = match (points.first(), points.last()) {
-            (Some(a), Some(b)) => b.lag > a.lag,
-            _ => false,
-        };
-        if never_shrank && grew {
-            lagging.push(*key);
+        Trends {
+            any_moved,
+            stalled,
+            lagging,
         }
     }
 
-    if !stalled.is_empty() && !any_moved {
-        Verdict::new(
-            LagStatus::Stop,
-            format!("no commits for {span_s:.1} s while {total_lag} records wait"),
-        )
-    } else if !stalled.is_empty() {
-        Verdict::new(
-            LagStatus::Stall,
-            format!(
-                "offsets not moving for {span_s:.1} s with records waiting on {}",
-                names(&stalled)
-            ),
-        )
-    } else if !lagging.is_empty() {
-        Verdict::new(
-            LagStatus::Warn,
-            format!(
-                "lag growing for {span_s:.1} s while offsets advance on {}",
-                names(&lagging)
-            ),
-        )
-    } else if total_lag == 0 {
-        Verdict::new(LagStatus::Ok, "caught up")
-    } else {
-        Verdict::new(
-            LagStatus::Ok,
-            format!("progressing, {total_lag} records behind"),
-        )
+    /// The status the trends over `span_s` seconds call for.
+    fn verdict(&self, span_s: f64, total_lag: i64) -> Verdict {
+        let Trends {
+            any_moved,
+            stalled,
+            lagging,
+        } = self;
+        if !stalled.is_empty() && !any_moved {
+            Verdict::new(
+                LagStatus::Stop,
+                format!("no commits for {span_s:.1} s while {total_lag} records wait"),
+            )
+        } else if !stalled.is_empty() {
+            Verdict::new(
+                LagStatus::Stall,
+                format!(
+                    "offsets not moving for {span_s:.1} s with records waiting on {}",
+                    names(stalled)
+                ),
+            )
+        } else if !lagging.is_empty() {
+            Verdict::new(
+                LagStatus::Warn,
+                format!(
+                    "lag growing for {span_s:.1} s while offsets advance on {}",
+                    names(lagging)
+                ),
+            )
+        } else if total_lag == 0 {
+            Verdict::new(LagStatus::Ok, "caught up")
+        } else {
+            Verdict::new(
+                LagStatus::Ok,
+                format!("progressing, {total_lag} records behind"),
+            )
+        }
     }
 }
 

@@ -81,44 +81,7 @@ impl Metrics {
     /// The text exposition of everything known.
     pub fn render(&self, progress: Option<&Progress>, lag: Option<&LagSnapshot>) -> String {
         let mut out = String::with_capacity(4096);
-        {
-            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            out.push_str(
-                "# HELP orders_api_requests_total HTTP requests answered, by route and status.\n\
-                 # TYPE orders_api_requests_total counter\n",
-            );
-            for (route, s) in routes.iter() {
-                for (status, n) in &s.by_status {
-                    let _ = writeln!(
-                        out,
-                        "orders_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                        label(route)
-                    );
-                }
-            }
-            out.push_str(
-                "# HELP orders_api_request_duration_seconds Time to answer a request, by route.\n\
-                 # TYPE orders_api_request_duration_seconds histogram\n",
-            );
-            for (route, s) in routes.iter() {
-                let route = label(route);
-                let mut cumulative = 0;
-                for (i, bound) in BUCKETS.iter().enumerate() {
-                    cumulative += s.buckets[i];
-                    let _ = writeln!(
-                        out,
-                        "orders_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "orders_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
-                     orders_api_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
-                     orders_api_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    s.count, s.sum_seconds, s.count
-                );
-            }
-        }
+        self.render_routes(&mut out);
         let _ = writeln!(
             out,
             "# HELP orders_api_store_errors_total Requests that failed because the store did.\n\
@@ -126,20 +89,7 @@ impl Metrics {
              orders_api_store_errors_total {}",
             self.store_errors()
         );
-        out.push_str(
-            "# HELP orders_api_auth_failures_total Requests refused 401, by reason (missing, bad_token, bad_identity).\n\
-             # TYPE orders_api_auth_failures_total counter\n",
-        );
-        {
-            let failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
-            for reason in ["missing", "bad_token", "bad_identity"] {
-                let n = failures.get(reason).copied().unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "orders_api_auth_failures_total{{reason=\"{reason}\"}} {n}"
-                );
-            }
-        }
+        self.render_auth_failures(&mut out);
         let _ = writeln!(
             out,
             "# HELP orders_api_rate_limited_total Requests refused 429: the client was over its rate.\n\
@@ -163,6 +113,62 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Requests answered, by route and status, and their durations by route.
+    fn render_routes(&self, out: &mut String) {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str(
+            "# HELP orders_api_requests_total HTTP requests answered, by route and status.\n\
+             # TYPE orders_api_requests_total counter\n",
+        );
+        for (route, s) in routes.iter() {
+            for (status, n) in &s.by_status {
+                let _ = writeln!(
+                    out,
+                    "orders_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    label(route)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP orders_api_request_duration_seconds Time to answer a request, by route.\n\
+             # TYPE orders_api_request_duration_seconds histogram\n",
+        );
+        for (route, s) in routes.iter() {
+            let route = label(route);
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += s.buckets[i];
+                let _ = writeln!(
+                    out,
+                    "orders_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "orders_api_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
+                 orders_api_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
+                 orders_api_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                s.count, s.sum_seconds, s.count
+            );
+        }
+    }
+
+    /// Requests refused 401, by reason.
+    fn render_auth_failures(&self, out: &mut String) {
+        out.push_str(
+            "# HELP orders_api_auth_failures_total Requests refused 401, by reason (missing, bad_token, bad_identity).\n\
+             # TYPE orders_api_auth_failures_total counter\n",
+        );
+        let failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
+        for reason in ["missing", "bad_token", "bad_identity"] {
+            let n = failures.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "orders_api_auth_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+
     /// `orders_api_auth_mode`: 1 for the mode in force, so a dashboard shows an open api.
     fn render_auth_mode(&self, out: &mut String) {
         let Some(mode) = *self.auth_mode.lock().unwrap_or_else(|e| e.into_inner()) else {
@@ -360,21 +366,35 @@ fn render_ingest_slot(out: &mut String, i: &orders_core::progress::IngestCounter
     }
 }
 
+/// The pipeline's metrics: the ingest's, then the producer's and each group's, then the
+/// store's and the latency.
 fn render_progress(out: &mut String, p: &Progress) {
     render_ingest(out, p);
-    let get = GroupCounters::get;
     let _ = writeln!(
         out,
         "# HELP orders_pipeline_orders_produced_total Orders produced by this process.\n\
          # TYPE orders_pipeline_orders_produced_total counter\n\
          orders_pipeline_orders_produced_total {}",
-        get(&p.orders_produced)
+        GroupCounters::get(&p.orders_produced)
     );
     let groups = [
         (orders_core::kafka::FRAUD_GROUP, &p.fraud),
         (orders_core::kafka::PAYMENTS_GROUP, &p.payments),
         (orders_core::kafka::ANALYTICS_GROUP, &p.analytics),
     ];
+    render_group_counters(out, &groups);
+    render_group_records(out, &groups);
+    render_group_partitions(out, &groups);
+    render_process(out, p);
+    render_process_counters(out, p);
+}
+
+/// The consumer groups this process is a member of, by name.
+type Groups<'a> = [(&'static str, &'a GroupCounters); 3];
+
+/// One counter of each group per kind: consumed, done, decode errors, rebalances …
+fn render_group_counters(out: &mut String, groups: &Groups) {
+    let get = GroupCounters::get;
     let per_group: [(&str, &str, CounterOf); 6] = [
         ("consumed", "Records received from Kafka.", |g| &g.consumed),
         (
@@ -406,7 +426,7 @@ fn render_progress(out: &mut String, p: &Progress) {
             out,
             "# HELP orders_pipeline_{name}_total {help}\n# TYPE orders_pipeline_{name}_total counter"
         );
-        for (group, counters) in &groups {
+        for (group, counters) in groups {
             let _ = writeln!(
                 out,
                 "orders_pipeline_{name}_total{{group=\"{group}\"}} {}",
@@ -414,11 +434,16 @@ fn render_progress(out: &mut String, p: &Progress) {
             );
         }
     }
+}
+
+/// Each group's dead letters by reason, and its chunk durations.
+fn render_group_records(out: &mut String, groups: &Groups) {
+    let get = GroupCounters::get;
     out.push_str(
         "# HELP orders_pipeline_dead_lettered_total Records sent to a dead-letter topic, by reason.\n\
          # TYPE orders_pipeline_dead_lettered_total counter\n",
     );
-    for (group, counters) in &groups {
+    for (group, counters) in groups {
         for (reason, n) in DecodeError::CODES
             .iter()
             .zip(&counters.dead_lettered_by_reason)
@@ -434,7 +459,7 @@ fn render_progress(out: &mut String, p: &Progress) {
         "# HELP orders_pipeline_chunk_duration_seconds Records received to effects durable and offsets stored, per chunk.\n\
          # TYPE orders_pipeline_chunk_duration_seconds histogram\n",
     );
-    for (group, counters) in &groups {
+    for (group, counters) in groups {
         render_histogram(
             out,
             "orders_pipeline_chunk_duration_seconds",
@@ -442,11 +467,16 @@ fn render_progress(out: &mut String, p: &Progress) {
             &counters.chunk_seconds.snapshot(),
         );
     }
+}
+
+/// Each group's partitions: how many assigned, and the lag on each.
+fn render_group_partitions(out: &mut String, groups: &Groups) {
+    let get = GroupCounters::get;
     out.push_str(
         "# HELP orders_pipeline_assigned_partitions Partitions assigned to this member now.\n\
          # TYPE orders_pipeline_assigned_partitions gauge\n",
     );
-    for (group, counters) in &groups {
+    for (group, counters) in groups {
         let _ = writeln!(
             out,
             "orders_pipeline_assigned_partitions{{group=\"{group}\"}} {}",
@@ -457,7 +487,7 @@ fn render_progress(out: &mut String, p: &Progress) {
         "# HELP orders_pipeline_member_lag_records Records between this member's stored offset and the high watermark, by assigned partition.\n\
          # TYPE orders_pipeline_member_lag_records gauge\n",
     );
-    for (group, counters) in &groups {
+    for (group, counters) in groups {
         for ((topic, partition), lag) in counters.lag() {
             let _ = writeln!(
                 out,
@@ -466,6 +496,10 @@ fn render_progress(out: &mut String, p: &Progress) {
             );
         }
     }
+}
+
+/// The process's loops and store: poll ages, store write times, payments in flight.
+fn render_process(out: &mut String, p: &Progress) {
     out.push_str(
         "# HELP orders_pipeline_last_poll_age_seconds Seconds since the group's consumer loop last polled (it polls at least once a second while alive).\n\
          # TYPE orders_pipeline_last_poll_age_seconds gauge\n",
@@ -495,6 +529,11 @@ fn render_progress(out: &mut String, p: &Progress) {
          orders_pipeline_payments_in_flight {}",
         p.payments_in_flight.load(Ordering::Relaxed)
     );
+}
+
+/// The process's counters (produce errors, records stored …) and its latency.
+fn render_process_counters(out: &mut String, p: &Progress) {
+    let get = GroupCounters::get;
     for (name, help, v) in [
         (
             "produce_errors",

@@ -4,6 +4,8 @@
 //! Every value is escaped: order fields come from Kafka and may hold anything.
 
 use crate::model::{AlertJson, GroupLagJson, OrderJson, TotalsBody};
+use orders_core::canary::is_canary_id;
+use orders_core::domain::{Timestamp, CANARY_ORDER_IDS};
 use std::fmt::Write as _;
 
 /// The `Content-Security-Policy` of every answer: nothing may load or run but the page's
@@ -63,18 +65,18 @@ fn canaries_section(out: &mut String, canaries: &Option<Result<crate::model::Can
             if c.canaries.is_empty() {
                 out.push_str("<p class=\"muted\">No canary yet.</p>");
             } else {
-                out.push_str("<div class=\"scroll\"><table><thead><tr><th>Canary</th><th>State</th><th>Created</th><th>Decided</th><th>Paid</th><th>Stored</th></tr></thead><tbody>");
+                out.push_str("<div class=\"scroll\"><table><thead><tr><th>Canary</th><th>State</th><th>Decided</th><th>Paid</th><th>Stored</th></tr></thead><tbody>");
                 for j in &c.canaries {
                     let _ = write!(
                         out,
-                        "<tr class=\"canary\" data-order-id=\"{id}\"><td class=\"num\">#{id}</td><td>{}</td><td>{}</td>\
+                        "<tr class=\"canary\" data-order-id=\"{}\"><td>{}</td><td>{}</td>\
                          <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                        j.order_id,
+                        escape(&canary_label(j.order_id, j.created_at.as_deref())),
                         escape(j.state.unwrap_or("—")),
-                        escape(&j.created_at.as_deref().map(short_time).unwrap_or_default()),
                         seconds(j.decision_seconds),
                         seconds(j.paid_seconds),
                         seconds(j.stored_seconds),
-                        id = j.order_id,
                     );
                 }
                 out.push_str("</tbody></table></div>");
@@ -82,6 +84,32 @@ fn canaries_section(out: &mut String, canaries: &Option<Result<crate::model::Can
         }
     }
     out.push_str("</section>");
+}
+
+/// A canary as a person reads it: "canary" and the time it was made (its `created_at`, or
+/// the time its id carries when analytics has not read it yet), never its id: canary ids
+/// (2^51 and up) say nothing to an operator and look like a gap in the orders.
+fn canary_label(order_id: u64, created_at: Option<&str>) -> String {
+    let made = created_at.map(str::to_owned).or_else(|| {
+        let millis = order_id.checked_sub(CANARY_ORDER_IDS.start)?;
+        let micros = i64::try_from(millis).ok()?.checked_mul(1_000)?;
+        Timestamp::from_micros(micros)
+            .filter(|_| is_canary_id(order_id))
+            .map(|t| t.to_rfc3339())
+    });
+    match made {
+        Some(t) => format!("canary {}", short_time(&t)),
+        None => "canary".to_owned(),
+    }
+}
+
+/// How an order is named in a table: `#id`, or as a canary when the id is in their range.
+fn order_label(order_id: u64) -> String {
+    if is_canary_id(order_id) {
+        canary_label(order_id, None)
+    } else {
+        format!("#{order_id}")
+    }
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -299,7 +327,7 @@ fn orders_section(out: &mut String, orders: &Result<Vec<OrderJson>, String>) {
                 };
                 let _ = write!(
                     out,
-                    "<tr class=\"order\" data-order-id=\"{id}\"><td class=\"num\">#{id}</td>\
+                    "<tr class=\"order\" data-order-id=\"{id}\"><td class=\"num\">{label}</td>\
                      <td class=\"num\">{}</td><td class=\"num\">{amount}</td><td>{}</td><td>{}</td>\
                      <td>{fraud}</td><td>{payment}</td><td class=\"muted\">{}</td></tr>",
                     o.customer_id,
@@ -307,6 +335,7 @@ fn orders_section(out: &mut String, orders: &Result<Vec<OrderJson>, String>) {
                     escape(&o.status),
                     escape(&short_time(&o.created_at)),
                     id = o.order_id,
+                    label = escape(&order_label(o.order_id)),
                 );
             }
             out.push_str("</tbody></table></div>");
@@ -330,12 +359,13 @@ fn alerts_section(out: &mut String, alerts: &Result<Vec<AlertJson>, String>) {
             for a in alerts {
                 let _ = write!(
                     out,
-                    "<tr class=\"alert\" data-order-id=\"{id}\"><td class=\"num\">#{id}</td>\
+                    "<tr class=\"alert\" data-order-id=\"{id}\"><td class=\"num\">{label}</td>\
                      <td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                     money(a.amount),
                     escape(&a.country),
                     escape(&a.reason),
                     id = a.order_id,
+                    label = escape(&order_label(a.order_id)),
                 );
             }
             out.push_str("</tbody></table></div>");
@@ -445,6 +475,71 @@ mod tests {
             !csp.contains("script-src") && !csp.contains("unsafe"),
             "{csp}"
         );
+    }
+
+    /// A canary is shown as "canary" with the time it was made, never as its id (2^51 and
+    /// up: sixteen digits that read as a gap in the orders), in every table of the page.
+    #[test]
+    fn canaries_are_named_by_their_time_not_their_id() {
+        use crate::model::{CanaryBody, CanaryJson, CanaryPercentiles, LegPercentiles};
+        // Made at 2024-01-15T10:30:00Z, an id of the canaries' range.
+        let made_ms: u64 = 1_705_314_600_000;
+        let id = CANARY_ORDER_IDS.start + made_ms;
+        let journey = |order_id: u64, created_at: Option<&str>| CanaryJson {
+            order_id,
+            state: Some("pending"),
+            created_at: created_at.map(str::to_owned),
+            decided_at: None,
+            flagged: None,
+            paid_at: None,
+            stored_at: None,
+            decision_seconds: None,
+            paid_seconds: None,
+            stored_seconds: None,
+        };
+        let none = LegPercentiles {
+            p50: None,
+            p99: None,
+        };
+        let body = CanaryBody {
+            sla_seconds: 30.0,
+            window: 100,
+            polled_at: None,
+            last: None,
+            pending: 2,
+            lost_in_window: 0,
+            lost_total: 0,
+            samples: 0,
+            percentiles: CanaryPercentiles {
+                decision: none.clone(),
+                paid: none.clone(),
+                stored: none,
+            },
+            canaries: vec![
+                journey(id, Some("2024-01-15T10:30:00.000001Z")),
+                // Not yet read by analytics: the time comes from the id.
+                journey(id + 1, None),
+            ],
+        };
+        let mut alert_order = order(id + 2, "canary", "USD");
+        alert_order.created_at = "2024-01-15T10:30:00Z".into();
+        let html = render(&Dashboard {
+            generated_at: "2024-01-15T10:30:02Z".into(),
+            totals: Err("down".into()),
+            orders: Ok(vec![alert_order, order(7, "x", "USD")]),
+            alerts: Ok(vec![]),
+            lag: None,
+            canaries: Some(Ok(body)),
+        });
+        assert!(!html.contains(&format!("#{id}")), "{html}");
+        assert!(!html.contains(&format!("#{}", id + 1)), "{html}");
+        assert!(!html.contains(&format!("#{}", id + 2)), "{html}");
+        assert_eq!(
+            html.matches("canary 2024-01-15 10:30:00").count(),
+            3,
+            "{html}"
+        );
+        assert!(html.contains("#7"), "an order keeps its id: {html}");
     }
 
     #[test]

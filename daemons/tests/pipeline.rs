@@ -10,7 +10,7 @@ use orders_core::kafka::{
     PAYMENTS_TOPIC,
 };
 use orders_core::money::Cents;
-use orders_core::store::{OrderQuery, OrderStore};
+use orders_core::store::OrderStore;
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::{max_order_id_on_topic, Pace, ProducerConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,134 +18,16 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SEED: u64 = 42;
-
-fn producer(n: u64, rate: f64) -> ProducerConfig {
-    ProducerConfig {
-        topic: "orders".into(),
-        pace: Pace::Rate(rate),
-        max_orders: Some(n),
-        seed: SEED,
-        canary_interval: None,
-    }
-}
-
-/// Waits (bounded) until `cond` holds; panics with `what` otherwise.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn total_lag(kafka: &KafkaSettings) -> i64 {
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut total = 0;
-        for group in ORDER_GROUPS {
-            total += consumer_lag(&kafka, group, &["orders"], Duration::from_secs(10))
-                .unwrap()
-                .total();
-        }
-        total += consumer_lag(
-            &kafka,
-            ANALYTICS_GROUP,
-            &[FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC],
-            Duration::from_secs(10),
-        )
-        .unwrap()
-        .total();
-        total
-    })
-    .await
-    .unwrap()
-}
-
-/// Checks the store against what the seeded generator produced for ids 1..=n.
-async fn assert_exact(store: &dyn OrderStore, n: u64) {
-    let generator = OrderGenerator::new(SEED);
-    let rules = FraudRules::default();
-    let t0 = Timestamp::now();
-    let expected: Vec<Order> = (1..=n).map(|id| generator.order(id, t0)).collect();
-    let expected_sales: Cents = expected.iter().map(|o| o.amount).sum();
-    let expected_fraud: BTreeSet<u64> = expected
-        .iter()
-        .filter(|o| rules.evaluate(o).is_some())
-        .map(|o| o.order_id)
-        .collect();
-
-    let totals = store.totals().await.unwrap();
-    assert_eq!(totals.order_count, n, "orders stored");
-    assert_eq!(totals.total_sales, expected_sales, "total sales in cents");
-    assert_eq!(
-        totals.fraud_count,
-        expected_fraud.len() as u64,
-        "fraud alerts stored"
-    );
-    assert_eq!(totals.payment_count, n, "one payment per order");
-    assert_eq!(totals.paid_count, n);
-
-    let stored = store
-        .latest_orders(&OrderQuery {
-            limit: n as usize + 10,
-            ..OrderQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(stored.len() as u64, n);
-    let mut fraud_seen = BTreeSet::new();
-    for doc in &stored {
-        let want = &expected[(doc.order.order_id - 1) as usize];
-        assert_eq!(doc.order.amount, want.amount);
-        assert_eq!(doc.order.country, want.country);
-        assert_eq!(doc.order.customer_id, want.customer_id);
-        assert_eq!(doc.order.status, want.status);
-        assert_eq!(
-            doc.payment_status.map(|s| s.as_str()),
-            Some("PAID"),
-            "order {}",
-            doc.order.order_id
-        );
-        if doc.fraud {
-            fraud_seen.insert(doc.order.order_id);
-        }
-    }
-    assert_eq!(
-        fraud_seen, expected_fraud,
-        "alerts exactly for the orders matching the rule"
-    );
-    let alerts = store.latest_alerts(n as usize).await.unwrap();
-    let alert_ids: BTreeSet<u64> = alerts.iter().map(|a| a.alert.order_id).collect();
-    assert_eq!(alert_ids, expected_fraud);
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_orders_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(10_000, 0.0));
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
-    let progress = pipeline.progress.clone();
-    eventually(
-        "all groups done with 10,000 orders",
-        Duration::from_secs(180),
-        || {
-            let p = progress.clone();
-            async move {
-                p.orders_done_by_all() >= 10_000
-                    && p.payments_stored.load(std::sync::atomic::Ordering::Relaxed) >= 10_000
-            }
-        },
-    )
-    .await;
+    let (_dir, mut pipeline) = start(10_000, 0.0, |_| {}).await;
+    wait_all_done(&pipeline, 10_000).await;
     pipeline.stop().await.unwrap();
     assert_exact(pipeline.store.as_ref(), 10_000).await;
     assert_eq!(
@@ -171,66 +53,15 @@ async fn ten_thousand_orders_end_to_end() {
 }
 
 /// A daemon process that is killed if the test ends early (a failed assertion included).
-struct Daemon(Option<Child>);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn ordersd(kafka: &str, data_dir: &std::path::Path, role: &str) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_ordersd"))
-        // Each daemon its own ops port: several run at once.
-        .env("ORDERS_OPS_ADDR", "127.0.0.1:0")
-        .args(["--kafka-bootstrap-servers", kafka, "--data-dir"])
-        .arg(data_dir)
-        .arg(role)
-        .env(
-            "RUST_LOG",
-            std::env::var("TEST_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    Daemon(Some(child))
-}
-
-/// Kills a daemon process abruptly (SIGKILL: no shutdown, no final commit).
-fn crash(mut daemon: Daemon) {
-    let mut child = daemon.0.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// A group's committed offsets on `topic`, summed (records it will not see again), and the
-/// records on `topic` (high watermarks, summed).
-async fn committed_and_records(kafka: &KafkaSettings, group: &str, topic: &str) -> (i64, i64) {
-    let (kafka, group, topic) = (kafka.clone(), group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let lag = consumer_lag(&kafka, &group, &[&topic], Duration::from_secs(10)).unwrap();
-        let committed = lag.partitions.iter().filter_map(|p| p.committed).sum();
-        let records = lag.partitions.iter().map(|p| p.high_watermark).sum();
-        (committed, records)
-    })
-    .await
-    .unwrap()
-}
-
 async fn crash_and_restart(role: Role, name: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(10_000, 2_000.0));
-    options.flow_window = u64::MAX; // one group runs in another process
-    options.consumers = vec![Role::Fraud, Role::Payment, Role::Analytics]
-        .into_iter()
-        .filter(|r| *r != role)
-        .collect();
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (dir, mut pipeline) = start(10_000, 2_000.0, |o| {
+        o.flow_window = u64::MAX; // one group runs in another process
+        o.consumers = vec![Role::Fraud, Role::Payment, Role::Analytics]
+            .into_iter()
+            .filter(|r| *r != role)
+            .collect();
+    })
+    .await;
     let kafka = pipeline.bootstrap_servers().to_owned();
     let store = pipeline.store.clone();
 
@@ -287,13 +118,8 @@ async fn crash_and_restart(role: Role, name: &str) {
         },
     )
     .await;
-    let mut child = second.0.take().unwrap();
     // A clean stop: SIGTERM, then the final commit.
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
+    let status = terminate(&mut second);
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     pipeline.stop().await.unwrap();
     assert!(before.order_count < 10_000 || before.payment_count < 10_000);
@@ -520,12 +346,11 @@ async fn poison_records_go_to_the_dead_letter_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn analytics_waits_for_an_unreachable_couchbase_without_committing() {
     const N: u64 = 200;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(N, 0.0));
-    options.flow_window = u64::MAX; // analytics runs in another process
-    options.consumers = vec![Role::Fraud, Role::Payment];
-    let mut pipeline = LocalPipeline::start(options).await.unwrap();
+    let (_dir, mut pipeline) = start(N, 0.0, |o| {
+        o.flow_window = u64::MAX; // analytics runs in another process
+        o.consumers = vec![Role::Fraud, Role::Payment];
+    })
+    .await;
     let kafka = pipeline.bootstrap_servers().to_owned();
     let couchbase = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

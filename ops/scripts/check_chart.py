@@ -29,22 +29,10 @@ from pathlib import Path
 
 import yaml
 
+from check_report import Report
+
 KUBE_VERSIONS = ["1.27.0", "1.37.0"]
 ROLES = ["producer", "fraud", "payment", "analytics", "api", "ingest"]
-
-
-class Report:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, ok, what, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   - {what}")
-        else:
-            self.failed += 1
-            print(f"FAIL - {what}" + (f": {str(detail)[-2000:]}" if detail else ""))
-        return ok
 
 
 def merge(base, over):
@@ -226,7 +214,7 @@ def main():
     root, work = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
     here = root / "ops" / "scripts"
     chart = root / "ops" / "helm" / "orders"
-    r = Report()
+    r = Report(detail_tail=2000)
     defaults = yaml.safe_load((chart / "values.yaml").read_text())
     cases = [("defaults", None)] + [(f.name, f) for f in sorted((chart / "ci").glob("*-values.yaml"))]
     rendered = []

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from check_report import Report
+
 try:
     import hcl2
 except ImportError:  # pragma: no cover - the shell wrapper installs it
@@ -82,30 +84,6 @@ EXEC_ACTIONS = {
 DAEMON_HEALTH_COMMAND = ["CMD", "ordersd", "healthcheck"]
 SENSITIVE_NAME = re.compile(r"secret|password|api_key|token")
 PLACEHOLDER = re.compile(r"^(|<[^>]*>|(change|replace)[-_ ]?me.*|x{3,}|\.\.\.)$", re.IGNORECASE)
-
-
-# ---------------------------------------------------------------------------------------
-# reporting
-
-
-class Report:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-        self.skipped = 0
-
-    def check(self, ok, what, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   - {what}")
-        else:
-            self.failed += 1
-            print(f"FAIL - {what}" + (f": {detail}" if detail else ""))
-        return ok
-
-    def skip(self, what, why):
-        self.skipped += 1
-        print(f"skip - {what}: {why}")
 
 
 # ---------------------------------------------------------------------------------------

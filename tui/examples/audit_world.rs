@@ -102,65 +102,13 @@ async fn main() -> anyhow::Result<()> {
     if db.exists() {
         bail!("{} exists: use an empty data directory", db.display());
     }
-    let p = args.partitions;
-    let mut topics: Vec<(String, i32)> = [ORDERS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC]
-        .iter()
-        .map(|t| ((*t).to_owned(), p))
-        .collect();
-    topics.push((ANALYTICS_TOPIC.to_owned(), 1));
-    for t in [ORDERS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC] {
-        topics.push((dlq_topic(t), 1));
-    }
+    let topics = topics(args.partitions);
     let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&topics)).await??;
     let kafka = broker.settings();
     let store = SqliteStore::open(&db).with_context(|| db.display().to_string())?;
     let producer: ThreadedProducer<DefaultProducerContext> =
         kafka.producer_config("audit-world").create()?;
-
-    let generator = OrderGenerator::new(args.seed);
-    let rules = FraudRules::default();
-    let width = usize::try_from(p)?;
-    // Partition of order n: n % p. One idempotent producer keeps each partition's order,
-    // so the k-th record sent to a partition is at offset k.
-    let mut next_offset = vec![vec![0_i64; width]; 3];
-    let mut id = 1;
-    while id <= args.orders {
-        let last = (id + args.batch - 1).min(args.orders);
-        let mut batch = StoreBatch::default();
-        let now = Timestamp::now();
-        for n in id..=last {
-            let partition = usize::try_from(n % u64::try_from(p)?)?;
-            let order = generator.order(n, now);
-            let key = order.key();
-            let part = i32::try_from(partition)?;
-            send(&producer, ORDERS_TOPIC, part, &key, &order.to_json())?;
-            batch.orders.push(StoredOrder {
-                order: order.clone(),
-                kafka_partition: part,
-                kafka_offset: next_offset[0][partition],
-                processed_at: now,
-            });
-            next_offset[0][partition] += 1;
-            if let Some(alert) = rules.evaluate(&order) {
-                send(&producer, FRAUD_ALERTS_TOPIC, part, &key, &alert.to_json())?;
-                next_offset[1][partition] += 1;
-                batch.alerts.push(alert);
-            }
-            let payment = Payment {
-                order_id: n,
-                status: PaymentStatus::Paid,
-                amount: order.amount,
-                country: order.country,
-                timestamp: now.micros() as f64 / 1e6,
-            };
-            send(&producer, PAYMENTS_TOPIC, part, &key, &payment.to_json())?;
-            next_offset[2][partition] += 1;
-            batch.payments.push(payment);
-        }
-        store.apply(Arc::new(batch)).await?;
-        eprintln!("audit_world: orders {id}..={last} produced and stored");
-        id = last + 1;
-    }
+    let next_offset = produce_and_store(&args, &producer, &store).await?;
     producer.flush(Duration::from_secs(60))?;
     {
         let kafka = kafka.clone();
@@ -189,4 +137,72 @@ async fn main() -> anyhow::Result<()> {
     stop.cancelled().await;
     UpInfo::remove(&args.data_dir);
     Ok(())
+}
+
+/// The topics with `p` partitions each, the analytics topic and the dead-letter topics.
+fn topics(p: i32) -> Vec<(String, i32)> {
+    let mut topics: Vec<(String, i32)> = [ORDERS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC]
+        .iter()
+        .map(|t| ((*t).to_owned(), p))
+        .collect();
+    topics.push((ANALYTICS_TOPIC.to_owned(), 1));
+    for t in [ORDERS_TOPIC, FRAUD_ALERTS_TOPIC, PAYMENTS_TOPIC] {
+        topics.push((dlq_topic(t), 1));
+    }
+    topics
+}
+
+/// Produces every order with its alert and payment and stores them, a batch at a time; the
+/// next offset of each partition of orders, alerts and payments.
+async fn produce_and_store(
+    args: &Args,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    store: &SqliteStore,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    let p = args.partitions;
+    let generator = OrderGenerator::new(args.seed);
+    let rules = FraudRules::default();
+    let width = usize::try_from(p)?;
+    // Partition of order n: n % p. One idempotent producer keeps each partition's order,
+    // so the k-th record sent to a partition is at offset k.
+    let mut next_offset = vec![vec![0_i64; width]; 3];
+    let mut id = 1;
+    while id <= args.orders {
+        let last = (id + args.batch - 1).min(args.orders);
+        let mut batch = StoreBatch::default();
+        let now = Timestamp::now();
+        for n in id..=last {
+            let partition = usize::try_from(n % u64::try_from(p)?)?;
+            let order = generator.order(n, now);
+            let key = order.key();
+            let part = i32::try_from(partition)?;
+            send(producer, ORDERS_TOPIC, part, &key, &order.to_json())?;
+            batch.orders.push(StoredOrder {
+                order: order.clone(),
+                kafka_partition: part,
+                kafka_offset: next_offset[0][partition],
+                processed_at: now,
+            });
+            next_offset[0][partition] += 1;
+            if let Some(alert) = rules.evaluate(&order) {
+                send(producer, FRAUD_ALERTS_TOPIC, part, &key, &alert.to_json())?;
+                next_offset[1][partition] += 1;
+                batch.alerts.push(alert);
+            }
+            let payment = Payment {
+                order_id: n,
+                status: PaymentStatus::Paid,
+                amount: order.amount,
+                country: order.country,
+                timestamp: now.micros() as f64 / 1e6,
+            };
+            send(producer, PAYMENTS_TOPIC, part, &key, &payment.to_json())?;
+            next_offset[2][partition] += 1;
+            batch.payments.push(payment);
+        }
+        store.apply(Arc::new(batch)).await?;
+        eprintln!("audit_world: orders {id}..={last} produced and stored");
+        id = last + 1;
+    }
+    Ok(next_offset)
 }

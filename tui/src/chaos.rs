@@ -113,6 +113,33 @@ impl Members {
             .with_context(|| format!("starting {}", self.ordersd.display()))
     }
 
+    /// Starts `per_group` extra members in each consumer group.
+    fn spawn_all(&mut self, per_group: u64) -> anyhow::Result<()> {
+        for role in ["fraud", "payment", "analytics"] {
+            for _ in 0..per_group {
+                let n = self.all.len();
+                let child = self.spawn(role, n)?;
+                self.all.push(Member {
+                    role,
+                    child: Some(child),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks every member to leave (SIGTERM) and waits for it.
+    async fn stop_all(&mut self) {
+        for m in &mut self.all {
+            if let Some(child) = &m.child {
+                let _ = Members::signal(child, "-TERM");
+            }
+            if let Some(mut child) = m.child.take() {
+                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            }
+        }
+    }
+
     fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
         let ok = Command::new("kill")
             .args([sig, &child.id().to_string()])
@@ -136,6 +163,20 @@ struct Injected {
     next_order_id: u64,
     held_seconds: f64,
     recovery_seconds: Option<f64>,
+}
+
+impl Injected {
+    /// Its entry in the summary's schedule.
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "kind": self.kind,
+            "detail": self.detail,
+            "at_seconds": (self.at_seconds * 10.0).round() / 10.0,
+            "next_order_id": self.next_order_id,
+            "held_seconds": (self.held_seconds * 10.0).round() / 10.0,
+            "recovery_seconds": self.recovery_seconds.map(|s| (s * 10.0).round() / 10.0),
+        })
+    }
 }
 
 fn ordersd_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -222,6 +263,8 @@ async fn recovery(pipeline: &LocalPipeline, limit: Duration) -> Option<f64> {
     None
 }
 
+/// Starts the pipeline and the members, injects faults until the time is up, then drains,
+/// audits and prints the summary; whether the run was clean.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     crate::init_logging("warn");
     let ordersd = ordersd_path(args.ordersd.clone())?;
@@ -230,7 +273,90 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| orders_core::domain::Timestamp::now().micros() as u64);
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().context("creating a temporary data dir")?;
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
+    let mut pipeline = start_pipeline(&args, seed, dir.path()).await?;
+    let mut members = Members {
+        ordersd,
+        kafka: pipeline.bootstrap_servers().to_owned(),
+        data_dir: dir.path().to_owned(),
+        log_dir: dir.path().to_owned(),
+        all: Vec::new(),
+    };
+    members.spawn_all(args.members)?;
+    eprintln!(
+        "chaos: seed {seed}, {} min at {} orders/s, 3 brokers, {} extra members per group",
+        args.minutes, args.rate, args.members
+    );
+    let run_start = Instant::now();
+    let deadline = run_start + Duration::from_secs_f64(args.minutes * 60.0);
+    wait_for_flow(&pipeline).await?;
+    let mut injected: Vec<Injected> = Vec::new();
+    while Instant::now() < deadline {
+        let kind = pick_kind(&args.faults, &members, &mut rng)?;
+        injected.push(inject_one(kind, &pipeline, &mut members, &mut rng, run_start).await?);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..=4_000))).await;
+    }
+
+    let clean = finish(&args, seed, &mut pipeline, &mut members, &injected).await?;
+    keep_logs_on_failure(clean, dir.path());
+    Ok(clean)
+}
+
+/// Drains (the producer stops, every group finishes, the members leave), audits, and prints
+/// the summary; whether the run was clean.
+async fn finish(
+    args: &ChaosArgs,
+    seed: u64,
+    pipeline: &mut LocalPipeline,
+    members: &mut Members,
+    injected: &[Injected],
+) -> anyhow::Result<bool> {
+    eprintln!("chaos: faults over; draining");
+    let stopped = pipeline.stop_with(CancellationToken::new()).await;
+    members.stop_all().await;
+    let rules = orders_core::fraud::FraudRules::default();
+    let audit = orders_core::audit::audit(
+        &pipeline.kafka(),
+        pipeline.store.as_ref() as &dyn OrderStore,
+        &rules,
+        &orders_core::audit::AuditOptions::default(),
+    )
+    .await
+    .context("auditing after the chaos run")?;
+    let orders = OrderCount::of(pipeline).await?;
+    let clean = audit.is_clean()
+        && stopped.is_ok()
+        && orders.ids_missing == 0
+        && orders.stored == orders.acknowledged
+        && injected.iter().all(|i| i.recovery_seconds.is_some());
+    let stop = match &stopped {
+        Ok(()) => "clean".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let report = json!({
+        "seed": seed,
+        "minutes": args.minutes,
+        "rate": args.rate,
+        "brokers": 3,
+        "extra_members_per_group": args.members,
+        "orders": orders.to_json(),
+        "faults": fault_counts(injected),
+        "faults_total": injected.len(),
+        "recovery_seconds": recovery_summary(injected),
+        "not_recovered": injected.iter().filter(|i| i.recovery_seconds.is_none())
+            .map(|i| json!({"kind": i.kind, "detail": i.detail})).collect::<Vec<_>>(),
+        "schedule": injected.iter().map(Injected::to_json).collect::<Vec<_>>(),
+        "stop": stop,
+        "audit_clean": audit.is_clean(),
+        "audit": audit,
+        "clean": clean,
+    });
+    println!("{report}");
+    Ok(clean)
+}
+
+/// Starts the local pipeline on three brokers, with the producer at the asked rate.
+async fn start_pipeline(args: &ChaosArgs, seed: u64, dir: &Path) -> anyhow::Result<LocalPipeline> {
+    let mut options = LocalOptions::new(dir.join("orders.db"));
     options.brokers = 3;
     options.payment.delay = Duration::from_millis(args.payment_delay_ms);
     options.drain_grace = Duration::from_secs(180);
@@ -241,31 +367,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
         seed,
         canary_interval: args.canary.interval(),
     });
-    let mut pipeline = LocalPipeline::start(options).await?;
-    let mut members = Members {
-        ordersd,
-        kafka: pipeline.bootstrap_servers().to_owned(),
-        data_dir: dir.path().to_owned(),
-        log_dir: dir.path().to_owned(),
-        all: Vec::new(),
-    };
-    for role in ["fraud", "payment", "analytics"] {
-        for _ in 0..args.members {
-            let n = members.all.len();
-            let child = members.spawn(role, n)?;
-            members.all.push(Member {
-                role,
-                child: Some(child),
-            });
-        }
-    }
-    eprintln!(
-        "chaos: seed {seed}, {} min at {} orders/s, 3 brokers, {} extra members per group",
-        args.minutes, args.rate, args.members
-    );
-    let run_start = Instant::now();
-    let deadline = run_start + Duration::from_secs_f64(args.minutes * 60.0);
-    // Let the groups form and orders flow before the first fault.
+    Ok(LocalPipeline::start(options).await?)
+}
+
+/// Lets the groups form and orders flow before the first fault.
+async fn wait_for_flow(pipeline: &LocalPipeline) -> anyhow::Result<()> {
     let flowing = Instant::now();
     loop {
         let stored = pipeline
@@ -274,224 +380,287 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
             .await
             .map(|t| t.payment_count)
             .unwrap_or(0);
-        if stored > 0 && recovery(&pipeline, Duration::from_secs(60)).await.is_some() {
-            break;
+        if stored > 0 && recovery(pipeline, Duration::from_secs(60)).await.is_some() {
+            return Ok(());
         }
         if flowing.elapsed() > Duration::from_secs(120) {
             bail!("no order went through the pipeline in 120 s; nothing to break");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let broker = |fault: BrokerFault| -> anyhow::Result<()> {
-        pipeline
-            .broker()
-            .context("the embedded broker is gone")?
-            .inject(fault)?;
-        Ok(())
+}
+
+/// Draws the next kind of fault among those asked for (member faults only with members).
+fn pick_kind(
+    asked: &[String],
+    members: &Members,
+    rng: &mut StdRng,
+) -> anyhow::Result<&'static str> {
+    let kinds: Vec<&'static str> = KINDS
+        .iter()
+        .copied()
+        .filter(|k| !is_member_fault(k) || !members.all.is_empty())
+        .filter(|k| asked.is_empty() || asked.iter().any(|f| f == k))
+        .collect();
+    if kinds.is_empty() {
+        bail!("no fault to inject: member faults need --members above 0");
+    }
+    Ok(kinds[rng.random_range(0..kinds.len())])
+}
+
+/// Injects one fault of `kind`, holds it, lifts it and waits for the pipeline to recover.
+async fn inject_one(
+    kind: &'static str,
+    pipeline: &LocalPipeline,
+    members: &mut Members,
+    rng: &mut StdRng,
+    run_start: Instant,
+) -> anyhow::Result<Injected> {
+    let hold = Duration::from_millis(rng.random_range(2_000..=10_000));
+    let started = Instant::now();
+    let at_seconds = run_start.elapsed().as_secs_f64();
+    let next_order_id = pipeline.progress.orders_sent.load(Ordering::Relaxed) + 1;
+    let detail = if is_member_fault(kind) {
+        member_fault(kind, members, rng, hold).await?
+    } else {
+        broker_fault(kind, pipeline, rng, hold).await?
     };
-    let mut injected: Vec<Injected> = Vec::new();
-    while Instant::now() < deadline {
-        let kinds: Vec<&'static str> = KINDS
-            .iter()
-            .copied()
-            .filter(|k| !is_member_fault(k) || !members.all.is_empty())
-            .filter(|k| args.faults.is_empty() || args.faults.iter().any(|f| f == k))
-            .collect();
-        if kinds.is_empty() {
-            bail!("no fault to inject: member faults need --members above 0");
+    let held_seconds = started.elapsed().as_secs_f64();
+    let recovery_seconds = recovery(pipeline, Duration::from_secs(180)).await;
+    match recovery_seconds {
+        Some(s) => {
+            eprintln!("chaos: {kind}: {detail}; held {held_seconds:.1} s, recovered in {s:.1} s")
         }
-        let kind = kinds[rng.random_range(0..kinds.len())];
-        let hold = Duration::from_millis(rng.random_range(2_000..=10_000));
-        let started = Instant::now();
-        let at_seconds = run_start.elapsed().as_secs_f64();
-        let next_order_id = pipeline.progress.orders_sent.load(Ordering::Relaxed) + 1;
-        let detail = match kind {
-            "member_kill" | "member_term" | "member_pause" => {
-                let i = rng.random_range(0..members.all.len());
-                let role = members.all[i].role;
-                let pid = members.all[i]
-                    .child
-                    .as_ref()
-                    .map(Child::id)
-                    .unwrap_or_default();
-                let sig = match kind {
-                    "member_kill" => "-KILL",
-                    "member_term" => "-TERM",
-                    _ => "-STOP",
-                };
-                if let Some(child) = &members.all[i].child {
-                    Members::signal(child, sig)?;
-                }
-                tokio::time::sleep(hold).await;
-                if kind == "member_pause" {
-                    if let Some(child) = &members.all[i].child {
-                        Members::signal(child, "-CONT")?;
-                    }
-                } else {
-                    if let Some(mut old) = members.all[i].child.take() {
-                        let status = tokio::task::spawn_blocking(move || old.wait()).await??;
-                        if kind == "member_term" && !status.success() {
-                            tracing::warn!(
-                                role,
-                                ?status,
-                                "a member did not exit cleanly on SIGTERM"
-                            );
-                        }
-                    }
-                    members.all[i].child = Some(members.spawn(role, i)?);
-                }
-                format!("{role} member (pid {pid}) {sig}")
-            }
-            "broker_down" => {
-                let b = rng.random_range(1..=3);
-                broker(BrokerFault::Down(b))?;
-                tokio::time::sleep(hold).await;
-                broker(BrokerFault::Up(b))?;
-                format!("broker {b} down")
-            }
-            "all_brokers_down" => {
-                broker(BrokerFault::AllDown)?;
-                tokio::time::sleep(hold).await;
-                broker(BrokerFault::AllUp)?;
-                "every broker down".to_owned()
-            }
-            "slow_broker" => {
-                let b = rng.random_range(1..=3);
-                let rtt = Duration::from_millis(rng.random_range(100..=1_000));
-                broker(BrokerFault::RoundTripTime(b, rtt))?;
-                tokio::time::sleep(hold).await;
-                broker(BrokerFault::RoundTripTime(b, Duration::ZERO))?;
-                format!("broker {b} answers {} ms late", rtt.as_millis())
-            }
-            "leader_moves" => {
-                let mut moves = Vec::new();
-                for partition in 0..6 {
-                    let to = rng.random_range(1..=3);
-                    broker(BrokerFault::PartitionLeader {
-                        topic: "orders".into(),
-                        partition,
-                        broker: to,
-                    })?;
-                    moves.push(format!("{partition}->{to}"));
-                }
-                tokio::time::sleep(hold).await;
-                format!("orders leaders {}", moves.join(" "))
-            }
-            "request_errors" => {
-                let (api, errors) = [
-                    (
-                        RDKafkaApiKey::Produce,
-                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                    ),
-                    (
-                        RDKafkaApiKey::Produce,
-                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                    ),
-                    (
-                        RDKafkaApiKey::Fetch,
-                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                    ),
-                    (
-                        RDKafkaApiKey::OffsetCommit,
-                        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                    ),
-                ][rng.random_range(0..4)];
-                let n = rng.random_range(5..=50);
-                broker(BrokerFault::RequestErrors(api, vec![errors; n]))?;
-                tokio::time::sleep(hold).await;
-                broker(BrokerFault::ClearRequestErrors(api))?;
-                format!("{n} x {errors:?} on {api:?}")
-            }
-            _ => {
-                let apis = [
-                    RDKafkaApiKey::Heartbeat,
-                    RDKafkaApiKey::JoinGroup,
-                    RDKafkaApiKey::SyncGroup,
-                    RDKafkaApiKey::OffsetCommit,
-                ];
-                for api in apis {
-                    broker(BrokerFault::RequestErrors(
-                        api,
-                        vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 5],
-                    ))?;
-                }
-                tokio::time::sleep(hold).await;
-                for api in apis {
-                    broker(BrokerFault::ClearRequestErrors(api))?;
-                }
-                "NOT_COORDINATOR on group requests".to_owned()
-            }
-        };
-        let held_seconds = started.elapsed().as_secs_f64();
-        let recovery_seconds = recovery(&pipeline, Duration::from_secs(180)).await;
-        match recovery_seconds {
-            Some(s) => eprintln!(
-                "chaos: {kind}: {detail}; held {held_seconds:.1} s, recovered in {s:.1} s"
-            ),
-            None => eprintln!(
-                "chaos: {kind}: {detail}; held {held_seconds:.1} s, NOT recovered in 180 s"
-            ),
+        None => {
+            eprintln!("chaos: {kind}: {detail}; held {held_seconds:.1} s, NOT recovered in 180 s")
         }
-        injected.push(Injected {
-            kind,
-            detail,
-            at_seconds,
-            next_order_id,
-            held_seconds,
-            recovery_seconds,
-        });
-        tokio::time::sleep(Duration::from_millis(rng.random_range(1_000..=4_000))).await;
+    }
+    Ok(Injected {
+        kind,
+        detail,
+        at_seconds,
+        next_order_id,
+        held_seconds,
+        recovery_seconds,
+    })
+}
+
+/// Kills, stops or pauses a member for `hold`, then restarts (or resumes) it.
+async fn member_fault(
+    kind: &'static str,
+    members: &mut Members,
+    rng: &mut StdRng,
+    hold: Duration,
+) -> anyhow::Result<String> {
+    let i = rng.random_range(0..members.all.len());
+    let role = members.all[i].role;
+    let pid = members.all[i]
+        .child
+        .as_ref()
+        .map(Child::id)
+        .unwrap_or_default();
+    let sig = match kind {
+        "member_kill" => "-KILL",
+        "member_term" => "-TERM",
+        _ => "-STOP",
+    };
+    if let Some(child) = &members.all[i].child {
+        Members::signal(child, sig)?;
+    }
+    tokio::time::sleep(hold).await;
+    if kind == "member_pause" {
+        if let Some(child) = &members.all[i].child {
+            Members::signal(child, "-CONT")?;
+        }
+    } else {
+        if let Some(mut old) = members.all[i].child.take() {
+            let status = tokio::task::spawn_blocking(move || old.wait()).await??;
+            if kind == "member_term" && !status.success() {
+                tracing::warn!(role, ?status, "a member did not exit cleanly on SIGTERM");
+            }
+        }
+        members.all[i].child = Some(members.spawn(role, i)?);
+    }
+    Ok(format!("{role} member (pid {pid}) {sig}"))
+}
+
+/// Sends `fault` to the embedded cluster.
+fn broker(pipeline: &LocalPipeline, fault: BrokerFault) -> anyhow::Result<()> {
+    pipeline
+        .broker()
+        .context("the embedded broker is gone")?
+        .inject(fault)?;
+    Ok(())
+}
+
+/// Puts one broker-side fault of `kind` on the cluster for `hold`, then lifts it.
+async fn broker_fault(
+    kind: &'static str,
+    pipeline: &LocalPipeline,
+    rng: &mut StdRng,
+    hold: Duration,
+) -> anyhow::Result<String> {
+    let inject = |fault| broker(pipeline, fault);
+    Ok(match kind {
+        "broker_down" => {
+            let b = rng.random_range(1..=3);
+            inject(BrokerFault::Down(b))?;
+            tokio::time::sleep(hold).await;
+            inject(BrokerFault::Up(b))?;
+            format!("broker {b} down")
+        }
+        "all_brokers_down" => {
+            inject(BrokerFault::AllDown)?;
+            tokio::time::sleep(hold).await;
+            inject(BrokerFault::AllUp)?;
+            "every broker down".to_owned()
+        }
+        "slow_broker" => {
+            let b = rng.random_range(1..=3);
+            let rtt = Duration::from_millis(rng.random_range(100..=1_000));
+            inject(BrokerFault::RoundTripTime(b, rtt))?;
+            tokio::time::sleep(hold).await;
+            inject(BrokerFault::RoundTripTime(b, Duration::ZERO))?;
+            format!("broker {b} answers {} ms late", rtt.as_millis())
+        }
+        "leader_moves" => {
+            let mut moves = Vec::new();
+            for partition in 0..6 {
+                let to = rng.random_range(1..=3);
+                inject(BrokerFault::PartitionLeader {
+                    topic: "orders".into(),
+                    partition,
+                    broker: to,
+                })?;
+                moves.push(format!("{partition}->{to}"));
+            }
+            tokio::time::sleep(hold).await;
+            format!("orders leaders {}", moves.join(" "))
+        }
+        "request_errors" => request_errors(pipeline, rng, hold).await?,
+        _ => coordinator_errors(pipeline, hold).await?,
+    })
+}
+
+/// Answers a few requests of one kind with a retriable error for `hold`.
+async fn request_errors(
+    pipeline: &LocalPipeline,
+    rng: &mut StdRng,
+    hold: Duration,
+) -> anyhow::Result<String> {
+    let (api, errors) = [
+        (
+            RDKafkaApiKey::Produce,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ),
+        (
+            RDKafkaApiKey::Produce,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ),
+        (
+            RDKafkaApiKey::Fetch,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ),
+        (
+            RDKafkaApiKey::OffsetCommit,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ),
+    ][rng.random_range(0..4)];
+    let n = rng.random_range(5..=50);
+    broker(pipeline, BrokerFault::RequestErrors(api, vec![errors; n]))?;
+    tokio::time::sleep(hold).await;
+    broker(pipeline, BrokerFault::ClearRequestErrors(api))?;
+    Ok(format!("{n} x {errors:?} on {api:?}"))
+}
+
+/// Answers the group requests with NOT_COORDINATOR for `hold`.
+async fn coordinator_errors(pipeline: &LocalPipeline, hold: Duration) -> anyhow::Result<String> {
+    let apis = [
+        RDKafkaApiKey::Heartbeat,
+        RDKafkaApiKey::JoinGroup,
+        RDKafkaApiKey::SyncGroup,
+        RDKafkaApiKey::OffsetCommit,
+    ];
+    for api in apis {
+        broker(
+            pipeline,
+            BrokerFault::RequestErrors(
+                api,
+                vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR; 5],
+            ),
+        )?;
+    }
+    tokio::time::sleep(hold).await;
+    for api in apis {
+        broker(pipeline, BrokerFault::ClearRequestErrors(api))?;
+    }
+    Ok("NOT_COORDINATOR on group requests".to_owned())
+}
+
+/// The orders counted after the drain. The audit sees what reached the topics. Ids are
+/// consecutive from 1 in this fresh store, so a gap below the highest stored id is an order
+/// acknowledged (or generated) that never arrived: a loss the topics alone cannot show.
+struct OrderCount {
+    generated: u64,
+    acknowledged: u64,
+    stored: u64,
+    highest_id: u64,
+    ids_missing: u64,
+    /// The first (up to 20) of them.
+    missing_ids: Vec<u64>,
+}
+
+impl OrderCount {
+    async fn of(pipeline: &LocalPipeline) -> anyhow::Result<Self> {
+        let totals = pipeline.store.totals().await?;
+        let highest_id = pipeline.store.max_order_id().await?.unwrap_or(0);
+        let ids_missing = highest_id.saturating_sub(totals.order_count);
+        let mut missing_ids = Vec::new();
+        if ids_missing > 0 {
+            for id in 1..=highest_id {
+                if pipeline.store.order(id).await?.is_none() {
+                    missing_ids.push(id);
+                    if missing_ids.len() == 20 {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            generated: pipeline.progress.orders_sent.load(Ordering::Relaxed),
+            acknowledged: pipeline.progress.orders_produced.load(Ordering::Relaxed),
+            stored: totals.order_count,
+            highest_id,
+            ids_missing,
+            missing_ids,
+        })
     }
 
-    // Drain: the producer stops, every group finishes, the members leave; then the audit.
-    eprintln!("chaos: faults over; draining");
-    let stopped = pipeline.stop_with(CancellationToken::new()).await;
-    for m in &mut members.all {
-        if let Some(child) = &m.child {
-            let _ = Members::signal(child, "-TERM");
-        }
-        if let Some(mut child) = m.child.take() {
-            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-        }
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "generated": self.generated,
+            "acknowledged": self.acknowledged,
+            "stored": self.stored,
+            "highest_stored_id": self.highest_id,
+            "ids_missing_below_highest": self.ids_missing,
+            "missing_ids": self.missing_ids,
+        })
     }
-    let rules = orders_core::fraud::FraudRules::default();
-    let audit = orders_core::audit::audit(
-        &pipeline.kafka(),
-        pipeline.store.as_ref() as &dyn OrderStore,
-        &rules,
-        &orders_core::audit::AuditOptions::default(),
-    )
-    .await
-    .context("auditing after the chaos run")?;
-    // The audit sees what reached the topics. Ids are consecutive from 1 in this fresh
-    // store, so a gap below the highest stored id is an order acknowledged (or generated)
-    // that never arrived: a loss the topics alone cannot show.
-    let totals = pipeline.store.totals().await?;
-    let highest_id = pipeline.store.max_order_id().await?.unwrap_or(0);
-    let ids_missing = highest_id.saturating_sub(totals.order_count);
-    let mut missing_ids = Vec::new();
-    if ids_missing > 0 {
-        for id in 1..=highest_id {
-            if pipeline.store.order(id).await?.is_none() {
-                missing_ids.push(id);
-                if missing_ids.len() == 20 {
-                    break;
-                }
-            }
-        }
-    }
-    let generated = pipeline.progress.orders_sent.load(Ordering::Relaxed);
-    let acknowledged = pipeline.progress.orders_produced.load(Ordering::Relaxed);
-    let clean = audit.is_clean()
-        && stopped.is_ok()
-        && ids_missing == 0
-        && totals.order_count == acknowledged
-        && injected.iter().all(|i| i.recovery_seconds.is_some());
+}
 
-    let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+/// How many faults of each kind were injected.
+fn fault_counts(injected: &[Injected]) -> BTreeMap<&str, u64> {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for i in &injected {
+    for i in injected {
         *counts.entry(i.kind).or_default() += 1;
+    }
+    counts
+}
+
+/// The recovery times, over all faults and by kind.
+fn recovery_summary(injected: &[Injected]) -> serde_json::Value {
+    let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for i in injected {
         if let Some(s) = i.recovery_seconds {
             by_kind.entry(i.kind).or_default().push(s);
         }
@@ -499,41 +668,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     let mut all: Vec<f64> = by_kind.values().flatten().copied().collect();
     let recovery_by_kind: BTreeMap<&str, serde_json::Value> =
         by_kind.iter_mut().map(|(k, v)| (*k, summary(v))).collect();
-    let report = json!({
-        "seed": seed,
-        "minutes": args.minutes,
-        "rate": args.rate,
-        "brokers": 3,
-        "extra_members_per_group": args.members,
-        "orders": {
-            "generated": generated,
-            "acknowledged": acknowledged,
-            "stored": totals.order_count,
-            "highest_stored_id": highest_id,
-            "ids_missing_below_highest": ids_missing,
-            "missing_ids": missing_ids,
-        },
-        "faults": counts,
-        "faults_total": injected.len(),
-        "recovery_seconds": {"all": summary(&mut all), "by_kind": recovery_by_kind},
-        "not_recovered": injected.iter().filter(|i| i.recovery_seconds.is_none())
-            .map(|i| json!({"kind": i.kind, "detail": i.detail})).collect::<Vec<_>>(),
-        "schedule": injected.iter().map(|i| json!({
-            "kind": i.kind,
-            "detail": i.detail,
-            "at_seconds": (i.at_seconds * 10.0).round() / 10.0,
-            "next_order_id": i.next_order_id,
-            "held_seconds": (i.held_seconds * 10.0).round() / 10.0,
-            "recovery_seconds": i.recovery_seconds.map(|s| (s * 10.0).round() / 10.0),
-        })).collect::<Vec<_>>(),
-        "stop": match &stopped { Ok(()) => "clean".to_owned(), Err(e) => e.to_string() },
-        "audit_clean": audit.is_clean(),
-        "audit": audit,
-        "clean": clean,
-    });
-    println!("{report}");
-    keep_logs_on_failure(clean, dir.path());
-    Ok(clean)
+    json!({"all": summary(&mut all), "by_kind": recovery_by_kind})
 }
 
 /// Keeps the members' logs when the run was not clean, so the cause can be read.

@@ -57,11 +57,69 @@ pub struct UpArgs {
     pub postgres: Option<Secret>,
 }
 
+/// Starts the pipeline and the API, shows the console (or waits, headless) until a signal, a
+/// failed daemon or the console's quit, then drains and stops.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // One owner per data dir: a second `up` would produce the same order ids and take over
     // its up.json. Held until this process exits.
     let _owner = DataDirLock::acquire(&args.data_dir)?;
-    // With the console on this terminal, logs go to a file: never onto the screen it draws.
+    let log_file = start_logging(&args)?;
+    let shutdown = CancellationToken::new();
+    let hurry = CancellationToken::new();
+    cancel_on_signals_then_hurry(shutdown.clone(), hurry.clone());
+
+    let options = pipeline_options(&args)?;
+    let ingest_from = options
+        .ingest
+        .as_ref()
+        .map(|(_, source)| source.describe().to_owned());
+    let orders_topic = options.orders_topic.clone();
+    let mut pipeline = LocalPipeline::start(options)
+        .await
+        .with_context(|| format!("starting the local pipeline in {}", args.data_dir.display()))?;
+    let api = match RunningApi::start(&args, &pipeline).await {
+        Ok(api) => api,
+        Err(e) => {
+            hurry.cancel(); // nothing was produced that anyone could see
+            let _ = pipeline.stop_with(hurry).await;
+            return Err(e);
+        }
+    };
+    let info = UpInfo {
+        api: api.url.clone(),
+        kafka: pipeline.bootstrap_servers().to_owned(),
+    };
+    info.write(&args.data_dir)
+        .with_context(|| format!("writing {}", UpInfo::path(&args.data_dir).display()))?;
+    print_banner(&args, &info, &pipeline, ingest_from.as_deref(), &log_file);
+
+    let mut console_result = Ok(());
+    let mut failed: Option<RoleFailed> = None;
+    let console = console_options(&args, &api.url, &pipeline, &orders_topic);
+    if args.headless {
+        failed = monitor(&mut pipeline, &shutdown).await;
+    } else {
+        // Quitting the console stops everything.
+        tokio::select! {
+            r = crate::console::run_console_with(console, shutdown.clone()) => console_result = r,
+            f = monitor(&mut pipeline, &shutdown) => failed = f,
+        }
+    }
+    shutdown.cancel();
+    let stopped = stop(&args, &mut pipeline, hurry, api).await;
+    UpInfo::remove(&args.data_dir);
+    console_result?;
+    if let Some(failed) = failed {
+        bail!(failed);
+    }
+    stopped?;
+    println!("orders stopped cleanly");
+    Ok(())
+}
+
+/// Logs to stderr when headless; with the console on this terminal, to a file (never onto
+/// the screen it draws). The log file's path.
+fn start_logging(args: &UpArgs) -> anyhow::Result<PathBuf> {
     let log_file = args.data_dir.join("ordersctl.log");
     if args.headless {
         crate::init_logging("info");
@@ -70,10 +128,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", args.data_dir.display()))?;
         crate::console::init_file_logging(&log_file)?;
     }
-    let shutdown = CancellationToken::new();
-    let hurry = CancellationToken::new();
-    cancel_on_signals_then_hurry(shutdown.clone(), hurry.clone());
+    Ok(log_file)
+}
 
+/// The local pipeline as the flags ask: producer, payment delay, ingest, drain.
+fn pipeline_options(args: &UpArgs) -> anyhow::Result<LocalOptions> {
     let mut options = LocalOptions::new(args.data_dir.join("orders.db"));
     options.producer = Some(ProducerConfig {
         topic: options.orders_topic.clone(),
@@ -89,55 +148,55 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let source = PostgresSource::new(Some(url), &|k| std::env::var(k).ok())?;
         options.ingest = Some((IngestConfig::new(&options.orders_topic), source));
     }
-    let ingest_from = options
-        .ingest
-        .as_ref()
-        .map(|(_, source)| source.describe().to_owned());
     options.drain_grace = Duration::from_secs(args.drain_seconds);
-    let orders_topic = options.orders_topic.clone();
-    let mut pipeline = LocalPipeline::start(options)
-        .await
-        .with_context(|| format!("starting the local pipeline in {}", args.data_dir.display()))?;
+    Ok(options)
+}
 
-    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
-        Ok(l) => l,
-        Err(e) => {
-            hurry.cancel(); // nothing was produced that anyone could see
-            let _ = pipeline.stop_with(hurry).await;
-            bail!(
+/// The HTTP API serving the pipeline's store, lag and progress on 127.0.0.1.
+struct RunningApi {
+    url: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), orders_api::ApiError>>,
+}
+
+impl RunningApi {
+    async fn start(args: &UpArgs, pipeline: &LocalPipeline) -> anyhow::Result<Self> {
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
+            Ok(l) => l,
+            Err(e) => bail!(
                 "cannot serve the API on 127.0.0.1:{}: {e} (pick another with --port)",
                 args.port
-            );
-        }
-    };
-    let api_addr = listener.local_addr()?;
-    let api = format!("http://{api_addr}");
-    let auth = orders_api::auth::AuthArgs {
-        tokens: args.tokens.clone(),
-        ..Default::default()
-    };
-    let access = match auth.access_for(api_addr) {
-        Ok(a) => a,
-        Err(e) => {
-            hurry.cancel();
-            let _ = pipeline.stop_with(hurry).await;
-            return Err(e.into());
-        }
-    };
-    let state = orders_api::AppState::new(pipeline.store.clone())
-        .with_kafka(pipeline.kafka(), "orders")
-        .with_progress(pipeline.progress.clone())
-        .with_access(access)
-        .with_canary_sla(args.canary_sla.sla());
-    let console_kafka = pipeline.kafka();
-    let api_stop = CancellationToken::new();
-    let api_task = tokio::spawn(orders_api::serve(listener, state, api_stop.clone()));
-    let info = UpInfo {
-        api: api.clone(),
-        kafka: pipeline.bootstrap_servers().to_owned(),
-    };
-    info.write(&args.data_dir)
-        .with_context(|| format!("writing {}", UpInfo::path(&args.data_dir).display()))?;
+            ),
+        };
+        let api_addr = listener.local_addr()?;
+        let auth = orders_api::auth::AuthArgs {
+            tokens: args.tokens.clone(),
+            ..Default::default()
+        };
+        let access = auth.access_for(api_addr)?;
+        let state = orders_api::AppState::new(pipeline.store.clone())
+            .with_kafka(pipeline.kafka(), "orders")
+            .with_progress(pipeline.progress.clone())
+            .with_access(access)
+            .with_canary_sla(args.canary_sla.sla());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(orders_api::serve(listener, state, stop.clone()));
+        Ok(Self {
+            url: format!("http://{api_addr}"),
+            stop,
+            task,
+        })
+    }
+}
+
+/// Tells the operator where everything is.
+fn print_banner(
+    args: &UpArgs,
+    info: &UpInfo,
+    pipeline: &LocalPipeline,
+    ingest_from: Option<&str>,
+    log_file: &std::path::Path,
+) {
     println!("orders is up");
     println!("  api:                     {}", info.api);
     println!("  web view:                {}/", info.api);
@@ -145,7 +204,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if !args.tokens.tokens().is_empty() {
         println!("  api authentication:      a bearer token from ORDERS_API_TOKENS");
     }
-    if let Some(db) = &ingest_from {
+    if let Some(db) = ingest_from {
         println!("  orders from postgres:    {db}");
     }
     println!(
@@ -160,75 +219,75 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if !args.headless {
         println!("  log:                     {}", log_file.display());
     }
+}
 
+/// The console on the local API, with dead-letter actions on the local broker.
+fn console_options(
+    args: &UpArgs,
+    api: &str,
+    pipeline: &LocalPipeline,
+    orders_topic: &str,
+) -> crate::console::ConsoleOptions {
+    let mut console = crate::console::ConsoleOptions::new(api);
+    console.token = args.tokens.tokens().into_iter().next();
+    console.dead_letter_actions = crate::console::dead_letter_actions::DeadLetterActions::new(
+        pipeline.kafka(),
+        orders_topic,
+        &crate::dlq::operator(None),
+    );
+    console
+}
+
+/// Logs progress every 10 s until shutdown or a daemon fails (which it returns).
+async fn monitor(pipeline: &mut LocalPipeline, shutdown: &CancellationToken) -> Option<RoleFailed> {
     let progress = pipeline.progress.clone();
-    let mut failed: Option<RoleFailed> = None;
-    let monitor = async {
-        let mut report = tokio::time::interval(Duration::from_secs(10));
-        report.tick().await;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = report.tick() => {
-                    tracing::info!(
-                        produced = progress.orders_produced.load(Ordering::Relaxed),
-                        stored = progress.orders_stored.load(Ordering::Relaxed),
-                        fraud_done = progress.fraud.orders_done.load(Ordering::Relaxed),
-                        payments_done = progress.payments.orders_done.load(Ordering::Relaxed),
-                        "pipeline"
-                    );
-                }
-                finished = pipeline.next_finished() => {
-                    match finished {
-                        Some((role, Ok(()))) => tracing::info!(?role, "daemon finished"),
-                        Some((role, Err(error))) => {
-                            tracing::error!(%role, error = %error, "daemon failed; stopping");
-                            failed = Some(RoleFailed { role, error });
-                            break;
-                        }
-                        None => break,
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    report.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = report.tick() => {
+                tracing::info!(
+                    produced = progress.orders_produced.load(Ordering::Relaxed),
+                    stored = progress.orders_stored.load(Ordering::Relaxed),
+                    fraud_done = progress.fraud.orders_done.load(Ordering::Relaxed),
+                    payments_done = progress.payments.orders_done.load(Ordering::Relaxed),
+                    "pipeline"
+                );
+            }
+            finished = pipeline.next_finished() => {
+                match finished {
+                    Some((role, Ok(()))) => tracing::info!(?role, "daemon finished"),
+                    Some((role, Err(error))) => {
+                        tracing::error!(%role, error = %error, "daemon failed; stopping");
+                        return Some(RoleFailed { role, error });
                     }
+                    None => return None,
                 }
             }
         }
-    };
-    let mut console_result = Ok(());
-    let mut console = crate::console::ConsoleOptions::new(&api);
-    console.token = args.tokens.tokens().into_iter().next();
-    console.dead_letter_actions = crate::console::dead_letter_actions::DeadLetterActions::new(
-        console_kafka,
-        &orders_topic,
-        &crate::dlq::operator(None),
-    );
-    if args.headless {
-        monitor.await;
-    } else {
-        // Quitting the console stops everything.
-        tokio::select! {
-            r = crate::console::run_console_with(console, shutdown.clone()) => console_result = r,
-            _ = monitor => {}
-        }
     }
-    shutdown.cancel();
+}
+
+/// Drains the pipeline, then stops the API (last: the console and scripts can watch the
+/// drain); how the pipeline stopped.
+async fn stop(
+    args: &UpArgs,
+    pipeline: &mut LocalPipeline,
+    hurry: CancellationToken,
+    api: RunningApi,
+) -> Result<(), orders_daemons::local_pipeline::StopError> {
     println!(
         "stopping: the producer first, then up to {} s for the consumers to finish what was \
          produced (Ctrl-C again to skip)",
         args.drain_seconds
     );
-    // The API goes last: the console and scripts can watch the drain.
     let stopped = pipeline.stop_with(hurry).await;
-    api_stop.cancel();
-    match api_task.await {
+    api.stop.cancel();
+    match api.task.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "api stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "api task failed"),
         Ok(Ok(())) => {}
     }
-    UpInfo::remove(&args.data_dir);
-    console_result?;
-    if let Some(failed) = failed {
-        bail!(failed);
-    }
-    stopped?;
-    println!("orders stopped cleanly");
-    Ok(())
+    stopped
 }

@@ -66,6 +66,22 @@ impl AuditReport {
             "audit of {partitions} partitions as of {} ({:.1} s)",
             self.snapshot.taken_at, self.seconds
         );
+        self.summarise_counts(&mut s);
+        self.summarise_canaries(&mut s);
+        if self.totals.changed_during_audit {
+            let _ = writeln!(s, "  totals changed during the audit: checked as bounds");
+        }
+        if self.consistent {
+            let _ = writeln!(s, "consistent");
+            return s;
+        }
+        let _ = writeln!(s, "{} discrepancies:", self.discrepancy_count);
+        self.summarise_discrepancies(&mut s);
+        s
+    }
+
+    /// Orders, alerts and payments on the topics and in the store, and those in flight.
+    fn summarise_counts(&self, s: &mut String) {
         let o = &self.orders;
         let _ = writeln!(
             s,
@@ -99,6 +115,10 @@ impl AuditReport {
             "             stored after the snapshot: {} orders, {} alerts, {} payments",
             i.orders_after_snapshot, i.alerts_after_snapshot, i.payments_after_snapshot
         );
+    }
+
+    /// The canaries, when there were any.
+    fn summarise_canaries(&self, s: &mut String) {
         let c = &self.canaries;
         if c.on_topic > 0 {
             let _ = writeln!(
@@ -114,14 +134,10 @@ impl AuditReport {
                 c.in_order_range
             );
         }
-        if self.totals.changed_during_audit {
-            let _ = writeln!(s, "  totals changed during the audit: checked as bounds");
-        }
-        if self.consistent {
-            let _ = writeln!(s, "consistent");
-            return s;
-        }
-        let _ = writeln!(s, "{} discrepancies:", self.discrepancy_count);
+    }
+
+    /// One line per kind of discrepancy found, with the lowest order ids.
+    fn summarise_discrepancies(&self, s: &mut String) {
         for (kind, finding) in self.discrepancies.kinds() {
             if finding.count == 0 {
                 continue;
@@ -151,7 +167,6 @@ impl AuditReport {
                 ),
             };
         }
-        s
     }
 }
 

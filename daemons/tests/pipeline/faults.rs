@@ -26,70 +26,12 @@ async fn assert_whole(pipeline: &LocalPipeline, n: u64) {
     assert_eq!(report.orders.stored, n, "{}", report.summary());
     assert_exact(pipeline.store.as_ref(), n).await;
     assert_eq!(total_lag(&pipeline.kafka()).await, 0, "lag after the stop");
-    let kafka = pipeline.kafka();
-    let on_topic = tokio::task::spawn_blocking(move || {
-        consumer_lag(
-            &kafka,
-            ANALYTICS_GROUP,
-            &["orders"],
-            Duration::from_secs(10),
-        )
-        .unwrap()
-        .partitions
-        .iter()
-        .map(|p| p.high_watermark)
-        .sum::<i64>()
-    })
-    .await
-    .unwrap();
+    let (_, on_topic) = committed_and_records(&pipeline.kafka(), ANALYTICS_GROUP, "orders").await;
     assert_eq!(on_topic, n as i64, "each order published once");
-}
-
-/// A pipeline producing `n` orders at `rate` (0: as fast as it can), with `options` adjusted
-/// by `adjust`; its data dir lives as long as the returned guard.
-async fn start(
-    n: u64,
-    rate: f64,
-    adjust: impl FnOnce(&mut LocalOptions),
-) -> (tempfile::TempDir, LocalPipeline) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LocalOptions::new(dir.path().join("orders.db"));
-    options.producer = Some(producer(n, rate));
-    adjust(&mut options);
-    let pipeline = LocalPipeline::start(options).await.unwrap();
-    (dir, pipeline)
 }
 
 fn inject(pipeline: &LocalPipeline, fault: BrokerFault) {
     pipeline.broker().unwrap().inject(fault).unwrap();
-}
-
-async fn wait_produced(pipeline: &LocalPipeline, n: u64) {
-    let progress = pipeline.progress.clone();
-    eventually(
-        &format!("{n} orders produced"),
-        Duration::from_secs(120),
-        || {
-            let p = progress.clone();
-            async move { p.orders_produced.load(Ordering::Relaxed) >= n }
-        },
-    )
-    .await;
-}
-
-async fn wait_all_done(pipeline: &LocalPipeline, n: u64) {
-    let progress = pipeline.progress.clone();
-    eventually(
-        &format!("every group done with {n} orders, all stored"),
-        Duration::from_secs(180),
-        || {
-            let p = progress.clone();
-            async move {
-                p.orders_done_by_all() >= n && p.payments_stored.load(Ordering::Relaxed) >= n
-            }
-        },
-    )
-    .await;
 }
 
 /// Every broker down for ten seconds mid-burst, then back: the producer holds its orders,
@@ -249,17 +191,6 @@ async fn watch_commits_never_move_back(
     .unwrap()
 }
 
-fn terminate(daemon: &mut Daemon) -> std::process::ExitStatus {
-    let child = daemon.0.as_mut().unwrap();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    daemon.0 = None;
-    status
-}
-
 /// A second and third instance of each consumer join during a burst; one of each leaves
 /// with SIGTERM, the other is killed -9. Nothing is lost or counted twice, committed
 /// offsets never move back, and the pipeline catches up after the kill.
@@ -322,38 +253,6 @@ async fn members_joining_and_leaving_mid_burst_lose_nothing() {
     assert_whole(&pipeline, N).await;
 }
 
-/// Runs `ordersd ARGS` against `kafka` until it exits (bounded); its status and stderr.
-fn ordersd_until_exit(
-    kafka: &str,
-    data_dir: &std::path::Path,
-    args: &[&str],
-) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ordersd"))
-        // Each daemon its own ops port: several run at once.
-        .env("ORDERS_OPS_ADDR", "127.0.0.1:0")
-        .args(["--kafka-bootstrap-servers", kafka, "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("ordersd {args:?} kept running: a silent retry loop");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A record the broker will never accept stops the daemon with one line naming the cause
 /// and a non-zero exit: the producer's orders and the fraud daemon's alerts alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -400,20 +299,6 @@ async fn a_record_refused_for_good_stops_the_daemon_with_one_line() {
     pipeline.stop().await.unwrap();
 }
 
-async fn committed_orders(kafka: &KafkaSettings, group: &'static str) -> i64 {
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || {
-        consumer_lag(&kafka, group, &["orders"], Duration::from_secs(10))
-            .unwrap()
-            .partitions
-            .iter()
-            .filter_map(|p| p.committed)
-            .sum()
-    })
-    .await
-    .unwrap()
-}
-
 /// The SQLite file refuses writes for a while, first as a full disk and then as a
 /// read-only file: analytics stores nothing and commits nothing meanwhile, says why, and
 /// when the store takes writes again everything resumes and nothing is lost or doubled.
@@ -445,7 +330,9 @@ async fn a_store_that_refuses_writes_for_a_while_loses_nothing() {
         // Auto-commit runs every second: whatever was durable before is committed by now.
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         let stored = pipeline.store.totals().await.unwrap().order_count;
-        let committed = committed_orders(&kafka, ANALYTICS_GROUP).await;
+        let committed = committed_and_records(&kafka, ANALYTICS_GROUP, "orders")
+            .await
+            .0;
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert_eq!(
             pipeline.store.totals().await.unwrap().order_count,
@@ -453,7 +340,9 @@ async fn a_store_that_refuses_writes_for_a_while_loses_nothing() {
             "{limit:?}: nothing stored"
         );
         assert_eq!(
-            committed_orders(&kafka, ANALYTICS_GROUP).await,
+            committed_and_records(&kafka, ANALYTICS_GROUP, "orders")
+                .await
+                .0,
             committed,
             "{limit:?}: nothing committed while the store refuses writes"
         );
@@ -541,7 +430,9 @@ async fn a_consumer_whose_processing_stops_fails_instead_of_ending_cleanly() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        committed_orders(&pipeline.kafka(), "test-group").await,
+        committed_and_records(&pipeline.kafka(), "test-group", "orders")
+            .await
+            .0,
         0,
         "nothing committed"
     );

@@ -60,6 +60,17 @@ impl RawFigures {
     fn rate(&self) -> f64 {
         self.messages as f64 / self.seconds
     }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "messages": self.messages,
+            "seconds": self.seconds,
+            "msgs_per_sec": self.rate().round(),
+            "cpu_seconds": round3(self.cpu_seconds),
+            "cpu_us_per_msg": round3(self.cpu_seconds * 1e6 / self.messages as f64),
+            "cores_busy": round3(busy(self.cpu_seconds, self.seconds)),
+        })
+    }
 }
 
 /// 1. Raw librdkafka on the same broker, same client settings, same payloads.
@@ -136,6 +147,8 @@ fn render_phases(raw: &RawFigures, e2e: &PhaseFigures, latency: &PhaseFigures) -
     out
 }
 
+/// Runs the three phases (raw, end to end, latency) on one fresh pipeline, then reports them
+/// as JSON on stdout and a table and the baseline comparison on stderr.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.orders == 0 || !args.latency_rate.is_finite() || args.latency_rate <= 0.0 {
         bail!("--orders and --latency-rate must be positive");
@@ -153,58 +166,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout_seconds);
 
     let (raw, payload_bytes) = raw_phase(&pipeline, args.orders).await?;
-
-    // 2. End to end: producer → fraud, payment, analytics (store) as fast as possible.
-    for role in [Role::Fraud, Role::Payment, Role::Analytics] {
-        pipeline.spawn_with(role, &options, pipeline.shutdown_token().child_token());
-    }
-    let fast = Pace::Rate(0.0);
-    push_orders(&mut pipeline, &mut options, WARM_UP, fast, timeout).await?;
-    let alerts_before = pipeline.progress.fraud.produced.load(Ordering::Relaxed);
-    let payments_before = pipeline.progress.payments.produced.load(Ordering::Relaxed);
-    let e2e = push_orders(&mut pipeline, &mut options, args.orders, fast, timeout).await?;
-    let e2e_alerts = pipeline.progress.fraud.produced.load(Ordering::Relaxed) - alerts_before;
-    let e2e_payments =
-        pipeline.progress.payments.produced.load(Ordering::Relaxed) - payments_before;
-    // Kafka records one order costs: its produce and three consumes, each alert and payment
-    // produced once and consumed once (by analytics).
-    let ops_per_order = 4.0 + 2.0 * (e2e_alerts + e2e_payments) as f64 / args.orders as f64;
+    let e2e = end_to_end_phase(&mut pipeline, &mut options, args.orders, timeout).await?;
     // The raw rate moves each record through one produce and one consume (two ops).
-    let ratio_per_op = e2e.rate() * ops_per_order / (2.0 * raw.rate());
-
-    // 3. Latency at a fixed moderate rate.
-    let latency_orders = (args.latency_rate * args.latency_seconds as f64).round() as u64;
-    pipeline.progress.reset_latency();
-    let pace = Pace::Rate(args.latency_rate);
-    let latency_phase =
-        push_orders(&mut pipeline, &mut options, latency_orders, pace, timeout).await?;
-    let latency = pipeline.progress.latency();
+    let ratio_per_op = e2e.figures.rate() * e2e.ops_per_order / (2.0 * raw.rate());
+    let (latency_phase, latency) =
+        latency_phase(&mut pipeline, &mut options, &args, timeout).await?;
     pipeline.stop().await?;
 
-    let compared = baseline::compare(&baseline, e2e.rate(), ratio_per_op);
+    let compared = baseline::compare(&baseline, e2e.figures.rate(), ratio_per_op);
     let report = json!({
         "settings": settings_json(&args, payload_bytes),
-        "raw": {
-            "messages": raw.messages,
-            "seconds": raw.seconds,
-            "msgs_per_sec": raw.rate().round(),
-            "cpu_seconds": round3(raw.cpu_seconds),
-            "cpu_us_per_msg": round3(raw.cpu_seconds * 1e6 / raw.messages as f64),
-            "cores_busy": round3(busy(raw.cpu_seconds, raw.seconds)),
-        },
-        "end_to_end": {
-            "orders": args.orders,
-            "seconds": e2e.seconds,
-            "orders_per_sec": e2e.rate().round(),
-            "cpu_seconds": round3(e2e.cpu_seconds),
-            "cpu_us_per_order": round3(e2e.cpu_seconds * 1e6 / args.orders as f64),
-            "cores_busy": round3(e2e.busy()),
-            "fraud_alerts": e2e_alerts,
-            "payments": e2e_payments,
-            "kafka_record_ops_per_order": (ops_per_order * 100.0).round() / 100.0,
-            "where_the_time_went": e2e.detail,
-        },
-        "ratio_end_to_end_to_raw": round3(e2e.rate() / raw.rate()),
+        "raw": raw.to_json(),
+        "end_to_end": e2e.to_json(args.orders),
+        "ratio_end_to_end_to_raw": round3(e2e.figures.rate() / raw.rate()),
         "ratio_per_kafka_record_op": round3(ratio_per_op),
         "latency_created_to_stored": {
             "rate": args.latency_rate,
@@ -217,10 +191,77 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "against_baseline": baseline::to_json(&baseline_source, &baseline, &compared),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    eprint!("{}", render_phases(&raw, &e2e, &latency_phase));
+    eprint!("{}", render_phases(&raw, &e2e.figures, &latency_phase));
     eprint!(
         "{}",
         baseline::render(&baseline_source, &baseline, &compared)
     );
     Ok(())
+}
+
+/// The end-to-end phase's figures, and what the groups produced on the way.
+struct EndToEnd {
+    figures: PhaseFigures,
+    alerts: u64,
+    payments: u64,
+    /// Kafka records one order costs: its produce and three consumes, each alert and
+    /// payment produced once and consumed once (by analytics).
+    ops_per_order: f64,
+}
+
+impl EndToEnd {
+    fn to_json(&self, orders: u64) -> Value {
+        let e2e = &self.figures;
+        json!({
+            "orders": orders,
+            "seconds": e2e.seconds,
+            "orders_per_sec": e2e.rate().round(),
+            "cpu_seconds": round3(e2e.cpu_seconds),
+            "cpu_us_per_order": round3(e2e.cpu_seconds * 1e6 / orders as f64),
+            "cores_busy": round3(e2e.busy()),
+            "fraud_alerts": self.alerts,
+            "payments": self.payments,
+            "kafka_record_ops_per_order": (self.ops_per_order * 100.0).round() / 100.0,
+            "where_the_time_went": e2e.detail,
+        })
+    }
+}
+
+/// 2. End to end: producer → fraud, payment, analytics (store) as fast as possible.
+async fn end_to_end_phase(
+    pipeline: &mut LocalPipeline,
+    options: &mut LocalOptions,
+    orders: u64,
+    timeout: Duration,
+) -> anyhow::Result<EndToEnd> {
+    for role in [Role::Fraud, Role::Payment, Role::Analytics] {
+        pipeline.spawn_with(role, options, pipeline.shutdown_token().child_token());
+    }
+    let fast = Pace::Rate(0.0);
+    push_orders(pipeline, options, WARM_UP, fast, timeout).await?;
+    let alerts_before = pipeline.progress.fraud.produced.load(Ordering::Relaxed);
+    let payments_before = pipeline.progress.payments.produced.load(Ordering::Relaxed);
+    let figures = push_orders(pipeline, options, orders, fast, timeout).await?;
+    let alerts = pipeline.progress.fraud.produced.load(Ordering::Relaxed) - alerts_before;
+    let payments = pipeline.progress.payments.produced.load(Ordering::Relaxed) - payments_before;
+    Ok(EndToEnd {
+        figures,
+        alerts,
+        payments,
+        ops_per_order: 4.0 + 2.0 * (alerts + payments) as f64 / orders as f64,
+    })
+}
+
+/// 3. Latency at a fixed moderate rate.
+async fn latency_phase(
+    pipeline: &mut LocalPipeline,
+    options: &mut LocalOptions,
+    args: &BenchArgs,
+    timeout: Duration,
+) -> anyhow::Result<(PhaseFigures, orders_core::progress::LatencySummary)> {
+    let latency_orders = (args.latency_rate * args.latency_seconds as f64).round() as u64;
+    pipeline.progress.reset_latency();
+    let pace = Pace::Rate(args.latency_rate);
+    let figures = push_orders(pipeline, options, latency_orders, pace, timeout).await?;
+    Ok((figures, pipeline.progress.latency()))
 }

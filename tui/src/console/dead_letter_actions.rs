@@ -4,9 +4,10 @@
 //! local `ordersctl up` — and records the operator's name in the dead-letter ledger.
 
 use super::state::{DeadLetterActionKind, DeadLetterRequest};
-use crate::dlq::redrive::{Outcome, Redriver};
-use orders_core::dead_letters::{DeadLetterReader, DEFAULT_REDRIVE_LIMIT};
+use crate::dlq::redrive::{ActionResult, Outcome, Redriver};
+use orders_core::dead_letters::{DeadLetter, DeadLetterReader, DEFAULT_REDRIVE_LIMIT};
 use orders_core::kafka::KafkaSettings;
+use orders_daemons::confirmed_producer::ProduceError;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -56,36 +57,10 @@ impl DeadLetterActions {
                 ))
             }
         };
-        // Read it again from Kafka: the list may be old, and the ledger says whether someone
-        // else handled it meanwhile.
-        let letter = {
-            let (kafka, topic, at) = (kafka.clone(), orders_topic.clone(), request.at.clone());
-            tokio::task::spawn_blocking(move || {
-                DeadLetterReader::new(&kafka, &topic, ACTION_TIMEOUT)?.get(&at)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{} {}: {e}", request.kind.verb(), request.at))?
-        };
+        let letter = read_again(kafka, orders_topic, request).await?;
         let redriver = Redriver::new(kafka, orders_topic, operator, DEFAULT_REDRIVE_LIMIT)
             .map_err(|e| e.to_string())?;
-        let deadline = CancellationToken::new();
-        let _cancel = {
-            let t = deadline.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(ACTION_TIMEOUT * 2).await;
-                t.cancel();
-            })
-            .abort_handle()
-        };
-        let letters = std::slice::from_ref(&letter);
-        let results = match request.kind {
-            DeadLetterActionKind::Redrive => {
-                redriver.redrive(letters, None, false, &deadline).await
-            }
-            DeadLetterActionKind::Discard => redriver.discard(letters, false, &deadline).await,
-        };
-        _cancel.abort();
+        let results = carry_out(&redriver, &letter, request.kind).await;
         redriver.flush();
         let results = results.map_err(|e| {
             format!(
@@ -101,21 +76,66 @@ impl DeadLetterActions {
                 request.at
             ));
         };
-        match result.outcome {
-            Outcome::Sent { to, redrive_count } => Ok(format!(
-                "redrove {} to {to} (redrive {redrive_count} of at most {DEFAULT_REDRIVE_LIMIT})",
-                request.at
-            )),
-            Outcome::Discarded => Ok(format!("discarded {}", request.at)),
-            Outcome::Refused { detail, .. } => Err(format!(
-                "{} {} refused: {detail}",
-                request.kind.verb(),
-                request.at
-            )),
-            Outcome::SameRecord { with } => Ok(format!("{} handled with {with}", request.at)),
-            Outcome::WouldSend { .. } | Outcome::WouldDiscard => {
-                Err("a dry run was done instead of the action".to_owned())
-            }
+        describe(request, result.outcome)
+    }
+}
+
+/// Reads the dead letter again from Kafka: the list may be old, and the ledger says whether
+/// someone else handled it meanwhile.
+async fn read_again(
+    kafka: &KafkaSettings,
+    orders_topic: &str,
+    request: &DeadLetterRequest,
+) -> Result<DeadLetter, String> {
+    let (kafka, topic, at) = (kafka.clone(), orders_topic.to_owned(), request.at.clone());
+    tokio::task::spawn_blocking(move || {
+        DeadLetterReader::new(&kafka, &topic, ACTION_TIMEOUT)?.get(&at)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{} {}: {e}", request.kind.verb(), request.at))
+}
+
+/// Redrives or discards the one letter, giving up after twice the action timeout.
+async fn carry_out(
+    redriver: &Redriver,
+    letter: &DeadLetter,
+    kind: DeadLetterActionKind,
+) -> Result<Vec<ActionResult>, ProduceError> {
+    let deadline = CancellationToken::new();
+    let _cancel = {
+        let t = deadline.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ACTION_TIMEOUT * 2).await;
+            t.cancel();
+        })
+        .abort_handle()
+    };
+    let letters = std::slice::from_ref(letter);
+    let results = match kind {
+        DeadLetterActionKind::Redrive => redriver.redrive(letters, None, false, &deadline).await,
+        DeadLetterActionKind::Discard => redriver.discard(letters, false, &deadline).await,
+    };
+    _cancel.abort();
+    results
+}
+
+/// What the action came to, in a line for the operator: `Err` when nothing was done.
+fn describe(request: &DeadLetterRequest, outcome: Outcome) -> Result<String, String> {
+    match outcome {
+        Outcome::Sent { to, redrive_count } => Ok(format!(
+            "redrove {} to {to} (redrive {redrive_count} of at most {DEFAULT_REDRIVE_LIMIT})",
+            request.at
+        )),
+        Outcome::Discarded => Ok(format!("discarded {}", request.at)),
+        Outcome::Refused { detail, .. } => Err(format!(
+            "{} {} refused: {detail}",
+            request.kind.verb(),
+            request.at
+        )),
+        Outcome::SameRecord { with } => Ok(format!("{} handled with {with}", request.at)),
+        Outcome::WouldSend { .. } | Outcome::WouldDiscard => {
+            Err("a dry run was done instead of the action".to_owned())
         }
     }
 }

@@ -141,9 +141,13 @@ pub async fn poll(
     updates: mpsc::Sender<Update>,
     shutdown: CancellationToken,
 ) {
-    let mut newest_seen: Option<Arrival> = None;
-    let mut failures: u32 = 0;
-    let mut windows_at: Option<Instant> = None;
+    let mut poller = Poller {
+        client,
+        settings,
+        newest_seen: None,
+        failures: 0,
+        windows_at: None,
+    };
     loop {
         let Control {
             paused,
@@ -151,134 +155,188 @@ pub async fn poll(
             dead_letters,
             ..
         } = *control.borrow_and_update();
-        let mut news = Vec::new();
-        let mut unreachable: Option<ApiError> = None;
-        let mut refused: Option<ApiError> = None;
-        let mut answered = false;
-        let mut note =
-            |result: Result<Update, (Panel, ApiError)>, news: &mut Vec<Update>| match result {
-                Ok(u) => {
-                    answered = true;
-                    news.push(u);
-                }
-                Err((_, e)) if e.is_unreachable() => unreachable = Some(e),
-                Err((_, e @ ApiError::Unauthorised(_))) => refused = Some(e),
-                Err((panel, e)) => {
-                    answered = true;
-                    news.push(Update::Failed(panel, e.to_string()));
-                }
-            };
+        let mut round = Round::default();
         if !paused {
-            let (totals, orders, alerts, lag, canary) = tokio::join!(
-                client.totals(),
-                orders_since(&client, &settings, newest_seen),
-                client.alerts(settings.alerts),
-                client.lag(),
-                client.canary(),
-            );
-            let at = Instant::now();
-            if let Ok(docs) = &orders {
-                if let Some(max) = docs.iter().map(OrderDocument::arrival).max() {
-                    newest_seen = Some(newest_seen.map_or(max, |n| n.max(max)));
-                }
-            }
-            note(
-                totals
-                    .map(|t| Update::Totals(at, t))
-                    .map_err(|e| (Panel::Totals, e)),
-                &mut news,
-            );
-            note(
-                orders.map(Update::Orders).map_err(|e| (Panel::Orders, e)),
-                &mut news,
-            );
-            note(
-                alerts.map(Update::Alerts).map_err(|e| (Panel::Alerts, e)),
-                &mut news,
-            );
-            note(lag.map(Update::Lag).map_err(|e| (Panel::Lag, e)), &mut news);
-            note(
-                canary.map(Update::Canary).map_err(|e| (Panel::Canary, e)),
-                &mut news,
-            );
-            if dead_letters {
-                note(
-                    client
-                        .dead_letters(settings.dead_letters)
-                        .await
-                        .map(Update::DeadLetters)
-                        .map_err(|e| (Panel::DeadLetters, e)),
-                    &mut news,
-                );
-            }
-            // The history changes once a minute: asked for now and then, not every poll.
-            // Not after a refusal or while unreachable: one failed round asks once each.
-            let due = windows_at.is_none_or(|t| t.elapsed() >= settings.windows_every);
-            if due && refused.is_none() && unreachable.is_none() {
-                match client.windows(settings.windows).await {
-                    Ok(w) => {
-                        windows_at = Some(Instant::now());
-                        news.push(Update::Windows(w));
-                    }
-                    // An older API without windows: the sparkline keeps its own history.
-                    Err(e) => tracing::debug!(error = %e, "no per-minute windows"),
-                }
-            }
+            poller.lists(&mut round, dead_letters).await;
         }
         if let Some(id) = detail {
-            match client.order(id).await {
-                Err(e) if e.is_unreachable() => unreachable = Some(e),
-                Err(e @ ApiError::Unauthorised(_)) => refused = Some(e),
-                result => {
-                    answered = true;
-                    news.push(Update::Detail(
-                        id,
-                        result.map(|d| d.map(Box::new)).map_err(|e| e.to_string()),
-                    ));
-                }
-            }
+            poller.detail(&mut round, id).await;
         }
-        if let Some(e) = refused {
-            tracing::warn!(api = client.base(), error = %e, "the API refused the credentials; not polling");
+        if let Some(e) = round.refused {
+            tracing::warn!(api = poller.client.base(), error = %e, "the API refused the credentials; not polling");
             let _ = updates.send(Update::Unauthorised(e.to_string())).await;
             shutdown.cancelled().await;
             return;
         }
-        let mut wait = settings.interval;
-        if answered {
-            failures = 0;
-            news.push(Update::Connected(Instant::now()));
-        } else if let Some(e) = unreachable {
-            failures = failures.saturating_add(1);
-            wait = backoff(failures, settings.max_backoff);
-            tracing::warn!(api = client.base(), error = %e, retry_in = ?wait, "API unreachable");
-            news.push(Update::Disconnected {
-                error: e.to_string(),
-                retry_at: Instant::now() + wait,
-            });
-        }
-        for update in news {
+        let wait = poller.settle(&mut round);
+        for update in round.news {
             if updates.send(update).await.is_err() {
                 return;
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-            changed = control.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
+        if !next_round(&mut control, &shutdown, wait).await {
+            return;
         }
-        // Paused and nothing open: poll nothing until told otherwise.
-        while control.borrow().paused && control.borrow().detail.is_none() {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = control.changed() => if changed.is_err() { return },
+    }
+}
+
+/// What one round of requests learnt.
+#[derive(Default)]
+struct Round {
+    news: Vec<Update>,
+    /// The API did not answer (the last such error).
+    unreachable: Option<ApiError>,
+    /// The API refused the credentials.
+    refused: Option<ApiError>,
+    /// Some endpoint answered, if only with an error of its own.
+    answered: bool,
+}
+
+impl Round {
+    /// Files one endpoint's answer: news, a per-panel failure, or the API gone or refusing.
+    fn note(&mut self, result: Result<Update, (Panel, ApiError)>) {
+        match result {
+            Ok(u) => {
+                self.answered = true;
+                self.news.push(u);
+            }
+            Err((_, e)) if e.is_unreachable() => self.unreachable = Some(e),
+            Err((_, e @ ApiError::Unauthorised(_))) => self.refused = Some(e),
+            Err((panel, e)) => {
+                self.answered = true;
+                self.news.push(Update::Failed(panel, e.to_string()));
             }
         }
     }
+}
+
+/// The fetch task's memory between rounds.
+struct Poller {
+    client: ApiClient,
+    settings: FetchSettings,
+    /// The newest order arrival seen, where the next catch-up stops.
+    newest_seen: Option<Arrival>,
+    /// Rounds in a row the API did not answer.
+    failures: u32,
+    /// When the per-minute windows were last fetched.
+    windows_at: Option<Instant>,
+}
+
+impl Poller {
+    /// Fetches the lists (totals, orders, alerts, lag, canary; dead letters when shown; the
+    /// windows when due).
+    async fn lists(&mut self, round: &mut Round, dead_letters: bool) {
+        let client = &self.client;
+        let (totals, orders, alerts, lag, canary) = tokio::join!(
+            client.totals(),
+            orders_since(client, &self.settings, self.newest_seen),
+            client.alerts(self.settings.alerts),
+            client.lag(),
+            client.canary(),
+        );
+        let at = Instant::now();
+        if let Ok(docs) = &orders {
+            if let Some(max) = docs.iter().map(OrderDocument::arrival).max() {
+                self.newest_seen = Some(self.newest_seen.map_or(max, |n| n.max(max)));
+            }
+        }
+        round.note(
+            totals
+                .map(|t| Update::Totals(at, t))
+                .map_err(|e| (Panel::Totals, e)),
+        );
+        round.note(orders.map(Update::Orders).map_err(|e| (Panel::Orders, e)));
+        round.note(alerts.map(Update::Alerts).map_err(|e| (Panel::Alerts, e)));
+        round.note(lag.map(Update::Lag).map_err(|e| (Panel::Lag, e)));
+        round.note(canary.map(Update::Canary).map_err(|e| (Panel::Canary, e)));
+        if dead_letters {
+            round.note(
+                client
+                    .dead_letters(self.settings.dead_letters)
+                    .await
+                    .map(Update::DeadLetters)
+                    .map_err(|e| (Panel::DeadLetters, e)),
+            );
+        }
+        self.windows(round).await;
+    }
+
+    /// The history changes once a minute: asked for now and then, not every poll. Not after
+    /// a refusal or while unreachable: one failed round asks once each.
+    async fn windows(&mut self, round: &mut Round) {
+        let due = self
+            .windows_at
+            .is_none_or(|t| t.elapsed() >= self.settings.windows_every);
+        if due && round.refused.is_none() && round.unreachable.is_none() {
+            match self.client.windows(self.settings.windows).await {
+                Ok(w) => {
+                    self.windows_at = Some(Instant::now());
+                    round.news.push(Update::Windows(w));
+                }
+                // An older API without windows: the sparkline keeps its own history.
+                Err(e) => tracing::debug!(error = %e, "no per-minute windows"),
+            }
+        }
+    }
+
+    /// Refreshes the open order's detail.
+    async fn detail(&self, round: &mut Round, id: u64) {
+        match self.client.order(id).await {
+            Err(e) if e.is_unreachable() => round.unreachable = Some(e),
+            Err(e @ ApiError::Unauthorised(_)) => round.refused = Some(e),
+            result => {
+                round.answered = true;
+                round.news.push(Update::Detail(
+                    id,
+                    result.map(|d| d.map(Box::new)).map_err(|e| e.to_string()),
+                ));
+            }
+        }
+    }
+
+    /// Adds connected or disconnected to the round's news; the wait before the next round
+    /// (backing off while the API does not answer).
+    fn settle(&mut self, round: &mut Round) -> Duration {
+        let mut wait = self.settings.interval;
+        if round.answered {
+            self.failures = 0;
+            round.news.push(Update::Connected(Instant::now()));
+        } else if let Some(e) = &round.unreachable {
+            self.failures = self.failures.saturating_add(1);
+            wait = backoff(self.failures, self.settings.max_backoff);
+            tracing::warn!(api = self.client.base(), error = %e, retry_in = ?wait, "API unreachable");
+            round.news.push(Update::Disconnected {
+                error: e.to_string(),
+                retry_at: Instant::now() + wait,
+            });
+        }
+        wait
+    }
+}
+
+/// Waits `wait` or until the screen asks for something; while paused with nothing open, until
+/// told otherwise. False when it is time to stop.
+async fn next_round(
+    control: &mut watch::Receiver<Control>,
+    shutdown: &CancellationToken,
+    wait: Duration,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => return false,
+        _ = tokio::time::sleep(wait) => {}
+        changed = control.changed() => {
+            if changed.is_err() {
+                return false;
+            }
+        }
+    }
+    while control.borrow().paused && control.borrow().detail.is_none() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            changed = control.changed() => if changed.is_err() { return false },
+        }
+    }
+    true
 }
 
 #[cfg(test)]

@@ -590,6 +590,7 @@ impl App {
         self.alerts.get(self.alerts_scroll.selected)
     }
 
+    /// Takes in one piece of news from the fetch task.
     pub fn apply(&mut self, update: Update) {
         match update {
             Update::Connected(at) => {
@@ -614,40 +615,12 @@ impl App {
                 self.errors.orders = None;
                 self.merge_orders(docs);
             }
-            Update::Alerts(alerts) => {
-                self.errors.alerts = None;
-                let keep = self.selected_alert().map(|a| a.order_id);
-                self.alerts = alerts;
-                if let Some(id) = keep.filter(|_| self.alerts_scroll.selected > 0) {
-                    if let Some(i) = self.alerts.iter().position(|a| a.order_id == id) {
-                        let screen = self.alerts_scroll.selected - self.alerts_scroll.offset;
-                        self.alerts_scroll.selected = i;
-                        self.alerts_scroll.offset = i.saturating_sub(screen);
-                    }
-                }
-                let rows = self.alert_rows();
-                self.alerts_scroll.clamp(self.alerts.len(), rows);
-            }
+            Update::Alerts(alerts) => self.apply_alerts(alerts),
             Update::Lag(lag) => {
                 self.errors.lag = None;
                 self.lag = lag;
             }
-            Update::DeadLetters(letters) => {
-                self.errors.dead_letters = None;
-                let keep = self.selected_dead_letter().map(DeadLetter::coordinates);
-                self.dead_letters = Some(letters);
-                if let Some(at) = keep {
-                    if let Some(i) = self
-                        .dead_letters
-                        .iter()
-                        .flatten()
-                        .position(|d| d.coordinates() == at)
-                    {
-                        self.dead_letters_scroll.selected = i;
-                    }
-                }
-                self.clamp_scrolls();
-            }
+            Update::DeadLetters(letters) => self.apply_dead_letters(letters),
             Update::Windows(windows) => self.windows = windows,
             Update::DeadLetterActed(result) => {
                 self.acting = None;
@@ -661,25 +634,62 @@ impl App {
                 self.errors.canary = None;
                 self.canary = canary;
             }
-            Update::Detail(id, result) => {
-                if let Ok(Some(detail)) = &result {
-                    if self.orders.get(id).is_some() {
-                        self.merge_orders([detail.order.clone()]);
-                    }
-                }
-                if let Overlay::Detail(view) = &mut self.overlay {
-                    if view.order_id == id {
-                        view.data = match result {
-                            Ok(Some(detail)) => DetailData::Loaded(detail),
-                            Ok(None) => DetailData::NotFound,
-                            // Keep showing what was loaded when a refresh fails.
-                            Err(e) => match &view.data {
-                                DetailData::Loaded(_) => return,
-                                _ => DetailData::Failed(e),
-                            },
-                        };
-                    }
-                }
+            Update::Detail(id, result) => self.apply_detail(id, result),
+        }
+    }
+
+    /// New alerts; a selection below the top stays on its alert.
+    fn apply_alerts(&mut self, alerts: Vec<Alert>) {
+        self.errors.alerts = None;
+        let keep = self.selected_alert().map(|a| a.order_id);
+        self.alerts = alerts;
+        if let Some(id) = keep.filter(|_| self.alerts_scroll.selected > 0) {
+            if let Some(i) = self.alerts.iter().position(|a| a.order_id == id) {
+                let screen = self.alerts_scroll.selected - self.alerts_scroll.offset;
+                self.alerts_scroll.selected = i;
+                self.alerts_scroll.offset = i.saturating_sub(screen);
+            }
+        }
+        let rows = self.alert_rows();
+        self.alerts_scroll.clamp(self.alerts.len(), rows);
+    }
+
+    /// New dead letters; the selection stays on its dead letter.
+    fn apply_dead_letters(&mut self, letters: Vec<DeadLetter>) {
+        self.errors.dead_letters = None;
+        let keep = self.selected_dead_letter().map(DeadLetter::coordinates);
+        self.dead_letters = Some(letters);
+        if let Some(at) = keep {
+            if let Some(i) = self
+                .dead_letters
+                .iter()
+                .flatten()
+                .position(|d| d.coordinates() == at)
+            {
+                self.dead_letters_scroll.selected = i;
+            }
+        }
+        self.clamp_scrolls();
+    }
+
+    /// An order's detail: merged into the table, and shown if its overlay is open.
+    fn apply_detail(&mut self, id: u64, result: Result<Option<Box<OrderDetail>>, String>) {
+        if let Ok(Some(detail)) = &result {
+            if self.orders.get(id).is_some() {
+                self.merge_orders([detail.order.clone()]);
+            }
+        }
+        if let Overlay::Detail(view) = &mut self.overlay {
+            if view.order_id == id {
+                view.data = match result {
+                    Ok(Some(detail)) => DetailData::Loaded(detail),
+                    Ok(None) => DetailData::NotFound,
+                    // Keep showing what was loaded when a refresh fails.
+                    Err(e) => match &view.data {
+                        DetailData::Loaded(_) => return,
+                        _ => DetailData::Failed(e),
+                    },
+                };
             }
         }
     }

@@ -233,8 +233,33 @@ pub fn run(args: DlqArgs) -> ExitCode {
 
 fn run_checked(args: &DlqArgs) -> Result<u8, Failure> {
     // Usage mistakes first, before anything is contacted.
+    let value = check_usage(args)?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+    runtime.block_on(async {
+        let session = Session::connect(args).await?;
+        match &args.command {
+            DlqCommand::List { select, handled } => session.list(select, *handled).await,
+            DlqCommand::Show { at } => session.show(at).await,
+            DlqCommand::Redrive {
+                target,
+                dry_run,
+                max_redrives,
+                ..
+            } => {
+                session
+                    .redrive(target, value.as_deref(), *dry_run, *max_redrives)
+                    .await
+            }
+            DlqCommand::Discard { target, dry_run } => session.discard(target, *dry_run).await,
+        }
+    })
+}
+
+/// Checks the flags without contacting anything; the replacement value `--value` names.
+fn check_usage(args: &DlqArgs) -> Result<Option<Vec<u8>>, Failure> {
     KafkaSettings::from_args(&args.kafka).map_err(Failure::usage)?;
-    let value = match &args.command {
+    Ok(match &args.command {
         DlqCommand::List { select, .. } => {
             filter(select, None)?;
             None
@@ -256,10 +281,19 @@ fn run_checked(args: &DlqArgs) -> Result<u8, Failure> {
             check_target(target)?;
             None
         }
-    };
-    let runtime =
-        tokio::runtime::Runtime::new().map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
-    runtime.block_on(async {
+    })
+}
+
+/// One `ordersctl dlq` command's connection to Kafka and its dead-letter reader.
+struct Session<'a> {
+    args: &'a DlqArgs,
+    kafka: KafkaSettings,
+    reader: std::sync::Arc<DeadLetterReader>,
+    timeout: Duration,
+}
+
+impl<'a> Session<'a> {
+    async fn connect(args: &'a DlqArgs) -> Result<Self, Failure> {
         let mut kafka = kafka_settings(&args.kafka, &args.store)
             .map_err(|e| Failure(EXIT_UNREACHABLE, format!("{e:#}")))?;
         let timeout = Duration::from_secs(args.timeout_seconds);
@@ -269,70 +303,78 @@ fn run_checked(args: &DlqArgs) -> Result<u8, Failure> {
             let topic = args.kafka.topic_name.clone();
             blocking(move || DeadLetterReader::new(&kafka, &topic, timeout)).await?
         };
-        let reader = std::sync::Arc::new(reader);
-        match &args.command {
-            DlqCommand::List { select, handled } => {
-                let mut f = filter(select, Some(DEFAULT_LIST_LIMIT))?;
-                f.include_handled = *handled;
-                let letters = blocking({
-                    let reader = reader.clone();
-                    move || reader.list(&f)
-                })
-                .await?;
-                print(
-                    args.json,
-                    &ListReport {
-                        dead_letters: &letters,
-                    },
-                    || list_text(&letters),
-                )?;
-                Ok(EXIT_OK)
-            }
-            DlqCommand::Show { at } => {
-                let at = Coordinates {
-                    topic: at.topic.clone(),
-                    partition: at.partition,
-                    offset: at.offset,
-                };
-                let d = blocking(move || reader.get(&at)).await?;
-                print(args.json, &d, || show_text(&d))?;
-                Ok(EXIT_OK)
-            }
-            DlqCommand::Redrive {
-                target,
-                dry_run,
-                max_redrives,
-                ..
-            } => {
-                let letters = select(&reader, target).await?;
-                let redriver = Redriver::new(
-                    &kafka,
-                    &args.kafka.topic_name,
-                    &operator(args.operator.as_deref()),
-                    *max_redrives,
-                )?;
-                let shutdown = deadline(timeout);
-                let results = redriver
-                    .redrive(&letters, value.as_deref(), *dry_run, &shutdown)
-                    .await?;
-                redriver.flush();
-                report(args.json, *dry_run, &results)
-            }
-            DlqCommand::Discard { target, dry_run } => {
-                let letters = select(&reader, target).await?;
-                let redriver = Redriver::new(
-                    &kafka,
-                    &args.kafka.topic_name,
-                    &operator(args.operator.as_deref()),
-                    DEFAULT_REDRIVE_LIMIT,
-                )?;
-                let shutdown = deadline(timeout);
-                let results = redriver.discard(&letters, *dry_run, &shutdown).await?;
-                redriver.flush();
-                report(args.json, *dry_run, &results)
-            }
-        }
-    })
+        Ok(Self {
+            args,
+            kafka,
+            reader: std::sync::Arc::new(reader),
+            timeout,
+        })
+    }
+
+    async fn list(&self, select: &Selection, handled: bool) -> Result<u8, Failure> {
+        let mut f = filter(select, Some(DEFAULT_LIST_LIMIT))?;
+        f.include_handled = handled;
+        let letters = blocking({
+            let reader = self.reader.clone();
+            move || reader.list(&f)
+        })
+        .await?;
+        print(
+            self.args.json,
+            &ListReport {
+                dead_letters: &letters,
+            },
+            || list_text(&letters),
+        )?;
+        Ok(EXIT_OK)
+    }
+
+    async fn show(&self, at: &At) -> Result<u8, Failure> {
+        let at = Coordinates {
+            topic: at.topic.clone(),
+            partition: at.partition,
+            offset: at.offset,
+        };
+        let reader = self.reader.clone();
+        let d = blocking(move || reader.get(&at)).await?;
+        print(self.args.json, &d, || show_text(&d))?;
+        Ok(EXIT_OK)
+    }
+
+    fn redriver(&self, max_redrives: u32) -> Result<Redriver, Failure> {
+        Ok(Redriver::new(
+            &self.kafka,
+            &self.args.kafka.topic_name,
+            &operator(self.args.operator.as_deref()),
+            max_redrives,
+        )?)
+    }
+
+    async fn redrive(
+        &self,
+        target: &Target,
+        value: Option<&[u8]>,
+        dry_run: bool,
+        max_redrives: u32,
+    ) -> Result<u8, Failure> {
+        let letters = select(&self.reader, target).await?;
+        let redriver = self.redriver(max_redrives)?;
+        let shutdown = deadline(self.timeout);
+        let results = redriver
+            .redrive(&letters, value, dry_run, &shutdown)
+            .await?;
+        redriver.flush();
+        report(self.args.json, dry_run, &results)
+    }
+
+    async fn discard(&self, target: &Target, dry_run: bool) -> Result<u8, Failure> {
+        let letters = select(&self.reader, target).await?;
+        let redriver = self.redriver(DEFAULT_REDRIVE_LIMIT)?;
+        let shutdown = deadline(self.timeout);
+        let results = redriver.discard(&letters, dry_run, &shutdown).await?;
+        redriver.flush();
+        report(self.args.json, dry_run, &results)
+    }
 }
 
 /// Coordinates, or filters, or `--all`: never an unfiltered bulk action by accident.
