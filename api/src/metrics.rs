@@ -295,6 +295,20 @@ fn render_ingest(out: &mut String, p: &Progress) {
             get(n)
         );
     }
+    out.push_str(
+        "# HELP orders_ingest_refused_changes_total Updates and deletes of the table's rows not published (the orders topic and the store keep the row as inserted), each dead-lettered as source-update or source-delete.\n\
+         # TYPE orders_ingest_refused_changes_total counter\n",
+    );
+    for (kind, n) in orders_core::progress::REFUSED_CHANGE_KINDS
+        .iter()
+        .zip(&i.refused_changes)
+    {
+        let _ = writeln!(
+            out,
+            "orders_ingest_refused_changes_total{{kind=\"{kind}\"}} {}",
+            get(n)
+        );
+    }
     let (state, _) = i.postgres_state();
     let _ = writeln!(
         out,

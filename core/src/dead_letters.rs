@@ -49,6 +49,12 @@ pub const DIAGNOSTIC_HEADERS: [&str; 7] = [
     TRUNCATED,
 ];
 
+/// The reasons of the ingest's dead letters for a row updated or deleted in its source table
+/// after the insert was read (docs/ingest.md): a change of the table, not a record of a
+/// topic, so a redrive has nothing to send.
+pub const SOURCE_UPDATE: &str = "source-update";
+pub const SOURCE_DELETE: &str = "source-delete";
+
 /// How often one record may be redriven before a redrive is refused.
 pub const DEFAULT_REDRIVE_LIMIT: u32 = 3;
 
@@ -317,6 +323,9 @@ impl DeadLetter {
         if let Some(h) = &self.handled {
             return Some(Refusal::AlreadyHandled(h.action));
         }
+        if [SOURCE_UPDATE, SOURCE_DELETE].contains(&self.reason.as_str()) {
+            return Some(Refusal::SourceChange);
+        }
         if self.source.is_none() {
             return Some(Refusal::NoSource);
         }
@@ -372,6 +381,9 @@ pub enum Refusal {
     Truncated,
     /// No `dlq.topic`/`dlq.partition`/`dlq.offset` headers: no topic to send it to.
     NoSource,
+    /// An update or delete of the ingest's source table (`source-update`,
+    /// `source-delete`): nothing the pipeline can take again.
+    SourceChange,
 }
 
 impl Refusal {
@@ -383,6 +395,7 @@ impl Refusal {
             Refusal::LoopGuard { .. } => "loop-guard",
             Refusal::Truncated => "truncated",
             Refusal::NoSource => "no-source",
+            Refusal::SourceChange => "source-change",
         }
     }
 
@@ -402,6 +415,10 @@ impl fmt::Display for Refusal {
             ),
             Refusal::Truncated => f.write_str("its value was truncated in the dead-letter topic"),
             Refusal::NoSource => f.write_str("no source topic in its headers"),
+            Refusal::SourceChange => f.write_str(
+                "a row updated or deleted in the ingest's table: no record to send again; act \
+                 on the order, then discard it (docs/ingest.md)",
+            ),
         }
     }
 }
@@ -714,6 +731,13 @@ mod tests {
         assert!(unknown.ledger_key().starts_with("dead-letter:"));
         assert_eq!(letter(&[]).redrive_refusal(3), None);
         assert_eq!(letter(&[]).ledger_key(), "orders/3/17");
+        // A change of the ingest's table is never sent anywhere, even with a source.
+        for reason in [SOURCE_UPDATE, SOURCE_DELETE] {
+            let mut change = letter(&[]);
+            change.reason = reason.to_owned();
+            assert_eq!(change.redrive_refusal(3), Some(Refusal::SourceChange));
+            assert!(Refusal::SourceChange.is_failure());
+        }
     }
 
     #[test]

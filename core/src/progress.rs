@@ -156,6 +156,9 @@ pub struct IngestCounters {
     pub slot_state: std::sync::atomic::AtomicU8,
     /// Dead letters Kafka refused for good (their rows are logged, not published).
     pub dead_letters_refused: AtomicU64,
+    /// Updates and deletes of the table's rows, not published and dead-lettered instead
+    /// (`source-update`, `source-delete`), in the order of [`REFUSED_CHANGE_KINDS`].
+    pub refused_changes: [AtomicU64; REFUSED_CHANGE_KINDS.len()],
     /// The database: `None` before the first connection, else why it is failing (`Some`
     /// of a reason) or that it answers (`Some("")`).
     postgres: Mutex<Option<String>>,
@@ -174,10 +177,15 @@ impl Default for IngestCounters {
             safe_wal_bytes: AtomicI64::new(i64::MIN),
             slot_state: std::sync::atomic::AtomicU8::new(0),
             dead_letters_refused: AtomicU64::new(0),
+            refused_changes: Default::default(),
             postgres: Mutex::new(None),
         }
     }
 }
+
+/// The changes to the table's rows the ingest refuses to publish (the `kind` label of
+/// `orders_ingest_refused_changes_total`; the dead letters' reason is `source-<kind>`).
+pub const REFUSED_CHANGE_KINDS: [&str; 2] = ["update", "delete"];
 
 /// PostgreSQL's `wal_status` of a replication slot: `reserved` (within max_wal_size),
 /// `extended` (kept beyond it for the slot), `unreserved` (will be removed at the next
@@ -216,7 +224,17 @@ impl IngestCounters {
         }
     }
 
-    /// All rows dead-lettered.
+    /// Updates and deletes refused, of `kind` (`update` or `delete`).
+    pub fn refused_changes(&self, kind: &str) -> u64 {
+        REFUSED_CHANGE_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| self.refused_changes.get(i))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// All rows dead-lettered (inserted rows that are not orders; refused changes are
+    /// counted apart).
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered_by_reason
             .iter()

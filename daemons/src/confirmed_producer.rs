@@ -214,12 +214,24 @@ pub struct ConfirmedProducer {
 
 impl ConfirmedProducer {
     pub fn new(settings: &KafkaSettings, client_id: &str) -> Result<Self, KafkaError> {
+        Self::with_properties(settings, client_id, &[])
+    }
+
+    /// [`new`](Self::new), with librdkafka properties set over the pipeline's producer
+    /// settings (`extra`, in order).
+    pub fn with_properties(
+        settings: &KafkaSettings,
+        client_id: &str,
+        extra: &[(String, String)],
+    ) -> Result<Self, KafkaError> {
+        let mut config = settings.producer_config(client_id);
+        for (key, value) in extra {
+            config.set(key, value);
+        }
         Ok(ConfirmedProducer {
-            producer: Arc::new(settings.producer_config(client_id).create_with_context(
-                BatchAcks {
-                    log: Arc::new(ClientLog::new(client_id)),
-                },
-            )?),
+            producer: Arc::new(config.create_with_context(BatchAcks {
+                log: Arc::new(ClientLog::new(client_id)),
+            })?),
             progress: None,
         })
     }

@@ -32,12 +32,20 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at  timestamptz DEFAULT now()
 );
 
--- Inserts only: an order is published once, when it is created; later updates and deletes of
--- a row are not orders of the SPEC and are not published.
+-- Inserts are published as orders. Updates and deletes are published to the ingest too, so
+-- that it sees them: an order is published once, when it is created, so the ingest never
+-- publishes a change as an order; it sends each one to the dead-letter topic (`source-update`,
+-- `source-delete`) with the order id and what changed, for the operator (docs/ingest.md).
+-- REPLICA IDENTITY FULL puts the whole old row in the log, so an update's dead letter names
+-- each changed column's old and new value (with the default, the key only). It costs the
+-- old row's size in the log per update or delete; orders are seldom changed.
+ALTER TABLE orders REPLICA IDENTITY FULL;
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'orders_ingest') THEN
-        CREATE PUBLICATION orders_ingest FOR TABLE orders WITH (publish = 'insert');
+        CREATE PUBLICATION orders_ingest FOR TABLE orders
+            WITH (publish = 'insert, update, delete');
     END IF;
 END
 $$;

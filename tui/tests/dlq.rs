@@ -341,6 +341,91 @@ async fn dead_letters_are_listed_redriven_once_guarded_and_discarded() {
     pipeline.stop().await.unwrap();
 }
 
+/// The ingest's dead letter for an order updated in its table (`source-update`), as the
+/// ingest makes it: a redrive is refused (`source-change`) and sends nothing, also with a
+/// corrected value; a discard handles it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_change_dead_letter_is_refused_a_redrive_and_discarded() {
+    use orders_daemons::confirmed_producer::ConfirmedProducer;
+    use orders_daemons::ingest::pgoutput::{ChangedRow, Lsn, OldRow, RowKind};
+    let dir = tempfile::tempdir().unwrap();
+    let mut topics = orders_core::kafka::pipeline_topics("orders");
+    topics.extend(orders_core::kafka::operator_topics("orders"));
+    let broker = orders_core::kafka::EmbeddedBroker::start(&topics).unwrap();
+    let kafka = broker.settings();
+    UpInfo {
+        api: "http://127.0.0.1:1".into(),
+        kafka: broker.bootstrap_servers().to_owned(),
+    }
+    .write(dir.path())
+    .unwrap();
+    let row = |status: &str| -> Vec<(String, Option<String>)> {
+        [
+            ("order_id", "4503599627370502"),
+            ("customer_id", "5678"),
+            ("amount", "41.01"),
+            ("status", status),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned())))
+        .collect()
+    };
+    let change = ChangedRow {
+        kind: RowKind::Update,
+        table: "public.orders".into(),
+        lsn: Lsn(0x16_B374_D848),
+        old: Some(OldRow {
+            key_only: false,
+            columns: row("CREATED"),
+        }),
+        new: row("CANCELLED"),
+        unchanged: Vec::new(),
+    };
+    let letter = orders_daemons::ingest::records::for_change("orders", &change).unwrap();
+    ConfirmedProducer::new(&kafka, "dlq-test")
+        .unwrap()
+        .send_all(
+            &[letter.record],
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let data = dir.path();
+    let (code, list) = dlq(data, &["list"]).await;
+    assert_eq!(code, 0);
+    let shown = first_where(&list, "reason", "source-update");
+    assert_eq!(shown["key"], "4503599627370502");
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap()
+            .contains("status CREATED → CANCELLED"),
+        "{shown}"
+    );
+    let fixed = dir.path().join("fixed.json");
+    std::fs::write(&fixed, order_json(4_503_599_627_370_502, "41.01")).unwrap();
+    for extra in [&[][..], &["--value", fixed.to_str().unwrap()][..]] {
+        let coordinates = at(shown);
+        let coordinates: Vec<&str> = coordinates.iter().map(String::as_str).collect();
+        let args = [&["redrive"][..], &coordinates[..], extra].concat();
+        let (code, r) = dlq(data, &args).await;
+        assert_eq!(code, 1, "{r}");
+        assert_eq!(r["results"][0]["outcome"], "refused", "{r}");
+        assert_eq!(r["results"][0]["reason"], "source-change", "{r}");
+    }
+    let (code, bulk) = dlq(data, &["redrive", "--reason", "source-update"]).await;
+    assert_eq!((code, bulk["acted"].as_u64()), (1, Some(0)), "{bulk}");
+    assert_eq!(records_on(&kafka, "orders").await, 0, "nothing sent");
+    let (code, discarded) = dlq(data, &["discard", "--reason", "source-update"]).await;
+    assert_eq!(
+        (code, discarded["acted"].as_u64()),
+        (0, Some(1)),
+        "{discarded}"
+    );
+    let (_, pending) = dlq(data, &["list"]).await;
+    assert_eq!(pending["dead_letters"].as_array().unwrap().len(), 0);
+}
+
 #[test]
 fn bad_flags_are_one_line_and_exit_2_and_no_kafka_exits_4() {
     let dir = tempfile::tempdir().unwrap();

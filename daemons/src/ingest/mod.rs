@@ -58,6 +58,10 @@ pub struct IngestConfig {
     pub watch_interval: Duration,
     /// How often the setup (table, publication, slot) is checked again while running.
     pub setup_interval: Duration,
+    /// librdkafka properties set over the pipeline's on the ingest's producer (none by
+    /// default; the tests give it a small `message.max.bytes`, so that Kafka's client
+    /// refuses a dead letter as a broker with a small record limit would).
+    pub producer_properties: Vec<(String, String)>,
 }
 
 impl IngestConfig {
@@ -72,6 +76,7 @@ impl IngestConfig {
             status_interval: Duration::from_secs(10),
             watch_interval: Duration::from_secs(1),
             setup_interval: Duration::from_secs(10),
+            producer_properties: Vec::new(),
         }
     }
 
@@ -182,8 +187,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     config.validate().map_err(DaemonError::Task)?;
-    let producer =
-        ConfirmedProducer::new(&deps.kafka, "orders-ingest")?.with_progress(deps.progress.clone());
+    let producer = ConfirmedProducer::with_properties(
+        &deps.kafka,
+        "orders-ingest",
+        &config.producer_properties,
+    )?
+    .with_progress(deps.progress.clone());
     let ingest = &deps.progress.ingest;
     ingest.active.store(true, Ordering::Relaxed);
     let mark = deps.progress.liveness.poll_mark(ROLE);

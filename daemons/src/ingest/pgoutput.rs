@@ -3,8 +3,8 @@
 //!
 //! Only what the ingest role needs is decoded: transaction boundaries (with the commit's end
 //! position, the one place a slot may be confirmed to), relations (column names) and rows
-//! inserted, updated or deleted (their values as text). Every other message is recognised
-//! and skipped.
+//! inserted, updated or deleted (their values as text, with the old row an update or delete
+//! carries). Every other message is recognised and skipped.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -49,12 +49,27 @@ pub enum Message {
     Row {
         kind: RowKind,
         relation_id: u32,
-        /// The row's values in the relation's column order, as text; `None` for NULL (and,
-        /// in an update, for a large value that did not change: pgoutput leaves it out).
-        values: Vec<Option<String>>,
+        /// The row before the change, when the stream carries it: a delete's always, an
+        /// update's when the table's replica identity is FULL or the key changed.
+        old: Option<Tuple>,
+        /// The row after the change (inserts and updates).
+        new: Option<Tuple>,
     },
     /// Anything else (truncates, origins, types, logical messages).
     Other(u8),
+}
+
+/// One row's values in the relation's column order, as the stream carries them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tuple {
+    /// As text; `None` for NULL, for a value the stream left out (below), and for the
+    /// columns outside the key of a key-only old row.
+    pub values: Vec<Option<String>>,
+    /// The positions of large values an update left unchanged (pgoutput does not send them).
+    pub unchanged: Vec<usize>,
+    /// An old row of the key's columns only (the default replica identity), not the whole
+    /// row (`REPLICA IDENTITY FULL`).
+    pub key_only: bool,
 }
 
 /// What happened to a row.
@@ -126,12 +141,17 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
     /// A TupleData: each column's value as text, `None` for NULL or unchanged TOAST.
-    fn tuple(&mut self) -> Result<Vec<Option<String>>, DecodeError> {
+    fn tuple(&mut self, key_only: bool) -> Result<Tuple, DecodeError> {
         let count = self.u16()?;
         let mut values = Vec::with_capacity(usize::from(count));
-        for _ in 0..count {
+        let mut unchanged = Vec::new();
+        for i in 0..usize::from(count) {
             values.push(match self.u8()? {
-                b'n' | b'u' => None,
+                b'n' => None,
+                b'u' => {
+                    unchanged.push(i);
+                    None
+                }
                 b't' | b'b' => {
                     let len = self.u32()? as usize;
                     Some(String::from_utf8_lossy(self.take(len)?).into_owned())
@@ -144,7 +164,11 @@ impl<'a> Reader<'a> {
                 }
             });
         }
-        Ok(values)
+        Ok(Tuple {
+            values,
+            unchanged,
+            key_only,
+        })
     }
 }
 
@@ -187,31 +211,35 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         }
         b'I' | b'U' | b'D' => {
             let relation_id = r.u32()?;
-            let mut part = r.u8()?;
             let kind = match tag {
                 b'I' => RowKind::Insert,
                 b'U' => RowKind::Update,
                 _ => RowKind::Delete,
             };
-            if kind == RowKind::Update && (part == b'K' || part == b'O') {
-                // The old key or row, sent when the key changed: the new row follows.
-                r.tuple()?;
-                part = r.u8()?;
+            let mut part = r.u8()?;
+            let mut old = None;
+            if kind != RowKind::Insert && (part == b'K' || part == b'O') {
+                // The old key ('K') or whole old row ('O'); an update's new row follows.
+                old = Some(r.tuple(part == b'K')?);
+                if kind == RowKind::Update {
+                    part = r.u8()?;
+                }
             }
-            let expected: &[u8] = match kind {
-                RowKind::Delete => b"KO",
-                _ => b"N",
+            let new = match kind {
+                RowKind::Delete if old.is_some() => None,
+                RowKind::Insert | RowKind::Update if part == b'N' => Some(r.tuple(false)?),
+                _ => {
+                    return Err(DecodeError(format!(
+                        "{kind:?} message carries tuple kind {:?}",
+                        char::from(part)
+                    )))
+                }
             };
-            if !expected.contains(&part) {
-                return Err(DecodeError(format!(
-                    "row message carries tuple kind {:?}",
-                    char::from(part)
-                )));
-            }
             Message::Row {
                 kind,
                 relation_id,
-                values: r.tuple()?,
+                old,
+                new,
             }
         }
         b'T' | b'O' | b'Y' | b'M' => Message::Other(tag),
@@ -249,11 +277,36 @@ pub enum Change {
         table: String,
         changed: bool,
     },
-    Row {
-        kind: RowKind,
-        row: InsertedRow,
-    },
+    /// A row inserted.
+    Insert(InsertedRow),
+    /// A row updated or deleted.
+    Changed(ChangedRow),
     Other,
+}
+
+/// A row updated or deleted, with what the stream says of it before and after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangedRow {
+    /// [`RowKind::Update`] or [`RowKind::Delete`].
+    pub kind: RowKind,
+    /// `schema.table`.
+    pub table: String,
+    pub lsn: Lsn,
+    /// The row before the change, by column name, when the stream carries it.
+    pub old: Option<OldRow>,
+    /// An update's new row by column name (a large value it left unchanged is taken from
+    /// a whole old row, else `None` and named in `unchanged`); empty for a delete.
+    pub new: Vec<(String, Option<String>)>,
+    pub unchanged: Vec<String>,
+}
+
+/// The row before an update or delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OldRow {
+    /// Its key's columns only (the table's default replica identity: the other columns
+    /// are `None`), or the whole row (`REPLICA IDENTITY FULL`).
+    pub key_only: bool,
+    pub columns: Vec<(String, Option<String>)>,
 }
 
 /// Reads a stream of pgoutput messages, keeping the relations it described. A session
@@ -305,7 +358,8 @@ impl ChangeReader {
             Message::Row {
                 kind,
                 relation_id,
-                values,
+                old,
+                new,
             } => {
                 if !self.in_transaction {
                     return Err(DecodeError("row outside a transaction".into()));
@@ -315,18 +369,61 @@ impl ChangeReader {
                         "row of relation {relation_id} before its description"
                     ))
                 })?;
-                Change::Row {
-                    kind,
-                    row: InsertedRow {
-                        table: format!("{}.{}", relation.namespace, relation.name),
-                        lsn,
-                        columns: relation.columns.iter().cloned().zip(values).collect(),
-                    },
-                }
+                row_change(relation, lsn, kind, old, new)?
             }
             Message::Other(_) => Change::Other,
         })
     }
+}
+
+/// A row message as a change, its values by the relation's column names.
+fn row_change(
+    relation: &Relation,
+    lsn: Lsn,
+    kind: RowKind,
+    old: Option<Tuple>,
+    new: Option<Tuple>,
+) -> Result<Change, DecodeError> {
+    let table = format!("{}.{}", relation.namespace, relation.name);
+    let named = |values: Vec<Option<String>>| -> Vec<(String, Option<String>)> {
+        relation.columns.iter().cloned().zip(values).collect()
+    };
+    if kind == RowKind::Insert {
+        let new = new.ok_or_else(|| DecodeError("an insert without its row".into()))?;
+        return Ok(Change::Insert(InsertedRow {
+            table,
+            lsn,
+            columns: named(new.values),
+        }));
+    }
+    let mut unchanged = Vec::new();
+    let new = match new {
+        Some(mut new) => {
+            for i in new.unchanged {
+                match old.as_ref().filter(|o| !o.key_only) {
+                    Some(whole) => {
+                        if let Some(value) = new.values.get_mut(i) {
+                            *value = whole.values.get(i).cloned().flatten();
+                        }
+                    }
+                    None => unchanged.extend(relation.columns.get(i).cloned()),
+                }
+            }
+            named(new.values)
+        }
+        None => Vec::new(),
+    };
+    Ok(Change::Changed(ChangedRow {
+        kind,
+        table,
+        lsn,
+        old: old.map(|o| OldRow {
+            key_only: o.key_only,
+            columns: named(o.values),
+        }),
+        new,
+        unchanged,
+    }))
 }
 
 #[cfg(test)]
@@ -395,7 +492,7 @@ mod tests {
 
     fn row(change: Change) -> InsertedRow {
         match change {
-            Change::Row { row, .. } => row,
+            Change::Insert(row) => row,
             other => panic!("not a row: {other:?}"),
         }
     }
@@ -454,38 +551,103 @@ mod tests {
         assert_eq!(a.read(at, b"Mx").unwrap(), Change::Other);
     }
 
+    fn changed(change: Change) -> ChangedRow {
+        match change {
+            Change::Changed(row) => row,
+            other => panic!("not an update or delete: {other:?}"),
+        }
+    }
+
+    /// A tuple of the test relation's two columns, as pgoutput writes it (`u`: unchanged).
+    fn tuple(id: Option<&str>, country: Option<&str>) -> Vec<u8> {
+        let mut b = 2u16.to_be_bytes().to_vec();
+        for v in [id, country] {
+            match v {
+                Some("u") => b.push(b'u'),
+                Some(v) => {
+                    b.push(b't');
+                    b.extend((v.len() as u32).to_be_bytes());
+                    b.extend(v.as_bytes());
+                }
+                None => b.push(b'n'),
+            }
+        }
+        b
+    }
+
+    fn message(tag: u8, parts: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut b = vec![tag];
+        b.extend(16_384u32.to_be_bytes());
+        for (kind, tuple) in parts {
+            b.push(*kind);
+            b.extend(tuple);
+        }
+        b
+    }
+
     #[test]
-    fn updates_and_deletes_are_read_with_their_kind() {
+    fn updates_and_deletes_are_read_with_the_old_row_the_stream_carries() {
         let mut a = ChangeReader::default();
         a.read(Lsn(1), &begin(1)).unwrap();
         a.read(Lsn(1), &relation()).unwrap();
-        let mut update = insert("4503599627370496", Some("FR"));
-        update[0] = b'U';
-        assert!(matches!(
-            a.read(Lsn(2), &update).unwrap(),
-            Change::Row {
-                kind: RowKind::Update,
-                ..
-            }
-        ));
+        let id = "4503599627370496";
+        // The default replica identity, key kept: the new row only.
+        let update = message(b'U', &[(b'N', tuple(Some(id), Some("FR")))]);
+        let u = changed(a.read(Lsn(2), &update).unwrap());
+        assert_eq!(
+            (u.kind, u.lsn, u.old.as_ref()),
+            (RowKind::Update, Lsn(2), None)
+        );
+        assert_eq!(u.new[1], ("country".to_owned(), Some("FR".to_owned())));
         // An update that changed the key sends the old key first.
-        let mut with_old = vec![b'U'];
-        with_old.extend(16_384u32.to_be_bytes());
-        with_old.push(b'K');
-        with_old.extend(&insert("1", None)[6..]);
-        with_old.extend(&insert("4503599627370496", Some("FR"))[5..]);
-        let r = row(a.read(Lsn(3), &with_old).unwrap());
-        assert_eq!(r.columns[1].1.as_deref(), Some("FR"));
-        let mut delete = insert("4503599627370496", None);
-        delete[0] = b'D';
-        delete[5] = b'K';
-        assert!(matches!(
-            a.read(Lsn(4), &delete).unwrap(),
-            Change::Row {
-                kind: RowKind::Delete,
-                ..
-            }
-        ));
+        let rekeyed = message(
+            b'U',
+            &[
+                (b'K', tuple(Some("1"), None)),
+                (b'N', tuple(Some(id), Some("FR"))),
+            ],
+        );
+        let u = changed(a.read(Lsn(3), &rekeyed).unwrap());
+        let old = u.old.unwrap();
+        assert!(old.key_only);
+        assert_eq!(old.columns[0].1.as_deref(), Some("1"));
+        assert_eq!(u.new[1].1.as_deref(), Some("FR"));
+        // REPLICA IDENTITY FULL: the whole old row; a large value left unchanged is taken
+        // from it.
+        let full = message(
+            b'U',
+            &[
+                (b'O', tuple(Some(id), Some("DE"))),
+                (b'N', tuple(Some(id), Some("u"))),
+            ],
+        );
+        let u = changed(a.read(Lsn(4), &full).unwrap());
+        assert!(!u.old.as_ref().unwrap().key_only);
+        assert_eq!(u.new[1].1.as_deref(), Some("DE"));
+        assert!(u.unchanged.is_empty());
+        // Without a whole old row, an unchanged value is named as such.
+        let partial = message(b'U', &[(b'N', tuple(Some(id), Some("u")))]);
+        let u = changed(a.read(Lsn(5), &partial).unwrap());
+        assert_eq!(
+            (u.new[1].1.as_deref(), &u.unchanged[..]),
+            (None, &["country".to_owned()][..])
+        );
+        // Deletes: the key, or the whole row.
+        let delete = message(b'D', &[(b'K', tuple(Some(id), None))]);
+        let d = changed(a.read(Lsn(6), &delete).unwrap());
+        assert_eq!(d.kind, RowKind::Delete);
+        assert!(d.new.is_empty());
+        assert!(d.old.as_ref().unwrap().key_only);
+        let delete = message(b'D', &[(b'O', tuple(Some(id), Some("DE")))]);
+        let d = changed(a.read(Lsn(7), &delete).unwrap());
+        assert_eq!(d.old.unwrap().columns[1].1.as_deref(), Some("DE"));
+        // A delete without its old row, an insert with one: malformed.
+        assert!(a
+            .read(Lsn(8), &message(b'D', &[(b'N', tuple(Some(id), None))]))
+            .is_err());
+        assert!(a
+            .read(Lsn(8), &message(b'I', &[(b'K', tuple(Some(id), None))]))
+            .is_err());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! What a row of the table becomes on Kafka: an order record on the orders topic, or a dead
 //! letter on its dead-letter topic that always fits (the row's value summarised, the error
-//! cut), with what finds the row again (its key, table and log position, the reason).
+//! cut), with what finds the row again (its key, table and log position, the reason). An
+//! update or delete of a row is never an order record: it is a dead letter of its own
+//! (`source-update`, `source-delete`) naming the order and what changed.
 
-use super::pgoutput::InsertedRow;
+use super::pgoutput::{ChangedRow, InsertedRow, RowKind};
 use super::{row, ROLE, SOURCE_ROW_HEADER};
 use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
 use orders_core::dead_letters;
@@ -24,7 +26,29 @@ pub struct DeadLetter {
     pub table: String,
     pub lsn: String,
     pub reason: &'static str,
-    pub reason_index: usize,
+    /// Which counter it counts in once Kafka acknowledged it.
+    pub counted: Counted,
+}
+
+/// The counter of a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// A row that is not an order, by reason (an index into `DecodeError::CODES`).
+    Row(usize),
+    /// An update or delete, by kind (an index into `REFUSED_CHANGE_KINDS`).
+    Change(usize),
+}
+
+impl Counted {
+    pub fn count(self, ingest: &IngestCounters) {
+        let counter = match self {
+            Counted::Row(i) => ingest.dead_lettered_by_reason.get(i),
+            Counted::Change(i) => ingest.refused_changes.get(i),
+        };
+        if let Some(c) = counter {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A row's record: an order, or a dead letter.
@@ -62,11 +86,28 @@ pub fn dead_letter(orders_topic: &str, r: &InsertedRow, error: &DecodeError) -> 
         error = %detail,
         "row sent to the dead-letter topic"
     );
-    let headers = [
-        (dead_letters::REASON, error.code()),
-        (dead_letters::ERROR, detail.as_ref()),
+    DeadLetter {
+        record: OutRecord {
+            topic: dlq_topic(orders_topic),
+            payload: row::dead_letter_value(r),
+            headers: Some(headers(error.code(), &detail, &source)),
+            key,
+        },
+        table: r.table.clone(),
+        lsn: r.lsn.to_string(),
+        reason: error.code(),
+        counted: Counted::Row(error.code_index()),
+    }
+}
+
+/// A dead letter's headers, as the pipeline's (docs/dlq.md) plus the row's table and log
+/// position.
+fn headers(reason: &str, error: &str, source: &str) -> OwnedHeaders {
+    [
+        (dead_letters::REASON, reason),
+        (dead_letters::ERROR, error),
         (dead_letters::GROUP, ROLE),
-        (SOURCE_ROW_HEADER, source.as_str()),
+        (SOURCE_ROW_HEADER, source),
     ]
     .into_iter()
     .fold(OwnedHeaders::new(), |h, (key, value)| {
@@ -74,19 +115,43 @@ pub fn dead_letter(orders_topic: &str, r: &InsertedRow, error: &DecodeError) -> 
             key,
             value: Some(value),
         })
-    });
-    DeadLetter {
+    })
+}
+
+/// The dead letter of an update or delete of a row: never an order record (the orders topic
+/// carries an order once, and the store keeps it as inserted; docs/ingest.md), but named
+/// with its key, log position and what changed, so the operator sees which orders differ
+/// from the table. `None` for an update that left every order column as it was (the whole
+/// old row says so): nothing differs.
+pub fn for_change(orders_topic: &str, c: &ChangedRow) -> Option<DeadLetter> {
+    let change = row::describe_change(c)?;
+    let (reason, kind) = match c.kind {
+        RowKind::Delete => (dead_letters::SOURCE_DELETE, 1),
+        _ => (dead_letters::SOURCE_UPDATE, 0),
+    };
+    let key = row::cut(&change.order_id, HEADER_BYTES).into_owned();
+    let detail = row::cut(&change.summary, HEADER_BYTES);
+    let source = format!("postgres {} at {}", c.table, c.lsn);
+    tracing::warn!(
+        table = %c.table,
+        lsn = %c.lsn,
+        order_id = %key,
+        reason,
+        change = %detail,
+        "a published row changed in the table; not published, sent to the dead-letter topic"
+    );
+    Some(DeadLetter {
         record: OutRecord {
             topic: dlq_topic(orders_topic),
+            payload: change.value,
+            headers: Some(headers(reason, &detail, &source)),
             key,
-            payload: row::dead_letter_value(r),
-            headers: Some(headers),
         },
-        table: r.table.clone(),
-        lsn: r.lsn.to_string(),
-        reason: error.code(),
-        reason_index: error.code_index(),
-    }
+        table: c.table.clone(),
+        lsn: c.lsn.to_string(),
+        reason,
+        counted: Counted::Change(kind),
+    })
 }
 
 /// Sends the dead letters; one Kafka refuses for good is logged with what finds its row

@@ -5,7 +5,7 @@
 //! at most two decimals, one of the eight countries, a known status, a time, and an id of
 //! the database's range. A row that breaks a rule goes to the dead-letter topic instead.
 
-use super::pgoutput::InsertedRow;
+use super::pgoutput::{ChangedRow, InsertedRow, RowKind};
 use orders_core::domain::{
     DecodeError, Order, OrderStatus, Timestamp, COUNTRIES, DATABASE_ORDER_IDS,
 };
@@ -213,6 +213,144 @@ pub fn dead_letter_value(row: &InsertedRow) -> Vec<u8> {
     serde_json::to_vec(&object).unwrap_or_default()
 }
 
+/// An update or delete of a row, as its dead letter says it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribedChange {
+    /// The order id the row had (before the change, when the log says), as printed.
+    pub order_id: String,
+    /// One line for the `dlq.error` header and the log.
+    pub summary: String,
+    /// The dead letter's value: JSON, a few kilobytes at most whatever the row holds.
+    pub value: Vec<u8>,
+}
+
+/// The value of `column` in `columns`: `None` when the table has no such column.
+fn lookup<'a>(columns: &'a [(String, Option<String>)], column: &str) -> Option<&'a Option<String>> {
+    columns.iter().find(|(n, _)| n == column).map(|(_, v)| v)
+}
+
+/// The order columns an update changed, `(column, old, new)`, as far as the old row is
+/// known: all of them with a whole old row, the key's with a key-only one.
+fn changed_columns(c: &ChangedRow) -> Vec<(&'static str, Option<String>, Option<String>)> {
+    let Some(old) = &c.old else {
+        return Vec::new();
+    };
+    COLUMNS
+        .iter()
+        .filter(|name| !c.unchanged.iter().any(|u| u == *name))
+        .filter_map(|name| {
+            let before = lookup(&old.columns, name)?;
+            let after = lookup(&c.new, name)?;
+            let known = !old.key_only || before.is_some();
+            (known && before != after).then(|| (*name, before.clone(), after.clone()))
+        })
+        .collect()
+}
+
+/// How an update or delete reads in its dead letter; `None` for an update that left every
+/// order column as it was (the whole old row says so): no order differs from the table.
+pub fn describe_change(c: &ChangedRow) -> Option<DescribedChange> {
+    use serde_json::{json, Map, Value};
+    let old = c.old.as_ref();
+    let old_id = old
+        .and_then(|o| lookup(&o.columns, "order_id"))
+        .cloned()
+        .flatten();
+    let order_id = old_id
+        .or_else(|| lookup(&c.new, "order_id").cloned().flatten())
+        .unwrap_or_default();
+    let whole = old.is_some_and(|o| !o.key_only);
+    let changed = changed_columns(c);
+    if c.kind == RowKind::Update && whole && changed.is_empty() {
+        return None;
+    }
+    let text =
+        |v: &Option<String>, max| v.as_ref().map_or(Value::Null, |v| Value::from(cut(v, max)));
+    let printed = |v: &Option<String>| {
+        v.as_deref()
+            .map_or_else(|| "null".to_owned(), |v| cut(v, 64).into_owned())
+    };
+    let row_of = |columns: &[(String, Option<String>)]| -> Map<String, Value> {
+        COLUMNS
+            .iter()
+            .filter_map(|name| {
+                let value = lookup(columns, name)?;
+                let hidden = old.is_some_and(|o| o.key_only) && c.kind == RowKind::Delete;
+                (!hidden || value.is_some())
+                    .then(|| ((*name).to_owned(), text(value, DEAD_LETTER_VALUE_BYTES)))
+            })
+            .collect()
+    };
+    let old_row = match old {
+        None => "none",
+        Some(o) if o.key_only => "key",
+        Some(_) => "whole",
+    };
+    let kept = "not published: the orders topic and the store keep the order as inserted \
+                (docs/ingest.md)";
+    let (change, row, summary) = if c.kind == RowKind::Delete {
+        let row = old.map(|o| row_of(&o.columns)).unwrap_or_default();
+        let summary = format!(
+            "order {} deleted from {}; {kept}",
+            printed(&Some(order_id.clone())),
+            c.table
+        );
+        ("delete", row, summary)
+    } else {
+        let mut said: Vec<String> = changed
+            .iter()
+            .map(|(name, before, after)| format!("{name} {} → {}", printed(before), printed(after)))
+            .collect();
+        if !whole {
+            said.push(
+                "its other old values are not in the log (the table's replica identity is its \
+                 key; REPLICA IDENTITY FULL adds them)"
+                    .into(),
+            );
+        }
+        let summary = format!(
+            "order {} updated in {}: {}; {kept}",
+            printed(&Some(order_id.clone())),
+            c.table,
+            said.join(", ")
+        );
+        ("update", row_of(&c.new), summary)
+    };
+    let changed: Map<String, Value> = changed
+        .iter()
+        .map(|(name, before, after)| {
+            let max = DEAD_LETTER_VALUE_BYTES;
+            (
+                (*name).to_owned(),
+                json!({"old": text(before, max), "new": text(after, max)}),
+            )
+        })
+        .collect();
+    let mut value = json!({
+        "change": change,
+        "order_id": cut(&order_id, DEAD_LETTER_VALUE_BYTES),
+        "old_row": old_row,
+        "row": row,
+    });
+    if c.kind == RowKind::Update {
+        value["changed"] = Value::Object(changed);
+    }
+    if !c.unchanged.is_empty() {
+        let names: Vec<Value> = c
+            .unchanged
+            .iter()
+            .take(DEAD_LETTER_OTHER_COLUMNS)
+            .map(|n| Value::from(cut(n, 64)))
+            .collect();
+        value["unchanged_columns"] = Value::Array(names);
+    }
+    Some(DescribedChange {
+        order_id,
+        summary,
+        value: serde_json::to_vec(&value).unwrap_or_default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -353,6 +491,125 @@ mod tests {
         assert_eq!(v["amount"], "249.99");
         assert_eq!(v["order_id"], "4503599627370496");
         assert_eq!(v["other_columns"]["note"], "extra columns are ignored");
+    }
+
+    fn change(
+        kind: RowKind,
+        old: Option<(bool, InsertedRow)>,
+        new: Option<InsertedRow>,
+    ) -> ChangedRow {
+        use crate::ingest::pgoutput::OldRow;
+        ChangedRow {
+            kind,
+            table: "public.orders".into(),
+            lsn: Lsn(7),
+            old: old.map(|(key_only, r)| OldRow {
+                key_only,
+                columns: r.columns,
+            }),
+            new: new.map(|r| r.columns).unwrap_or_default(),
+            unchanged: Vec::new(),
+        }
+    }
+
+    fn key_only(id: &str) -> InsertedRow {
+        let mut r = row(&[]);
+        for (name, value) in &mut r.columns {
+            if name != "order_id" {
+                *value = None;
+            }
+        }
+        r.columns[0].1 = Some(id.to_owned());
+        r
+    }
+
+    #[test]
+    fn an_update_or_delete_says_which_order_and_what_changed() {
+        let cancelled = row(&[("status", Some("CANCELLED")), ("note", Some("x"))]);
+        let whole = change(
+            RowKind::Update,
+            Some((false, row(&[]))),
+            Some(cancelled.clone()),
+        );
+        let d = describe_change(&whole).unwrap();
+        assert_eq!(d.order_id, "4503599627370496");
+        assert!(
+            d.summary.contains("status CREATED → CANCELLED;"),
+            "{}",
+            d.summary
+        );
+        let v: serde_json::Value = serde_json::from_slice(&d.value).unwrap();
+        assert_eq!(
+            v["changed"],
+            serde_json::json!({"status": {"old": "CREATED", "new": "CANCELLED"}})
+        );
+        assert_eq!(
+            (v["change"].as_str(), v["old_row"].as_str()),
+            (Some("update"), Some("whole"))
+        );
+        // Another column only: no order differs.
+        let note = change(
+            RowKind::Update,
+            Some((false, row(&[]))),
+            Some(row(&[("note", Some("changed"))])),
+        );
+        assert_eq!(describe_change(&note), None);
+        // The default replica identity: old values unknown, said so; a new key is named.
+        let unknown = change(RowKind::Update, None, Some(cancelled.clone()));
+        let d = describe_change(&unknown).unwrap();
+        assert!(d.summary.contains("not in the log"), "{}", d.summary);
+        let v: serde_json::Value = serde_json::from_slice(&d.value).unwrap();
+        assert_eq!(
+            (v["old_row"].as_str(), v["row"]["status"].as_str()),
+            (Some("none"), Some("CANCELLED"))
+        );
+        let rekeyed = change(
+            RowKind::Update,
+            Some((true, key_only("4503599627370400"))),
+            Some(cancelled),
+        );
+        let d = describe_change(&rekeyed).unwrap();
+        assert_eq!(
+            d.order_id, "4503599627370400",
+            "the key the order was published with"
+        );
+        assert!(
+            d.summary
+                .contains("order_id 4503599627370400 → 4503599627370496"),
+            "{}",
+            d.summary
+        );
+        // Deletes: the key, or the whole row.
+        let d = describe_change(&change(
+            RowKind::Delete,
+            Some((true, key_only("4503599627370499"))),
+            None,
+        ))
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&d.value).unwrap();
+        assert_eq!(
+            v["row"],
+            serde_json::json!({"order_id": "4503599627370499"})
+        );
+        assert!(d
+            .summary
+            .starts_with("order 4503599627370499 deleted from public.orders"));
+        let d = describe_change(&change(RowKind::Delete, Some((false, row(&[]))), None)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&d.value).unwrap();
+        assert_eq!(v["row"]["amount"], "249.99");
+        // Bounded whatever the row holds.
+        let huge = "é".repeat(1 << 20);
+        let big = change(
+            RowKind::Update,
+            Some((false, row(&[("country", Some(huge.as_str()))]))),
+            Some(row(&[("country", Some(&huge[2..]))])),
+        );
+        let d = describe_change(&big).unwrap();
+        assert!(
+            d.value.len() < 16 * 1024 && d.summary.len() < 1024,
+            "{}",
+            d.value.len()
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! `status_interval`), so a slow or absent Kafka never looks like a dead client; memory is
 //! bounded by the batches in flight, whatever the size of one transaction.
 
-use super::pgoutput::{Change, ChangeReader, Lsn, RowKind};
-use super::records::{self, DeadLetter, RowRecord};
+use super::pgoutput::{Change, ChangeReader, Lsn};
+use super::records::{self, Counted, DeadLetter, RowRecord};
 use super::replication::{ReplicationStream, StreamMessage};
 use super::{classify, classify_replication, setup, IngestConfig, IngestDeps, SessionError};
 use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
@@ -81,7 +81,7 @@ impl Session<'_> {
             .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'")
             .await
             .map_err(|e| classify("setting up the session", &e))?;
-        setup::check(&client, self.config).await?;
+        setup::check(&client, self.config).await?.log();
         let mut stream = tokio::select! {
             _ = self.shutdown.cancelled() => return Ok(()),
             s = self.deps.postgres.replicate(&self.config.slot, &self.config.publication) => {
@@ -168,20 +168,22 @@ impl Session<'_> {
         client: &Client,
     ) -> Result<(), SessionError> {
         match change {
-            Change::Row {
-                kind: RowKind::Insert,
-                row,
-            } => outbox.push(records::for_row(&self.config.orders_topic, &row)),
-            Change::Row { kind, row } => {
-                tracing::debug!(?kind, table = %row.table, lsn = %row.lsn, "change not published");
-            }
+            Change::Insert(row) => outbox.push(records::for_row(&self.config.orders_topic, &row)),
+            Change::Changed(row) => match records::for_change(&self.config.orders_topic, &row) {
+                Some(dead) => outbox.push(RowRecord::Dead(dead)),
+                None => tracing::debug!(
+                    table = %row.table,
+                    lsn = %row.lsn,
+                    "an update left the order's columns as they were: nothing to refuse"
+                ),
+            },
             Change::Commit { end_lsn } => outbox.committed(end_lsn),
             Change::Relation {
                 table,
                 changed: true,
             } => {
                 tracing::info!(%table, "the table changed; its setup is checked again");
-                setup::check(client, self.config).await?;
+                setup::check(client, self.config).await?.log();
             }
             Change::Begin | Change::Relation { .. } | Change::Other => {}
         }
@@ -211,7 +213,7 @@ impl Session<'_> {
         in_flight.push_back(Sent {
             answers,
             orders: batch.orders.len() as u64,
-            dead: batch.dead.iter().map(|d| d.reason_index).collect(),
+            dead: batch.dead.iter().map(|d| d.counted).collect(),
             commit: batch.commit,
             commits: batch.commits,
         });
@@ -247,8 +249,8 @@ impl Session<'_> {
         ingest
             .rows_published
             .fetch_add(sent.orders, Ordering::Relaxed);
-        for reason in &sent.dead {
-            ingest.dead_lettered_by_reason[*reason].fetch_add(1, Ordering::Relaxed);
+        for counted in &sent.dead {
+            counted.count(ingest);
         }
         ingest
             .transactions
@@ -305,8 +307,8 @@ struct Sent {
     /// The batch's answers, awaited on a task of its own; `None` for a batch of no orders.
     answers: Option<tokio::task::JoinHandle<Result<Vec<OutRecord>, ProduceError>>>,
     orders: u64,
-    /// The reasons (as indexes) of its dead letters, acknowledged already.
-    dead: Vec<usize>,
+    /// The counters of its dead letters, acknowledged already.
+    dead: Vec<Counted>,
     commit: Option<Lsn>,
     commits: u64,
 }

@@ -67,6 +67,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(config.watch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_setup_check = Instant::now();
+    let mut last_setup: Option<setup::Setup> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -84,7 +85,14 @@ pub async fn run(
         if last_setup_check.elapsed() >= config.setup_interval {
             last_setup_check = Instant::now();
             match setup::check(c, &config).await {
-                Ok(()) => {}
+                Ok(now) => {
+                    // What the session logged at its start, said again when it changes (a
+                    // publication altered while the ingest runs).
+                    if last_setup.as_ref().is_some_and(|was| *was != now) {
+                        now.log();
+                    }
+                    last_setup = Some(now);
+                }
                 Err(SessionError::Fatal(why)) => {
                     tracing::error!(error = %why, "the ingest's setup is gone");
                     let _ = setup_lost.send(Some(why));
