@@ -1142,9 +1142,14 @@ mod tests {
         let mut other_5 = first_of_5.clone();
         other_5.amount = Cents(first_of_5.amount.0 + 1);
         let mut batch = StoreBatch::default();
-        for (i, order) in [g.order(9, now), first_of_5.clone(), g.order(2, now), other_5]
-            .into_iter()
-            .enumerate()
+        for (i, order) in [
+            g.order(9, now),
+            first_of_5.clone(),
+            g.order(2, now),
+            other_5,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let payment = Payment {
                 order_id: order.order_id,
@@ -1160,13 +1165,19 @@ mod tests {
         assert_eq!((outcome.new_orders, outcome.new_payments), (3, 3));
         assert_eq!(outcome.conflicts.len(), 1, "{:?}", outcome.conflicts);
         assert_eq!(
-            (outcome.conflicts[0].order_id, outcome.conflicts[0].kafka_offset),
+            (
+                outcome.conflicts[0].order_id,
+                outcome.conflicts[0].kafka_offset
+            ),
             (5, 3)
         );
         assert_eq!(store.order(5).await.unwrap().unwrap().order, first_of_5);
         let payments = store.latest_payments(10).await.unwrap();
         let paid_5 = payments.iter().find(|p| p.payment.order_id == 5).unwrap();
-        assert_eq!(paid_5.payment.timestamp, 2.0, "the first payment read is kept");
+        assert_eq!(
+            paid_5.payment.timestamp, 2.0,
+            "the first payment read is kept"
+        );
         let totals = store.totals().await.unwrap();
         assert_eq!(totals.order_count, 3);
     }
