@@ -98,24 +98,20 @@ impl Up {
     }
 
     /// SIGTERM, as ECS and Docker stop a process; it must exit 0 after its final commits.
-    fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = self.0.wait().unwrap();
-        assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    fn stop(self) {
+        self.stop_after_sigterms(1);
     }
-}
 
-impl Up {
     /// SIGTERM twice, 100 ms apart, as `timeout(1)` and `kill -- -PGID` deliver one request
     /// (to the process, then to its group); it must still drain and exit 0.
-    fn stop_with_the_signal_delivered_twice(mut self) {
+    fn stop_with_the_signal_delivered_twice(self) {
+        self.stop_after_sigterms(2);
+    }
+
+    /// Sends `count` SIGTERMs 100 ms apart; the process must exit 0.
+    fn stop_after_sigterms(mut self, count: usize) {
         let pid = self.0.id().to_string();
-        for i in 0..2 {
+        for i in 0..count {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -128,7 +124,7 @@ impl Up {
         let status = self.0.wait().unwrap();
         assert!(
             status.success(),
-            "clean exit on one SIGTERM delivered twice: {status:?}"
+            "clean exit after {count} SIGTERM: {status:?}"
         );
     }
 }
