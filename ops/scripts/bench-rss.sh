@@ -38,8 +38,9 @@ cd "$(dirname "$0")/../.."
 if [ -n "${BIN_DIR:-}" ]; then
     BIN=$BIN_DIR
 else
-    cargo build --release --quiet --bin ordersctl --bin ordersd
-    cargo build --release --quiet -p orders-core --example embedded_broker
+    # One command: `-p orders-core` alone resolves the dependencies' features apart and
+    # rebuilds many of them.
+    cargo build --release --quiet --bin ordersctl --bin ordersd --example embedded_broker
     TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
     BIN="$TARGET_DIR/release"
 fi
