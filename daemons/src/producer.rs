@@ -243,6 +243,12 @@ async fn first_ids_patiently(
 /// Most orders sent as one batch (one wait for the broker's answers).
 const MAX_BATCH: u64 = 1_000;
 
+/// Most orders handed to librdkafka and not yet answered for. Unbounded, a producer at full
+/// speed generated orders faster than the broker took them, and librdkafka's queue held up
+/// to the whole run (200,000 orders: 37-81 MB of RSS); this many cover the broker's round
+/// trips at full speed (BENCHMARKS.md).
+pub const MAX_UNANSWERED: u64 = 10 * MAX_BATCH;
+
 /// A batch the broker has answered for: how many orders it held, and those refused.
 type Answered = (usize, Result<Vec<OutRecord>, ProduceError>);
 
@@ -380,7 +386,8 @@ pub async fn run(
             let left = config
                 .max_orders
                 .map_or(u64::MAX, |max| max.saturating_sub(sent));
-            if left == 0 {
+            // Done, or as far ahead of the broker's answers as a producer goes: wait for one.
+            if left == 0 || (sent.saturating_sub(acked) >= MAX_UNANSWERED && !batches.is_empty()) {
                 if batches.is_empty() {
                     break;
                 }
@@ -440,7 +447,11 @@ pub async fn run(
                     progress.changed(Duration::from_millis(5)).await;
                 }
             }
-            let count = due.min(left).min(room).min(MAX_BATCH);
+            let count = due.min(left).min(room).min(MAX_BATCH).min(
+                MAX_UNANSWERED
+                    .saturating_sub(sent.saturating_sub(acked))
+                    .max(1),
+            );
             let now = Timestamp::now();
             let mut records = Vec::with_capacity(count as usize);
             for _ in 0..count {

@@ -6,13 +6,13 @@ use orders_core::domain::{DecodeError, Order, Timestamp};
 use orders_core::fraud::FraudRules;
 use orders_core::generator::OrderGenerator;
 use orders_core::kafka::{
-    consumer_lag, KafkaSettings, ANALYTICS_GROUP, FRAUD_ALERTS_TOPIC, ORDER_GROUPS, PAYMENTS_GROUP,
-    PAYMENTS_TOPIC,
+    consumer_lag, pipeline_topics, BrokerFault, EmbeddedBroker, KafkaSettings, ANALYTICS_GROUP,
+    FRAUD_ALERTS_TOPIC, ORDER_GROUPS, PAYMENTS_GROUP, PAYMENTS_TOPIC,
 };
 use orders_core::money::Cents;
 use orders_core::store::OrderStore;
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
-use orders_daemons::producer::{max_order_id_on_topic, Pace, ProducerConfig};
+use orders_daemons::producer::{self, max_order_id_on_topic, Pace, ProducerConfig, ProducerDeps};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -49,6 +49,56 @@ async fn ten_thousand_orders_end_to_end() {
     assert!(
         counts["order-analytics"] > 8,
         "analytics checked: {counts:?}"
+    );
+}
+
+/// A producer at full speed against a slow broker keeps at most
+/// [`producer::MAX_UNANSWERED`] orders handed to librdkafka and not yet answered for: it
+/// queued the whole run there before (200,000 orders, most of its 37-81 MB of RSS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_at_full_speed_keeps_a_bounded_number_of_orders_unanswered() {
+    let broker =
+        tokio::task::spawn_blocking(|| EmbeddedBroker::start(&pipeline_topics("orders")).unwrap())
+            .await
+            .unwrap();
+    // Every answer 20 ms late: the generator outruns the broker by far.
+    broker
+        .inject(BrokerFault::RoundTripTime(1, Duration::from_millis(20)))
+        .unwrap();
+    let progress = std::sync::Arc::new(orders_daemons::progress::Progress::default());
+    let deps = ProducerDeps {
+        kafka: broker.settings(),
+        store: None,
+        progress: progress.clone(),
+        flow_window: None,
+    };
+    let orders = 5 * producer::MAX_UNANSWERED;
+    let run = tokio::spawn(producer::run(
+        producer(orders, 0.0),
+        deps,
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let mut most_unanswered = 0;
+    while !run.is_finished() {
+        let sent = progress
+            .orders_sent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let produced = progress
+            .orders_produced
+            .load(std::sync::atomic::Ordering::Relaxed);
+        most_unanswered = most_unanswered.max(sent.saturating_sub(produced));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(run.await.unwrap().unwrap(), orders);
+    assert!(
+        most_unanswered <= producer::MAX_UNANSWERED,
+        "{most_unanswered} orders unanswered at once (bound {})",
+        producer::MAX_UNANSWERED
+    );
+    // The bound is reached: it is what limits the producer here, not the generator.
+    assert!(
+        most_unanswered > producer::MAX_UNANSWERED / 2,
+        "{most_unanswered}"
     );
 }
 

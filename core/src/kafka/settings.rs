@@ -108,8 +108,11 @@ impl KafkaSettings {
             .set("compression.type", "lz4")
             .set("linger.ms", "2")
             .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "500000")
-            .set("queue.buffering.max.kbytes", "1048576")
+            // A backstop: every producer of the pipeline bounds what it has unanswered
+            // (the producer daemon 10,000 orders, the consumers their in-flight records),
+            // so librdkafka's queue never needs the 500,000 records and 1 GiB it allowed.
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", "65536")
             .set("message.timeout.ms", self.message_timeout_ms.to_string());
         c
     }
@@ -134,11 +137,14 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             // A bounded prefetch: librdkafka fetched a member's whole backlog into memory
             // (200,000 records per partition, up to 64 MiB of payload, two to three times
-            // that in its own structures: 85 MB of analytics' 170 MB peak). 4 MiB of payload
-            // covers many fetch round trips at full speed; the queue is topped up again
-            // 5 ms after it drains below that, not after librdkafka's default 1 s.
-            .set("queued.min.messages", "20000")
-            .set("queued.max.messages.kbytes", "4096")
+            // that in its own structures: 85 MB of analytics' 170 MB peak). 2 MiB of payload
+            // (about 10,000 orders) still covers many fetch round trips at full speed; the
+            // queue is topped up again 5 ms after it drains below that, not after
+            // librdkafka's default 1 s. A fetch may overshoot the bound by one response:
+            // at most 256 KiB per partition instead of the default 1 MiB (BENCHMARKS.md).
+            .set("queued.min.messages", "10000")
+            .set("queued.max.messages.kbytes", "2048")
+            .set("max.partition.fetch.bytes", "262144")
             .set("fetch.queue.backoff.ms", "5");
         c
     }
