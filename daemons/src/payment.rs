@@ -51,14 +51,42 @@ struct PaymentSimulator {
     shutdown: CancellationToken,
 }
 
-impl PaymentSimulator {
-    fn settle(order: &Order) -> Payment {
-        Payment {
-            order_id: order.order_id,
-            status: PaymentStatus::Paid,
-            amount: order.amount,
-            country: order.country,
-            timestamp: chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+/// An order being paid: what its payment needs, without the record it came in or the
+/// order's strings. Up to the consumer's in-flight bound (20,000) wait at once through the
+/// simulated delay, so this is most of the daemon's heap at full speed.
+#[derive(Debug)]
+struct Paying {
+    /// The payment, its time still to be set when it is settled.
+    payment: Payment,
+    canary: bool,
+}
+
+impl Paying {
+    fn of(order: &Order) -> Paying {
+        Paying {
+            payment: Payment {
+                order_id: order.order_id,
+                status: PaymentStatus::Paid,
+                amount: order.amount,
+                country: order.country,
+                timestamp: 0.0,
+            },
+            canary: canary::is_canary(order),
+        }
+    }
+
+    /// The payment record, settled now.
+    fn settle(mut self) -> OutRecord {
+        self.payment.timestamp = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+        OutRecord {
+            topic: PAYMENTS_TOPIC.to_owned(),
+            key: self.payment.order_id.to_string(),
+            payload: if self.canary {
+                canary::marked_json(&self.payment)
+            } else {
+                self.payment.to_json()
+            },
+            headers: None,
         }
     }
 }
@@ -79,7 +107,7 @@ impl ChunkProcessor for PaymentSimulator {
             let mut outcome = ChunkOutcome::default();
             for r in &chunk {
                 match Order::decode(r.payload.as_deref()) {
-                    Ok(order) => orders.push(order),
+                    Ok(order) => orders.push(Paying::of(&order)),
                     Err(e) => {
                         progress
                             .payments
@@ -90,6 +118,8 @@ impl ChunkProcessor for PaymentSimulator {
                     }
                 }
             }
+            // The records are not needed through the delay: only what each payment needs.
+            drop(chunk);
             let paying = orders.len() as i64;
             progress
                 .payments_in_flight
@@ -98,19 +128,8 @@ impl ChunkProcessor for PaymentSimulator {
             let _paying = InFlight(&progress.payments_in_flight, paying);
             // Every order of the chunk is processed during the same simulated interval.
             tokio::time::sleep_until(started + delay).await;
-            for order in &orders {
-                out.push(OutRecord {
-                    topic: PAYMENTS_TOPIC.to_owned(),
-                    key: order.key(),
-                    payload: if canary::is_canary(order) {
-                        canary::marked_json(&Self::settle(order))
-                    } else {
-                        Self::settle(order).to_json()
-                    },
-                    headers: None,
-                });
-            }
             outcome.produced = orders.len() as u64;
+            out.extend(orders.into_iter().map(Paying::settle));
             drop(_paying);
             output.send_all(&out, &shutdown).await?;
             Ok(outcome)
