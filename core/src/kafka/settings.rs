@@ -137,13 +137,16 @@ impl KafkaSettings {
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             // A bounded prefetch: librdkafka fetched a member's whole backlog into memory
             // (200,000 records per partition, up to 64 MiB of payload, two to three times
-            // that in its own structures: 85 MB of analytics' 170 MB peak). 2 MiB of payload
-            // (about 10,000 orders) still covers many fetch round trips at full speed; the
-            // queue is topped up again 5 ms after it drains below that, not after
-            // librdkafka's default 1 s. A fetch may overshoot the bound by one response:
-            // at most 256 KiB per partition instead of the default 1 MiB (BENCHMARKS.md).
-            .set("queued.min.messages", "10000")
-            .set("queued.max.messages.kbytes", "2048")
+            // that in its own structures: 85 MB of analytics' 170 MB peak). Each queued record
+            // costs a fetch op of its own (about 200 bytes) beside its share of the
+            // decompressed batch: 10,000 queued records were 7.5 MB of a consumer's C heap
+            // (heaptrack). 2,000 records (about 22 ms of work at 90,000 orders/s) or 1 MiB
+            // still cover many fetch round trips at full speed; the queue is topped up again
+            // 5 ms after it drains below that, not after librdkafka's default 1 s. A fetch may
+            // overshoot the bound by one response: at most 256 KiB per partition instead of
+            // the default 1 MiB (BENCHMARKS.md).
+            .set("queued.min.messages", "2000")
+            .set("queued.max.messages.kbytes", "1024")
             .set("max.partition.fetch.bytes", "262144")
             .set("fetch.queue.backoff.ms", "5");
         c
