@@ -74,112 +74,165 @@ impl ChunkProcessor for AnalyticsProcessor {
         chunk: Vec<Record>,
     ) -> BoxFuture<'static, Result<ChunkOutcome, ChunkError>> {
         let now = Timestamp::now();
-        let mut batch = StoreBatch::default();
-        let mut canaries = Vec::new();
-        let mut dead = Vec::new();
-        let mut outcome = ChunkOutcome::default();
+        let mut sorted = SortedChunk::default();
         for r in &chunk {
-            let payload = r.payload.as_deref();
-            // When the record says its stage ended: its own time, else Kafka's.
-            let record_time = || {
-                r.timestamp_ms
-                    .and_then(|ms| Timestamp::from_micros(ms.saturating_mul(1_000)))
-                    .unwrap_or(now)
-            };
-            let decoded = if *r.topic == *self.orders_topic {
-                Order::decode(payload).map(|order| {
-                    if canary::is_canary(&order) {
-                        // `stored_at` is set again when the writer records it.
-                        canaries.push(CanaryStage::Stored {
-                            order_id: order.order_id,
-                            created_at: order.created_at,
-                            stored_at: now,
-                        });
-                    } else {
-                        batch.orders.push(StoredOrder {
-                            order,
-                            kafka_partition: r.partition,
-                            kafka_offset: r.offset,
-                            processed_at: now,
-                        })
-                    }
-                })
-            } else if &*r.topic == FRAUD_ALERTS_TOPIC {
-                FraudAlert::decode(payload).map(|a| match CanaryMark::of(payload) {
-                    Some(mark) => canaries.push(CanaryStage::Decided {
-                        order_id: a.order_id,
-                        at: a.detected_at.unwrap_or_else(record_time),
-                        flagged: mark.flagged.unwrap_or(a.reason != canary::NOT_FLAGGED),
-                    }),
-                    None => batch.push_alert(a, position(r)),
-                })
-            } else if &*r.topic == PAYMENTS_TOPIC {
-                Payment::decode(payload).map(|p| match CanaryMark::of(payload) {
-                    Some(_) => canaries.push(CanaryStage::Paid {
-                        order_id: p.order_id,
-                        at: Timestamp::from_micros((p.timestamp * 1e6) as i64)
-                            .unwrap_or_else(record_time),
-                    }),
-                    None => batch.push_payment(p, position(r)),
-                })
-            } else {
-                Ok(())
-            };
-            if let Err(e) = decoded {
-                self.progress
-                    .analytics
-                    .decode_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                outcome.dead_letter(&e);
-                dead.push(dead_letter(ANALYTICS_GROUP, r, &e));
-            }
+            self.sort(r, now, &mut sorted);
         }
-        let writes = self.writes.clone();
-        let output = self.output.clone();
-        let shutdown = self.shutdown.clone();
-        let orders_topic = self.orders_topic.clone();
-        async move {
-            let dlq = output.send_all(&dead, &shutdown);
-            let write = async {
-                if batch.is_empty() && canaries.is_empty() {
-                    return Ok::<Vec<OrderConflict>, ChunkError>(Vec::new());
-                }
-                let (tx, rx) = oneshot::channel();
-                let gone = || ChunkError::Stopped("the analytics store writer stopped".into());
-                writes
-                    .send(WriteRequest {
-                        batch,
-                        canaries,
-                        done: tx,
-                    })
-                    .await
-                    .map_err(|_| gone())?;
-                Ok(rx.await.map_err(|_| gone())??)
-            };
-            let (dlq, conflicts) = futures::join!(dlq, write);
-            dlq?;
-            // An order whose id is stored with other content was not stored: it goes to the
-            // dead-letter topic, acknowledged before this chunk's offsets are stored.
-            let conflicts = conflicts?;
-            let refused: Vec<_> = chunk
-                .iter()
-                .filter(|r| *r.topic == *orders_topic)
-                .filter_map(|r| {
-                    let c = conflicts
-                        .iter()
-                        .find(|c| c.kafka_partition == r.partition && c.kafka_offset == r.offset)?;
-                    let e = DecodeError::IdConflict(c.describe());
-                    outcome.dead_letter(&e);
-                    Some(dead_letter(ANALYTICS_GROUP, r, &e))
-                })
-                .collect();
-            if !refused.is_empty() {
-                output.send_all(&refused, &shutdown).await?;
-            }
-            Ok(outcome)
-        }
-        .boxed()
+        let effects = ChunkEffects {
+            writes: self.writes.clone(),
+            output: self.output.clone(),
+            shutdown: self.shutdown.clone(),
+            orders_topic: self.orders_topic.clone(),
+        };
+        effects.make_durable(chunk, sorted).boxed()
     }
+}
+
+/// A chunk's records sorted by what becomes of each.
+#[derive(Default)]
+struct SortedChunk {
+    /// Orders, alerts and payments to store.
+    batch: StoreBatch,
+    /// Stages of canary journeys: written with the batch, never as orders.
+    canaries: Vec<CanaryStage>,
+    /// Records that cannot be read, as dead letters.
+    dead: Vec<OutRecord>,
+    outcome: ChunkOutcome,
+}
+
+impl AnalyticsProcessor {
+    /// Decodes `r` into what it becomes: an order, alert or payment to store, a canary's
+    /// stage, or a dead letter.
+    fn sort(&self, r: &Record, now: Timestamp, into: &mut SortedChunk) {
+        let payload = r.payload.as_deref();
+        // When the record says its stage ended: its own time, else Kafka's.
+        let record_time = || {
+            r.timestamp_ms
+                .and_then(|ms| Timestamp::from_micros(ms.saturating_mul(1_000)))
+                .unwrap_or(now)
+        };
+        let SortedChunk {
+            batch, canaries, ..
+        } = into;
+        let decoded = if *r.topic == *self.orders_topic {
+            Order::decode(payload).map(|order| {
+                if canary::is_canary(&order) {
+                    // `stored_at` is set again when the writer records it.
+                    canaries.push(CanaryStage::Stored {
+                        order_id: order.order_id,
+                        created_at: order.created_at,
+                        stored_at: now,
+                    });
+                } else {
+                    batch.orders.push(StoredOrder {
+                        order,
+                        kafka_partition: r.partition,
+                        kafka_offset: r.offset,
+                        processed_at: now,
+                    })
+                }
+            })
+        } else if &*r.topic == FRAUD_ALERTS_TOPIC {
+            FraudAlert::decode(payload).map(|a| match CanaryMark::of(payload) {
+                Some(mark) => canaries.push(CanaryStage::Decided {
+                    order_id: a.order_id,
+                    at: a.detected_at.unwrap_or_else(record_time),
+                    flagged: mark.flagged.unwrap_or(a.reason != canary::NOT_FLAGGED),
+                }),
+                None => batch.push_alert(a, position(r)),
+            })
+        } else if &*r.topic == PAYMENTS_TOPIC {
+            Payment::decode(payload).map(|p| match CanaryMark::of(payload) {
+                Some(_) => canaries.push(CanaryStage::Paid {
+                    order_id: p.order_id,
+                    at: Timestamp::from_micros((p.timestamp * 1e6) as i64)
+                        .unwrap_or_else(record_time),
+                }),
+                None => batch.push_payment(p, position(r)),
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = decoded {
+            self.progress
+                .analytics
+                .decode_errors
+                .fetch_add(1, Ordering::Relaxed);
+            into.outcome.dead_letter(&e);
+            into.dead.push(dead_letter(ANALYTICS_GROUP, r, &e));
+        }
+    }
+}
+
+/// What makes a chunk's effects durable, apart from the processor.
+struct ChunkEffects {
+    writes: mpsc::Sender<WriteRequest>,
+    output: ConfirmedProducer,
+    shutdown: CancellationToken,
+    orders_topic: String,
+}
+
+impl ChunkEffects {
+    /// Writes the chunk's batch and sends its dead letters at once, then dead-letters the
+    /// orders the store refused as id conflicts.
+    async fn make_durable(
+        self,
+        chunk: Vec<Record>,
+        sorted: SortedChunk,
+    ) -> Result<ChunkOutcome, ChunkError> {
+        let SortedChunk {
+            batch,
+            canaries,
+            dead,
+            mut outcome,
+        } = sorted;
+        let dlq = self.output.send_all(&dead, &self.shutdown);
+        let write = hand_to_writer(&self.writes, batch, canaries);
+        let (dlq, conflicts) = futures::join!(dlq, write);
+        dlq?;
+        // An order whose id is stored with other content was not stored: it goes to the
+        // dead-letter topic, acknowledged before this chunk's offsets are stored.
+        let conflicts = conflicts?;
+        let refused: Vec<_> = chunk
+            .iter()
+            .filter(|r| *r.topic == *self.orders_topic)
+            .filter_map(|r| {
+                let c = conflicts
+                    .iter()
+                    .find(|c| c.kafka_partition == r.partition && c.kafka_offset == r.offset)?;
+                let e = DecodeError::IdConflict(c.describe());
+                outcome.dead_letter(&e);
+                Some(dead_letter(ANALYTICS_GROUP, r, &e))
+            })
+            .collect();
+        if !refused.is_empty() {
+            self.output.send_all(&refused, &self.shutdown).await?;
+        }
+        Ok(outcome)
+    }
+}
+
+/// Hands a batch and its canary stages to the store writer and waits until they are
+/// written; the orders of the transaction refused as id conflicts.
+async fn hand_to_writer(
+    writes: &mpsc::Sender<WriteRequest>,
+    batch: StoreBatch,
+    canaries: Vec<CanaryStage>,
+) -> Result<Vec<OrderConflict>, ChunkError> {
+    if batch.is_empty() && canaries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (tx, rx) = oneshot::channel();
+    let gone = || ChunkError::Stopped("the analytics store writer stopped".into());
+    writes
+        .send(WriteRequest {
+            batch,
+            canaries,
+            done: tx,
+        })
+        .await
+        .map_err(|_| gone())?;
+    Ok(rx.await.map_err(|_| gone())??)
 }
 
 /// Where `r` was read (the Couchbase store counts alerts and payments by it).

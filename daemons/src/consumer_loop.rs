@@ -6,17 +6,19 @@
 
 use crate::confirmed_producer::{OutRecord, ProduceError};
 use crate::progress::Progress;
-use futures::future::BoxFuture;
+use futures::future::{join, ready, BoxFuture, Join, Ready};
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use orders_core::client_log::ClientLog;
 use orders_core::dead_letters;
 use orders_core::domain::{DecodeError, MAX_RECORD_BYTES};
 use orders_core::kafka::{dlq_topic, KafkaSettings};
+use orders_core::liveness::PollMark;
+use orders_core::progress::GroupCounters;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -387,6 +389,29 @@ pub async fn run_consumer<P: ChunkProcessor>(
     shutdown: CancellationToken,
 ) -> Result<(), ConsumeError> {
     let assignment = Arc::new(Assignment::default());
+    let consumer = subscribe(settings, &options, &assignment)?;
+    let mut receiving = ConsumerLoop::new(&consumer, &options, &assignment, &progress);
+    let failure = receiving.receive(&mut processor, &shutdown).await;
+    let failure = receiving.drain(failure).await;
+    // What is still in flight, then the processor, go before the final commit.
+    let mut stream = receiving.into_stream();
+    drop(processor);
+    final_commit(&consumer, &mut stream, &options.group).await;
+    consumer.unsubscribe();
+    match failure {
+        None => Ok(()),
+        // Cancelled by the shutdown this loop was asked for: not a failure.
+        Some(ChunkError::Produce(ProduceError::Cancelled)) if shutdown.is_cancelled() => Ok(()),
+        Some(e) => Err(e.into()),
+    }
+}
+
+/// The member of `options.group`, subscribed to `options.topics`.
+fn subscribe(
+    settings: &KafkaSettings,
+    options: &ConsumerOptions,
+    assignment: &Arc<Assignment>,
+) -> Result<StreamConsumer<GroupMember>, KafkaError> {
     let consumer: StreamConsumer<GroupMember> = settings
         .consumer_config(&options.client_id, &options.group)
         // Statistics carry each partition's lag, measured against the high watermark
@@ -400,30 +425,185 @@ pub async fn run_consumer<P: ChunkProcessor>(
     let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %options.group, topics = ?options.topics, "consuming");
-    let counters = progress.group(&options.group);
-    let mut in_flight = FuturesOrdered::new();
-    let mut in_flight_records = 0usize;
-    let mut failure: Option<ChunkError> = None;
-    let mut topic_names: Vec<Arc<str>> = Vec::new();
-    let orders_topic: Arc<str> = Arc::from(options.orders_topic.as_str());
-    // One stream for the loop's life: `recv()` would register and drop a waker slot (two
-    // lock round trips) for every record.
-    let mut stream = consumer.stream();
-    // The loop's heartbeat: it marks each turn, and measures its own lag, once a second
-    // even when no record arrives; a loop that stops turning fails /healthz.
-    let poll_mark = progress.liveness.poll_mark(&options.group);
-    let mut heartbeat = tokio::time::interval(MEMBER_SAMPLE_INTERVAL);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Ok(consumer)
+}
 
-    let finish = |done: Dispatched, outcome: ChunkOutcome| {
-        let admitted = assignment.admit(&done.offsets);
+/// A chunk in flight: what it was dispatched with, and the work that makes it durable.
+type InFlight = Join<Ready<Dispatched>, BoxFuture<'static, Result<ChunkOutcome, ChunkError>>>;
+
+/// A consumer loop's state: the stream it receives from, the chunks in flight, and what
+/// their completion stores and counts.
+struct ConsumerLoop<'c> {
+    consumer: &'c StreamConsumer<GroupMember>,
+    options: &'c ConsumerOptions,
+    assignment: &'c Assignment,
+    progress: &'c Progress,
+    counters: Option<&'c GroupCounters>,
+    in_flight: FuturesOrdered<InFlight>,
+    in_flight_records: usize,
+    topic_names: Vec<Arc<str>>,
+    orders_topic: Arc<str>,
+    /// One stream for the loop's life: `recv()` would register and drop a waker slot (two
+    /// lock round trips) for every record.
+    stream: MessageStream<'c, GroupMember>,
+    /// The loop's heartbeat: it marks each turn, and measures its own lag, once a second
+    /// even when no record arrives; a loop that stops turning fails /healthz.
+    poll_mark: PollMark,
+    heartbeat: tokio::time::Interval,
+}
+
+impl<'c> ConsumerLoop<'c> {
+    fn new(
+        consumer: &'c StreamConsumer<GroupMember>,
+        options: &'c ConsumerOptions,
+        assignment: &'c Assignment,
+        progress: &'c Progress,
+    ) -> Self {
+        let counters = progress.group(&options.group);
+        let in_flight = FuturesOrdered::new();
+        let orders_topic: Arc<str> = Arc::from(options.orders_topic.as_str());
+        let stream = consumer.stream();
+        let poll_mark = progress.liveness.poll_mark(&options.group);
+        let mut heartbeat = tokio::time::interval(MEMBER_SAMPLE_INTERVAL);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ConsumerLoop {
+            consumer,
+            options,
+            assignment,
+            progress,
+            counters,
+            in_flight,
+            in_flight_records: 0,
+            topic_names: Vec::new(),
+            orders_topic,
+            stream,
+            poll_mark,
+            heartbeat,
+        }
+    }
+
+    /// Receives chunks and hands them to `processor`, and completes them in the order
+    /// received, until shutdown or until a chunk fails (its error returned).
+    async fn receive<P: ChunkProcessor>(
+        &mut self,
+        processor: &mut P,
+        shutdown: &CancellationToken,
+    ) -> Option<ChunkError> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                Some((done, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if let Err(e) = self.complete(done, result) {
+                        return Some(e);
+                    }
+                }
+                _ = self.heartbeat.tick() => self.beat(),
+                Some(received) = self.stream.next(), if self.in_flight_records < self.options.max_in_flight => {
+                    self.poll_mark.polled();
+                    let first = match received {
+                        Ok(m) => Record::from_message(&m, &mut self.topic_names),
+                        Err(e) => {
+                            self.consume_error(&e);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let chunk = self.gather(first);
+                    self.dispatch(chunk, processor);
+                }
+            }
+        }
+    }
+
+    /// The heartbeat: the loop turned; this member's rebalances and lag.
+    fn beat(&self) {
+        self.poll_mark.polled();
+        if let Some(c) = self.counters {
+            c.rebalances.store(
+                self.assignment.rebalances.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            c.set_lag(member_lag(self.assignment));
+        }
+    }
+
+    /// Logs a consumer error; repeats of the same error are folded into one line.
+    fn consume_error(&self, e: &KafkaError) {
+        let log = &self.consumer.context().log;
+        if let Some(repeated) = log.admit(&format!("consume:{e}")) {
+            tracing::warn!(group = %self.options.group, error = %e, repeated, "consumer error");
+        }
+    }
+
+    /// A chunk: `first`, and the records already waiting behind it, up to `max_chunk`.
+    fn gather(&mut self, first: Record) -> Vec<Record> {
+        let mut chunk = vec![first];
+        while chunk.len() < self.options.max_chunk {
+            match self.stream.next().now_or_never().flatten() {
+                Some(Ok(m)) => chunk.push(Record::from_message(&m, &mut self.topic_names)),
+                Some(Err(e)) => {
+                    self.consume_error(&e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        chunk
+    }
+
+    /// Hands `chunk` to `processor`, with the offsets to store once its effects are
+    /// durable, each under the assignment it was received in.
+    fn dispatch<P: ChunkProcessor>(&mut self, chunk: Vec<Record>, processor: &mut P) {
+        let mut offsets: BTreeMap<(Arc<str>, i32), (i64, u64)> = BTreeMap::new();
+        let mut orders = 0;
+        for r in &chunk {
+            let key = (r.topic.clone(), r.partition);
+            let entry = match offsets.get_mut(&key) {
+                Some(e) => e,
+                None => {
+                    // A record of a partition not (or no longer) assigned gets an
+                    // epoch no assignment has: its offset is never stored.
+                    let epoch = self.assignment.epoch(&r.topic, r.partition).unwrap_or(0);
+                    offsets.entry(key).or_insert((0, epoch))
+                }
+            };
+            entry.0 = entry.0.max(r.offset + 1);
+            if r.topic == self.orders_topic {
+                orders += 1;
+            }
+        }
+        if let Some(c) = self.counters {
+            c.consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        let dispatched = Dispatched {
+            received: Instant::now(),
+            records: chunk.len(),
+            orders,
+            offsets,
+        };
+        self.in_flight_records += dispatched.records;
+        let work = processor.process(chunk);
+        self.in_flight.push_back(join(ready(dispatched), work));
+    }
+
+    /// A chunk that finished: its offsets stored and its counts taken when its effects are
+    /// durable; its error otherwise.
+    fn complete(
+        &mut self,
+        done: Dispatched,
+        result: Result<ChunkOutcome, ChunkError>,
+    ) -> Result<(), ChunkError> {
+        self.in_flight_records -= done.records;
+        let outcome = result?;
+        let admitted = self.assignment.admit(&done.offsets);
         if admitted.count() > 0 {
-            if let Err(e) = consumer.store_offsets(&admitted) {
+            if let Err(e) = self.consumer.store_offsets(&admitted) {
                 // Revoked between the check and here: the new owner reads them again.
                 tracing::debug!(error = %e, "offsets not stored");
             }
         }
-        if let Some(c) = counters {
+        if let Some(c) = self.counters {
             c.done.fetch_add(done.records as u64, Ordering::Relaxed);
             c.orders_done.fetch_add(done.orders, Ordering::Relaxed);
             for (reason, n) in outcome.dead_lettered.iter().enumerate() {
@@ -434,115 +614,52 @@ pub async fn run_consumer<P: ChunkProcessor>(
             c.produced.fetch_add(outcome.produced, Ordering::Relaxed);
             c.chunk_seconds.observe(done.received.elapsed());
         }
-        progress.notify();
-    };
-
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Some((done, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                let done: Dispatched = done;
-                in_flight_records -= done.records;
-                match result {
-                    Ok(outcome) => finish(done, outcome),
-                    Err(e) => { failure = Some(e); break; }
-                }
-            }
-            _ = heartbeat.tick() => {
-                poll_mark.polled();
-                if let Some(c) = counters {
-                    c.rebalances.store(assignment.rebalances.load(Ordering::Relaxed), Ordering::Relaxed);
-                    c.set_lag(member_lag(&assignment));
-                }
-            }
-            Some(received) = stream.next(), if in_flight_records < options.max_in_flight => {
-                poll_mark.polled();
-                let first = match received {
-                    Ok(m) => Record::from_message(&m, &mut topic_names),
-                    Err(e) => {
-                        let log = &consumer.context().log;
-                        if let Some(repeated) = log.admit(&format!("consume:{e}")) {
-                            tracing::warn!(group = %options.group, error = %e, repeated, "consumer error");
-                        }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let mut chunk = vec![first];
-                while chunk.len() < options.max_chunk {
-                    match stream.next().now_or_never().flatten() {
-                        Some(Ok(m)) => chunk.push(Record::from_message(&m, &mut topic_names)),
-                        Some(Err(e)) => {
-                            let log = &consumer.context().log;
-                            if let Some(repeated) = log.admit(&format!("consume:{e}")) {
-                                tracing::warn!(group = %options.group, error = %e, repeated, "consumer error");
-                            }
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                let mut offsets: BTreeMap<(Arc<str>, i32), (i64, u64)> = BTreeMap::new();
-                let mut orders = 0;
-                for r in &chunk {
-                    let key = (r.topic.clone(), r.partition);
-                    let entry = match offsets.get_mut(&key) {
-                        Some(e) => e,
-                        None => {
-                            // A record of a partition not (or no longer) assigned gets an
-                            // epoch no assignment has: its offset is never stored.
-                            let epoch = assignment.epoch(&r.topic, r.partition).unwrap_or(0);
-                            offsets.entry(key).or_insert((0, epoch))
-                        }
-                    };
-                    entry.0 = entry.0.max(r.offset + 1);
-                    if r.topic == orders_topic {
-                        orders += 1;
-                    }
-                }
-                if let Some(c) = counters {
-                    c.consumed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                }
-                let dispatched = Dispatched { received: Instant::now(), records: chunk.len(), orders, offsets };
-                in_flight_records += dispatched.records;
-                let work = processor.process(chunk);
-                in_flight.push_back(work.map(move |r| (dispatched, r)));
-            }
-        }
+        self.progress.notify();
+        Ok(())
     }
 
-    // Let what is in flight finish, then commit synchronously.
-    let grace = tokio::time::sleep(options.shutdown_grace);
-    tokio::pin!(grace);
-    while failure.is_none() && !in_flight.is_empty() {
-        tokio::select! {
-            _ = &mut grace => {
-                tracing::warn!(group = %options.group, records = in_flight_records,
-                    "shutdown grace over; unfinished records will be redelivered");
-                break;
-            }
-            Some((done, result)) = in_flight.next() => {
-                let done: Dispatched = done;
-                in_flight_records -= done.records;
-                match result {
-                    Ok(outcome) => finish(done, outcome),
-                    Err(e) => failure = Some(e),
+    /// On shutdown: lets what is in flight finish, within the shutdown grace, unless a
+    /// chunk has failed; the first failure.
+    async fn drain(&mut self, mut failure: Option<ChunkError>) -> Option<ChunkError> {
+        let grace = tokio::time::sleep(self.options.shutdown_grace);
+        tokio::pin!(grace);
+        while failure.is_none() && !self.in_flight.is_empty() {
+            tokio::select! {
+                _ = &mut grace => {
+                    tracing::warn!(group = %self.options.group, records = self.in_flight_records,
+                        "shutdown grace over; unfinished records will be redelivered");
+                    break;
+                }
+                Some((done, result)) = self.in_flight.next() => {
+                    failure = self.complete(done, result).err();
                 }
             }
         }
+        failure
     }
-    drop(in_flight);
-    drop(processor);
-    // A rebalance under way refuses the commit (the generation moved on); let it finish
-    // and try again, briefly. Records received meanwhile are not stored: redelivered.
+
+    /// Ends the loop, dropping what is still in flight; the stream stays for the final
+    /// commit.
+    fn into_stream(self) -> MessageStream<'c, GroupMember> {
+        self.stream
+    }
+}
+
+/// The final synchronous commit. A rebalance under way refuses it (the generation moved
+/// on); let it finish and try again, briefly. Records received meanwhile are not stored:
+/// redelivered.
+async fn final_commit(
+    consumer: &StreamConsumer<GroupMember>,
+    stream: &mut MessageStream<'_, GroupMember>,
+    group: &str,
+) {
     let mut attempts = 0;
     loop {
         attempts += 1;
         match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!(group = %options.group, "final commit done"),
+            Ok(()) => tracing::info!(group = %group, "final commit done"),
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => tracing::info!(
-                group = %options.group,
+                group = %group,
                 "final commit done (every stored offset was already committed)"
             ),
             Err(KafkaError::ConsumerCommit(
@@ -557,19 +674,12 @@ pub async fn run_consumer<P: ChunkProcessor>(
                 continue;
             }
             Err(e) => tracing::warn!(
-                group = %options.group,
+                group = %group,
                 error = %e,
                 "final commit failed; records since the last commit will be redelivered"
             ),
         }
         break;
-    }
-    consumer.unsubscribe();
-    match failure {
-        None => Ok(()),
-        // Cancelled by the shutdown this loop was asked for: not a failure.
-        Some(ChunkError::Produce(ProduceError::Cancelled)) if shutdown.is_cancelled() => Ok(()),
-        Some(e) => Err(e.into()),
     }
 }
 

@@ -17,6 +17,7 @@ use orders_core::store::{OrderStore, StoreError};
 use rdkafka::consumer::Consumer;
 use rdkafka::Message;
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -319,219 +320,374 @@ pub async fn run(
 ) -> Result<u64, DaemonError> {
     let output = ConfirmedProducer::new(&deps.kafka, "orders-producer")?
         .with_progress(deps.progress.clone());
-    let Some(FirstIds {
-        order: mut next_id,
-        canaries: mut canary_ids,
-    }) = first_ids_patiently(&deps, &config.topic, &shutdown).await?
-    else {
+    let Some(ids) = first_ids_patiently(&deps, &config.topic, &shutdown).await? else {
         tracing::info!(orders = 0, "producer stopped before its first order");
         return Ok(0);
     };
-    tracing::info!(first_order_id = next_id, topic = %config.topic, pace = ?config.pace, "producing orders");
-    let generator = OrderGenerator::new(config.seed);
-    let started = Instant::now();
-    let progress = deps.progress.clone();
-    let mut sent: u64 = 0;
-    let mut acked: u64 = 0;
-    let mut batches: FuturesUnordered<BoxFuture<'static, Answered>> = FuturesUnordered::new();
-    let gate_base = progress.orders_done_by_all();
-    let log_each = matches!(config.pace, Pace::Sleep(d) if d >= Duration::from_millis(100));
-    let mut retries: Vec<OutRecord> = Vec::new();
-    let mut next_canary = config.canary_interval.map(|_| Instant::now());
-    let mut canaries = Canaries::default();
-    // When the last order was sent (the `SLEEP_SECONDS` pause runs from it).
-    let mut last_order_at = Instant::now();
+    tracing::info!(first_order_id = ids.order, topic = %config.topic, pace = ?config.pace, "producing orders");
+    let mut producing = Producing::new(&config, &deps, output, ids, &shutdown);
+    producing.produce().await?;
+    producing.finish().await
+}
 
-    'produce: loop {
-        // Collect what has been answered so far.
-        while let Some(Some(done)) = batches.next().now_or_never() {
-            settle(done, &mut acked, &progress, &mut retries)?;
+/// What the produce loop does next.
+enum Next {
+    /// Send these records: new orders, or refused ones again.
+    Send(Vec<OutRecord>),
+    /// Go round again: collect answers, look for shutdown and a canary due.
+    Again,
+    /// Stop producing: shutdown, or every order of `max_orders` sent and answered.
+    Stop,
+}
+
+/// A running producer: its ids, what it sent, and what the broker answered so far.
+///
+/// Its async steps take `&mut self` even where they only read: the batches in flight are
+/// `Send` but not `Sync`, so a `&Producing` held across an await would make the task's
+/// future not `Send`.
+struct Producing<'a> {
+    config: &'a ProducerConfig,
+    progress: &'a Progress,
+    flow_window: Option<u64>,
+    output: ConfirmedProducer,
+    shutdown: &'a CancellationToken,
+    generator: OrderGenerator,
+    next_id: u64,
+    canary_ids: CanaryIds,
+    started: Instant,
+    sent: u64,
+    acked: u64,
+    batches: FuturesUnordered<BoxFuture<'static, Answered>>,
+    /// The consumers' count of records done when the producer started (flow control).
+    gate_base: u64,
+    log_each: bool,
+    retries: Vec<OutRecord>,
+    next_canary: Option<Instant>,
+    canaries: Canaries,
+    /// When the last order was sent (the `SLEEP_SECONDS` pause runs from it).
+    last_order_at: Instant,
+}
+
+impl<'a> Producing<'a> {
+    fn new(
+        config: &'a ProducerConfig,
+        deps: &'a ProducerDeps,
+        output: ConfirmedProducer,
+        ids: FirstIds,
+        shutdown: &'a CancellationToken,
+    ) -> Self {
+        let progress = &*deps.progress;
+        Producing {
+            config,
+            progress,
+            flow_window: deps.flow_window,
+            output,
+            shutdown,
+            generator: OrderGenerator::new(config.seed),
+            next_id: ids.order,
+            canary_ids: ids.canaries,
+            started: Instant::now(),
+            sent: 0,
+            acked: 0,
+            batches: FuturesUnordered::new(),
+            gate_base: progress.orders_done_by_all(),
+            log_each: matches!(config.pace, Pace::Sleep(d) if d >= Duration::from_millis(100)),
+            retries: Vec::new(),
+            next_canary: config.canary_interval.map(|_| Instant::now()),
+            canaries: Canaries::default(),
+            last_order_at: Instant::now(),
         }
-        while let Some(Some(done)) = canaries.pending.next().now_or_never() {
-            canaries.settle(done)?;
-        }
-        if shutdown.is_cancelled() {
-            break;
-        }
-        if let (Some(due), Some(interval)) = (next_canary, config.canary_interval) {
-            if due <= Instant::now() {
-                let now = Timestamp::now();
-                let Some(id) = canary_ids.next(now) else {
-                    tracing::warn!("the canaries' ids are used up; no more canaries");
-                    next_canary = None;
-                    continue;
-                };
-                let order = canary_order(&generator, id, now);
-                canaries.sent += 1;
-                tracing::info!(order_id = order.order_id, "canary order produced");
-                let record = OutRecord {
-                    topic: config.topic.clone(),
-                    key: order.key(),
-                    payload: order.to_json(),
-                    headers: None,
-                };
-                match output.send(std::slice::from_ref(&record), &shutdown).await {
-                    Ok(pending) => canaries.pending.push(pending.refused().boxed()),
-                    Err(ProduceError::Cancelled) => break,
-                    Err(e) => return Err(e.into()),
-                }
-                // A producer that fell behind skips the canaries it missed.
-                next_canary = Some((due + interval).max(Instant::now()));
-                continue;
+    }
+
+    /// Sends canaries when due and orders as the pace allows, until shutdown, `max_orders`
+    /// answered, or a refusal for good (an error, returned at once).
+    async fn produce(&mut self) -> Result<(), DaemonError> {
+        loop {
+            self.collect_answers()?;
+            if self.shutdown.is_cancelled() {
+                return Ok(());
             }
-        }
-        let records = if !retries.is_empty() {
-            std::mem::take(&mut retries)
-        } else {
-            let left = config
-                .max_orders
-                .map_or(u64::MAX, |max| max.saturating_sub(sent));
-            // Done, or as far ahead of the broker's answers as a producer goes: wait for one.
-            if left == 0 || (sent.saturating_sub(acked) >= MAX_UNANSWERED && !batches.is_empty()) {
-                if batches.is_empty() {
-                    break;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break 'produce,
-                    Some(done) = batches.next() => settle(done, &mut acked, &progress, &mut retries)?,
-                }
-                continue;
-            }
-            // Pacing: how many orders are due now.
-            let due = match config.pace {
-                Pace::Sleep(pause) => {
-                    if sent > 0 {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break 'produce,
-                            _ = canary_due(next_canary) => continue 'produce,
-                            _ = tokio::time::sleep_until(last_order_at + pause) => {}
-                        }
-                    }
-                    1
-                }
-                Pace::Rate(rate) if rate > 0.0 => {
-                    // The settings bound the rate; a due time past what a clock can hold
-                    // still never panics: it waits for shutdown instead.
-                    let next_due = Duration::try_from_secs_f64(sent as f64 / rate)
-                        .ok()
-                        .and_then(|d| started.checked_add(d))
-                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-                    if next_due > Instant::now() {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break 'produce,
-                            _ = canary_due(next_canary) => continue 'produce,
-                            _ = tokio::time::sleep_until(next_due) => {}
-                        }
-                    }
-                    // The next order and any other whose time has come.
-                    ((started.elapsed().as_secs_f64() * rate) as u64)
-                        .saturating_sub(sent)
-                        .max(1)
-                }
-                Pace::Rate(_) => MAX_BATCH,
+            let next = match self.canary_due_now() {
+                Some((due, interval)) => self.send_canary(due, interval).await?,
+                None => self.next_orders().await?,
             };
-            // Flow control against this process's own consumers.
-            let mut room = u64::MAX;
-            if let Some(window) = deps.flow_window {
-                loop {
-                    // The consumers count canaries among the records they are done with.
-                    let ahead = (sent + canaries.sent)
-                        .saturating_sub(progress.orders_done_by_all() - gate_base);
-                    if ahead < window {
-                        room = window - ahead;
-                        break;
+            match next {
+                Next::Send(records) => {
+                    if self.send_orders(records).await?.is_break() {
+                        return Ok(());
                     }
-                    if shutdown.is_cancelled() {
-                        break 'produce;
-                    }
-                    progress.changed(Duration::from_millis(5)).await;
                 }
+                Next::Again => {}
+                Next::Stop => return Ok(()),
             }
-            let count = due.min(left).min(room).min(MAX_BATCH).min(
-                MAX_UNANSWERED
-                    .saturating_sub(sent.saturating_sub(acked))
-                    .max(1),
-            );
-            let now = Timestamp::now();
-            let mut records = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                let order = generator.order(next_id, now);
-                next_id += 1;
-                if log_each {
-                    tracing::info!(order_id = order.order_id, amount = %order.amount, country = %order.country, "order produced");
-                }
-                records.push(OutRecord {
-                    topic: config.topic.clone(),
-                    key: order.key(),
-                    payload: order.to_json(),
-                    headers: None,
-                });
-            }
-            sent += count;
-            last_order_at = Instant::now();
-            progress.orders_sent.fetch_add(count, Ordering::Relaxed);
-            records
+        }
+    }
+
+    /// Settles what the broker has answered so far, without waiting.
+    fn collect_answers(&mut self) -> Result<(), ProduceError> {
+        while let Some(Some(done)) = self.batches.next().now_or_never() {
+            settle(done, &mut self.acked, self.progress, &mut self.retries)?;
+        }
+        while let Some(Some(done)) = self.canaries.pending.next().now_or_never() {
+            self.canaries.settle(done)?;
+        }
+        Ok(())
+    }
+
+    /// When a canary is due now: its due time and the canaries' interval.
+    fn canary_due_now(&self) -> Option<(Instant, Duration)> {
+        match (self.next_canary, self.config.canary_interval) {
+            (Some(due), Some(interval)) if due <= Instant::now() => Some((due, interval)),
+            _ => None,
+        }
+    }
+
+    /// Sends the canary due at `due`, and schedules the next one.
+    async fn send_canary(&mut self, due: Instant, interval: Duration) -> Result<Next, DaemonError> {
+        let now = Timestamp::now();
+        let Some(id) = self.canary_ids.next(now) else {
+            tracing::warn!("the canaries' ids are used up; no more canaries");
+            self.next_canary = None;
+            return Ok(Next::Again);
         };
-        let count = records.len();
-        match output.send(&records, &shutdown).await {
-            Ok(pending) => batches.push(pending.refused().map(move |r| (count, r)).boxed()),
-            Err(ProduceError::Cancelled) => break,
+        let order = canary_order(&self.generator, id, now);
+        self.canaries.sent += 1;
+        tracing::info!(order_id = order.order_id, "canary order produced");
+        let record = OutRecord {
+            topic: self.config.topic.clone(),
+            key: order.key(),
+            payload: order.to_json(),
+            headers: None,
+        };
+        match self
+            .output
+            .send(std::slice::from_ref(&record), self.shutdown)
+            .await
+        {
+            Ok(pending) => self.canaries.pending.push(pending.refused().boxed()),
+            Err(ProduceError::Cancelled) => return Ok(Next::Stop),
             Err(e) => return Err(e.into()),
         }
+        // A producer that fell behind skips the canaries it missed.
+        self.next_canary = Some((due + interval).max(Instant::now()));
+        Ok(Next::Again)
     }
-    // Wait for what is queued, briefly, then flush.
-    let drain = async {
-        let mut unsent = std::mem::take(&mut retries);
-        let mut rejected = None;
-        while let Some(done) = batches.next().await {
-            if let Err(e) = settle(done, &mut acked, &progress, &mut unsent) {
-                rejected.get_or_insert(e);
+
+    /// The orders to send next: refused ones again first, else as many new ones as the
+    /// pace, `max_orders`, the flow window and the bound on unanswered orders allow.
+    async fn next_orders(&mut self) -> Result<Next, DaemonError> {
+        if !self.retries.is_empty() {
+            return Ok(Next::Send(std::mem::take(&mut self.retries)));
+        }
+        let left = self
+            .config
+            .max_orders
+            .map_or(u64::MAX, |max| max.saturating_sub(self.sent));
+        let unanswered = self.sent.saturating_sub(self.acked);
+        // Done, or as far ahead of the broker's answers as a producer goes: wait for one.
+        if left == 0 || (unanswered >= MAX_UNANSWERED && !self.batches.is_empty()) {
+            return self.await_answer().await;
+        }
+        let due = match self.due().await {
+            ControlFlow::Continue(due) => due,
+            ControlFlow::Break(next) => return Ok(next),
+        };
+        let Some(room) = self.room().await else {
+            return Ok(Next::Stop);
+        };
+        let count = due
+            .min(left)
+            .min(room)
+            .min(MAX_BATCH)
+            .min(MAX_UNANSWERED.saturating_sub(unanswered).max(1));
+        Ok(Next::Send(self.generate(count)))
+    }
+
+    /// Waits for the broker's next answer; `Stop` when none is awaited, or on shutdown.
+    async fn await_answer(&mut self) -> Result<Next, DaemonError> {
+        if self.batches.is_empty() {
+            return Ok(Next::Stop);
+        }
+        tokio::select! {
+            _ = self.shutdown.cancelled() => return Ok(Next::Stop),
+            Some(done) = self.batches.next() => {
+                settle(done, &mut self.acked, self.progress, &mut self.retries)?
             }
         }
-        (unsent, rejected)
-    };
-    let (unsent, rejected) = match tokio::time::timeout(Duration::from_secs(10), drain).await {
-        Ok(done) => done,
-        Err(_) => {
-            tracing::warn!("stopped before every order was acknowledged");
-            (Vec::new(), None)
+        Ok(Next::Again)
+    }
+
+    /// Pacing: how many orders are due now, once the next one is; a break for shutdown,
+    /// or for a canary that comes due first.
+    async fn due(&mut self) -> ControlFlow<Next, u64> {
+        match self.config.pace {
+            Pace::Sleep(pause) => {
+                if self.sent > 0 {
+                    self.wait_until(self.last_order_at + pause).await?;
+                }
+                ControlFlow::Continue(1)
+            }
+            Pace::Rate(rate) if rate > 0.0 => {
+                // The settings bound the rate; a due time past what a clock can hold
+                // still never panics: it waits for shutdown instead.
+                let next_due = Duration::try_from_secs_f64(self.sent as f64 / rate)
+                    .ok()
+                    .and_then(|d| self.started.checked_add(d))
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+                if next_due > Instant::now() {
+                    self.wait_until(next_due).await?;
+                }
+                // The next order and any other whose time has come.
+                ControlFlow::Continue(
+                    ((self.started.elapsed().as_secs_f64() * rate) as u64)
+                        .saturating_sub(self.sent)
+                        .max(1),
+                )
+            }
+            Pace::Rate(_) => ControlFlow::Continue(MAX_BATCH),
         }
-    };
-    if !unsent.is_empty() {
-        // Never published: their ids are simply not used.
-        let ids: Vec<u64> = unsent.iter().filter_map(|r| r.key.parse().ok()).collect();
-        tracing::warn!(
-            orders = unsent.len(),
-            lowest_id = ids.iter().min().copied().unwrap_or_default(),
-            highest_id = ids.iter().max().copied().unwrap_or_default(),
-            "orders refused by the broker and not sent again before shutdown; never published"
+    }
+
+    /// Sleeps until `at`; a break on shutdown or when a canary comes due first.
+    async fn wait_until(&mut self, at: Instant) -> ControlFlow<Next> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => ControlFlow::Break(Next::Stop),
+            _ = canary_due(self.next_canary) => ControlFlow::Break(Next::Again),
+            _ = tokio::time::sleep_until(at) => ControlFlow::Continue(()),
+        }
+    }
+
+    /// Flow control against this process's own consumers: how many orders may go before
+    /// the producer is a window ahead of them (unbounded without a window); `None` on
+    /// shutdown.
+    async fn room(&mut self) -> Option<u64> {
+        let Some(window) = self.flow_window else {
+            return Some(u64::MAX);
+        };
+        loop {
+            // The consumers count canaries among the records they are done with.
+            let ahead = (self.sent + self.canaries.sent)
+                .saturating_sub(self.progress.orders_done_by_all() - self.gate_base);
+            if ahead < window {
+                return Some(window - ahead);
+            }
+            if self.shutdown.is_cancelled() {
+                return None;
+            }
+            self.progress.changed(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The next `count` orders, as records, counted as sent.
+    fn generate(&mut self, count: u64) -> Vec<OutRecord> {
+        let now = Timestamp::now();
+        let mut records = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let order = self.generator.order(self.next_id, now);
+            self.next_id += 1;
+            if self.log_each {
+                tracing::info!(order_id = order.order_id, amount = %order.amount, country = %order.country, "order produced");
+            }
+            records.push(OutRecord {
+                topic: self.config.topic.clone(),
+                key: order.key(),
+                payload: order.to_json(),
+                headers: None,
+            });
+        }
+        self.sent += count;
+        self.last_order_at = Instant::now();
+        self.progress
+            .orders_sent
+            .fetch_add(count, Ordering::Relaxed);
+        records
+    }
+
+    /// Hands `records` to the broker; a break on shutdown.
+    async fn send_orders(
+        &mut self,
+        records: Vec<OutRecord>,
+    ) -> Result<ControlFlow<()>, DaemonError> {
+        let count = records.len();
+        match self.output.send(&records, self.shutdown).await {
+            Ok(pending) => self
+                .batches
+                .push(pending.refused().map(move |r| (count, r)).boxed()),
+            Err(ProduceError::Cancelled) => return Ok(ControlFlow::Break(())),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Waits for what is queued, briefly, then flushes; the orders acknowledged, or the
+    /// first refusal for good met on the way.
+    async fn finish(mut self) -> Result<u64, DaemonError> {
+        let rejected = self.drain_orders().await;
+        let canary_rejected = self.drain_canaries().await;
+        self.output.flush(Duration::from_secs(5));
+        tracing::info!(
+            orders = self.acked,
+            canaries = self.canaries.acked,
+            next_order_id = self.next_id,
+            "producer stopped"
         );
+        match rejected.or(canary_rejected) {
+            Some(e) => Err(e.into()),
+            None => Ok(self.acked),
+        }
     }
-    let drain_canaries = async {
-        let mut rejected = None;
-        while let Some(done) = canaries.pending.next().await {
-            if let Err(e) = canaries.settle(done) {
-                rejected.get_or_insert(e);
+
+    /// Waits up to 10 s for the broker's answers to the orders queued; logs those refused
+    /// and never sent again.
+    async fn drain_orders(&mut self) -> Option<ProduceError> {
+        let drain = async {
+            let mut unsent = std::mem::take(&mut self.retries);
+            let mut rejected = None;
+            while let Some(done) = self.batches.next().await {
+                if let Err(e) = settle(done, &mut self.acked, self.progress, &mut unsent) {
+                    rejected.get_or_insert(e);
+                }
             }
+            (unsent, rejected)
+        };
+        let (unsent, rejected) = match tokio::time::timeout(Duration::from_secs(10), drain).await {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::warn!("stopped before every order was acknowledged");
+                (Vec::new(), None)
+            }
+        };
+        if !unsent.is_empty() {
+            // Never published: their ids are simply not used.
+            let ids: Vec<u64> = unsent.iter().filter_map(|r| r.key.parse().ok()).collect();
+            tracing::warn!(
+                orders = unsent.len(),
+                lowest_id = ids.iter().min().copied().unwrap_or_default(),
+                highest_id = ids.iter().max().copied().unwrap_or_default(),
+                "orders refused by the broker and not sent again before shutdown; never published"
+            );
         }
         rejected
-    };
-    let canary_rejected = match tokio::time::timeout(Duration::from_secs(5), drain_canaries).await {
-        Ok(rejected) => rejected,
-        Err(_) => {
-            tracing::warn!("stopped before every canary was acknowledged");
-            None
+    }
+
+    /// Waits up to 5 s for the broker's answers to the canaries queued.
+    async fn drain_canaries(&mut self) -> Option<ProduceError> {
+        let canaries = &mut self.canaries;
+        let drain = async {
+            let mut rejected = None;
+            while let Some(done) = canaries.pending.next().await {
+                if let Err(e) = canaries.settle(done) {
+                    rejected.get_or_insert(e);
+                }
+            }
+            rejected
+        };
+        match tokio::time::timeout(Duration::from_secs(5), drain).await {
+            Ok(rejected) => rejected,
+            Err(_) => {
+                tracing::warn!("stopped before every canary was acknowledged");
+                None
+            }
         }
-    };
-    output.flush(Duration::from_secs(5));
-    tracing::info!(
-        orders = acked,
-        canaries = canaries.acked,
-        next_order_id = next_id,
-        "producer stopped"
-    );
-    match rejected.or(canary_rejected) {
-        Some(e) => Err(e.into()),
-        None => Ok(acked),
     }
 }

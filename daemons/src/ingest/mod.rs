@@ -25,6 +25,7 @@ use crate::confirmed_producer::{ConfirmedProducer, ProduceError};
 use crate::progress::Progress;
 use crate::DaemonError;
 use orders_core::kafka::KafkaSettings;
+use orders_core::liveness::PollMark;
 use postgres::PostgresSource;
 use replication::ReplicationError;
 use std::sync::atomic::Ordering;
@@ -214,55 +215,15 @@ pub async fn run(
         watching.clone(),
     ));
     let _stop_watching = watching.drop_guard();
-    let mut down_since: Option<Instant> = None;
-    let mut logged: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        let mut connected = false;
-        let mut session = session::Session {
-            config: &config,
-            deps: &deps,
-            producer: &producer,
-            mark: &mark,
-            shutdown: &shutdown,
-            setup_lost: lost_seen.clone(),
-        };
-        let ended = session.run(&mut connected, &mut down_since).await;
-        match ended {
-            Ok(()) => break,
-            Err(SessionError::Fatal(why)) => {
-                ingest.set_postgres_failing(Some(why.clone()));
-                return Err(DaemonError::Task(why));
-            }
-            Err(SessionError::Produce(ProduceError::Cancelled)) => break,
-            Err(SessionError::Produce(e)) => return Err(e.into()),
-            Err(SessionError::Transient(why)) => {
-                ingest.set_postgres_failing(Some(why.clone()));
-                if connected {
-                    backoff = Duration::from_millis(200);
-                }
-                let since = *down_since.get_or_insert_with(Instant::now);
-                if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) || connected {
-                    logged = Some(Instant::now());
-                    tracing::warn!(
-                        database = deps.postgres.describe(),
-                        error = %why,
-                        down_seconds = since.elapsed().as_secs(),
-                        "postgres unavailable; ingest waits and tries again (logged every 30 s)"
-                    );
-                }
-            }
-        }
-        mark.polled();
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+    let sessions = Sessions {
+        config: &config,
+        deps: &deps,
+        producer: &producer,
+        mark: &mark,
+        shutdown: &shutdown,
+        setup_lost: lost_seen,
+    };
+    sessions.run().await?;
     producer.flush(Duration::from_secs(5));
     drop(_stop_watching);
     let _ = watcher.await;
@@ -272,6 +233,97 @@ pub async fn run(
         "ingest stopped"
     );
     Ok(())
+}
+
+/// What each session with the database is started with.
+struct Sessions<'a> {
+    config: &'a IngestConfig,
+    deps: &'a IngestDeps,
+    producer: &'a ConfirmedProducer,
+    mark: &'a PollMark,
+    shutdown: &'a CancellationToken,
+    setup_lost: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// A run of failed sessions: since when the database is down, when that was last logged,
+/// and the pause before the next session.
+struct Outage {
+    down_since: Option<Instant>,
+    logged: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Sessions<'_> {
+    /// Runs one session after another until shutdown, waiting with backoff after one that
+    /// failed for a reason that may pass; an error when waiting cannot help.
+    async fn run(&self) -> Result<(), DaemonError> {
+        let mut outage = Outage {
+            down_since: None,
+            logged: None,
+            backoff: Duration::from_millis(200),
+        };
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let mut connected = false;
+            let mut session = session::Session {
+                config: self.config,
+                deps: self.deps,
+                producer: self.producer,
+                mark: self.mark,
+                shutdown: self.shutdown,
+                setup_lost: self.setup_lost.clone(),
+            };
+            let ended = session.run(&mut connected, &mut outage.down_since).await;
+            match ended {
+                Ok(()) => break,
+                Err(SessionError::Fatal(why)) => {
+                    self.deps
+                        .progress
+                        .ingest
+                        .set_postgres_failing(Some(why.clone()));
+                    return Err(DaemonError::Task(why));
+                }
+                Err(SessionError::Produce(ProduceError::Cancelled)) => break,
+                Err(SessionError::Produce(e)) => return Err(e.into()),
+                Err(SessionError::Transient(why)) => self.failed(&mut outage, why, connected),
+            }
+            self.mark.polled();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(outage.backoff) => {}
+            }
+            outage.backoff = (outage.backoff * 2).min(Duration::from_secs(5));
+        }
+        Ok(())
+    }
+
+    /// A session failed for a reason that may pass: shown in the metrics, logged when the
+    /// outage starts, every 30 s while it lasts, and after each session that connected.
+    fn failed(&self, outage: &mut Outage, why: String, connected: bool) {
+        self.deps
+            .progress
+            .ingest
+            .set_postgres_failing(Some(why.clone()));
+        if connected {
+            outage.backoff = Duration::from_millis(200);
+        }
+        let since = *outage.down_since.get_or_insert_with(Instant::now);
+        if outage
+            .logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(30))
+            || connected
+        {
+            outage.logged = Some(Instant::now());
+            tracing::warn!(
+                database = self.deps.postgres.describe(),
+                error = %why,
+                down_seconds = since.elapsed().as_secs(),
+                "postgres unavailable; ingest waits and tries again (logged every 30 s)"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

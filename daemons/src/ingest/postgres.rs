@@ -63,91 +63,9 @@ impl PostgresSource {
             return Err(PostgresConfigError::Missing);
         }
         let ssl = requested_ssl_mode(text, env);
-        // libpq's verify-ca and verify-full are TLS with the certificate checked; the
-        // parser knows them as `require`, and the check is made below.
-        let verify = matches!(ssl.as_deref(), Some("verify-ca" | "verify-full"));
-        let normalised = text
-            .replace("sslmode=verify-full", "sslmode=require")
-            .replace("sslmode=verify-ca", "sslmode=require");
-        let mut config: tokio_postgres::Config = if normalised.trim().is_empty() {
-            tokio_postgres::Config::new()
-        } else {
-            normalised
-                .parse()
-                .map_err(|e: tokio_postgres::Error| PostgresConfigError::Invalid(e.to_string()))?
-        };
-        if config.get_hosts().is_empty() {
-            config.host(env("PGHOST").as_deref().unwrap_or("localhost"));
-        }
-        if config.get_ports().is_empty() {
-            if let Some(port) = env("PGPORT") {
-                config.port(
-                    port.trim()
-                        .parse()
-                        .map_err(|_| PostgresConfigError::Port(port.clone()))?,
-                );
-            }
-        }
-        if config.get_user().is_none() {
-            let user = env("PGUSER")
-                .or_else(|| env("USER"))
-                .unwrap_or_else(|| "postgres".to_owned());
-            config.user(user);
-        }
-        if config.get_dbname().is_none() {
-            if let Some(db) = env("PGDATABASE") {
-                config.dbname(db);
-            }
-        }
-        if config.get_password().is_none() {
-            if let Some(password) = env("PGPASSWORD") {
-                config.password(password);
-            }
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(env("PGAPPNAME").as_deref().unwrap_or("ordersd-ingest"));
-        }
-        if config.get_connect_timeout().is_none() {
-            let timeout = env("PGCONNECT_TIMEOUT")
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .filter(|t| *t > 0)
-                .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs);
-            config.connect_timeout(timeout);
-        }
-        if !text.contains("sslmode=") {
-            match env("PGSSLMODE").as_deref() {
-                Some("disable" | "allow") => {
-                    config.ssl_mode(SslMode::Disable);
-                }
-                Some("require" | "verify-ca" | "verify-full") => {
-                    config.ssl_mode(SslMode::Require);
-                }
-                _ => {}
-            }
-        }
-        let mut tls = TlsConnector::builder();
-        if !verify {
-            // libpq's prefer and require encrypt without checking the certificate.
-            tls.danger_accept_invalid_certs(true);
-        }
-        if let Some(path) = env("PGSSLROOTCERT") {
-            let pem = std::fs::read(&path).map_err(|e| PostgresConfigError::RootCert {
-                path: path.clone(),
-                error: e.to_string(),
-            })?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| PostgresConfigError::RootCert {
-                path: path.clone(),
-                error: e.to_string(),
-            })?;
-            tls.add_root_certificate(cert);
-        }
-        if ssl.as_deref() == Some("verify-ca") {
-            tls.danger_accept_invalid_hostnames(true);
-        }
-        let tls = tls.build().map_err(|e| PostgresConfigError::RootCert {
-            path: "(TLS setup)".into(),
-            error: e.to_string(),
-        })?;
+        let mut config = parse(text)?;
+        fill_in(&mut config, text, env)?;
+        let tls = tls_connector(ssl.as_deref(), env)?;
         let described = describe(&config, ssl.as_deref());
         Ok(PostgresSource {
             config,
@@ -182,6 +100,112 @@ impl PostgresSource {
         super::replication::ReplicationStream::start(&self.config, &self.tls, slot, publication)
             .await
     }
+}
+
+/// The settings `text` holds. libpq's verify-ca and verify-full are TLS with the
+/// certificate checked; the parser knows them as `require`, and the check is made by the
+/// TLS connector ([`tls_connector`]).
+fn parse(text: &str) -> Result<tokio_postgres::Config, PostgresConfigError> {
+    let normalised = text
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    if normalised.trim().is_empty() {
+        Ok(tokio_postgres::Config::new())
+    } else {
+        normalised
+            .parse()
+            .map_err(|e: tokio_postgres::Error| PostgresConfigError::Invalid(e.to_string()))
+    }
+}
+
+/// What the settings (`text`, parsed into `config`) leave out, from libpq's `PG*`
+/// variables and its defaults.
+fn fill_in(
+    config: &mut tokio_postgres::Config,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), PostgresConfigError> {
+    if config.get_hosts().is_empty() {
+        config.host(env("PGHOST").as_deref().unwrap_or("localhost"));
+    }
+    if config.get_ports().is_empty() {
+        if let Some(port) = env("PGPORT") {
+            config.port(
+                port.trim()
+                    .parse()
+                    .map_err(|_| PostgresConfigError::Port(port.clone()))?,
+            );
+        }
+    }
+    if config.get_user().is_none() {
+        let user = env("PGUSER")
+            .or_else(|| env("USER"))
+            .unwrap_or_else(|| "postgres".to_owned());
+        config.user(user);
+    }
+    if config.get_dbname().is_none() {
+        if let Some(db) = env("PGDATABASE") {
+            config.dbname(db);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(password) = env("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(env("PGAPPNAME").as_deref().unwrap_or("ordersd-ingest"));
+    }
+    if config.get_connect_timeout().is_none() {
+        let timeout = env("PGCONNECT_TIMEOUT")
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .filter(|t| *t > 0)
+            .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs);
+        config.connect_timeout(timeout);
+    }
+    if !text.contains("sslmode=") {
+        match env("PGSSLMODE").as_deref() {
+            Some("disable" | "allow") => {
+                config.ssl_mode(SslMode::Disable);
+            }
+            Some("require" | "verify-ca" | "verify-full") => {
+                config.ssl_mode(SslMode::Require);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// TLS as libpq's `sslmode` (`ssl`) asks: the certificate checked for verify-ca and
+/// verify-full (its host name too for verify-full), against `PGSSLROOTCERT` when set.
+fn tls_connector(
+    ssl: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TlsConnector, PostgresConfigError> {
+    let mut tls = TlsConnector::builder();
+    if !matches!(ssl, Some("verify-ca" | "verify-full")) {
+        // libpq's prefer and require encrypt without checking the certificate.
+        tls.danger_accept_invalid_certs(true);
+    }
+    if let Some(path) = env("PGSSLROOTCERT") {
+        let pem = std::fs::read(&path).map_err(|e| PostgresConfigError::RootCert {
+            path: path.clone(),
+            error: e.to_string(),
+        })?;
+        let cert = Certificate::from_pem(&pem).map_err(|e| PostgresConfigError::RootCert {
+            path: path.clone(),
+            error: e.to_string(),
+        })?;
+        tls.add_root_certificate(cert);
+    }
+    if ssl == Some("verify-ca") {
+        tls.danger_accept_invalid_hostnames(true);
+    }
+    tls.build().map_err(|e| PostgresConfigError::RootCert {
+        path: "(TLS setup)".into(),
+        error: e.to_string(),
+    })
 }
 
 fn describe(config: &tokio_postgres::Config, ssl: Option<&str>) -> String {

@@ -175,69 +175,78 @@ impl ReplicationStream {
         let password = config.get_password().unwrap_or_default().to_vec();
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let (tag, mut body) = self.frame().await?;
+            let (tag, body) = self.frame().await?;
             match tag {
                 b'R' => {
-                    if body.len() < 4 {
-                        return Err(protocol("short authentication request"));
-                    }
-                    match body.get_i32() {
-                        0 => {}
-                        3 => {
-                            self.send(|b| frontend::password_message(&password, b))
-                                .await?
-                        }
-                        5 => {
-                            if body.len() < 4 {
-                                return Err(protocol("short MD5 salt"));
-                            }
-                            let salt = [body[0], body[1], body[2], body[3]];
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                user.as_bytes(),
-                                &password,
-                                salt,
-                            );
-                            self.send(|b| frontend::password_message(hash.as_bytes(), b))
-                                .await?;
-                        }
-                        10 => {
-                            let offered = c_strings(&body);
-                            if !offered.iter().any(|m| m == SCRAM_SHA_256) {
-                                return Err(protocol(format!(
-                                    "the server offers {offered:?}, not {SCRAM_SHA_256}"
-                                )));
-                            }
-                            // No channel binding: the mechanism without -PLUS, flag "n".
-                            let s = ScramSha256::new(&password, ChannelBinding::unsupported());
-                            let first = s.message().to_vec();
-                            scram = Some(s);
-                            self.send(|b| {
-                                frontend::sasl_initial_response(SCRAM_SHA_256, &first, b)
-                            })
-                            .await?;
-                        }
-                        11 => {
-                            let s = scram.as_mut().ok_or_else(|| protocol("SASL out of turn"))?;
-                            s.update(&body)?;
-                            let next = s.message().to_vec();
-                            self.send(|b| frontend::sasl_response(&next, b)).await?;
-                        }
-                        12 => {
-                            let s = scram.as_mut().ok_or_else(|| protocol("SASL out of turn"))?;
-                            s.finish(&body)?;
-                        }
-                        other => {
-                            return Err(protocol(format!(
-                                "authentication method {other} is not supported"
-                            )))
-                        }
-                    }
+                    self.answer_authentication(body, &user, &password, &mut scram)
+                        .await?
                 }
                 b'E' => return Err(server_error(&body)),
                 b'Z' => return Ok(()),
                 _ => {}
             }
         }
+    }
+
+    /// Answers one authentication request (`R`): cleartext, MD5, or a step of SCRAM-SHA-256
+    /// (`scram` holds the exchange between steps); `0` says it is done.
+    async fn answer_authentication(
+        &mut self,
+        mut body: Bytes,
+        user: &str,
+        password: &[u8],
+        scram: &mut Option<ScramSha256>,
+    ) -> Result<(), ReplicationError> {
+        if body.len() < 4 {
+            return Err(protocol("short authentication request"));
+        }
+        match body.get_i32() {
+            0 => {}
+            3 => {
+                self.send(|b| frontend::password_message(password, b))
+                    .await?
+            }
+            5 => {
+                if body.len() < 4 {
+                    return Err(protocol("short MD5 salt"));
+                }
+                let salt = [body[0], body[1], body[2], body[3]];
+                let hash =
+                    postgres_protocol::authentication::md5_hash(user.as_bytes(), password, salt);
+                self.send(|b| frontend::password_message(hash.as_bytes(), b))
+                    .await?;
+            }
+            10 => {
+                let offered = c_strings(&body);
+                if !offered.iter().any(|m| m == SCRAM_SHA_256) {
+                    return Err(protocol(format!(
+                        "the server offers {offered:?}, not {SCRAM_SHA_256}"
+                    )));
+                }
+                // No channel binding: the mechanism without -PLUS, flag "n".
+                let s = ScramSha256::new(password, ChannelBinding::unsupported());
+                let first = s.message().to_vec();
+                *scram = Some(s);
+                self.send(|b| frontend::sasl_initial_response(SCRAM_SHA_256, &first, b))
+                    .await?;
+            }
+            11 => {
+                let s = scram.as_mut().ok_or_else(|| protocol("SASL out of turn"))?;
+                s.update(&body)?;
+                let next = s.message().to_vec();
+                self.send(|b| frontend::sasl_response(&next, b)).await?;
+            }
+            12 => {
+                let s = scram.as_mut().ok_or_else(|| protocol("SASL out of turn"))?;
+                s.finish(&body)?;
+            }
+            other => {
+                return Err(protocol(format!(
+                    "authentication method {other} is not supported"
+                )))
+            }
+        }
+        Ok(())
     }
 
     /// The next message of the stream; cancel-safe.

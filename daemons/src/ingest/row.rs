@@ -250,82 +250,29 @@ fn changed_columns(c: &ChangedRow) -> Vec<(&'static str, Option<String>, Option<
 /// How an update or delete reads in its dead letter; `None` for an update that left every
 /// order column as it was (the whole old row says so): no order differs from the table.
 pub fn describe_change(c: &ChangedRow) -> Option<DescribedChange> {
-    use serde_json::{json, Map, Value};
-    let old = c.old.as_ref();
-    let old_id = old
-        .and_then(|o| lookup(&o.columns, "order_id"))
-        .cloned()
-        .flatten();
-    let order_id = old_id
-        .or_else(|| lookup(&c.new, "order_id").cloned().flatten())
-        .unwrap_or_default();
-    let whole = old.is_some_and(|o| !o.key_only);
+    use serde_json::{json, Value};
+    let order_id = changed_order_id(c);
+    let whole = c.old.as_ref().is_some_and(|o| !o.key_only);
     let changed = changed_columns(c);
     if c.kind == RowKind::Update && whole && changed.is_empty() {
         return None;
     }
-    let text =
-        |v: &Option<String>, max| v.as_ref().map_or(Value::Null, |v| Value::from(cut(v, max)));
-    let printed = |v: &Option<String>| {
-        v.as_deref()
-            .map_or_else(|| "null".to_owned(), |v| cut(v, 64).into_owned())
+    let (change, row, summary) = if c.kind == RowKind::Delete {
+        let row = c.old.as_ref().map(|o| row_json(c, &o.columns));
+        (
+            "delete",
+            row.unwrap_or_default(),
+            delete_summary(c, &order_id),
+        )
+    } else {
+        let summary = update_summary(c, &order_id, &changed, whole);
+        ("update", row_json(c, &c.new), summary)
     };
-    let row_of = |columns: &[(String, Option<String>)]| -> Map<String, Value> {
-        COLUMNS
-            .iter()
-            .filter_map(|name| {
-                let value = lookup(columns, name)?;
-                let hidden = old.is_some_and(|o| o.key_only) && c.kind == RowKind::Delete;
-                (!hidden || value.is_some())
-                    .then(|| ((*name).to_owned(), text(value, DEAD_LETTER_VALUE_BYTES)))
-            })
-            .collect()
-    };
-    let old_row = match old {
+    let old_row = match &c.old {
         None => "none",
         Some(o) if o.key_only => "key",
         Some(_) => "whole",
     };
-    let kept = "not published: the orders topic and the store keep the order as inserted \
-                (docs/ingest.md)";
-    let (change, row, summary) = if c.kind == RowKind::Delete {
-        let row = old.map(|o| row_of(&o.columns)).unwrap_or_default();
-        let summary = format!(
-            "order {} deleted from {}; {kept}",
-            printed(&Some(order_id.clone())),
-            c.table
-        );
-        ("delete", row, summary)
-    } else {
-        let mut said: Vec<String> = changed
-            .iter()
-            .map(|(name, before, after)| format!("{name} {} → {}", printed(before), printed(after)))
-            .collect();
-        if !whole {
-            said.push(
-                "its other old values are not in the log (the table's replica identity is its \
-                 key; REPLICA IDENTITY FULL adds them)"
-                    .into(),
-            );
-        }
-        let summary = format!(
-            "order {} updated in {}: {}; {kept}",
-            printed(&Some(order_id.clone())),
-            c.table,
-            said.join(", ")
-        );
-        ("update", row_of(&c.new), summary)
-    };
-    let changed: Map<String, Value> = changed
-        .iter()
-        .map(|(name, before, after)| {
-            let max = DEAD_LETTER_VALUE_BYTES;
-            (
-                (*name).to_owned(),
-                json!({"old": text(before, max), "new": text(after, max)}),
-            )
-        })
-        .collect();
     let mut value = json!({
         "change": change,
         "order_id": cut(&order_id, DEAD_LETTER_VALUE_BYTES),
@@ -333,7 +280,7 @@ pub fn describe_change(c: &ChangedRow) -> Option<DescribedChange> {
         "row": row,
     });
     if c.kind == RowKind::Update {
-        value["changed"] = Value::Object(changed);
+        value["changed"] = changed_json(&changed);
     }
     if !c.unchanged.is_empty() {
         let names: Vec<Value> = c
@@ -349,6 +296,112 @@ pub fn describe_change(c: &ChangedRow) -> Option<DescribedChange> {
         summary,
         value: serde_json::to_vec(&value).unwrap_or_default(),
     })
+}
+
+/// The changed row's order id: the old row's when the log has it, else the new row's.
+fn changed_order_id(c: &ChangedRow) -> String {
+    let old_id = c
+        .old
+        .as_ref()
+        .and_then(|o| lookup(&o.columns, "order_id"))
+        .cloned()
+        .flatten();
+    old_id
+        .or_else(|| lookup(&c.new, "order_id").cloned().flatten())
+        .unwrap_or_default()
+}
+
+/// What a change did not publish, as each summary ends.
+const KEPT: &str = "not published: the orders topic and the store keep the order as \
+                    inserted (docs/ingest.md)";
+
+/// The summary of a delete.
+fn delete_summary(c: &ChangedRow, order_id: &str) -> String {
+    format!(
+        "order {} deleted from {}; {KEPT}",
+        printed(Some(order_id)),
+        c.table
+    )
+}
+
+/// The summary of an update: each changed column, old → new.
+fn update_summary(
+    c: &ChangedRow,
+    order_id: &str,
+    changed: &[(&str, Option<String>, Option<String>)],
+    whole: bool,
+) -> String {
+    let mut said: Vec<String> = changed
+        .iter()
+        .map(|(name, before, after)| {
+            format!(
+                "{name} {} → {}",
+                printed(before.as_deref()),
+                printed(after.as_deref())
+            )
+        })
+        .collect();
+    if !whole {
+        said.push(
+            "its other old values are not in the log (the table's replica identity is its \
+             key; REPLICA IDENTITY FULL adds them)"
+                .into(),
+        );
+    }
+    format!(
+        "order {} updated in {}: {}; {KEPT}",
+        printed(Some(order_id)),
+        c.table,
+        said.join(", ")
+    )
+}
+
+/// A value in a dead letter: cut to `max` bytes; JSON null for SQL NULL.
+fn text_json(v: &Option<String>, max: usize) -> serde_json::Value {
+    v.as_ref().map_or(serde_json::Value::Null, |v| {
+        serde_json::Value::from(cut(v, max))
+    })
+}
+
+/// A value in a summary: cut to 64 bytes; `null` for SQL NULL.
+fn printed(v: Option<&str>) -> String {
+    v.map_or_else(|| "null".to_owned(), |v| cut(v, 64).into_owned())
+}
+
+/// The order columns of `columns` as a dead letter shows them; a delete with only the
+/// key of its old row leaves out the columns the log does not hold.
+fn row_json(
+    c: &ChangedRow,
+    columns: &[(String, Option<String>)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let hidden = c.old.as_ref().is_some_and(|o| o.key_only) && c.kind == RowKind::Delete;
+    COLUMNS
+        .iter()
+        .filter_map(|name| {
+            let value = lookup(columns, name)?;
+            (!hidden || value.is_some()).then(|| {
+                (
+                    (*name).to_owned(),
+                    text_json(value, DEAD_LETTER_VALUE_BYTES),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The columns an update changed, each with its old and new value.
+fn changed_json(changed: &[(&str, Option<String>, Option<String>)]) -> serde_json::Value {
+    let max = DEAD_LETTER_VALUE_BYTES;
+    let changed: serde_json::Map<String, serde_json::Value> = changed
+        .iter()
+        .map(|(name, before, after)| {
+            (
+                (*name).to_owned(),
+                serde_json::json!({"old": text_json(before, max), "new": text_json(after, max)}),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(changed)
 }
 
 #[cfg(test)]
