@@ -9,11 +9,12 @@ mod raw;
 use anyhow::{bail, Context};
 use baseline::Baseline;
 use clap::Args;
+use orders_core::cpu_time::process_cpu_seconds;
 use orders_core::domain::Timestamp;
 use orders_core::generator::OrderGenerator;
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::Pace;
-use phase::{busy, cpu_seconds, push_orders, round3, PhaseFigures};
+use phase::{busy, push_orders, round3, PhaseFigures};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -82,14 +83,14 @@ async fn raw_phase(pipeline: &LocalPipeline, orders: u64) -> anyhow::Result<(Raw
         .collect();
     let payload_bytes = payloads.iter().map(Vec::len).sum::<usize>() / payloads.len();
     let kafka = pipeline.kafka();
-    let cpu_before = cpu_seconds();
+    let cpu_before = process_cpu_seconds();
     let seconds =
         tokio::task::spawn_blocking(move || raw::produce_consume(&kafka, &payloads, WARM_UP))
             .await??;
     let figures = RawFigures {
         messages: orders,
         seconds,
-        cpu_seconds: cpu_seconds() - cpu_before,
+        cpu_seconds: process_cpu_seconds() - cpu_before,
     };
     Ok((figures, payload_bytes))
 }
