@@ -3,13 +3,13 @@
 //!
 //! The yardstick is the median of [`ROUNDS`] rounds of [`ROUND_MESSAGES`] messages each,
 //! whatever `--orders` is. One pass over `--orders` messages was noise in a short run: CI's
-//! `--orders 100000` moved 100,000 messages in 0.16 s, where a librdkafka batch boundary, a
-//! fetch wait or the scheduler's choice on two cores swings the rate by half, and the ratio
-//! to end to end read as a regression. A fixed size keeps each round's length independent
-//! of the run's, and the median of five ignores the two rounds farthest out on either side;
-//! the best round would instead pick the luckiest moment, so that a busy machine, which
-//! slows end to end too, would make the ratio read low. Five rounds of 200,000 cost about
-//! 1–2 s at today's ≈ 1M msgs/s.
+//! `--orders 100000` moved its 100,000 messages in 0.12–0.45 s, and read 223k to 803k msgs/s
+//! from one run to the next on the shared 2-core machine (a batch boundary, a fetch wait, the
+//! scheduler), so the ratio to end to end read as a regression. A fixed size keeps each
+//! round's length apart from the run's, and the median of five ignores the two fastest and
+//! the two slowest rounds; the best round would instead pick the luckiest moment, so that a
+//! busy machine, which slows end to end too, would make the ratio read low. Five rounds of
+//! 200,000 cost 1.3–2 s at the 0.5–0.75M msgs/s measured there.
 
 use anyhow::bail;
 use orders_core::cpu_time::process_cpu_seconds;
