@@ -8,6 +8,7 @@
 //! after a few warm-up transactions. The wall time includes the commit's fsync; CPU time is
 //! what the store costs the analytics daemon's cores.
 
+use orders_core::cpu_time::process_cpu_seconds;
 use orders_core::domain::{Payment, PaymentStatus, Timestamp};
 use orders_core::fraud::FraudRules;
 use orders_core::generator::OrderGenerator;
@@ -58,25 +59,6 @@ fn transaction(n: u64, generator: &OrderGenerator, rules: &FraudRules) -> StoreB
     batch
 }
 
-/// CPU time of this process so far (all threads), in seconds, from /proc (clock ticks).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name (which may hold spaces, inside parentheses).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
@@ -91,10 +73,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let batch = Arc::new(transaction(n, &generator, &rules));
         alerts += batch.alerts.len();
         let start = Instant::now();
-        let cpu_start = cpu_seconds();
+        let cpu_start = process_cpu_seconds();
         let outcome = store.apply(batch).await?;
         let seconds = start.elapsed().as_secs_f64();
-        let cpu_used = cpu_seconds() - cpu_start;
+        let cpu_used = process_cpu_seconds() - cpu_start;
         assert_eq!(outcome.new_orders as u64, ORDERS_PER_TRANSACTION);
         if n >= WARM_UP {
             per_order.push(seconds * 1e6 / ORDERS_PER_TRANSACTION as f64);

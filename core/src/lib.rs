@@ -6,6 +6,7 @@ pub mod audit;
 pub mod canary;
 pub mod client_log;
 pub mod config;
+pub mod cpu_time;
 pub mod dead_letters;
 pub mod domain;
 pub mod fraud;

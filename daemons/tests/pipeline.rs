@@ -402,10 +402,7 @@ async fn analytics_waits_for_an_unreachable_couchbase_without_committing() {
     })
     .await;
     let kafka = pipeline.bootstrap_servers().to_owned();
-    let couchbase = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let couchbase = free_port();
     let mut analytics = Daemon(Some(
         Command::new(env!("CARGO_BIN_EXE_ordersd"))
             // Each daemon its own ops port: several run at once.
@@ -555,14 +552,7 @@ async fn an_order_id_arriving_with_other_content_is_dead_lettered_as_a_conflict(
     );
 
     // The audit sees the id given twice, and the dead letter.
-    let report = orders_core::audit::audit(
-        &pipeline.kafka(),
-        pipeline.store.as_ref(),
-        &FraudRules::default(),
-        &orders_core::audit::AuditOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = audit_report(&pipeline).await;
     assert!(!report.is_clean());
     assert_eq!(
         report

@@ -437,6 +437,11 @@ fn bench_prints_one_consistent_json_report() {
         "20",
         "--timeout-seconds",
         "120",
+        // The yardstick's size, apart from --orders.
+        "--raw-messages",
+        "5000",
+        "--raw-rounds",
+        "3",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -459,7 +464,25 @@ fn bench_prints_one_consistent_json_report() {
 
     let rate = e2e["orders_per_sec"].as_f64().unwrap();
     let raw = report["raw"]["msgs_per_sec"].as_f64().unwrap();
-    assert_eq!(report["raw"]["messages"], orders);
+    // The raw yardstick: rounds of a fixed size, whatever --orders is; its rate the median.
+    assert_eq!(report["raw"]["messages"], 5000);
+    assert_eq!(report["raw"]["rounds"], 3);
+    let mut rounds: Vec<f64> = report["raw"]["msgs_per_sec_by_round"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    assert_eq!(rounds.len(), 3);
+    assert!(
+        (rounds[1] - raw).abs() <= 1.0,
+        "{raw} is not the median of {rounds:?}"
+    );
+    // Its CPU is measured over the same window as its seconds (with the client setup and
+    // the warm-up counted in, a short raw phase read "cores busy 109%").
+    let busy = report["raw"]["cores_busy"].as_f64().unwrap();
+    assert!(busy > 0.0 && busy <= 1.05, "raw cores busy {busy}");
     assert!(rate > 0.0 && raw > 0.0);
     let ratio = report["ratio_end_to_end_to_raw"].as_f64().unwrap();
     assert!(

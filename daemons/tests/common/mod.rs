@@ -1,8 +1,12 @@
-//! What the pipeline tests share: a seeded pipeline to start, waits, the exact check of
-//! the store against the generator, `ordersd` processes to start, stop and kill, and the
-//! groups' committed offsets.
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+//! What the daemons' test binaries share: a seeded pipeline to start, waits, the exact check
+//! of the store against the generator, the audit, `ordersd` processes to start, stop and
+//! kill, free ports, and the groups' committed offsets and the records on a topic.
+#![allow(clippy::unwrap_used)]
+// tests: a failed unwrap is a failed test
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
 
+use orders_core::audit::{AuditOptions, AuditReport};
 use orders_core::domain::{Order, Timestamp};
 use orders_core::fraud::FraudRules;
 use orders_core::generator::OrderGenerator;
@@ -184,6 +188,33 @@ pub async fn committed_and_records(kafka: &KafkaSettings, group: &str, topic: &s
     })
     .await
     .unwrap()
+}
+
+/// The records on `topic` (high watermarks, summed).
+pub async fn records_on(kafka: &KafkaSettings, topic: &str) -> i64 {
+    committed_and_records(kafka, ANALYTICS_GROUP, topic).await.1
+}
+
+/// `ordersctl audit`'s reconciliation of the topics with the store, default rules and
+/// options.
+pub async fn audit_report(pipeline: &LocalPipeline) -> AuditReport {
+    orders_core::audit::audit(
+        &pipeline.kafka(),
+        pipeline.store.as_ref(),
+        &FraudRules::default(),
+        &AuditOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A port free on loopback now (whoever needs it binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A pipeline producing `n` orders at `rate` (0: as fast as it can), with `options` adjusted

@@ -2,6 +2,7 @@
 //! `wal_level = logical`, a free port on 127.0.0.1, password authentication, run as an
 //! unprivileged user (PostgreSQL refuses to run as root), stopped when dropped.
 
+use super::common::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -46,14 +47,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl PgCluster {

@@ -10,14 +10,7 @@ use std::sync::atomic::Ordering;
 /// Everything produced is consumed, stored once, and committed, and `ordersctl audit`'s
 /// reconciliation of the topics with the store finds nothing to report.
 async fn assert_whole(pipeline: &LocalPipeline, n: u64) {
-    let report = orders_core::audit::audit(
-        &pipeline.kafka(),
-        pipeline.store.as_ref(),
-        &FraudRules::default(),
-        &orders_core::audit::AuditOptions::default(),
-    )
-    .await
-    .unwrap();
+    let report = audit_report(pipeline).await;
     assert!(
         report.is_clean(),
         "audit: {}",
@@ -26,7 +19,7 @@ async fn assert_whole(pipeline: &LocalPipeline, n: u64) {
     assert_eq!(report.orders.stored, n, "{}", report.summary());
     assert_exact(pipeline.store.as_ref(), n).await;
     assert_eq!(total_lag(&pipeline.kafka()).await, 0, "lag after the stop");
-    let (_, on_topic) = committed_and_records(&pipeline.kafka(), ANALYTICS_GROUP, "orders").await;
+    let on_topic = records_on(&pipeline.kafka(), "orders").await;
     assert_eq!(on_topic, n as i64, "each order published once");
 }
 

@@ -13,7 +13,7 @@ use orders_core::domain::Timestamp;
 use orders_core::generator::OrderGenerator;
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::Pace;
-use phase::{busy, cpu_seconds, push_orders, round3, PhaseFigures};
+use phase::{busy, push_orders, round3, PhaseFigures};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -41,6 +41,12 @@ pub struct BenchArgs {
     /// How far the producer may run ahead of the slowest group.
     #[arg(long, default_value_t = 50_000)]
     pub flow_window: u64,
+    /// Messages in each round of the raw yardstick, whatever --orders is.
+    #[arg(long, default_value_t = raw::ROUND_MESSAGES)]
+    pub raw_messages: u64,
+    /// Rounds of the raw yardstick; its rate is their median.
+    #[arg(long, default_value_t = raw::ROUNDS)]
+    pub raw_rounds: usize,
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_seconds: u64,
@@ -49,47 +55,72 @@ pub struct BenchArgs {
     pub baseline: Option<PathBuf>,
 }
 
-/// The raw phase's figures.
+/// The raw phase's figures: every round, and the median round by rate (the yardstick).
 struct RawFigures {
-    messages: u64,
-    seconds: f64,
-    cpu_seconds: f64,
+    messages_per_round: u64,
+    rounds: Vec<raw::Round>,
 }
 
 impl RawFigures {
-    fn rate(&self) -> f64 {
-        self.messages as f64 / self.seconds
+    /// The median round by rate (of an even count, the faster of the middle two).
+    fn median(&self) -> raw::Round {
+        let mut by_seconds = self.rounds.clone();
+        by_seconds.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        by_seconds[(by_seconds.len() - 1) / 2]
     }
 
+    fn rate_of(&self, round: &raw::Round) -> f64 {
+        self.messages_per_round as f64 / round.seconds
+    }
+
+    /// The yardstick: the median round's rate.
+    fn rate(&self) -> f64 {
+        self.rate_of(&self.median())
+    }
+
+    /// Every round's rate, in the order they ran.
+    fn rates(&self) -> Vec<f64> {
+        self.rounds.iter().map(|r| self.rate_of(r)).collect()
+    }
+
+    /// The median round's figures, and every round's rate.
     fn to_json(&self) -> Value {
+        let median = self.median();
+        let by_round: Vec<f64> = self.rates().into_iter().map(f64::round).collect();
         json!({
-            "messages": self.messages,
-            "seconds": self.seconds,
+            "messages": self.messages_per_round,
+            "rounds": self.rounds.len(),
+            "seconds": median.seconds,
             "msgs_per_sec": self.rate().round(),
-            "cpu_seconds": round3(self.cpu_seconds),
-            "cpu_us_per_msg": round3(self.cpu_seconds * 1e6 / self.messages as f64),
-            "cores_busy": round3(busy(self.cpu_seconds, self.seconds)),
+            "msgs_per_sec_by_round": by_round,
+            "cpu_seconds": round3(median.cpu_seconds),
+            "cpu_us_per_msg": round3(median.cpu_seconds * 1e6 / self.messages_per_round as f64),
+            "cores_busy": round3(busy(median.cpu_seconds, median.seconds)),
         })
     }
 }
 
-/// 1. Raw librdkafka on the same broker, same client settings, same payloads.
-async fn raw_phase(pipeline: &LocalPipeline, orders: u64) -> anyhow::Result<(RawFigures, usize)> {
+/// 1. Raw librdkafka on the same broker, same client settings, same payloads: the yardstick,
+///    over a fixed number of messages whatever `--orders` is (see [`raw`]).
+async fn raw_phase(
+    pipeline: &LocalPipeline,
+    args: &BenchArgs,
+) -> anyhow::Result<(RawFigures, usize)> {
     let generator = OrderGenerator::new(7);
     let now = Timestamp::now();
-    let payloads: Vec<Vec<u8>> = (1..=orders)
+    let payloads: Vec<Vec<u8>> = (1..=args.raw_messages)
         .map(|id| generator.order(id, now).to_json())
         .collect();
     let payload_bytes = payloads.iter().map(Vec::len).sum::<usize>() / payloads.len();
     let kafka = pipeline.kafka();
-    let cpu_before = cpu_seconds();
-    let seconds =
-        tokio::task::spawn_blocking(move || raw::produce_consume(&kafka, &payloads, WARM_UP))
-            .await??;
+    let rounds = args.raw_rounds;
+    let measured = tokio::task::spawn_blocking(move || {
+        raw::produce_consume(&kafka, &payloads, WARM_UP, rounds)
+    })
+    .await??;
     let figures = RawFigures {
-        messages: orders,
-        seconds,
-        cpu_seconds: cpu_seconds() - cpu_before,
+        messages_per_round: args.raw_messages,
+        rounds: measured,
     };
     Ok((figures, payload_bytes))
 }
@@ -109,6 +140,8 @@ fn settings_json(args: &BenchArgs, payload_bytes: usize) -> Value {
         "latency_rate": args.latency_rate,
         "latency_seconds": args.latency_seconds,
         "warm_up_orders": WARM_UP,
+        "raw_messages_per_round": args.raw_messages,
+        "raw_rounds": args.raw_rounds,
         "cores": phase::cores(),
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
     })
@@ -123,12 +156,21 @@ fn render_phases(raw: &RawFigures, e2e: &PhaseFigures, latency: &PhaseFigures) -
         )
     };
     let mut out = String::from("bench phases:\n");
+    let median = raw.median();
     out.push_str(&row(
         "raw",
         raw.rate(),
         "msgs/s",
-        raw.seconds,
-        raw.cpu_seconds,
+        median.seconds,
+        median.cpu_seconds,
+    ));
+    let rates: Vec<String> = raw.rates().iter().map(|r| format!("{r:.0}")).collect();
+    out.push_str(&format!(
+        "  {:<12} the median of {} rounds of {} messages: {} msgs/s\n",
+        "",
+        raw.rounds.len(),
+        raw.messages_per_round,
+        rates.join(", ")
     ));
     out.push_str(&row(
         "end to end",
@@ -153,6 +195,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.orders == 0 || !args.latency_rate.is_finite() || args.latency_rate <= 0.0 {
         bail!("--orders and --latency-rate must be positive");
     }
+    if args.raw_messages == 0 || args.raw_rounds == 0 {
+        bail!("--raw-messages and --raw-rounds must be positive");
+    }
     crate::init_logging("warn");
     let (baseline_source, baseline) = Baseline::load(args.baseline.as_deref())?;
     let dir = tempfile::tempdir().context("creating a temporary store directory")?;
@@ -165,7 +210,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut pipeline = LocalPipeline::start(options.clone()).await?;
     let timeout = Duration::from_secs(args.timeout_seconds);
 
-    let (raw, payload_bytes) = raw_phase(&pipeline, args.orders).await?;
+    let (raw, payload_bytes) = raw_phase(&pipeline, &args).await?;
     let e2e = end_to_end_phase(&mut pipeline, &mut options, args.orders, timeout).await?;
     // The raw rate moves each record through one produce and one consume (two ops).
     let ratio_per_op = e2e.figures.rate() * e2e.ops_per_order / (2.0 * raw.rate());

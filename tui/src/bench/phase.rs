@@ -4,6 +4,7 @@
 //! chunks and the store's transactions took, and how busy the CPUs were.
 
 use anyhow::bail;
+use orders_core::cpu_time::process_cpu_seconds;
 use orders_core::progress::{GroupCounters, HistogramSnapshot, Progress};
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::{Pace, ProducerConfig};
@@ -11,12 +12,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// CPU time this process has used, all threads, in seconds.
-pub fn cpu_seconds() -> f64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-}
 
 /// The cores this process may use.
 pub fn cores() -> usize {
@@ -195,7 +190,7 @@ pub async fn push_orders(
         // Benchmarks measure orders alone.
         canary_interval: None,
     });
-    let cpu_before = cpu_seconds();
+    let cpu_before = process_cpu_seconds();
     let clock = Instant::now();
     let mut stages = Stages::default();
     pipeline.spawn_with(Role::Producer, options, CancellationToken::new());
@@ -209,7 +204,7 @@ pub async fn push_orders(
         progress.changed(Duration::from_millis(5)).await;
     }
     let seconds = clock.elapsed().as_secs_f64();
-    let cpu_seconds = cpu_seconds() - cpu_before;
+    let cpu_seconds = process_cpu_seconds() - cpu_before;
     // The producer task has ended; collect it.
     let _ = pipeline.next_finished().await;
     let chunks: serde_json::Map<String, Value> = groups(&progress)
