@@ -13,7 +13,7 @@
 # RssFile from /proc/PID/status of each process, until the store holds every order and
 # every payment; it then prints one JSON line per process:
 #   {"daemon", "peak_rss_mb", "peak_anon_mb", "rss_end_mb", "anon_end_mb", "file_end_mb",
-#    "rss_before_load_mb"}
+#    "rss_before_load_mb", "cpu_s"}
 # peak_rss_mb is the kernel's peak (the producer's from GNU time's maxrss when it exits
 # between two samples); peak_anon_mb the highest sampled RssAnon (the heap, stacks and
 # librdkafka's buffers); file_end_mb the file-backed part, almost all the binary's own code:
@@ -21,11 +21,14 @@
 # counted in RSS (the target is on RSS). The broker is listed too, for reference: it is
 # not a production daemon. Then a summary line. Exits 1 when a daemon's peak RSS exceeds
 # LIMIT_MB, or when the store does not hold every order and payment in TIMEOUT s.
+# cpu_s is the process's CPU time (user + system) since its start, read with the last
+# sample (the producer's from GNU time when it has exited): what a memory setting costs
+# shows there.
 #
 # Environment: ORDERS (200000), RATE (0), SAMPLE (0.1), LIMIT_MB (30), TIMEOUT (600),
 # BIN_DIR (prebuilt ordersctl, ordersd and examples/embedded_broker, as in a cargo release
 # directory; unset: `cargo build --release`), KEEP (keep the temporary directory with the
-# logs), MIMALLOC_ALLOW_THP (0, as the image sets it).
+# logs), MIMALLOC_ALLOW_THP (0) and MIMALLOC_PURGE_DELAY (10), as the image sets them.
 set -euo pipefail
 
 ORDERS=${ORDERS:-200000}
@@ -64,8 +67,10 @@ if [ -z "$KAFKA" ]; then
     KEEP=1
     exit 1
 fi
-# As the image runs them (ops/Dockerfile): no transparent huge pages for mimalloc.
-export KAFKA_BOOTSTRAP_SERVERS=$KAFKA RUST_LOG=${RUST_LOG:-info} MIMALLOC_ALLOW_THP=${MIMALLOC_ALLOW_THP:-0}
+# As the image runs them (ops/Dockerfile): no transparent huge pages for mimalloc, and
+# freed pages returned after 10 ms.
+export KAFKA_BOOTSTRAP_SERVERS=$KAFKA RUST_LOG=${RUST_LOG:-info} \
+    MIMALLOC_ALLOW_THP=${MIMALLOC_ALLOW_THP:-0} MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY:-10}
 
 # Starts `ordersd ROLE ARGS...` with its own ops port; its pid goes into daemon_pid[ROLE].
 declare -A daemon_pid
@@ -95,7 +100,8 @@ API=$(sed -n 's/.*api listening.*addr=\([0-9.:]*\).*/http:\/\/\1/p' "$DIR/api.lo
 await_log fraud "partitions assigned"
 await_log payment "partitions assigned"
 
-declare -A peak_kb end_kb idle_kb anon_kb file_kb peak_anon_kb
+declare -A peak_kb end_kb idle_kb anon_kb file_kb peak_anon_kb cpu_ticks
+TICKS=$(getconf CLK_TCK)
 roles=(fraud payment analytics api)
 daemon_pid[embedded-broker]=$broker_pid
 # Reads VmHWM, VmRSS, RssAnon and RssFile of every process still running.
@@ -107,6 +113,9 @@ sample() {
             /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { print h, r, a, f }' \
             "/proc/${daemon_pid[$name]}/status" 2>/dev/null || true) || true
         [ -n "$hwm" ] || continue
+        # utime and stime, fields 14 and 15 (the name in field 2 has no spaces).
+        cpu_ticks[$name]=$(awk '{ print $14 + $15 }' "/proc/${daemon_pid[$name]}/stat" 2>/dev/null ||
+            echo "${cpu_ticks[$name]:-0}")
         peak_kb[$name]=$hwm
         end_kb[$name]=$rss
         anon_kb[$name]=$anon
@@ -130,7 +139,7 @@ for name in "${roles[@]}" embedded-broker; do idle_kb[$name]=${end_kb[$name]:-0}
 # The producer exits once its orders are delivered, maybe between two samples: GNU time,
 # when there is one, reports its peak (the kernel's maxrss) after it exits.
 if [ -x /usr/bin/time ]; then
-    /usr/bin/time -f %M -o "$DIR/producer.maxrss" "$BIN/ordersd" --ops-addr 127.0.0.1:0 \
+    /usr/bin/time -f "%M %U %S" -o "$DIR/producer.maxrss" "$BIN/ordersd" --ops-addr 127.0.0.1:0 \
         --data-dir "$DIR/producer" producer --rate "$RATE" --orders "$ORDERS" \
         >/dev/null 2>"$DIR/producer.log" &
     pids+=($!)
@@ -167,18 +176,20 @@ while :; do
     sleep "$SAMPLE"
 done
 sample
-if [ -s "$DIR/producer.maxrss" ] && [ "$(cat "$DIR/producer.maxrss")" -gt "${peak_kb[producer]:-0}" ]; then
-    peak_kb[producer]=$(cat "$DIR/producer.maxrss")
+if [ -s "$DIR/producer.maxrss" ]; then
+    read -r maxrss user system <"$DIR/producer.maxrss"
+    [ "$maxrss" -gt "${peak_kb[producer]:-0}" ] && peak_kb[producer]=$maxrss
+    cpu_ticks[producer]=$(awk -v u="$user" -v s="$system" -v t="$TICKS" 'BEGIN { printf "%d", (u + s) * t }')
 fi
 seconds=$(awk -v n="$(date +%s.%N)" -v s="$started" 'BEGIN { printf "%.1f", n - s }')
 
 mb() { awk -v k="$1" 'BEGIN { print k / 1024 }'; }
 over=()
 for name in "${roles[@]}" embedded-broker; do
-    printf '{"daemon": "%s", "peak_rss_mb": %.1f, "peak_anon_mb": %.1f, "rss_end_mb": %.1f, "anon_end_mb": %.1f, "file_end_mb": %.1f, "rss_before_load_mb": %.1f}\n' \
+    printf '{"daemon": "%s", "peak_rss_mb": %.1f, "peak_anon_mb": %.1f, "rss_end_mb": %.1f, "anon_end_mb": %.1f, "file_end_mb": %.1f, "rss_before_load_mb": %.1f, "cpu_s": %.2f}\n' \
         "$name" "$(mb "${peak_kb[$name]:-0}")" "$(mb "${peak_anon_kb[$name]:-0}")" \
         "$(mb "${end_kb[$name]:-0}")" "$(mb "${anon_kb[$name]:-0}")" "$(mb "${file_kb[$name]:-0}")" \
-        "$(mb "${idle_kb[$name]}")"
+        "$(mb "${idle_kb[$name]}")" "$(awk -v c="${cpu_ticks[$name]:-0}" -v t="$TICKS" 'BEGIN { print c / t }')"
     if [ "$name" != embedded-broker ] && [ "${peak_kb[$name]:-0}" -gt $((LIMIT_MB * 1024)) ]; then
         over+=("\"$name\"")
     fi
