@@ -272,8 +272,8 @@ pub struct Progress {
     pub liveness: Arc<Liveness>,
     /// Why the store writer's writes are failing right now; `None` while they succeed.
     store_failing: Mutex<Option<String>>,
-    /// created_at → durable in the store, in microseconds.
-    latency_us: Mutex<Option<Histogram<u64>>>,
+    /// created_at → durable in the store, and its first leg, in microseconds.
+    latency_us: Mutex<Option<LatencyHistograms>>,
     changed: Notify,
 }
 
@@ -296,20 +296,59 @@ impl Default for Progress {
             payments_in_flight: AtomicI64::new(0),
             liveness: Arc::new(Liveness::default()),
             store_failing: Mutex::new(None),
-            // 1 µs .. 1 hour at 3 significant digits; the bounds are valid constants.
-            latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()),
+            latency_us: Mutex::new(LatencyHistograms::new()),
             changed: Notify::new(),
         }
     }
 }
 
-/// Percentiles of the created→stored latency.
+/// Percentiles of a latency.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct LatencySummary {
     pub count: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+impl LatencySummary {
+    fn of(h: &Histogram<u64>) -> LatencySummary {
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            count: h.len(),
+            p50_ms: h.value_at_quantile(0.50) as f64 / 1000.0,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+            max_ms: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// One stored order's latency: created → received by the analytics daemon (the producer,
+/// the broker and the consumer's fetch), and created → durable in the store (that, plus the
+/// wait for and the time of the store transaction).
+#[derive(Debug, Clone, Copy)]
+pub struct OrderLatency {
+    pub received_us: i64,
+    pub stored_us: i64,
+}
+
+#[derive(Debug)]
+struct LatencyHistograms {
+    received: Histogram<u64>,
+    stored: Histogram<u64>,
+}
+
+impl LatencyHistograms {
+    fn new() -> Option<Self> {
+        // 1 µs .. 1 hour at 3 significant digits; the bounds are valid constants.
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3).ok();
+        Some(LatencyHistograms {
+            received: histogram()?,
+            stored: histogram()?,
+        })
+    }
 }
 
 impl Progress {
@@ -353,11 +392,12 @@ impl Progress {
         let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
     }
 
-    pub fn record_latency(&self, micros: impl IntoIterator<Item = i64>) {
+    pub fn record_latency(&self, orders: impl IntoIterator<Item = OrderLatency>) {
         if let Ok(mut guard) = self.latency_us.lock() {
             let Some(h) = guard.as_mut() else { return };
-            for us in micros {
-                let _ = h.record(us.max(1) as u64);
+            for o in orders {
+                let _ = h.received.record(o.received_us.max(1) as u64);
+                let _ = h.stored.record(o.stored_us.max(1) as u64);
             }
         }
     }
@@ -365,21 +405,28 @@ impl Progress {
     pub fn reset_latency(&self) {
         if let Ok(mut guard) = self.latency_us.lock() {
             if let Some(h) = guard.as_mut() {
-                h.reset();
+                h.received.reset();
+                h.stored.reset();
             }
         }
     }
 
+    /// Created → durable in the store.
     pub fn latency(&self) -> LatencySummary {
+        self.latency_of(|h| &h.stored)
+    }
+
+    /// Created → received by the analytics daemon, of the same orders as [`Self::latency`]:
+    /// the rest of theirs is the store writer's.
+    pub fn received_latency(&self) -> LatencySummary {
+        self.latency_of(|h| &h.received)
+    }
+
+    fn latency_of(&self, leg: impl Fn(&LatencyHistograms) -> &Histogram<u64>) -> LatencySummary {
         let guard = self.latency_us.lock();
         match guard.as_deref().ok().and_then(Option::as_ref) {
-            Some(h) if !h.is_empty() => LatencySummary {
-                count: h.len(),
-                p50_ms: h.value_at_quantile(0.50) as f64 / 1000.0,
-                p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
-                max_ms: h.max() as f64 / 1000.0,
-            },
-            _ => LatencySummary::default(),
+            Some(h) => LatencySummary::of(leg(h)),
+            None => LatencySummary::default(),
         }
     }
 }

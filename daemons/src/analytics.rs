@@ -13,7 +13,7 @@ use crate::confirmed_producer::{ConfirmedProducer, OutRecord, ProduceError};
 use crate::consumer_loop::{
     dead_letter, run_consumer, ChunkError, ChunkOutcome, ChunkProcessor, ConsumerOptions, Record,
 };
-use crate::progress::Progress;
+use crate::progress::{OrderLatency, Progress};
 use crate::DaemonError;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -418,12 +418,13 @@ async fn write(
 /// Counts what a transaction stored and when its orders became durable.
 fn written(batch: &StoreBatch, outcome: &BatchOutcome, progress: &Progress) {
     let durable = Timestamp::now().micros();
-    progress.record_latency(
-        batch
-            .orders
-            .iter()
-            .map(|o| durable - o.order.created_at.micros()),
-    );
+    progress.record_latency(batch.orders.iter().map(|o| {
+        let created = o.order.created_at.micros();
+        OrderLatency {
+            received_us: o.processed_at.micros() - created,
+            stored_us: durable - created,
+        }
+    }));
     progress
         .orders_stored
         .fetch_add(outcome.new_orders as u64, Ordering::Relaxed);

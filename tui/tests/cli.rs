@@ -504,6 +504,22 @@ fn bench_prints_one_consistent_json_report() {
         latency["max_ms"].as_f64().unwrap(),
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+    // Its first leg, of the same orders: received by analytics before stored.
+    let received = &latency["created_to_received_by_analytics"];
+    let (r50, r99, rmax) = (
+        received["p50_ms"].as_f64().unwrap(),
+        received["p99_ms"].as_f64().unwrap(),
+        received["max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < r50 && r50 <= r99 && r99 <= rmax, "{latency}");
+    assert!(r50 <= p50 && rmax <= max, "{latency}");
+    let writes = latency["store_transactions"].as_u64().unwrap();
+    assert!(writes > 0, "{latency}");
+    assert!(latency["store_transactions_over_50ms"].as_u64().unwrap() <= writes);
+    assert!(
+        stderr.contains("created -> received by analytics"),
+        "{stderr}"
+    );
     assert_eq!(report["settings"]["payment_delay_ms"], 20);
 }
 

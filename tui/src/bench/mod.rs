@@ -11,6 +11,7 @@ use baseline::Baseline;
 use clap::Args;
 use orders_core::domain::Timestamp;
 use orders_core::generator::OrderGenerator;
+use orders_core::progress::{HistogramSnapshot, LatencySummary, DURATION_BUCKETS};
 use orders_daemons::local_pipeline::{LocalOptions, LocalPipeline, Role};
 use orders_daemons::producer::Pace;
 use phase::{busy, push_orders, round3, PhaseFigures};
@@ -227,16 +228,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "ratio_per_kafka_record_op": round3(ratio_per_op),
         "latency_created_to_stored": {
             "rate": args.latency_rate,
-            "orders": latency.count,
-            "p50_ms": latency.p50_ms,
-            "p99_ms": latency.p99_ms,
-            "max_ms": latency.max_ms,
+            "orders": latency.stored.count,
+            "p50_ms": latency.stored.p50_ms,
+            "p99_ms": latency.stored.p99_ms,
+            "max_ms": latency.stored.max_ms,
             "cores_busy": round3(latency_phase.busy()),
+            "created_to_received_by_analytics": {
+                "p50_ms": latency.received.p50_ms,
+                "p99_ms": latency.received.p99_ms,
+                "max_ms": latency.received.max_ms,
+            },
+            "store_transactions": latency.store_writes,
+            "store_transactions_over_50ms": latency.store_writes_over_50ms,
         },
         "against_baseline": baseline::to_json(&baseline_source, &baseline, &compared),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprint!("{}", render_phases(&raw, &e2e.figures, &latency_phase));
+    eprint!("{}", latency.render());
     eprint!(
         "{}",
         baseline::render(&baseline_source, &baseline, &compared)
@@ -303,10 +312,74 @@ async fn latency_phase(
     options: &mut LocalOptions,
     args: &BenchArgs,
     timeout: Duration,
-) -> anyhow::Result<(PhaseFigures, orders_core::progress::LatencySummary)> {
+) -> anyhow::Result<(PhaseFigures, Latency)> {
     let latency_orders = (args.latency_rate * args.latency_seconds as f64).round() as u64;
     pipeline.progress.reset_latency();
+    let writes_before = pipeline.progress.store_write_seconds.snapshot();
     let pace = Pace::Rate(args.latency_rate);
     let figures = push_orders(pipeline, options, latency_orders, pace, timeout).await?;
-    Ok((figures, pipeline.progress.latency()))
+    let writes = pipeline.progress.store_write_seconds.snapshot();
+    let latency = Latency {
+        stored: pipeline.progress.latency(),
+        received: pipeline.progress.received_latency(),
+        store_writes: writes.count - writes_before.count,
+        store_writes_over_50ms: slower_than(&writes, 0.05) - slower_than(&writes_before, 0.05),
+    };
+    Ok((figures, latency))
+}
+
+/// Observations in `h` that took longer than `seconds`, one of [`DURATION_BUCKETS`].
+fn slower_than(h: &HistogramSnapshot, seconds: f64) -> u64 {
+    let within = DURATION_BUCKETS
+        .iter()
+        .position(|b| *b >= seconds)
+        .and_then(|i| h.cumulative.get(i))
+        .copied()
+        .unwrap_or(h.count);
+    h.count - within
+}
+
+/// The latency phase's created → stored, and its first leg: created → received by the
+/// analytics daemon (so a slow tail shows in Kafka's hops or in the store writer's).
+struct Latency {
+    stored: LatencySummary,
+    received: LatencySummary,
+    /// The store writer's transactions in the phase, and those that took over 50 ms.
+    store_writes: u64,
+    store_writes_over_50ms: u64,
+}
+
+impl Latency {
+    fn render(&self) -> String {
+        let ms =
+            |l: &LatencySummary| format!("{:.1} / {:.1} / {:.1} ms", l.p50_ms, l.p99_ms, l.max_ms);
+        format!(
+            "latency p50 / p99 / max: created -> stored {}; of it created -> received by analytics {}; \
+             store transactions {} ({} over 50 ms)\n",
+            ms(&self.stored),
+            ms(&self.received),
+            self.store_writes,
+            self.store_writes_over_50ms
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orders_core::progress::DurationHistogram;
+
+    #[test]
+    fn slower_than_counts_the_observations_past_a_bound() {
+        let h = DurationHistogram::default();
+        for ms in [1, 20, 40, 60, 120] {
+            h.observe(Duration::from_millis(ms));
+        }
+        assert_eq!(slower_than(&h.snapshot(), 0.05), 2);
+        assert_eq!(slower_than(&h.snapshot(), 0.025), 3);
+        assert_eq!(
+            slower_than(&DurationHistogram::default().snapshot(), 0.05),
+            0
+        );
+    }
 }
