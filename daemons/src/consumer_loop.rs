@@ -476,7 +476,9 @@ impl<'c> ConsumerLoop<'c> {
             counters,
             in_flight,
             in_flight_records: 0,
-            topic_names: Vec::new(),
+            // The orders topic's name interned first: a record is an order when its
+            // topic is that very name.
+            topic_names: vec![orders_topic.clone()],
             last_chunk: 1,
             orders_topic,
             stream,
@@ -569,7 +571,6 @@ impl<'c> ConsumerLoop<'c> {
         // count taken per record.
         let mut partitions: Vec<(&Arc<str>, i32, i64, u64)> = Vec::new();
         let mut orders = 0;
-        let orders_topic = self.topic_names.iter().find(|t| **t == self.orders_topic);
         for r in &chunk {
             let at = partitions
                 .iter()
@@ -586,7 +587,7 @@ impl<'c> ConsumerLoop<'c> {
                 }
             };
             entry.2 = entry.2.max(r.offset + 1);
-            if orders_topic.is_some_and(|t| Arc::ptr_eq(t, &r.topic)) {
+            if Arc::ptr_eq(&r.topic, &self.orders_topic) {
                 orders += 1;
             }
         }
