@@ -489,6 +489,27 @@ fn bench_prints_one_consistent_json_report() {
         (ratio - rate / raw).abs() < 0.002,
         "{ratio} vs {rate}/{raw}"
     );
+    // The per-op ratio, as the product of its two factors.
+    let per_op = report["ratio_per_kafka_record_op"].as_f64().unwrap();
+    let factors = &report["ratio_per_kafka_record_op_factors"];
+    let (share, busy_against_raw) = (
+        factors["cpu_share"].as_f64().unwrap(),
+        factors["cores_busy_against_raw"].as_f64().unwrap(),
+    );
+    assert!(
+        (share * busy_against_raw - per_op).abs() <= 0.01 * per_op + 0.002,
+        "{per_op} vs {factors}"
+    );
+    let kafka_us = factors["kafka_cpu_us_per_order_at_raw_cost"]
+        .as_f64()
+        .unwrap();
+    let other_us = factors["other_cpu_us_per_order"].as_f64().unwrap();
+    let order_us = e2e["cpu_us_per_order"].as_f64().unwrap();
+    assert!(
+        kafka_us > 0.0 && (kafka_us + other_us - order_us).abs() < 0.01,
+        "{factors}"
+    );
+    assert!(stderr.contains("per-op ratio"), "{stderr}");
     for phase in ["raw", "end_to_end"] {
         assert!(
             report[phase]["cpu_seconds"].as_f64().unwrap() > 0.0,

@@ -215,6 +215,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let e2e = end_to_end_phase(&mut pipeline, &mut options, args.orders, timeout).await?;
     // The raw rate moves each record through one produce and one consume (two ops).
     let ratio_per_op = e2e.figures.rate() * e2e.ops_per_order / (2.0 * raw.rate());
+    let factors = RatioFactors::of(&raw, &e2e, args.orders);
     let (latency_phase, latency) =
         latency_phase(&mut pipeline, &mut options, &args, timeout).await?;
     pipeline.stop().await?;
@@ -226,6 +227,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "end_to_end": e2e.to_json(args.orders),
         "ratio_end_to_end_to_raw": round3(e2e.figures.rate() / raw.rate()),
         "ratio_per_kafka_record_op": round3(ratio_per_op),
+        "ratio_per_kafka_record_op_factors": factors.to_json(),
         "latency_created_to_stored": {
             "rate": args.latency_rate,
             "orders": latency.stored.count,
@@ -245,6 +247,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprint!("{}", render_phases(&raw, &e2e.figures, &latency_phase));
+    eprint!("{}", factors.render(ratio_per_op));
     eprint!("{}", latency.render());
     eprint!(
         "{}",
@@ -278,6 +281,60 @@ impl EndToEnd {
             "kafka_record_ops_per_order": (self.ops_per_order * 100.0).round() / 100.0,
             "where_the_time_went": e2e.detail,
         })
+    }
+}
+
+/// The per-op ratio as the product of two factors, so that a low ratio says which one is
+/// low: the share of an order's CPU that its Kafka record ops would cost at the raw phase's
+/// price per message (the rest is the store, decoding and the pipeline's own work), and how
+/// busy the cores were end to end against the raw phase ("idle and slow").
+///
+/// With `busy = cpu / (seconds × cores)`, a phase's rate is `busy × cores / cpu per item`,
+/// so `ratio = e2e rate × ops / (2 × raw rate) = cpu_share × busy_ratio`.
+struct RatioFactors {
+    /// CPU an order's record ops cost at the raw phase's price (µs).
+    kafka_us: f64,
+    /// CPU per order, end to end (µs).
+    order_us: f64,
+    cpu_share: f64,
+    busy_ratio: f64,
+}
+
+impl RatioFactors {
+    fn of(raw: &RawFigures, e2e: &EndToEnd, orders: u64) -> RatioFactors {
+        let median = raw.median();
+        let per_message_us = median.cpu_seconds * 1e6 / raw.messages_per_round as f64;
+        // A raw message is one produce and one consume: two record ops.
+        let kafka_us = e2e.ops_per_order / 2.0 * per_message_us;
+        let order_us = e2e.figures.cpu_seconds * 1e6 / orders as f64;
+        RatioFactors {
+            kafka_us,
+            order_us,
+            cpu_share: kafka_us / order_us,
+            busy_ratio: e2e.figures.busy() / busy(median.cpu_seconds, median.seconds),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "kafka_cpu_us_per_order_at_raw_cost": round3(self.kafka_us),
+            "other_cpu_us_per_order": round3(self.order_us - self.kafka_us),
+            "cpu_share": round3(self.cpu_share),
+            "cores_busy_against_raw": round3(self.busy_ratio),
+        })
+    }
+
+    fn render(&self, ratio: f64) -> String {
+        format!(
+            "per-op ratio {ratio:.3} = CPU share {:.3} x cores busy against raw {:.3}: an order's \
+             Kafka record ops would cost {:.2} us at the raw phase's price, the other {:.2} us \
+             of its {:.2} us are the store, decoding and the pipeline's own work\n",
+            self.cpu_share,
+            self.busy_ratio,
+            self.kafka_us,
+            self.order_us - self.kafka_us,
+            self.order_us
+        )
     }
 }
 
