@@ -79,6 +79,17 @@ impl RawFigures {
         self.rate_of(&self.median())
     }
 
+    /// The median round's CPU per message, in microseconds.
+    fn cpu_us_per_msg(&self) -> f64 {
+        self.median().cpu_seconds * 1e6 / self.messages_per_round as f64
+    }
+
+    /// How busy the cores were in the median round.
+    fn busy(&self) -> f64 {
+        let median = self.median();
+        busy(median.cpu_seconds, median.seconds)
+    }
+
     /// Every round's rate, in the order they ran.
     fn rates(&self) -> Vec<f64> {
         self.rounds.iter().map(|r| self.rate_of(r)).collect()
@@ -95,8 +106,8 @@ impl RawFigures {
             "msgs_per_sec": self.rate().round(),
             "msgs_per_sec_by_round": by_round,
             "cpu_seconds": round3(median.cpu_seconds),
-            "cpu_us_per_msg": round3(median.cpu_seconds * 1e6 / self.messages_per_round as f64),
-            "cores_busy": round3(busy(median.cpu_seconds, median.seconds)),
+            "cpu_us_per_msg": round3(self.cpu_us_per_msg()),
+            "cores_busy": round3(self.busy()),
         })
     }
 }
@@ -215,7 +226,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let e2e = end_to_end_phase(&mut pipeline, &mut options, args.orders, timeout).await?;
     // The raw rate moves each record through one produce and one consume (two ops).
     let ratio_per_op = e2e.figures.rate() * e2e.ops_per_order / (2.0 * raw.rate());
-    let factors = RatioFactors::of(&raw, &e2e, args.orders);
+    let factors = RatioFactors::of(&raw, &e2e);
     let (latency_phase, latency) =
         latency_phase(&mut pipeline, &mut options, &args, timeout).await?;
     pipeline.stop().await?;
@@ -274,7 +285,7 @@ impl EndToEnd {
             "seconds": e2e.seconds,
             "orders_per_sec": e2e.rate().round(),
             "cpu_seconds": round3(e2e.cpu_seconds),
-            "cpu_us_per_order": round3(e2e.cpu_seconds * 1e6 / orders as f64),
+            "cpu_us_per_order": round3(e2e.cpu_us_per_order()),
             "cores_busy": round3(e2e.busy()),
             "fraud_alerts": self.alerts,
             "payments": self.payments,
@@ -296,30 +307,28 @@ struct RatioFactors {
     kafka_us: f64,
     /// CPU per order, end to end (µs).
     order_us: f64,
-    cpu_share: f64,
     busy_ratio: f64,
 }
 
 impl RatioFactors {
-    fn of(raw: &RawFigures, e2e: &EndToEnd, orders: u64) -> RatioFactors {
-        let median = raw.median();
-        let per_message_us = median.cpu_seconds * 1e6 / raw.messages_per_round as f64;
-        // A raw message is one produce and one consume: two record ops.
-        let kafka_us = e2e.ops_per_order / 2.0 * per_message_us;
-        let order_us = e2e.figures.cpu_seconds * 1e6 / orders as f64;
+    fn of(raw: &RawFigures, e2e: &EndToEnd) -> RatioFactors {
         RatioFactors {
-            kafka_us,
-            order_us,
-            cpu_share: kafka_us / order_us,
-            busy_ratio: e2e.figures.busy() / busy(median.cpu_seconds, median.seconds),
+            // A raw message is one produce and one consume: two record ops.
+            kafka_us: e2e.ops_per_order / 2.0 * raw.cpu_us_per_msg(),
+            order_us: e2e.figures.cpu_us_per_order(),
+            busy_ratio: e2e.figures.busy() / raw.busy(),
         }
+    }
+
+    fn cpu_share(&self) -> f64 {
+        self.kafka_us / self.order_us
     }
 
     fn to_json(&self) -> Value {
         json!({
             "kafka_cpu_us_per_order_at_raw_cost": round3(self.kafka_us),
             "other_cpu_us_per_order": round3(self.order_us - self.kafka_us),
-            "cpu_share": round3(self.cpu_share),
+            "cpu_share": round3(self.cpu_share()),
             "cores_busy_against_raw": round3(self.busy_ratio),
         })
     }
@@ -329,7 +338,7 @@ impl RatioFactors {
             "per-op ratio {ratio:.3} = CPU share {:.3} x cores busy against raw {:.3}: an order's \
              Kafka record ops would cost {:.2} us at the raw phase's price, the other {:.2} us \
              of its {:.2} us are the store, decoding and the pipeline's own work\n",
-            self.cpu_share,
+            self.cpu_share(),
             self.busy_ratio,
             self.kafka_us,
             self.order_us - self.kafka_us,

@@ -159,6 +159,11 @@ impl PhaseFigures {
     pub fn busy(&self) -> f64 {
         busy(self.cpu_seconds, self.seconds)
     }
+
+    /// CPU per order, in microseconds.
+    pub fn cpu_us_per_order(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.orders as f64
+    }
 }
 
 /// Mean of the observations between two snapshots, in milliseconds, and their count.
